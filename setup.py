@@ -1,0 +1,29 @@
+from setuptools import setup
+
+setup(
+    name="ssl_keras",
+    version="0.1.0",
+    description="SimCLR pretraining on unlabeled images and transfer to Pascal VOC localization, in Keras 3.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=["ssl_keras", "ssl_keras.data", "ssl_keras.cli"],
+    # The click layer lives in the top-level cli/ folder but is imported as ssl_keras.cli,
+    # so it can never clash with another distribution's top-level `cli` package.
+    package_dir={"ssl_keras.cli": "cli"},
+    install_requires=[
+        "tensorflow>=2.16",
+        "keras>=3.15",
+        "keras-cv>=0.9",
+        "tensorflow-datasets>=4.9",
+        # tensorflow-datasets imports it but does not declare it.
+        "importlib_resources>=5.0",
+        "tensorboard>=2.16",
+        "click>=8.1",
+        "pillow>=10.0",
+        "matplotlib>=3.7",
+        "pyyaml>=6.0",
+    ],
+    extras_require={"dev": ["pytest>=7.4"], "torch": ["torch>=2.2"]},
+    entry_points={"console_scripts": ["ssl-keras=ssl_keras.cli.main:main"]},
+)
