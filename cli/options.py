@@ -1,0 +1,36 @@
+"""Click options generated from the config dataclasses, so each option maps onto one field."""
+
+import dataclasses
+import typing
+
+import click
+
+
+def _click_type(annotation):
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    base = args[0] if args else annotation
+    return {int: int, float: float, str: str, bool: bool}.get(base, str)
+
+
+def options_from(config_cls, helps, *, skip=()):
+    """Adds one `--field-name` option per dataclass field; unspecified options arrive as None.
+
+    None means "not given", so `build_config` can layer defaults < --config file < options.
+    """
+
+    def decorate(command):
+        for field in reversed(dataclasses.fields(config_cls)):
+            if field.name in skip:
+                continue
+            flag = "--" + field.name.replace("_", "-")
+            default = field.default
+            help_text = f"{helps.get(field.name, '')} [default: {default}]"
+            kind = _click_type(field.type)
+            if kind is bool:
+                option = click.option(f"{flag}/--no-{flag[2:]}", field.name, default=None, help=help_text)
+            else:
+                option = click.option(flag, field.name, type=kind, default=None, help=help_text)
+            command = option(command)
+        return command
+
+    return decorate

@@ -1,0 +1,108 @@
+"""Run configurations: one dataclass per command, the single source of defaults.
+
+Every field maps one to one onto a CLI option (underscores become dashes) and is written to the
+run directory's `config.json`.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Optional
+
+
+class ConfigError(ValueError):
+    """An option or config-file value is out of range or unknown."""
+
+
+@dataclasses.dataclass
+class PretrainConfig:
+    """Options of `ssl-keras pretrain` (SimCLR pretraining).
+
+    Images are float [0, 255] throughout; `image_size` is the square side the data pipeline
+    resizes to.
+    """
+
+    data: str = "synthetic"
+    out: str = "runs/pretrain"
+    backbone: str = "EfficientNetB1"
+    backbone_weights: Optional[str] = None
+    epochs: int = 100
+    batch_size: int = 256
+    image_size: int = 224
+    temperature: float = 0.1
+    projection_dim: int = 128
+    projection_hidden_dim: Optional[int] = None
+    projection_layers: int = 2
+    optimizer: str = "auto"
+    learning_rate: Optional[float] = None
+    weight_decay: Optional[float] = None
+    warmup_epochs: float = 10.0
+    jitter_strength: float = 1.0
+    steps_per_epoch: Optional[int] = None
+    seed: int = 0
+    resume: bool = False
+    mixed_precision: bool = False
+    export: bool = True
+
+    def validate(self):
+        _check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        _check(self.batch_size >= 2, "batch_size", self.batch_size, "an integer >= 2 (pairs need negatives)")
+        _check(self.image_size >= 32, "image_size", self.image_size, "an integer >= 32")
+        _check(self.temperature > 0, "temperature", self.temperature, "a number > 0")
+        _check(self.projection_dim >= 1, "projection_dim", self.projection_dim, "an integer >= 1")
+        _check(self.projection_layers >= 1, "projection_layers", self.projection_layers, "an integer >= 1")
+        _check(self.optimizer in ("auto", "adamw", "lars", "lamb"), "optimizer", self.optimizer,
+               "one of auto, adamw, lars, lamb")
+        _check(self.learning_rate is None or self.learning_rate > 0, "learning_rate", self.learning_rate, "> 0")
+        _check(self.weight_decay is None or self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
+        _check(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", self.warmup_epochs,
+               f"in [0, epochs={self.epochs}]")
+        _check(self.jitter_strength >= 0, "jitter_strength", self.jitter_strength, ">= 0")
+        _check(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch",
+               self.steps_per_epoch, "an integer >= 1")
+        return self
+
+
+def _check(ok, name, value, allowed):
+    if not ok:
+        raise ConfigError(f"--{name.replace('_', '-')} must be {allowed}; got {value!r}")
+
+
+def read_config_file(path):
+    """Reads a JSON or YAML config file into a dict of field values."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as error:
+        raise ConfigError(f"config file {path}: cannot be read ({error.strerror})") from error
+    try:
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            values = yaml.safe_load(text) or {}
+        else:
+            values = json.loads(text)
+    except Exception as error:  # yaml and json raise different types
+        raise ConfigError(f"config file {path}: not valid {'YAML' if path.endswith(('.yaml', '.yml')) else 'JSON'} ({error})") from error
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path}: must hold a mapping of option names to values")
+    return values
+
+
+def build_config(cls, *, config_file=None, **overrides):
+    """Merges dataclass defaults < config file < explicitly given options (None = not given)."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = {}
+    if config_file:
+        loaded = read_config_file(os.fspath(config_file))
+        unknown = sorted(set(loaded) - fields)
+        if unknown:
+            raise ConfigError(f"config file {config_file}: unknown option(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(fields))}")
+        values.update(loaded)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return cls(**values).validate()
+
+
+def to_dict(config):
+    return dataclasses.asdict(config)

@@ -1,0 +1,180 @@
+"""`run_pretrain`: a complete, resumable SimCLR pretraining run writing a run directory.
+
+Run directory layout:
+
+```
+DIR/config.json            every resolved option, the seeds and the environment
+DIR/result.json            final loss, contrastive accuracy, epochs, images/s, wall time, skips
+DIR/checkpoints/           epoch-NNNN.keras (+ state.json), used by --resume
+DIR/logs/                  TensorBoard: loss, contrastive_accuracy, learning_rate, view pairs
+DIR/encoder.keras          the backbone alone (keras.saving.load_model)
+DIR/encoder_savedmodel/    serve(images [N,H,W,3] float in [0,255]) -> pooled features
+```
+"""
+
+import dataclasses
+import os
+import resource
+import time
+
+import keras
+import numpy as np
+
+from ssl_keras.backbone import make_backbone
+from ssl_keras.callbacks import (EpochCheckpoint, ImageSummary, LearningRateLogger, Throughput,
+                                 image_grid, last_checkpoint)
+from ssl_keras.config import PretrainConfig, to_dict
+from ssl_keras.data.sources import load_image_source
+from ssl_keras.export import ExportError, export_encoder
+from ssl_keras.optimizers import (build_optimizer, default_learning_rate, default_weight_decay,
+                                  resolve_optimizer_name)
+from ssl_keras.projection_head import ProjectionHead
+from ssl_keras.run_directory import (environment_info, prepare_run_directory, read_json,
+                                     resolved_jit_compile, write_json_atomic)
+from ssl_keras.simclr import SimCLR
+from ssl_keras.simclr_augmenter import SimCLRAugmenter
+
+
+def resolve_seeds(seed):
+    """Derives the seeds of every random source from the run seed, recorded in config.json."""
+    return {"global": seed, "augmenter": seed + 1, "data_shuffle": seed + 2, "view_grid": seed + 3}
+
+
+def build_simclr(config, *, seeds):
+    """Builds the (uncompiled) SimCLR model described by a `PretrainConfig`."""
+    encoder = make_backbone(config.backbone, weights=config.backbone_weights)
+    head = ProjectionHead(output_dim=config.projection_dim, hidden_dim=config.projection_hidden_dim,
+                          num_layers=config.projection_layers)
+    augmenter = SimCLRAugmenter(jitter_strength=config.jitter_strength, seed=seeds["augmenter"])
+    return SimCLR(encoder, projection_head=head, augmenter=augmenter, temperature=config.temperature)
+
+
+def _view_pairs(images, augmenter_config, seed):
+    """A grid image: originals, view 1 and view 2 of up to 8 images, for TensorBoard."""
+    config = dict(augmenter_config, seed=seed)
+    augmenter = SimCLRAugmenter.from_config(config)
+
+    def make(_model):
+        views = [keras.ops.convert_to_numpy(augmenter(images, training=True)) for _ in range(2)]
+        return image_grid([list(images), list(views[0]), list(views[1])])
+
+    return make
+
+
+def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
+    """Runs (or resumes) SimCLR pretraining and writes the run directory.
+
+    Args:
+        config: a validated `PretrainConfig`.
+        verbose: Keras progress-bar verbosity (0 silent, 1 bar). Defaults to 1.
+        log: function receiving one-line progress messages. Defaults to `print`.
+
+    Returns:
+        The result dict also written to `result.json`.
+    """
+    started = time.perf_counter()
+    out = prepare_run_directory(config.out, resume=config.resume, command="pretrain")
+    config_path = os.path.join(out, "config.json")
+    if config.resume:
+        stored = read_json(config_path)
+        # The stored run defines the experiment; only the epoch budget may be extended.
+        options = dict(stored["options"], resume=True, epochs=max(config.epochs, stored["options"]["epochs"]))
+        config = PretrainConfig(**options).validate()
+        seeds = stored["seeds"]
+    else:
+        seeds = resolve_seeds(config.seed)
+    optimizer_name = resolve_optimizer_name(config.optimizer, config.batch_size)
+    learning_rate = config.learning_rate or default_learning_rate(optimizer_name, config.batch_size)
+    weight_decay = config.weight_decay if config.weight_decay is not None else default_weight_decay(optimizer_name)
+
+    keras.utils.set_random_seed(seeds["global"])
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+
+    source = load_image_source(config.data, image_size=config.image_size, batch_size=config.batch_size,
+                               seed=seeds["data_shuffle"])
+    if source.skipped:
+        log(f"skipped {sum(source.skipped.values())} unreadable file(s): "
+            + ", ".join(f"{reason}: {count}" for reason, count in sorted(source.skipped.items())))
+    dataset = source.dataset
+    steps_per_epoch = source.steps_per_epoch
+    if config.steps_per_epoch:
+        dataset = dataset.repeat()
+        steps_per_epoch = config.steps_per_epoch
+
+    jit_compile = resolved_jit_compile()
+    record = {
+        "command": "pretrain",
+        "options": to_dict(config),
+        "seeds": seeds,
+        "resolved": {"optimizer": optimizer_name, "learning_rate": learning_rate,
+                     "weight_decay": weight_decay, "steps_per_epoch": steps_per_epoch,
+                     "num_images": source.num_images, "data": source.description,
+                     "jit_compile": jit_compile},
+        "environment": environment_info(),
+    }
+    write_json_atomic(config_path, record)
+
+    checkpoints = os.path.join(out, "checkpoints")
+    initial_epoch, checkpoint = last_checkpoint(checkpoints)
+    if checkpoint:
+        log(f"resuming from {checkpoint} (epoch {initial_epoch} of {config.epochs})")
+        model = keras.saving.load_model(checkpoint)
+    else:
+        model = build_simclr(config, seeds=seeds)
+        total_steps = config.epochs * steps_per_epoch
+        warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
+        model.compile(
+            optimizer=build_optimizer(optimizer_name, learning_rate=learning_rate, total_steps=total_steps,
+                                      warmup_steps=min(warmup_steps, total_steps), weight_decay=weight_decay),
+            jit_compile=jit_compile,
+        )
+        model.build((None, config.image_size, config.image_size, 3))
+
+    sample = next(iter(source.dataset.take(1)))
+    sample = np.asarray(sample)[:8]
+    logs_dir = os.path.join(out, "logs")
+    throughput = Throughput(config.batch_size)
+    callbacks = [
+        throughput,
+        LearningRateLogger(),
+        keras.callbacks.TensorBoard(logs_dir, update_freq="epoch", write_graph=False),
+        ImageSummary(logs_dir, "augmented_view_pairs",
+                     _view_pairs(sample, model.augmenter.get_config(), seeds["view_grid"])),
+        EpochCheckpoint(checkpoints),
+    ]
+    history = {}
+    if initial_epoch < config.epochs:
+        fit = model.fit(dataset, epochs=config.epochs, initial_epoch=initial_epoch,
+                        steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose)
+        history = {k: [float(v) for v in values] for k, values in fit.history.items()}
+
+    encoder_path = os.path.join(out, "encoder.keras")
+    tmp = os.path.join(out, ".tmp-encoder.keras")
+    model.encoder.save(tmp)
+    os.replace(tmp, encoder_path)
+    exported = None
+    if config.export:
+        try:
+            exported = export_encoder(model.encoder, os.path.join(out, "encoder_savedmodel"))
+        except ExportError as error:
+            log(f"SavedModel export skipped: {error}")
+
+    final_epoch, _ = last_checkpoint(checkpoints)
+    state = read_json(os.path.join(checkpoints, "state.json"))["logs"]
+    result = {
+        "epochs": final_epoch,
+        "loss": state.get("loss"),
+        "contrastive_accuracy": state.get("contrastive_accuracy"),
+        "history": history,
+        "num_images": source.num_images,
+        "skipped": source.skipped,
+        "skipped_files": [f"{path}: {reason}" for path, reason in source.skipped_files[:100]],
+        "wall_seconds": time.perf_counter() - started,
+        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        **throughput.summary(),
+        "outputs": {"encoder": encoder_path, "savedmodel": exported, "logs": logs_dir,
+                    "checkpoints": checkpoints},
+    }
+    write_json_atomic(os.path.join(out, "result.json"), result)
+    return result
