@@ -10,6 +10,9 @@ import os
 
 import click
 
+# TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notices) is noise for CLI users.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 from ssl_keras.cli.options import options_from
 
 PRETRAIN_HELP = {

@@ -146,7 +146,7 @@ def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
     history = {}
     if initial_epoch < config.epochs:
         fit = model.fit(dataset, epochs=config.epochs, initial_epoch=initial_epoch,
-                        steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose)
+                        steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose, shuffle=False)
         history = {k: [float(v) for v in values] for k, values in fit.history.items()}
 
     encoder_path = os.path.join(out, "encoder.keras")

@@ -100,17 +100,20 @@ class SimCLRAugmenter(keras.layers.Layer):
        kernel of size 1 at the default fraction, i.e. no blur.
 
     The crop, the flip and the blur are expressed as per-image interpolation
-    and Gaussian matrices applied with `keras.ops.einsum`, so the layer uses
-    `keras.ops` and `keras.random` only, runs on every backend, accepts a
-    dynamic batch size and compiles with XLA.
+    and Gaussian matrices applied to both image axes with batched matrix
+    products, so the layer uses `keras.ops` and `keras.random` only, runs on
+    every backend, accepts a dynamic batch size (and image size) and compiles
+    with XLA.
 
     Call the layer once per view: SimCLR calls it twice on the same batch to
     get two independently augmented views. With `training=False` it returns
     its input unchanged. On the TensorFlow backend it is safe to use inside
     `tf.data` (e.g. in `dataset.map`); on other backends, call it in the model.
 
-    The computation runs in float32: inputs of another float dtype are cast
-    to float32 and the output is cast back to the input's dtype.
+    The computation runs in float32. As for any Keras layer, float inputs
+    are first cast to the layer's compute dtype (float32 unless a dtype
+    policy such as `"mixed_bfloat16"` is set); a float16 or bfloat16 compute
+    dtype is cast to float32 inside the layer and back on output.
 
     References:
         - [Chen et al., 2020](https://arxiv.org/abs/2002.05709), Appendix A.
@@ -148,8 +151,8 @@ class SimCLRAugmenter(keras.layers.Layer):
             returned unchanged. Defaults to `True`.
 
     Returns:
-        A tensor of the same shape and dtype as `images`, with values in
-        `[0, 255]`.
+        A tensor of the same shape as `images`, in the layer's compute dtype,
+        with values in `[0, 255]`.
 
     Example:
 
@@ -340,8 +343,6 @@ class SimCLRAugmenter(keras.layers.Layer):
         resize_x = _bilinear_matrix(boxes[:, 1], boxes[:, 3], width)
         flip = ops.reshape(t["flip"], (-1, 1, 1))
         resize_x = flip * ops.flip(resize_x, axis=1) + (1.0 - flip) * resize_x
-        # The colour operations are per pixel, so they run on the transposed
-        # [N, W, H, 3] images that the first product leaves, saving a transpose.
         x = _transposed_matmul(resize_x, _transposed_matmul(resize_y, images))
 
         x = self._color_jitter(x, t)
@@ -350,7 +351,7 @@ class SimCLRAugmenter(keras.layers.Layer):
 
         blur_y = self._blur_matrix(t["blur_sigma"], t["blur"], height)
         blur_x = self._blur_matrix(t["blur_sigma"], t["blur"], width)
-        x = _transposed_matmul(blur_y, _transposed_matmul(blur_x, x))
+        x = _transposed_matmul(blur_x, _transposed_matmul(blur_y, x))
         return ops.clip(x, 0.0, _MAX_VALUE)
 
     def _color_jitter(self, x, t):

@@ -300,12 +300,14 @@ def _tfds_source(parsed, *, image_size, batch_size, seed, shuffle):
         )
     try:
         builder.download_and_prepare()
-        num_images = builder.info.splits[split].num_examples
         dataset = builder.as_dataset(
             split=split,
             shuffle_files=shuffle,
             read_config=tfds.ReadConfig(shuffle_seed=seed),
         )
+        num_images = int(dataset.cardinality())
+        if num_images < 0:  # Unknown or infinite: fall back on the metadata.
+            num_images = builder.info.splits[split].num_examples
     except Exception as error:  # noqa: BLE001 - download and split errors vary.
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise SourceError(
