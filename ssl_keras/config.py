@@ -90,9 +90,16 @@ def read_config_file(path):
 
 
 def build_config(cls, *, config_file=None, **overrides):
-    """Merges dataclass defaults < config file < explicitly given options (None = not given)."""
+    """Merges dataclass defaults < config file < explicitly given options (None = not given).
+
+    With `resume=True` and an existing `out/config.json`, the stored run's options replace the
+    dataclass defaults, so `--resume --out DIR` alone continues the run exactly as configured;
+    options given explicitly (e.g. a larger `--epochs`) still override them.
+    """
     fields = {f.name for f in dataclasses.fields(cls)}
     values = {}
+    stored = _stored_options(overrides.get("out"), overrides.get("resume"))
+    values.update({k: v for k, v in stored.items() if k in fields})
     if config_file:
         loaded = read_config_file(os.fspath(config_file))
         unknown = sorted(set(loaded) - fields)
@@ -102,6 +109,16 @@ def build_config(cls, *, config_file=None, **overrides):
         values.update(loaded)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return cls(**values).validate()
+
+
+def _stored_options(out, resume):
+    if not resume or not out:
+        return {}
+    path = os.path.join(os.fspath(out), "config.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f).get("options", {})
 
 
 def to_dict(config):

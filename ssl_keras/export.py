@@ -68,4 +68,10 @@ def load_serving(path):
     """Loads the `serve` endpoint of an exported SavedModel as a callable."""
     import tensorflow as tf
 
-    return tf.saved_model.load(os.fspath(path)).serve
+    # The endpoint refers to the loaded object's variables, so the closure keeps it alive.
+    loaded = tf.saved_model.load(os.fspath(path))
+
+    def serve(images):
+        return loaded.serve(tf.convert_to_tensor(images, tf.float32))
+
+    return serve

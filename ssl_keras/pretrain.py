@@ -75,14 +75,8 @@ def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
     started = time.perf_counter()
     out = prepare_run_directory(config.out, resume=config.resume, command="pretrain")
     config_path = os.path.join(out, "config.json")
-    if config.resume:
-        stored = read_json(config_path)
-        # The stored run defines the experiment; only the epoch budget may be extended.
-        options = dict(stored["options"], resume=True, epochs=max(config.epochs, stored["options"]["epochs"]))
-        config = PretrainConfig(**options).validate()
-        seeds = stored["seeds"]
-    else:
-        seeds = resolve_seeds(config.seed)
+    # A resumed run keeps the seeds it started with (config.json), whatever --seed says now.
+    seeds = read_json(config_path)["seeds"] if config.resume else resolve_seeds(config.seed)
     optimizer_name = resolve_optimizer_name(config.optimizer, config.batch_size)
     learning_rate = config.learning_rate or default_learning_rate(optimizer_name, config.batch_size)
     weight_decay = config.weight_decay if config.weight_decay is not None else default_weight_decay(optimizer_name)
@@ -145,8 +139,10 @@ def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
     ]
     history = {}
     if initial_epoch < config.epochs:
+        # A finite dataset is passed without steps_per_epoch: Keras then starts a fresh pass
+        # (and shuffle) each epoch instead of draining one iterator across epochs.
         fit = model.fit(dataset, epochs=config.epochs, initial_epoch=initial_epoch,
-                        steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose, shuffle=False)
+                        steps_per_epoch=config.steps_per_epoch, callbacks=callbacks, verbose=verbose, shuffle=False)
         history = {k: [float(v) for v in values] for k, values in fit.history.items()}
 
     encoder_path = os.path.join(out, "encoder.keras")

@@ -23,7 +23,9 @@ _RGB_TO_YIQ = (
 
 
 def _matmul_3x3(a, b):
-    return tuple(tuple(sum(a[i][k] * b[k][j] for k in range(3)) for j in range(3)) for i in range(3))
+    return tuple(
+        tuple(sum(a[i][k] * b[k][j] for k in range(3)) for j in range(3)) for i in range(3)
+    )
 
 
 def _inverse_3x3(m):
@@ -216,7 +218,6 @@ class SimCLRAugmenter(keras.layers.Layer):
         self.blur_kernel_fraction = float(blur_kernel_fraction)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self.supports_masking = False
 
     def call(self, images, training=True):
         if not training:
