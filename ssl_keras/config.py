@@ -123,3 +123,69 @@ def _stored_options(out, resume):
 
 def to_dict(config):
     return dataclasses.asdict(config)
+
+
+DETECT_MODES = ("freeze", "finetune", "freeze-then-finetune")
+
+
+@dataclasses.dataclass
+class DetectConfig:
+    """Options of `ssl-keras detect` (transfer to single-object localization).
+
+    `backbone` is a pretrain run directory, an `encoder.keras` file, `imagenet` or `scratch`;
+    `backbone_weights` (a local weights file) overrides it with `backbone_name` initialised
+    from that file.
+    """
+
+    data: str = "synthetic"
+    backbone: str = "scratch"
+    backbone_name: str = "EfficientNetB1"
+    backbone_weights: Optional[str] = None
+    out: str = "runs/detect"
+    mode: str = "freeze-then-finetune"
+    label_fraction: float = 1.0
+    num_labeled: Optional[int] = None
+    epochs: int = 20
+    head_epochs: Optional[int] = None
+    image_size: int = 224
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    backbone_lr_multiplier: float = 0.1
+    weight_decay: float = 1e-4
+    hidden_units: int = 256
+    dropout: float = 0.2
+    box_weight: float = 1.0
+    giou_weight: float = 1.0
+    l1_weight: float = 1.0
+    class_weight: float = 1.0
+    resize: str = "stretch"
+    augment: bool = True
+    seed: int = 0
+    resume: bool = False
+    export: bool = True
+
+    def validate(self):
+        _check(self.mode in DETECT_MODES, "mode", self.mode, "one of " + ", ".join(DETECT_MODES))
+        _check(0.0 < self.label_fraction <= 1.0, "label_fraction", self.label_fraction, "in (0, 1]")
+        _check(self.num_labeled is None or self.num_labeled >= 1, "num_labeled", self.num_labeled, "an integer >= 1")
+        _check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        _check(self.head_epochs is None or 0 <= self.head_epochs <= self.epochs, "head_epochs", self.head_epochs,
+               f"in [0, epochs={self.epochs}]")
+        _check(self.image_size >= 32, "image_size", self.image_size, "an integer >= 32")
+        _check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        _check(self.learning_rate > 0, "learning_rate", self.learning_rate, "a number > 0")
+        _check(0 < self.backbone_lr_multiplier <= 1, "backbone_lr_multiplier", self.backbone_lr_multiplier, "in (0, 1]")
+        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
+        _check(0 <= self.dropout < 1, "dropout", self.dropout, "in [0, 1)")
+        _check(self.resize in ("stretch", "letterbox"), "resize", self.resize, "stretch or letterbox")
+        for name in ("box_weight", "giou_weight", "l1_weight", "class_weight"):
+            _check(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
+        return self
+
+    def resolved_head_epochs(self):
+        """Epochs with the backbone frozen: all (freeze), none (finetune), or a third by default."""
+        if self.mode == "freeze":
+            return self.epochs
+        if self.mode == "finetune":
+            return 0
+        return self.head_epochs if self.head_epochs is not None else max(1, self.epochs // 3)

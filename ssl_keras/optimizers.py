@@ -179,3 +179,41 @@ def build_optimizer(name="adamw", *, learning_rate, total_steps, warmup_steps=0,
     optimizer = cls(learning_rate=schedule, weight_decay=weight_decay, clipnorm=clipnorm)
     optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY_NAMES))
     return optimizer
+
+
+@keras.saving.register_keras_serializable(package="ssl_keras")
+class BackboneAdamW(keras.optimizers.AdamW):
+    """AdamW whose steps for the backbone's variables are scaled by `backbone_lr_multiplier`.
+
+    Fine-tuning a pretrained backbone with a smaller learning rate than a fresh head keeps the
+    pretrained features from being destroyed early on. Scaling gradients would not do this with
+    Adam (its steps are invariant to gradient scale), so the learning rate itself is scaled.
+    The backbone variables are registered with `set_backbone_variables` (done by
+    `BoxRegressor.compile`), since variable objects cannot be serialised.
+
+    Args:
+        backbone_lr_multiplier: float in (0, 1]. Defaults to 0.1.
+        **kwargs: arguments of `keras.optimizers.AdamW`.
+    """
+
+    def __init__(self, backbone_lr_multiplier=0.1, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 < backbone_lr_multiplier <= 1.0:
+            raise ValueError(
+                f"`backbone_lr_multiplier` must be in (0, 1]. Received: backbone_lr_multiplier={backbone_lr_multiplier}"
+            )
+        self.backbone_lr_multiplier = float(backbone_lr_multiplier)
+        self._backbone_keys = set()
+
+    def set_backbone_variables(self, variables):
+        self._backbone_keys = {self._var_key(v) for v in variables}
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self._var_key(variable) in self._backbone_keys:
+            learning_rate = learning_rate * self.backbone_lr_multiplier
+        super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        config = super().get_config()
+        config["backbone_lr_multiplier"] = self.backbone_lr_multiplier
+        return config

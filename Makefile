@@ -1,0 +1,34 @@
+# `make demo` and `make test` each create the environment from nothing (PyPI only) and run.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# Lower-priority warnings from TensorFlow's C++ start-up are noise in logs.
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: demo test test-fast env benchmark clean
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e ".[dev]"
+	# CPU build of PyTorch, for the test that runs SimCLR on the torch backend.
+	$(PIP) install -q "torch==2.13.0"
+	touch $@
+
+env: $(VENV)/.installed
+
+demo: env
+	$(VENV)/bin/ssl-keras demo
+
+test: env
+	$(PY) -m pytest -q --durations=15
+
+test-fast: env
+	$(PY) -m pytest -q -m "not large"
+
+benchmark: env
+	$(PY) benchmarks/pretrain_throughput.py
+
+clean:
+	rm -rf $(VENV) *.egg-info

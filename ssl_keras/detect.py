@@ -1,0 +1,258 @@
+"""`run_detect`, `evaluate_run`, `predict_images`: transfer a backbone to single-object localization.
+
+Run directory layout:
+
+```
+DIR/config.json        resolved options, seeds, environment, data description
+DIR/train_ids.json     the labelled training subset (image ids), for --label-fraction
+DIR/metrics.json       test metrics: mean_iou, loc_acc@0.5, loc_acc@0.7, top1, top3,
+                       cls_loc_acc@0.5, num_test_images, skipped, per_class
+DIR/model.keras        the trained BoxRegressor
+DIR/savedmodel/        serve(images [N,H,W,3] float in [0,255]) -> {"boxes", "class_probs"}
+DIR/checkpoints/       per-epoch checkpoints for --resume
+DIR/logs/              TensorBoard: losses, metrics, learning rate, predicted vs true boxes
+```
+"""
+
+import os
+import resource
+import time
+
+import keras
+import numpy as np
+
+from ssl_keras.backbone import BackboneWeightsError, make_backbone
+from ssl_keras.box_augmenter import BoxAugmenter
+from ssl_keras.box_drawing import PRED_COLOR, TRUE_COLOR, draw_boxes
+from ssl_keras.box_metrics import format_per_class_table, localization_report
+from ssl_keras.box_regressor import BoxRegressor
+from ssl_keras.callbacks import EpochCheckpoint, ImageSummary, LearningRateLogger, image_grid, last_checkpoint
+from ssl_keras.config import DetectConfig, to_dict
+from ssl_keras.data.localization import load_localization_data
+from ssl_keras.export import ExportError, export_serving
+from ssl_keras.optimizers import BackboneAdamW, WarmupCosineDecay
+from ssl_keras.run_directory import (environment_info, prepare_run_directory, read_json,
+                                     resolved_jit_compile, write_json_atomic)
+
+
+def resolve_seeds(seed):
+    return {"global": seed, "augmenter": seed + 1, "data_shuffle": seed + 2, "label_subset": seed + 3}
+
+
+def resolve_backbone(config):
+    """Builds the backbone named by `config.backbone` / `config.backbone_weights`.
+
+    Returns:
+        `(backbone, description)`.
+    """
+    spec = config.backbone
+    if config.backbone_weights:
+        return (make_backbone(config.backbone_name, weights=config.backbone_weights),
+                f"{config.backbone_name} from weights file {os.path.abspath(config.backbone_weights)}")
+    if spec == "scratch":
+        return make_backbone(config.backbone_name, weights=None), f"{config.backbone_name}, random initialisation"
+    if spec == "imagenet":
+        return make_backbone(config.backbone_name, weights="imagenet"), f"{config.backbone_name}, ImageNet weights"
+    if spec.startswith("ssl:"):
+        spec = spec[4:]
+    path = os.path.join(spec, "encoder.keras") if os.path.isdir(spec) else spec
+    if not os.path.isfile(path):
+        raise BackboneWeightsError(
+            f"--backbone {config.backbone}: no such pretrain run or encoder file ({path} not found); use a "
+            "pretrain run directory, an encoder.keras file, 'imagenet' or 'scratch'"
+        )
+    try:
+        backbone = keras.saving.load_model(path)
+    except Exception as error:  # keras raises several types for a bad archive
+        raise BackboneWeightsError(f"--backbone {path}: cannot be loaded as a Keras model ({error})") from error
+    return backbone, f"SimCLR encoder {os.path.abspath(path)}"
+
+
+def _phase_optimizer(config, steps, finetune):
+    schedule = WarmupCosineDecay(config.learning_rate, total_steps=max(steps, 1), warmup_steps=0, final_fraction=0.05)
+    optimizer = BackboneAdamW(backbone_lr_multiplier=config.backbone_lr_multiplier if finetune else 1.0,
+                              learning_rate=schedule, weight_decay=config.weight_decay)
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return optimizer
+
+
+def _enter_phase(model, config, *, finetune, epochs, steps_per_epoch):
+    # Frozen: Keras runs a non-trainable BatchNormalization in inference mode as well.
+    model.backbone.trainable = finetune
+    model.compile(optimizer=_phase_optimizer(config, epochs * steps_per_epoch, finetune),
+                  jit_compile=resolved_jit_compile())
+
+
+def _with_box_inputs(dataset, augment):
+    if not augment:
+        return dataset
+    return dataset.map(lambda image, targets: ({"images": image, "boxes": targets["boxes"]}, targets))
+
+
+def predict_dataset(model, dataset):
+    """Runs the model in inference mode over `(images, targets)` batches; returns NumPy arrays."""
+    boxes, probs, true_boxes, labels = [], [], [], []
+    for images, targets in dataset:
+        out = model(images, training=False)
+        boxes.append(keras.ops.convert_to_numpy(out["boxes"]))
+        probs.append(keras.ops.convert_to_numpy(keras.ops.softmax(out["class_logits"], axis=-1)))
+        true_boxes.append(np.asarray(targets["boxes"]))
+        labels.append(np.asarray(targets["labels"]))
+    return {"pred_boxes": np.concatenate(boxes), "class_probs": np.concatenate(probs),
+            "true_boxes": np.concatenate(true_boxes), "labels": np.concatenate(labels)}
+
+
+def _box_grid(images, targets, class_names):
+    def make(model):
+        out = model(images, training=False)
+        pred = keras.ops.convert_to_numpy(out["boxes"])
+        cls = np.argmax(keras.ops.convert_to_numpy(out["class_logits"]), axis=-1)
+        drawn = [draw_boxes(img, np.stack([t, p]), captions=["", class_names[c]], colors=[TRUE_COLOR, PRED_COLOR])
+                 for img, t, p, c in zip(images, targets, pred, cls)]
+        return image_grid([drawn])
+
+    return make
+
+
+def _test_metrics(model, data, split):
+    arrays = predict_dataset(model, getattr(data, split))
+    report = localization_report(arrays["true_boxes"], arrays["pred_boxes"], arrays["labels"],
+                                 arrays["class_probs"], data.class_names)
+    report["split"] = split
+    report["skipped"] = data.skipped
+    return report
+
+
+def run_detect(config: DetectConfig, *, verbose=1, log=print):
+    """Trains (or resumes) a `BoxRegressor` and writes the run directory; returns metrics.json's dict."""
+    started = time.perf_counter()
+    out = prepare_run_directory(config.out, resume=config.resume, command="detect")
+    config_path = os.path.join(out, "config.json")
+    seeds = read_json(config_path)["seeds"] if config.resume else resolve_seeds(config.seed)
+    keras.utils.set_random_seed(seeds["global"])
+
+    data = load_localization_data(config.data, image_size=config.image_size, batch_size=config.batch_size,
+                                  seed=seeds["data_shuffle"], label_fraction=config.label_fraction,
+                                  num_labeled=config.num_labeled, resize=config.resize,
+                                  subset_seed=seeds["label_subset"])
+    if data.skipped:
+        log("skipped: " + ", ".join(f"{reason}: {count}" for reason, count in sorted(data.skipped.items())))
+    backbone, backbone_description = resolve_backbone(config)
+    head_epochs = config.resolved_head_epochs()
+    steps_per_epoch = data.steps_per_epoch
+    write_json_atomic(config_path, {
+        "command": "detect",
+        "options": to_dict(config),
+        "seeds": seeds,
+        "resolved": {"backbone": backbone_description, "head_epochs": head_epochs,
+                     "finetune_epochs": config.epochs - head_epochs, "steps_per_epoch": steps_per_epoch,
+                     "data": data.description, "counts": data.counts, "class_names": list(data.class_names),
+                     "resize": config.resize, "jit_compile": resolved_jit_compile()},
+        "environment": environment_info(),
+    })
+    write_json_atomic(os.path.join(out, "train_ids.json"), {"train_ids": list(data.train_ids)})
+
+    checkpoints = os.path.join(out, "checkpoints")
+    initial_epoch, checkpoint = last_checkpoint(checkpoints)
+    if checkpoint:
+        log(f"resuming from {checkpoint} (epoch {initial_epoch} of {config.epochs})")
+        model = keras.saving.load_model(checkpoint)
+    else:
+        augmenter = BoxAugmenter(seed=seeds["augmenter"]) if config.augment else None
+        model = BoxRegressor(backbone, num_classes=len(data.class_names), augmenter=augmenter,
+                             hidden_units=config.hidden_units, dropout=config.dropout, box_weight=config.box_weight,
+                             giou_weight=config.giou_weight, l1_weight=config.l1_weight,
+                             class_weight=config.class_weight)
+
+    sample_images, sample_targets = next(iter(data.val.take(1)))
+    logs_dir = os.path.join(out, "logs")
+    callbacks = [
+        LearningRateLogger(),
+        keras.callbacks.TensorBoard(logs_dir, update_freq="epoch", write_graph=False),
+        ImageSummary(logs_dir, "val_true_green_vs_predicted_red",
+                     _box_grid(np.asarray(sample_images)[:6], np.asarray(sample_targets["boxes"])[:6], data.class_names)),
+        EpochCheckpoint(checkpoints),
+    ]
+    train = _with_box_inputs(data.train, config.augment)
+    val = _with_box_inputs(data.val, config.augment)
+    history = {}
+    phases = [(False, 0, head_epochs), (True, head_epochs, config.epochs)]
+    for finetune, start, end in phases:
+        if end <= start or initial_epoch >= end:
+            continue
+        resumed_inside_phase = checkpoint is not None and initial_epoch > start
+        if not resumed_inside_phase:
+            _enter_phase(model, config, finetune=finetune, epochs=end - start, steps_per_epoch=steps_per_epoch)
+        log(f"{'fine-tuning' if finetune else 'training the head (backbone frozen)'}: epochs {max(start, initial_epoch) + 1}-{end}")
+        fit = model.fit(train, validation_data=val, epochs=end, initial_epoch=max(start, initial_epoch),
+                        callbacks=callbacks, verbose=verbose, shuffle=False)
+        for key, values in fit.history.items():
+            history.setdefault(key, []).extend(float(v) for v in values)
+        initial_epoch = end
+
+    tmp = os.path.join(out, ".tmp-model.keras")
+    model.save(tmp)
+    os.replace(tmp, os.path.join(out, "model.keras"))
+    exported = None
+    if config.export:
+        try:
+            exported = export_detector(model, os.path.join(out, "savedmodel"))
+        except ExportError as error:
+            log(f"SavedModel export skipped: {error}")
+    metrics = _test_metrics(model, data, "test")
+    metrics.update({
+        "backbone": backbone_description,
+        "mode": config.mode,
+        "num_train_images": len(data.train_ids),
+        "epochs": config.epochs,
+        "history": history,
+        "wall_seconds": time.perf_counter() - started,
+        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+    })
+    write_json_atomic(os.path.join(out, "metrics.json"), metrics)
+    with open(os.path.join(out, "per_class.md"), "w", encoding="utf-8") as f:
+        f.write(format_per_class_table(metrics))
+    metrics["outputs"] = {"model": os.path.join(out, "model.keras"), "savedmodel": exported, "logs": logs_dir,
+                          "metrics": os.path.join(out, "metrics.json")}
+    return metrics
+
+
+def export_detector(model, path):
+    """SavedModel whose `serve(images)` gives {"boxes": [N, 4] rel_yxyx, "class_probs": [N, C]}.
+
+    Images are float [N, H, W, 3] in [0, 255], resized by the caller exactly as in training
+    (the run's `resize` policy and `image_size`); the model runs in inference mode.
+    """
+
+    def serve(images):
+        out = model(images, training=False)
+        return {"boxes": out["boxes"], "class_probs": keras.ops.softmax(out["class_logits"], axis=-1)}
+
+    return export_serving(path, model, serve)
+
+
+def load_run(run_dir):
+    """Loads a detect run's model and config record."""
+    record_path = os.path.join(run_dir, "config.json")
+    model_path = os.path.join(run_dir, "model.keras")
+    for path in (record_path, model_path):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"--model {run_dir}: {os.path.basename(path)} is missing; is it a finished detect run?")
+    return keras.saving.load_model(model_path), read_json(record_path)
+
+
+def evaluate_run(run_dir, *, data=None, split="test"):
+    """Recomputes the metrics of a saved detect run on `split` of `data` (default: the run's data)."""
+    model, record = load_run(run_dir)
+    options = record["options"]
+    seeds = record["seeds"]
+    data_spec = data or options["data"]
+    loaded = load_localization_data(data_spec, image_size=options["image_size"], batch_size=options["batch_size"],
+                                    seed=seeds["data_shuffle"], label_fraction=options["label_fraction"],
+                                    num_labeled=options["num_labeled"], resize=options["resize"],
+                                    subset_seed=seeds["label_subset"])
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"--split must be train, val or test; got {split!r}")
+    if split == "train":
+        loaded.train = loaded.train_eval
+    return _test_metrics(model, loaded, split)
