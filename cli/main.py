@@ -40,14 +40,46 @@ PRETRAIN_HELP = {
 }
 
 
+DETECT_HELP = {
+    "data": "Localization data: voc:PATH (VOCdevkit year folder), tfds:voc/2007, tfds:voc/2012 or synthetic[:N].",
+    "backbone": "Pretrain run directory (or ssl:DIR), an encoder.keras file, 'imagenet' or 'scratch'.",
+    "backbone_name": "keras.applications architecture for 'imagenet', 'scratch' and --backbone-weights.",
+    "backbone_weights": "Local weights file (e.g. efficientnetb1_notop.h5) to start the backbone from.",
+    "out": "Run directory (must be new or empty, unless --resume).",
+    "mode": "freeze (backbone frozen), finetune (all trainable) or freeze-then-finetune.",
+    "label_fraction": "Fraction of the train split used as labels, class-stratified, in (0, 1].",
+    "num_labeled": "Number of labelled training images (overrides --label-fraction).",
+    "epochs": "Total epochs (head warm-up + fine-tuning).",
+    "head_epochs": "Epochs with the backbone frozen in freeze-then-finetune (default: a third).",
+    "image_size": "Square input side (>= 32).",
+    "batch_size": "Images per batch.",
+    "learning_rate": "Peak learning rate of the head (cosine decay per phase).",
+    "backbone_lr_multiplier": "Backbone learning rate as a fraction of the head's when fine-tuning.",
+    "weight_decay": "AdamW weight decay (not on biases or BatchNorm).",
+    "hidden_units": "Width of the head's hidden layer (0 for none).",
+    "dropout": "Dropout before the outputs.",
+    "box_weight": "Weight of the box loss (GIoU + L1).",
+    "giou_weight": "Weight of GIoU inside the box loss.",
+    "l1_weight": "Weight of L1 inside the box loss.",
+    "class_weight": "Weight of the classification cross-entropy.",
+    "resize": "stretch (to a square) or letterbox (keep aspect, pad); same for training and evaluation.",
+    "augment": "Box-aware flip and scale/translate jitter on the training split.",
+    "seed": "Run seed; derived seeds are saved in config.json.",
+    "resume": "Continue the run in --out from its last checkpoint.",
+    "export": "Write savedmodel/ (TensorFlow backend only).",
+}
+
+
 def _user_errors():
     from ssl_keras.backbone import BackboneWeightsError
+    from ssl_keras.predict import UnreadableImageError
     from ssl_keras.config import ConfigError
     from ssl_keras.data.sources import SourceError
     from ssl_keras.export import ExportError
     from ssl_keras.run_directory import RunDirectoryError
 
-    return (BackboneWeightsError, ConfigError, SourceError, ExportError, RunDirectoryError)
+    return (BackboneWeightsError, ConfigError, SourceError, ExportError, RunDirectoryError, FileNotFoundError,
+            FileExistsError, UnreadableImageError)
 
 
 def user_errors_as_click(command):
@@ -104,22 +136,108 @@ def _print_pretrain_result(result):
 
 
 @main.command()
+@options_from(__import__("ssl_keras.config", fromlist=["DetectConfig"]).DetectConfig, DETECT_HELP)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="JSON or YAML file of option values; options given here override it.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@user_errors_as_click
+def detect(config_file, quiet, **options):
+    """Transfer a backbone to single-object localization and measure it.
+
+    Example: ssl-keras detect --data voc:../shared/data/voc2007 --backbone runs/p1 --out runs/d1
+    --epochs 2 --image-size 128
+    """
+    from ssl_keras.config import DetectConfig, build_config
+    from ssl_keras.detect import run_detect
+
+    config = build_config(DetectConfig, config_file=config_file, **options)
+    metrics = run_detect(config, verbose=0 if quiet else 1, log=click.echo)
+    click.echo(metrics_row(metrics, header=True))
+    for name, path in metrics["outputs"].items():
+        if path:
+            click.echo(f"  {name}: {path}")
+
+
+METRIC_KEYS = ("mean_iou", "loc_acc@0.5", "loc_acc@0.7", "top1", "top3", "cls_loc_acc@0.5")
+
+
+def metrics_row(metrics, *, header=False, label=""):
+    """One aligned text row of the headline metrics (with a header line if asked)."""
+    row = f"{label:<24}" + "".join(f"{metrics[k]:>16.4f}" for k in METRIC_KEYS) + f"{metrics['num_test_images']:>8d}"
+    if not header:
+        return row
+    head = f"{'':<24}" + "".join(f"{k:>16}" for k in METRIC_KEYS) + f"{'images':>8}"
+    return head + "\n" + row
+
+
+@main.command()
+@click.option("--model", "run_dir", required=True, type=click.Path(file_okay=False), help="A detect run directory.")
+@click.option("--data", default=None, help="Data source [default: the run's own --data].")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["val", "test"]))
+@click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False),
+              help="Also write the metrics to this JSON file (must not exist).")
+@user_errors_as_click
+def evaluate(run_dir, data, split, out_file):
+    """Recompute the metrics of a saved detect run (same numbers as its metrics.json)."""
+    from ssl_keras.box_metrics import format_per_class_table
+    from ssl_keras.detect import evaluate_run
+    from ssl_keras.run_directory import write_json_atomic
+
+    if out_file and os.path.exists(out_file):
+        raise click.ClickException(f"--out {out_file} exists; choose a new file (nothing was overwritten)")
+    report = evaluate_run(run_dir, data=data, split=split)
+    click.echo(metrics_row(report, header=True, label=split))
+    click.echo(format_per_class_table(report))
+    if out_file:
+        write_json_atomic(out_file, report)
+
+
+@main.command()
+@click.option("--model", "run_dir", required=True, type=click.Path(file_okay=False), help="A detect run directory.")
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the drawn PNGs.")
+@user_errors_as_click
+def predict(run_dir, images, out):
+    """Draw the predicted box, class and score on each IMAGE (PNG files in --out)."""
+    from ssl_keras.predict import predict_images
+
+    results = predict_images(run_dir, images, out)
+    for row in results:
+        click.echo(f"{row['image']}: {row['class']} {row['score']:.2f} box {row['box']} -> {row['output']}")
+
+
+@main.command()
 @click.option("--out", default=None, help="Demo output folder [default: runs/demo-TIMESTAMP].")
-@click.option("--epochs", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("--epochs", default=3, show_default=True, type=click.IntRange(min=1), help="Pretraining epochs.")
+@click.option("--detect-epochs", default=4, show_default=True, type=click.IntRange(min=1))
 @click.option("--backbone", default="EfficientNetB1", show_default=True)
 @user_errors_as_click
-def demo(out, epochs, backbone):
-    """Runs the pipeline on the embedded synthetic dataset (no network, a few minutes on CPU)."""
-    from ssl_keras.config import PretrainConfig, build_config
+def demo(out, epochs, detect_epochs, backbone):
+    """Runs the pipeline on the embedded synthetic dataset (no network, a few minutes on CPU).
+
+    SimCLR pretraining on synthetic scenes, then localization with the SSL backbone and with a
+    randomly initialised one, both frozen-then-fine-tuned on the same labels.
+    """
+    from ssl_keras.config import DetectConfig, PretrainConfig, build_config
+    from ssl_keras.detect import run_detect
     from ssl_keras.pretrain import run_pretrain
 
     out = out or os.path.join("runs", "demo-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    config = build_config(PretrainConfig, data="synthetic:512", out=os.path.join(out, "pretrain"),
-                          backbone=backbone, epochs=epochs, batch_size=32, image_size=64,
-                          warmup_epochs=1.0, temperature=0.2)
-    click.echo(f"[demo] SimCLR pretraining on synthetic scenes -> {config.out}")
-    result = run_pretrain(config, log=click.echo)
-    _print_pretrain_result(result)
+    pretrain_config = build_config(PretrainConfig, data="synthetic:512", out=os.path.join(out, "pretrain"),
+                                   backbone=backbone, epochs=epochs, batch_size=32, image_size=64,
+                                   warmup_epochs=1.0, temperature=0.2)
+    click.echo(f"[demo] 1/3 SimCLR pretraining on synthetic scenes -> {pretrain_config.out}")
+    _print_pretrain_result(run_pretrain(pretrain_config, log=click.echo))
+    rows = []
+    for name, source in (("ssl", pretrain_config.out), ("scratch", "scratch")):
+        config = build_config(DetectConfig, data="synthetic:640", backbone=source, backbone_name=backbone,
+                              out=os.path.join(out, f"detect-{name}"), epochs=detect_epochs, image_size=64,
+                              batch_size=32, label_fraction=0.5, learning_rate=2e-3)
+        click.echo(f"[demo] {2 if name == 'ssl' else 3}/3 localization with the {name} backbone -> {config.out}")
+        rows.append((name, run_detect(config, verbose=0, log=click.echo)))
+    click.echo("\n[demo] test metrics on synthetic scenes (50% of the labels):")
+    click.echo(metrics_row(rows[0][1], header=True, label=rows[0][0]))
+    click.echo(metrics_row(rows[1][1], label=rows[1][0]))
     click.echo(f"[demo] outputs are in {os.path.abspath(out)}")
 
 

@@ -28,7 +28,7 @@ from ssl_keras.box_metrics import format_per_class_table, localization_report
 from ssl_keras.box_regressor import BoxRegressor
 from ssl_keras.callbacks import EpochCheckpoint, ImageSummary, LearningRateLogger, image_grid, last_checkpoint
 from ssl_keras.config import DetectConfig, to_dict
-from ssl_keras.data.localization import load_localization_data
+from ssl_keras.data.localization import boxes_to_original, load_localization_data
 from ssl_keras.export import ExportError, export_serving
 from ssl_keras.optimizers import BackboneAdamW, WarmupCosineDecay
 from ssl_keras.run_directory import (environment_info, prepare_run_directory, read_json,
@@ -36,7 +36,18 @@ from ssl_keras.run_directory import (environment_info, prepare_run_directory, re
 
 
 def resolve_seeds(seed):
-    return {"global": seed, "augmenter": seed + 1, "data_shuffle": seed + 2, "label_subset": seed + 3}
+    """Seeds of every random source, derived from the run seed and stored in config.json.
+
+    `data` drives both the labelled subset (class-stratified) and the training-set shuffle.
+    """
+    return {"global": seed, "augmenter": seed + 1, "data": seed + 2}
+
+
+def _load_data(options, seeds, data_spec=None):
+    return load_localization_data(data_spec or options["data"], image_size=options["image_size"],
+                                  batch_size=options["batch_size"], seed=seeds["data"],
+                                  label_fraction=options["label_fraction"], num_labeled=options["num_labeled"],
+                                  resize=options["resize"])
 
 
 def resolve_backbone(config):
@@ -115,9 +126,18 @@ def _box_grid(images, targets, class_names):
 
 
 def _test_metrics(model, data, split):
+    """Metrics of one split, with boxes mapped back to each original image's normalised frame.
+
+    IoU is invariant under the stretch resize but not under letterbox, so both the target and
+    the predicted box are mapped to the original frame before comparing them.
+    """
+    if split == "train":
+        raise ValueError("metrics are computed on val or test (the train split is shuffled and subset)")
     arrays = predict_dataset(model, getattr(data, split))
-    report = localization_report(arrays["true_boxes"], arrays["pred_boxes"], arrays["labels"],
-                                 arrays["class_probs"], data.class_names)
+    original_hw = np.asarray(data.original_hw[split])
+    to_original = lambda boxes: boxes_to_original(boxes, original_hw, data.image_size, data.resize_policy)
+    report = localization_report(to_original(arrays["true_boxes"]), to_original(arrays["pred_boxes"]),
+                                 arrays["labels"], arrays["class_probs"], data.class_names)
     report["split"] = split
     report["skipped"] = data.skipped
     return report
@@ -131,22 +151,20 @@ def run_detect(config: DetectConfig, *, verbose=1, log=print):
     seeds = read_json(config_path)["seeds"] if config.resume else resolve_seeds(config.seed)
     keras.utils.set_random_seed(seeds["global"])
 
-    data = load_localization_data(config.data, image_size=config.image_size, batch_size=config.batch_size,
-                                  seed=seeds["data_shuffle"], label_fraction=config.label_fraction,
-                                  num_labeled=config.num_labeled, resize=config.resize,
-                                  subset_seed=seeds["label_subset"])
-    if data.skipped:
-        log("skipped: " + ", ".join(f"{reason}: {count}" for reason, count in sorted(data.skipped.items())))
+    data = _load_data(to_dict(config), seeds)
+    for split, reasons in sorted(data.skipped.items()):
+        if reasons:
+            log(f"skipped in {split}: " + ", ".join(f"{reason}: {count}" for reason, count in sorted(reasons.items())))
     backbone, backbone_description = resolve_backbone(config)
     head_epochs = config.resolved_head_epochs()
-    steps_per_epoch = data.steps_per_epoch
+    steps_per_epoch = -(-len(data.train_ids) // config.batch_size)
     write_json_atomic(config_path, {
         "command": "detect",
         "options": to_dict(config),
         "seeds": seeds,
         "resolved": {"backbone": backbone_description, "head_epochs": head_epochs,
                      "finetune_epochs": config.epochs - head_epochs, "steps_per_epoch": steps_per_epoch,
-                     "data": data.description, "counts": data.counts, "class_names": list(data.class_names),
+                     "data": data.description, "num_images": data.num_images, "class_names": list(data.class_names),
                      "resize": config.resize, "jit_compile": resolved_jit_compile()},
         "environment": environment_info(),
     })
@@ -244,15 +262,4 @@ def load_run(run_dir):
 def evaluate_run(run_dir, *, data=None, split="test"):
     """Recomputes the metrics of a saved detect run on `split` of `data` (default: the run's data)."""
     model, record = load_run(run_dir)
-    options = record["options"]
-    seeds = record["seeds"]
-    data_spec = data or options["data"]
-    loaded = load_localization_data(data_spec, image_size=options["image_size"], batch_size=options["batch_size"],
-                                    seed=seeds["data_shuffle"], label_fraction=options["label_fraction"],
-                                    num_labeled=options["num_labeled"], resize=options["resize"],
-                                    subset_seed=seeds["label_subset"])
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"--split must be train, val or test; got {split!r}")
-    if split == "train":
-        loaded.train = loaded.train_eval
-    return _test_metrics(model, loaded, split)
+    return _test_metrics(model, _load_data(record["options"], record["seeds"], data), split)

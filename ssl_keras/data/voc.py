@@ -154,9 +154,10 @@ def _check_box(obj, name, number, width, height):
         or coords["xmax"] > width
         or coords["ymax"] > height
     ):
+        described = ", ".join(f"{key}={coords[key]:g}" for key in _BOX_KEYS)
         raise VOCAnnotationError(
-            f"annotation {name}: box {number} ({', '.join(f'{k}={coords[k]:g}' for k in _BOX_KEYS)}) "
-            f"lies outside the {width}x{height} image"
+            f"annotation {name}: box {number} ({described}) lies outside the "
+            f"{width}x{height} image"
         )
     return coords["xmin"], coords["ymin"], coords["xmax"], coords["ymax"]
 
@@ -442,8 +443,15 @@ def tfds_voc_builder(name="voc/2007", *, data_dir=None):
     return builder
 
 
-def load_tfds_voc(name="voc/2007", split="train", *, data_dir=None, shuffle=False, seed=None,
-                  decode_images=True):
+def load_tfds_voc(
+    name="voc/2007",
+    split="train",
+    *,
+    data_dir=None,
+    shuffle=False,
+    seed=None,
+    decode_images=True,
+):
     """Loads a split of TFDS `voc`, failing fast when it is not available offline.
 
     See `tfds_voc_builder` for how to prepare the dataset without network.
