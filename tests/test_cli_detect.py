@@ -1,0 +1,126 @@
+"""End-to-end tests of `ssl-keras detect`, `evaluate` and `predict` on the shared VOC2007 folder."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from ssl_keras.backbone import tiny_backbone
+from ssl_keras.cli.main import main
+from ssl_keras.export import load_serving
+
+METRIC_KEYS = {"mean_iou", "loc_acc@0.5", "loc_acc@0.7", "top1", "top3", "cls_loc_acc@0.5", "num_test_images",
+               "skipped", "per_class"}
+
+
+def invoke(args):
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def voc(shared_data):
+    return f"voc:{shared_data / 'voc2007'}"
+
+
+@pytest.fixture(scope="module")
+def ssl_run(tmp_path_factory):
+    """A stand-in pretrain run directory: an encoder.keras written as `ssl-keras pretrain` does."""
+    run = tmp_path_factory.mktemp("pretrain_run")
+    tiny_backbone(width=8).save(run / "encoder.keras")
+    return run
+
+
+@pytest.fixture(scope="module")
+def detect_run(voc, ssl_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("detect") / "run"
+    result = invoke(["detect", "--data", voc, "--backbone", str(ssl_run), "--out", str(out), "--epochs", "2",
+                     "--image-size", "32", "--batch-size", "32", "--label-fraction", "0.5", "--quiet"])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_detect_writes_all_outputs(detect_run, ssl_run):
+    out, output = detect_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert METRIC_KEYS <= set(metrics)
+    assert metrics["num_test_images"] == 297  # every test image has a non-difficult object
+    assert metrics["skipped"] == {"train": {}, "val": {}, "test": {}}
+    for key in ("mean_iou", "loc_acc@0.5", "loc_acc@0.7", "top1", "top3", "cls_loc_acc@0.5"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["loc_acc@0.7"] <= metrics["loc_acc@0.5"] and metrics["top1"] <= metrics["top3"]
+    assert sum(c["num_images"] for c in metrics["per_class"].values()) == 297
+    config = json.loads((out / "config.json").read_text())
+    assert config["resolved"]["backbone"].startswith("SimCLR encoder") and str(ssl_run) in config["resolved"]["backbone"]
+    assert config["resolved"]["head_epochs"] == 1 and config["resolved"]["finetune_epochs"] == 1
+    train_ids = json.loads((out / "train_ids.json").read_text())["train_ids"]
+    assert metrics["num_train_images"] == len(train_ids) and 190 <= len(train_ids) <= 240  # ~50% of 430
+    assert (out / "model.keras").is_file() and (out / "savedmodel" / "saved_model.pb").is_file()
+    assert (out / "checkpoints" / "state.json").is_file()
+    assert any("tfevents" in f for _, _, files in os.walk(out / "logs") for f in files)
+    assert "mean_iou" in output and "loc_acc@0.5" in output
+
+
+def test_savedmodel_endpoint_equals_inference(detect_run):
+    out, _ = detect_run
+    model = keras.saving.load_model(out / "model.keras")
+    images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    expected = model(images, training=False)
+    served = load_serving(out / "savedmodel")(images)
+    np.testing.assert_allclose(np.asarray(served["boxes"]), expected["boxes"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(served["class_probs"]), keras.ops.softmax(expected["class_logits"]),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_evaluate_reproduces_metrics_json(detect_run, tmp_path):
+    out, _ = detect_run
+    target = tmp_path / "again.json"
+    result = invoke(["evaluate", "--model", str(out), "--out", str(target)])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "metrics.json").read_text())
+    again = json.loads(target.read_text())
+    for key in ("mean_iou", "loc_acc@0.5", "loc_acc@0.7", "top1", "top3", "cls_loc_acc@0.5", "num_test_images"):
+        assert again[key] == pytest.approx(saved[key], abs=1e-6), key
+    assert again["per_class"].keys() == saved["per_class"].keys()
+
+
+def test_predict_draws_pngs_and_rejects_unreadable_files(detect_run, shared_data, tmp_path):
+    out, _ = detect_run
+    image = shared_data / "voc2007" / "JPEGImages" / sorted(os.listdir(shared_data / "voc2007" / "JPEGImages"))[0]
+    png = tmp_path / "photo.png"
+    Image.open(shared_data / "unlabeled" / "imagenette_00001.jpg").convert("L").save(png)  # grayscale PNG
+    result = invoke(["predict", "--model", str(out), str(image), str(png), "--out", str(tmp_path / "pred")])
+    assert result.exit_code == 0, result.output
+    drawn = sorted(os.listdir(tmp_path / "pred"))
+    assert drawn == [image.stem + "_pred.png", "photo_pred.png"]
+    with Image.open(tmp_path / "pred" / drawn[0]) as picture:
+        assert picture.size == Image.open(image).size  # drawn on the original image
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    result = CliRunner().invoke(main, ["predict", "--model", str(out), str(bad), "--out", str(tmp_path / "pred2")])
+    assert result.exit_code != 0 and "broken.jpg" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "pred2").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--label-fraction", "1.5"], "--label-fraction must be in (0, 1]"),
+    (["--mode", "sideways"], "--mode must be one of"),
+    (["--backbone", "/no/such/run"], "no such pretrain run"),
+])
+def test_detect_rejects_bad_options(voc, tmp_path, args, message):
+    result = CliRunner().invoke(main, ["detect", "--data", voc, "--out", str(tmp_path / "r"), "--image-size", "32",
+                                       "--backbone-name", "tiny", *args])
+    assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+
+
+def test_tfds_voc_offline_fails_fast_naming_the_alternative(tmp_path):
+    import time
+
+    start = time.time()
+    result = CliRunner().invoke(main, ["detect", "--data", "tfds:voc/2007", "--out", str(tmp_path / "r"),
+                                       "--backbone-name", "tiny", "--image-size", "32"])
+    assert result.exit_code != 0 and "voc:" in result.output
+    assert time.time() - start < 30
