@@ -117,3 +117,18 @@ def test_killed_run_resumes_to_the_same_epoch_count(photos, tmp_path):
 def test_resume_without_a_run_is_refused(tmp_path):
     result = CliRunner().invoke(main, ["pretrain", "--out", str(tmp_path / "none"), "--resume"])
     assert result.exit_code != 0 and "no config.json" in result.output
+
+
+@pytest.mark.large
+def test_efficientnetb1_pretrain_and_export_on_real_photos(photos, tmp_path):
+    out = tmp_path / "b1"
+    result = run_cli(["pretrain", "--data", str(photos), "--out", str(out), "--epochs", "1", "--batch-size", "16",
+                      "--image-size", "64", "--warmup-epochs", "0", "--quiet"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "result.json").read_text())
+    assert record["epochs"] == 1 and record["steps"] == 2 and np.isfinite(record["loss"])
+    encoder = keras.saving.load_model(out / "encoder.keras")
+    assert encoder.name == "efficientnetb1" and encoder.output_shape == (None, 1280)
+    images = np.random.default_rng(1).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    served = np.asarray(load_serving(out / "encoder_savedmodel")(images))
+    np.testing.assert_allclose(served, np.asarray(encoder(images, training=False)), rtol=1e-4, atol=1e-4)

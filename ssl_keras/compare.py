@@ -1,0 +1,647 @@
+"""`run_compare`: a resumable grid of detect runs over backbones × label fractions × modes × seeds.
+
+Output layout:
+
+```
+OUT/compare.json                  the grid's options, written before anything trains
+OUT/cells/{label}/{mode}/frac{fraction}/seed{seed}/
+                                  one ordinary detect run directory per cell
+OUT/skipped.json                  {label: reason} for backbones that cannot be had
+OUT/results.csv                   one row per finished cell
+OUT/results.md                    mean ± std over seeds per backbone × mode × fraction
+OUT/plot_mean_iou.png             metric vs label fraction, one subplot per mode
+OUT/plot_loc_acc_0.5.png
+OUT/report.md                     grid, findings, table, plots, skipped backbones, Grad-CAM
+```
+
+A cell is finished when its `metrics.json` exists (detect writes it last). Running the same
+grid again on the same OUT skips finished cells, resumes cells that hold a `config.json`, and
+trains the rest, so an interrupted comparison is continued by repeating the command.
+"""
+
+import csv
+import dataclasses
+import datetime
+import os
+import re
+import time
+from typing import List, Optional, Union
+
+import keras
+import numpy as np
+
+from ssl_keras.backbone import BackboneWeightsError
+from ssl_keras.config import DETECT_MODES, ConfigError, DetectConfig, _check, to_dict
+from ssl_keras.detect import resolve_backbone, run_detect
+from ssl_keras.run_directory import RunDirectoryError, environment_info, read_json, write_json_atomic
+
+METRICS = ("mean_iou", "loc_acc@0.5", "loc_acc@0.7", "top1", "top3", "cls_loc_acc@0.5")
+METRIC_TITLES = {"mean_iou": "mean IoU", "loc_acc@0.5": "loc acc@0.5", "loc_acc@0.7": "loc acc@0.7",
+                 "top1": "top-1", "top3": "top-3", "cls_loc_acc@0.5": "cls+loc acc@0.5"}
+CSV_COLUMNS = ("backbone", "mode", "label_fraction", "seed", "num_train_images") + METRICS + (
+    "num_test_images", "wall_seconds", "run_dir")
+PLOTTED_METRICS = ("mean_iou", "loc_acc@0.5")
+MODE_TITLES = {"freeze": "frozen backbone", "finetune": "fine-tuned",
+               "freeze-then-finetune": "frozen, then fine-tuned"}
+GRADCAM_FILE = "gradcam_grid.png"
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_DETECT = DetectConfig()
+
+
+@dataclasses.dataclass
+class CompareConfig:
+    """Options of a backbone comparison: the grid axes plus the detect options shared by all cells.
+
+    `backbones`, `label_fractions` and `modes` accept a list or a comma-separated string and are
+    stored as lists. A backbone is a detect `--backbone` spec (`ssl:DIR`, a pretrain run
+    directory, an `encoder.keras` file, `imagenet`, `scratch`), optionally prefixed `NAME=` to set
+    its label; otherwise `ssl:DIR` is labelled `ssl`, `imagenet` and `scratch` themselves, and a
+    path its basename. Seeds are `0 .. seeds - 1`. The remaining fields are passed to every
+    cell's `DetectConfig` and default to its defaults, except `export` (off: cells are for
+    measurement, and a SavedModel per cell costs time and disk).
+    """
+
+    data: str = "synthetic"
+    backbones: Union[str, List[str]] = "ssl:runs/pretrain,imagenet,scratch"
+    label_fractions: Union[str, List[float]] = "0.1,0.5,1.0"
+    modes: Union[str, List[str]] = "freeze,finetune"
+    seeds: int = 3
+    out: str = "runs/compare"
+    backbone_name: str = _DETECT.backbone_name
+    epochs: int = _DETECT.epochs
+    head_epochs: Optional[int] = _DETECT.head_epochs
+    image_size: int = _DETECT.image_size
+    batch_size: int = _DETECT.batch_size
+    learning_rate: float = _DETECT.learning_rate
+    backbone_lr_multiplier: float = _DETECT.backbone_lr_multiplier
+    weight_decay: float = _DETECT.weight_decay
+    hidden_units: int = _DETECT.hidden_units
+    dropout: float = _DETECT.dropout
+    box_weight: float = _DETECT.box_weight
+    giou_weight: float = _DETECT.giou_weight
+    l1_weight: float = _DETECT.l1_weight
+    class_weight: float = _DETECT.class_weight
+    resize: str = _DETECT.resize
+    augment: bool = _DETECT.augment
+    export: bool = False
+
+    def __post_init__(self):
+        self.backbones = _split_list(self.backbones)
+        self.modes = _split_list(self.modes)
+        self.label_fractions = [_to_fraction(value) for value in _split_list(self.label_fractions)]
+
+    def validate(self):
+        _check(len(self.backbones) >= 1, "backbones", self.backbones,
+               "one or more backbone specs, e.g. ssl:runs/pretrain,imagenet,scratch")
+        _check(len(self.label_fractions) >= 1, "label_fractions", self.label_fractions, "one or more numbers in (0, 1]")
+        for fraction in self.label_fractions:
+            _check(0.0 < fraction <= 1.0, "label_fractions", fraction, "numbers in (0, 1], e.g. 0.1,0.5,1")
+        _check(len(set(self.label_fractions)) == len(self.label_fractions), "label_fractions", self.label_fractions,
+               "distinct numbers")
+        _check(len(self.modes) >= 1, "modes", self.modes, "one or more of " + ", ".join(DETECT_MODES))
+        for mode in self.modes:
+            _check(mode in DETECT_MODES, "modes", mode, "a comma-separated list of " + ", ".join(DETECT_MODES))
+        _check(len(set(self.modes)) == len(self.modes), "modes", self.modes, "distinct modes")
+        _check(isinstance(self.seeds, int) and self.seeds >= 1, "seeds", self.seeds,
+               "an integer >= 1 (the number of seeds, run as 0 .. seeds-1)")
+        self.labelled_backbones()
+        # Every cell's DetectConfig is checked now, so a bad value fails before anything trains.
+        for cell in grid_cells(self):
+            cell_config(self, cell)
+        return self
+
+    def labelled_backbones(self):
+        """Returns `[(label, spec), ...]` in the given order; raises ConfigError on clashes."""
+        labelled, seen = [], {}
+        for entry in self.backbones:
+            label, spec = backbone_label(entry)
+            if label in seen:
+                raise ConfigError(f"--backbones: {seen[label]!r} and {entry!r} both get the label {label!r}; "
+                                  f"name them with NAME=SPEC, e.g. {label}2={spec}")
+            seen[label] = entry
+            labelled.append((label, spec))
+        return labelled
+
+
+def _split_list(value):
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return list(value)
+
+
+def _to_fraction(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--label-fractions must be comma-separated numbers in (0, 1], e.g. 0.1,0.5,1; "
+                          f"got {value!r}") from None
+
+
+def backbone_label(entry):
+    """Splits a `--backbones` entry into `(label, spec)`.
+
+    `NAME=SPEC` names the backbone; `ssl:DIR` is `ssl`; `imagenet` and `scratch` are themselves;
+    any other spec (a pretrain run directory or an encoder file) is labelled by its basename.
+
+    Example:
+
+    >>> backbone_label("ssl:runs/p1")
+    ('ssl', 'ssl:runs/p1')
+    >>> backbone_label("p50=runs/p1/encoder.keras")
+    ('p50', 'runs/p1/encoder.keras')
+    """
+    entry = str(entry).strip()
+    name, sep, rest = entry.partition("=")
+    if sep and _LABEL.match(name) and rest:
+        label, spec = name, rest
+    elif entry.startswith("ssl:"):
+        label, spec = "ssl", entry
+    elif entry in ("imagenet", "scratch"):
+        label, spec = entry, entry
+    else:
+        label, spec = os.path.basename(os.path.normpath(entry)), entry
+    if not _LABEL.match(label):
+        raise ConfigError(f"--backbones {entry!r}: the label {label!r} is not usable as a folder name; "
+                          f"give one with NAME=SPEC (letters, digits, . _ + -), e.g. mine={entry}")
+    return label, spec
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One detect run of the grid; `run_dir` is relative to the compare `out`."""
+
+    label: str
+    spec: str
+    mode: str
+    label_fraction: float
+    seed: int
+
+    @property
+    def run_dir(self):
+        return os.path.join("cells", self.label, self.mode, f"frac{self.label_fraction}", f"seed{self.seed}")
+
+    @property
+    def key(self):
+        return (self.label, self.mode, self.label_fraction, self.seed)
+
+
+def grid_cells(config):
+    """The cells of the grid, seed outermost, so an interrupted grid has whole comparisons first."""
+    return [Cell(label, spec, mode, fraction, seed)
+            for seed in range(config.seeds)
+            for fraction in config.label_fractions
+            for mode in config.modes
+            for label, spec in config.labelled_backbones()]
+
+
+def cell_config(config, cell, *, resume=False):
+    """The validated `DetectConfig` of one cell."""
+    shared = {field.name: getattr(config, field.name) for field in dataclasses.fields(DetectConfig)
+              if hasattr(config, field.name) and field.name not in ("out", "resume")}
+    shared.update(backbone=cell.spec, mode=cell.mode, label_fraction=cell.label_fraction, seed=cell.seed,
+                  num_labeled=None, backbone_weights=None, out=os.path.join(config.out, cell.run_dir),
+                  resume=resume)
+    return DetectConfig(**shared).validate()
+
+
+def run_compare(config: CompareConfig, *, log=print, verbose=0, gradcam=None):
+    """Runs (or continues) the grid of detect runs and writes the tables, plots and report.
+
+    Args:
+        config: a validated `CompareConfig`.
+        log: callable taking one string, for progress lines. Defaults to `print`.
+        verbose: int, Keras `fit` verbosity of each cell. Defaults to 0.
+        gradcam: None, or a callable `gradcam(out_dir, cell_dirs)` returning the path of an
+            image to link from the report (or None); `cell_dirs` maps `(label, mode,
+            label_fraction, seed)` to the absolute run directory of every finished cell.
+            Without it, `OUT/gradcam_grid.png` is linked if it exists. Defaults to None.
+
+    Returns:
+        A dict: `out`, `cells` (one dict per cell with its `status`: done, trained, resumed or
+        skipped), `skipped` ({label: reason}), `table` (see `aggregate`), `findings`,
+        `wall_seconds` and `outputs` (paths of the files written).
+
+    Example:
+
+    >>> config = CompareConfig(data="synthetic:160", backbones="ssl:runs/p1,scratch", seeds=2,
+    ...                        label_fractions="0.1,1", modes="freeze,finetune").validate()
+    >>> summary = run_compare(config)
+    """
+    started = time.perf_counter()
+    config.validate()
+    out = prepare_compare_directory(config, log=log)
+    cells = grid_cells(config)
+    finished = lambda cell: os.path.isfile(os.path.join(out, cell.run_dir, "metrics.json"))
+    skipped = _unavailable_backbones(config, [cell for cell in cells if not finished(cell)], log)
+    write_json_atomic(os.path.join(out, "skipped.json"), skipped)
+    if skipped and not any(finished(cell) or cell.label not in skipped for cell in cells):
+        raise BackboneWeightsError(
+            "no backbone of --backbones can be had, so nothing can run: "
+            + "; ".join(f"{label}: {reason}" for label, reason in skipped.items())
+            + f" (also in {os.path.join(out, 'skipped.json')})"
+        )
+
+    statuses = []
+    for index, cell in enumerate(cells, start=1):
+        name = f"[compare] {index}/{len(cells)} {cell.run_dir[len('cells/'):]}"
+        run_dir = os.path.join(out, cell.run_dir)
+        if finished(cell):
+            log(f"{name}: done, skipped")
+            statuses.append("done")
+            continue
+        if cell.label in skipped:
+            log(f"{name}: backbone unavailable, skipped")
+            statuses.append("skipped")
+            continue
+        resume = os.path.isfile(os.path.join(run_dir, "config.json"))
+        log(f"{name}: {'resuming' if resume else 'training'}")
+        try:
+            metrics = run_detect(cell_config(config, cell, resume=resume), verbose=verbose, log=log)
+        except BackboneWeightsError as error:
+            skipped[cell.label] = str(error)
+            write_json_atomic(os.path.join(out, "skipped.json"), skipped)
+            log(f"{name}: backbone {cell.label} unavailable ({error}); its remaining cells are skipped")
+            _remove_if_empty(run_dir)
+            statuses.append("skipped")
+            continue
+        finally:
+            # Each cell builds a new model; without this, graphs pile up over a long grid.
+            keras.backend.clear_session()
+        log(f"{name}: mean IoU {metrics['mean_iou']:.4f}, loc acc@0.5 {metrics['loc_acc@0.5']:.4f} "
+            f"({metrics['wall_seconds']:.0f} s)")
+        statuses.append("resumed" if resume else "trained")
+
+    summary = summarize_compare(config, skipped=skipped, gradcam=gradcam, log=log)
+    summary["cells"] = [dict(backbone=cell.label, spec=cell.spec, mode=cell.mode, label_fraction=cell.label_fraction,
+                             seed=cell.seed, run_dir=os.path.join(out, cell.run_dir), status=status)
+                        for cell, status in zip(cells, statuses)]
+    summary["wall_seconds"] = time.perf_counter() - started
+    return summary
+
+
+def prepare_compare_directory(config, *, log=print):
+    """Creates `out` and writes compare.json, or checks that `out` holds the same grid to continue.
+
+    Raises:
+        RunDirectoryError: `out` is a file, is non-empty without a compare.json, or holds a
+            compare run with other options.
+    """
+    out = os.path.abspath(os.fspath(config.out))
+    record_path = os.path.join(out, "compare.json")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise RunDirectoryError(f"--out {out} is a file, not a directory; choose another --out")
+    if os.path.isdir(out) and os.listdir(out):
+        if not os.path.isfile(record_path):
+            raise RunDirectoryError(
+                f"--out {out} exists, is not empty and holds no compare.json, so it is not a comparison to "
+                "continue; choose a new --out (nothing there was changed)"
+            )
+        stored = read_json(record_path).get("options", {})
+        given = to_dict(config)
+        differences = [f"{key}: {stored.get(key)!r} there, {given.get(key)!r} now"
+                       for key in sorted(set(stored) | set(given))
+                       if key != "out" and stored.get(key) != given.get(key)]
+        if differences:
+            raise RunDirectoryError(
+                f"--out {out} holds a comparison with other options ({'; '.join(differences)}); repeat its "
+                "options to continue it, or choose a new --out (nothing there was changed)"
+            )
+        log(f"[compare] continuing the comparison in {out}")
+        return out
+    os.makedirs(out, exist_ok=True)
+    cells = grid_cells(config)
+    write_json_atomic(record_path, {
+        "command": "compare",
+        "options": to_dict(config),
+        "grid": {"backbones": dict(config.labelled_backbones()), "modes": list(config.modes),
+                 "label_fractions": list(config.label_fractions), "seeds": list(range(config.seeds)),
+                 "num_cells": len(cells)},
+        "environment": environment_info(),
+    })
+    log(f"[compare] {len(cells)} cells in {out}")
+    return out
+
+
+def _unavailable_backbones(config, pending, log):
+    """{label: reason} for every backbone with unfinished cells that cannot be built now."""
+    skipped = {}
+    for label, spec in config.labelled_backbones():
+        cells = [cell for cell in pending if cell.label == label]
+        if not cells:
+            continue
+        try:
+            resolve_backbone(cell_config(config, cells[0]))
+        # ValueError: e.g. imagenet weights asked of a backbone that has none (tiny).
+        except (BackboneWeightsError, ValueError) as error:
+            skipped[label] = str(error)
+            log(f"[compare] backbone {label} ({spec}) is unavailable and skipped: {error}")
+        finally:
+            keras.backend.clear_session()
+    return skipped
+
+
+def _remove_if_empty(path):
+    if os.path.isdir(path) and not os.listdir(path):
+        os.rmdir(path)
+
+
+def collect_rows(config):
+    """One dict per finished cell (CSV_COLUMNS), read from the cells' metrics.json, in grid order."""
+    out = os.path.abspath(os.fspath(config.out))
+    rows = []
+    for cell in grid_cells(config):
+        path = os.path.join(out, cell.run_dir, "metrics.json")
+        if not os.path.isfile(path):
+            continue
+        metrics = read_json(path)
+        row = {"backbone": cell.label, "mode": cell.mode, "label_fraction": cell.label_fraction, "seed": cell.seed,
+               "num_train_images": metrics["num_train_images"], "num_test_images": metrics["num_test_images"],
+               "wall_seconds": metrics["wall_seconds"], "run_dir": cell.run_dir}
+        row.update({metric: float(metrics[metric]) for metric in METRICS})
+        rows.append(row)
+    return rows
+
+
+def write_results_csv(rows, path):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def aggregate(rows):
+    """Mean and sample standard deviation over seeds per backbone × mode × label fraction.
+
+    Args:
+        rows: dicts with `backbone`, `mode`, `label_fraction`, `seed`, `num_train_images` and
+            the METRICS (as in results.csv).
+
+    Returns:
+        A list of dicts, sorted by mode, fraction and backbone (modes and backbones in order of
+        first appearance): `backbone`, `mode`, `label_fraction`, `n`, `seeds`,
+        `num_train_images` (mean), and for each metric `m` present, `m` (mean) and `m_std`
+        (standard deviation with ddof=1; 0.0 when n == 1, where no spread is measured).
+    """
+    groups = {}
+    for row in rows:
+        groups.setdefault((row["backbone"], row["mode"], float(row["label_fraction"])), []).append(row)
+    mode_order = list(dict.fromkeys(row["mode"] for row in rows))
+    backbone_order = list(dict.fromkeys(row["backbone"] for row in rows))
+    table = []
+    for (backbone, mode, fraction), members in groups.items():
+        entry = {"backbone": backbone, "mode": mode, "label_fraction": fraction, "n": len(members),
+                 "seeds": sorted(int(m["seed"]) for m in members),
+                 "num_train_images": float(np.mean([float(m["num_train_images"]) for m in members]))}
+        for metric in METRICS:
+            if metric not in members[0]:
+                continue
+            values = np.asarray([float(m[metric]) for m in members])
+            entry[metric] = float(values.mean())
+            entry[metric + "_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        table.append(entry)
+    table.sort(key=lambda e: (mode_order.index(e["mode"]), e["label_fraction"], backbone_order.index(e["backbone"])))
+    return table
+
+
+def best_backbones(table, metric):
+    """{(mode, label_fraction): set of backbones with the highest mean}, for groups of >= 2 backbones."""
+    best = {}
+    for key in dict.fromkeys((e["mode"], e["label_fraction"]) for e in table):
+        group = [e for e in table if (e["mode"], e["label_fraction"]) == key and metric in e]
+        if len(group) < 2:
+            continue
+        top = max(e[metric] for e in group)
+        best[key] = {e["backbone"] for e in group if e[metric] == top}
+    return best
+
+
+def _percent(fraction):
+    return f"{fraction * 100:g}%"
+
+
+def format_results_md(table, metrics=METRICS):
+    """Markdown tables (one per mode) of mean ± std over seeds; the best mean per column in bold.
+
+    A column is one metric within one mode and label fraction; bold needs >= 2 backbones there.
+    """
+    if not table:
+        return "No cell has finished yet.\n"
+    metrics = [m for m in metrics if m in table[0]]
+    best = {metric: best_backbones(table, metric) for metric in metrics}
+    lines = []
+    for mode in dict.fromkeys(e["mode"] for e in table):
+        lines += [f"### {mode} ({MODE_TITLES.get(mode, mode)})", "",
+                  "| labels | backbone | n | train images | " + " | ".join(METRIC_TITLES.get(m, m) for m in metrics) + " |",
+                  "|---|---|---:|---:|" + "---:|" * len(metrics)]
+        for e in (e for e in table if e["mode"] == mode):
+            cells = []
+            for metric in metrics:
+                text = f"{e[metric]:.3f} ± {e[metric + '_std']:.3f}" if e["n"] > 1 else f"{e[metric]:.3f} ±0"
+                if e["backbone"] in best[metric].get((mode, e["label_fraction"]), ()):
+                    text = f"**{text}**"
+                cells.append(text)
+            lines.append(f"| {_percent(e['label_fraction'])} | {e['backbone']} | {e['n']} | "
+                         f"{e['num_train_images']:g} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines.append("Mean ± sample standard deviation (ddof=1) over seeds; ±0 marks n=1 (one seed: spread not "
+                 "measured). Bold: the best mean of a column within its mode and label fraction.")
+    return "\n".join(lines) + "\n"
+
+
+def describe_results(table, metric="mean_iou"):
+    """One sentence per mode × fraction: the best backbone, its lead over the next, and if it beats noise.
+
+    The lead counts as real when it exceeds the larger of the two standard deviations over
+    seeds; with a single seed the noise is not measured and the sentence says so.
+    """
+    title = METRIC_TITLES.get(metric, metric)
+    sentences = []
+    for mode, fraction in dict.fromkeys((e["mode"], e["label_fraction"]) for e in table):
+        group = sorted((e for e in table if (e["mode"], e["label_fraction"]) == (mode, fraction)),
+                       key=lambda e: -e[metric])
+        where = f"{mode}, {_percent(fraction)} of the labels"
+        best = group[0]
+        if len(group) == 1:
+            sentences.append(f"{where}: only {best['backbone']} finished ({title} {best[metric]:.3f}).")
+            continue
+        second = group[1]
+        gap = best[metric] - second[metric]
+        noise = max(best[metric + "_std"], second[metric + "_std"])
+        if min(best["n"], second["n"]) < 2:
+            verdict = "one seed only, so the noise is not measured"
+        elif gap > noise:
+            verdict = f"the gap exceeds the std over seeds ({noise:.3f})"
+        else:
+            verdict = f"within noise (std over seeds {noise:.3f})"
+        if gap == 0:
+            sentences.append(f"{where}: {best['backbone']} and {second['backbone']} tie on {title} "
+                             f"({best[metric]:.3f}).")
+        else:
+            sentences.append(f"{where}: {best['backbone']} has the best {title}, {best[metric]:.3f} vs "
+                             f"{second[metric]:.3f} for {second['backbone']} (+{gap:.3f}); {verdict}.")
+    return sentences
+
+
+def plot_filename(metric):
+    """`plot_mean_iou.png`, `plot_loc_acc_0.5.png`, ..."""
+    return "plot_" + re.sub(r"[^A-Za-z0-9._-]", "_", metric) + ".png"
+
+
+def plot_metric(table, metric, path, *, dpi=100, subplot_size=(5.0, 4.0)):
+    """Plots `metric` vs label fraction: one subplot per mode, one line per backbone, std error bars.
+
+    Args:
+        table: rows from `aggregate`.
+        metric: string, a metric key, e.g. `"mean_iou"`.
+        path: the PNG file to write.
+        dpi: int. Defaults to 100.
+        subplot_size: (width, height) in inches of each subplot. Defaults to (5, 4), so the
+            image is `(500 * num_modes, 400)` pixels.
+
+    Returns:
+        `path`.
+    """
+    # Figure without pyplot: no global backend switch, and Agg renders PNG headless.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    modes = list(dict.fromkeys(e["mode"] for e in table))
+    backbones = list(dict.fromkeys(e["backbone"] for e in table))
+    fractions = sorted({e["label_fraction"] for e in table})
+    figure = Figure(figsize=(subplot_size[0] * max(len(modes), 1), subplot_size[1]), dpi=dpi)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, max(len(modes), 1), sharey=True, squeeze=False)[0]
+    title = METRIC_TITLES.get(metric, metric)
+    for ax, mode in zip(axes, modes):
+        for backbone in backbones:
+            points = sorted((e for e in table if e["mode"] == mode and e["backbone"] == backbone),
+                            key=lambda e: e["label_fraction"])
+            if not points:
+                continue
+            ax.errorbar([e["label_fraction"] for e in points], [e[metric] for e in points],
+                        yerr=[e[metric + "_std"] for e in points], marker="o", capsize=3, label=backbone)
+        if fractions and max(fractions) / min(fractions) >= 10:
+            ax.set_xscale("log")
+        ax.set_xticks(fractions)
+        ax.set_xticklabels([_percent(f) for f in fractions])
+        ax.minorticks_off()
+        ax.set_title(MODE_TITLES.get(mode, mode))
+        ax.set_xlabel("label fraction")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(title)
+    if modes:
+        axes[0].legend()
+    figure.suptitle(f"{title} vs label fraction (mean ± std over seeds)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=dpi)
+    return path
+
+
+def summarize_compare(config, *, skipped=None, gradcam=None, log=print):
+    """Writes results.csv, results.md, the plots and report.md from the finished cells on disk.
+
+    Needs no training, so it also refreshes the report of a comparison that is still running.
+    `skipped` defaults to the stored skipped.json; see `run_compare` for `gradcam`.
+
+    Returns:
+        A dict: `out`, `skipped`, `rows`, `table`, `findings`, `outputs`.
+    """
+    out = os.path.abspath(os.fspath(config.out))
+    skipped_path = os.path.join(out, "skipped.json")
+    if skipped is None:
+        skipped = read_json(skipped_path) if os.path.isfile(skipped_path) else {}
+    rows = collect_rows(config)
+    table = aggregate(rows)
+    outputs = {"compare": os.path.join(out, "compare.json"), "skipped": skipped_path,
+               "results_csv": os.path.join(out, "results.csv"), "results_md": os.path.join(out, "results.md")}
+    write_results_csv(rows, outputs["results_csv"])
+    results_md = format_results_md(table)
+    _write_text(outputs["results_md"], "# Results\n\n" + results_md)
+    plots = {}
+    if table:
+        for metric in PLOTTED_METRICS:
+            plots[metric] = plot_metric(table, metric, os.path.join(out, plot_filename(metric)))
+    outputs.update({f"plot_{metric}": path for metric, path in plots.items()})
+
+    gradcam_path, gradcam_note = None, None
+    if gradcam is not None and rows:
+        cell_dirs = {(r["backbone"], r["mode"], r["label_fraction"], r["seed"]): os.path.join(out, r["run_dir"])
+                     for r in rows}
+        try:
+            gradcam_path = gradcam(out, cell_dirs)
+        except Exception as error:  # an optional picture must not cost the finished grid its report
+            gradcam_note = f"the Grad-CAM hook failed: {type(error).__name__}: {error}"
+            log(f"[compare] {gradcam_note}")
+    if gradcam_path is None and os.path.isfile(os.path.join(out, GRADCAM_FILE)):
+        gradcam_path = os.path.join(out, GRADCAM_FILE)
+    if gradcam_path:
+        outputs["gradcam"] = os.fspath(gradcam_path)
+
+    findings = describe_results(table) if table else []
+    outputs["report"] = os.path.join(out, "report.md")
+    _write_text(outputs["report"], format_report(config, rows=rows, table=table, results_md=results_md,
+                                                 findings=findings, skipped=skipped, plots=plots,
+                                                 gradcam=gradcam_path, gradcam_note=gradcam_note, out=out))
+    for sentence in findings:
+        log(f"[compare] {sentence}")
+    log(f"[compare] {len(rows)} of {len(grid_cells(config))} cells finished; report: {outputs['report']}")
+    return {"out": out, "skipped": dict(skipped), "rows": rows, "table": table, "findings": findings,
+            "outputs": outputs}
+
+
+def format_report(config, *, rows, table, results_md, findings, skipped, plots, gradcam, gradcam_note, out):
+    """report.md: the exact grid, what it shows, the table, plots, skipped backbones and Grad-CAM."""
+    cells = grid_cells(config)
+    finished = {r["run_dir"] for r in rows}
+    lines = [f"# Backbone comparison on {config.data}", "",
+             f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} by `ssl_keras.compare`; "
+             f"{len(finished)} of {len(cells)} cells finished.", "",
+             "## Grid", "",
+             "| backbone | spec |", "|---|---|"]
+    lines += [f"| {label} | `{spec}`{' (skipped)' if label in skipped else ''} |"
+              for label, spec in config.labelled_backbones()]
+    lines += ["",
+              f"- modes: {', '.join(config.modes)}",
+              f"- label fractions: {', '.join(_percent(f) for f in config.label_fractions)}",
+              f"- seeds: {', '.join(str(s) for s in range(config.seeds))}",
+              f"- per cell: `{config.backbone_name}`, {config.epochs} epoch(s), image size {config.image_size}, "
+              f"batch {config.batch_size}, learning rate {config.learning_rate:g}",
+              f"- cells: `cells/{{label}}/{{mode}}/frac{{fraction}}/seed{{seed}}/`, each a detect run directory",
+              "", "All options (as in `compare.json`):", "", "```",
+              *(f"{key} = {value!r}" for key, value in to_dict(config).items()), "```", "",
+              "## What it shows", ""]
+    lines += [f"- {sentence}" for sentence in findings] or ["No cell has finished yet."]
+    lines += ["", "## Results", "",
+              "Test-split metrics; per cell in [results.csv](results.csv), this table also in "
+              "[results.md](results.md).", "", results_md, "## Plots", ""]
+    for metric, path in plots.items():
+        title = METRIC_TITLES.get(metric, metric)
+        lines += [f"![{title} vs label fraction]({os.path.relpath(path, out)})", ""]
+    if not plots:
+        lines += ["No plots: no cell has finished yet.", ""]
+    lines += ["## Skipped backbones", ""]
+    lines += [f"- {label} (`{dict(config.labelled_backbones()).get(label, '?')}`, all its cells): {reason}"
+              for label, reason in skipped.items()] or ["None."]
+    lines += [""]
+    if gradcam or gradcam_note:
+        lines += ["## Grad-CAM", ""]
+        if gradcam:
+            lines += [f"![Grad-CAM grid]({os.path.relpath(os.path.abspath(gradcam), out)})", ""]
+        if gradcam_note:
+            lines += [gradcam_note, ""]
+    # Cells of skipped backbones are accounted for above, one line per backbone.
+    unfinished = [cell for cell in cells if cell.run_dir not in finished and cell.label not in skipped]
+    if unfinished:
+        lines += ["## Unfinished cells", ""]
+        lines += [f"- `{cell.run_dir}`" for cell in unfinished]
+        lines += ["", "Run the same comparison again on this `out` to continue.", ""]
+    return "\n".join(lines)
+
+
+def _write_text(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)

@@ -1,0 +1,544 @@
+"""Grad-CAM for `BoxRegressor`: where in the image a backbone looks for its prediction.
+
+Grad-CAM weights the channels of a late convolutional feature map `A` by the spatial mean of
+the gradient of a score with respect to them, and keeps the positive part:
+
+```
+alpha_k = mean_ij dS / dA_ij^k          heatmap = ReLU(sum_k alpha_k A^k)
+```
+
+upsampled (bilinear) to the image and divided by its maximum, so each heatmap lies in
+[0, 1] (a map with no positive evidence stays all zero).
+
+The backbone of a `BoxRegressor` is a nested model, and a sub-model from the regressor's
+input to a layer *inside* the backbone fails with "Graph disconnected". So the feature map is
+read from a model built inside the backbone's own graph, `backbone input -> [A, pooled
+features]` (recursing through wrapped backbones, e.g. `build_backbone`'s rescaling wrapper),
+and the head (`hidden`, `dropout_layer`, `class_output`, `box_output`) is applied to the pooled
+features by hand.
+
+This is an analysis tool, not model code: the gradient is taken with the backend's own
+autodiff (`tf.GradientTape` on TensorFlow, `torch.autograd` on PyTorch); JAX is not supported.
+
+References:
+    - [Selvaraju et al., 2017](https://arxiv.org/abs/1610.02391)
+"""
+
+import os
+
+import keras
+import numpy as np
+from PIL import Image
+
+from ssl_keras.box_regressor import BoxRegressor
+
+TARGETS = ("class", "box")
+"""`"class"`: the logit of the predicted (or given) class. `"box"`: the raw (pre-sigmoid)
+height + width outputs of the box head, i.e. the evidence that makes the predicted box large."""
+
+_MAX_LISTED_CANDIDATES = 12
+
+
+class GradCAMError(ValueError):
+    """Grad-CAM cannot be computed as asked (unknown layer, unsupported model or backend)."""
+
+
+# Feature layers.
+
+
+def _is_graph_model(layer):
+    """Functional or Sequential model (has a symbolic graph we can read outputs from)."""
+    if not isinstance(layer, keras.Model):
+        return False
+    try:
+        return bool(layer.inputs) and bool(layer.outputs)
+    except (AttributeError, ValueError):
+        return False
+
+
+def _output(layer):
+    try:
+        return layer.output
+    except (AttributeError, ValueError):
+        return None  # Never called, or shared (several inbound nodes): no single output.
+
+
+def _spatial_ok(shape):
+    if len(shape) != 4:
+        return False
+    return not all(d is not None and d <= 1 for d in shape[1:3])
+
+
+def feature_layer_candidates(backbone):
+    """Layers of a backbone that Grad-CAM can use, in graph order.
+
+    A candidate outputs a 4-D feature map `[N, h, w, C]` whose spatial size is not known to be
+    1 x 1. Nested functional models are searched too; their layers are named by path,
+    `"outer/inner"` (e.g. `"efficientnetb0/top_activation"`).
+
+    Args:
+        backbone: a functional or Sequential `keras.Model`.
+
+    Returns:
+        A list of str layer paths; the last one is the automatic choice of `GradCAM`.
+    """
+    if not _is_graph_model(backbone):
+        raise GradCAMError(
+            f"Grad-CAM needs a functional or Sequential backbone whose layers can be read; "
+            f"{type(backbone).__name__} {getattr(backbone, 'name', '')!r} is a subclassed model. "
+            "Build the backbone with the functional API (as `build_backbone` does)"
+        )
+    return [path for path, _ in _walk(backbone, "")]
+
+
+def _walk(model, prefix):
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        path = prefix + layer.name
+        if _is_graph_model(layer):
+            yield from _walk(layer, path + "/")
+        output = _output(layer)
+        if output is not None and not isinstance(output, (list, tuple, dict)) and _spatial_ok(output.shape):
+            yield path, layer
+
+
+def _resolve_layer(backbone, layer_name):
+    candidates = feature_layer_candidates(backbone)
+    if not candidates:
+        raise GradCAMError(
+            f"backbone {backbone.name!r} has no layer with a 4-D feature map larger than 1x1 "
+            "(Grad-CAM needs a convolutional feature map)"
+        )
+    if layer_name is None:
+        return candidates[-1]
+    matches = [c for c in candidates if c == layer_name or c.rsplit("/", 1)[-1] == layer_name]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise GradCAMError(f"layer_name {layer_name!r} is ambiguous in backbone {backbone.name!r}; "
+                           f"use one of the paths {', '.join(matches)}")
+    shown = candidates[-_MAX_LISTED_CANDIDATES:]
+    more = len(candidates) - len(shown)
+    listed = ", ".join(shown) + (f" (and {more} earlier ones)" if more else "")
+    raise GradCAMError(
+        f"layer_name {layer_name!r} is not a 4-D feature-map layer of backbone {backbone.name!r}; "
+        f"candidates (last = automatic choice): {listed}. Received: layer_name={layer_name!r}"
+    )
+
+
+def _single(tensors):
+    return tensors[0] if isinstance(tensors, (list, tuple)) and len(tensors) == 1 else tensors
+
+
+def _feature_model(model, path):
+    """A model `model input -> [feature map at path, model output]`, inside `model`'s graph."""
+    name, _, rest = path.partition("/")
+    layer = model.get_layer(name)
+    if not rest:
+        return keras.Model(_single(model.inputs), [layer.output, _single(model.outputs)])
+    inner = _feature_model(layer, rest)
+    captured = []
+
+    def call_function(operation, *args, **kwargs):
+        # The nested model is replaced by its two-output twin; the map is kept aside.
+        if operation is layer:
+            feature_map, output = inner(*args, **kwargs)
+            captured.append(feature_map)
+            return output
+        return operation(*args, **kwargs)
+
+    # clone_function=identity: the clone shares every layer (and weight) with the original.
+    clone = keras.models.clone_model(model, clone_function=lambda l: l, call_function=call_function)
+    if len(captured) != 1:
+        raise GradCAMError(f"layer {path!r}: the nested model {name!r} is called {len(captured)} times "
+                           "in the backbone; Grad-CAM needs it called once")
+    return keras.Model(_single(clone.inputs), [captured[0], _single(clone.outputs)])
+
+
+# Gradients.
+
+
+def _head(model, pooled):
+    x = pooled
+    if model.hidden is not None:
+        x = model.hidden(x)
+    x = model.dropout_layer(x, training=False)
+    box_raw = keras.ops.cast(model.box_output(x), "float32")
+    logits = keras.ops.cast(model.class_output(x), "float32")
+    return box_raw, logits
+
+
+def _score(target, box_raw, logits, class_index):
+    if target == "box":
+        return keras.ops.sum(box_raw[:, 2:4])
+    one_hot = keras.ops.one_hot(keras.ops.convert_to_tensor(class_index, "int32"), keras.ops.shape(logits)[-1])
+    return keras.ops.sum(logits * one_hot)
+
+
+def _resolve_class_index(class_index, logits):
+    if class_index is None:
+        return np.argmax(logits, axis=-1).astype("int32")
+    index = np.broadcast_to(np.asarray(class_index, "int32"), logits.shape[:1]).copy()
+    if index.min() < 0 or index.max() >= logits.shape[-1]:
+        raise GradCAMError(f"class_index must be in [0, {logits.shape[-1] - 1}] (the model has "
+                           f"{logits.shape[-1]} classes). Received: class_index={class_index}")
+    return index
+
+
+def _gradients(feature_model, model, images, target, class_index):
+    """Feature maps, their gradients, logits and raw box outputs of one batch, as NumPy."""
+    backend = keras.config.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.convert_to_tensor(images, tf.float32)
+        with tf.GradientTape() as tape:
+            # Watching the input records every op, frozen (non-trainable) backbones included.
+            tape.watch(x)
+            feature_map, pooled = feature_model(x, training=False)
+            box_raw, logits = _head(model, pooled)
+            index = _resolve_class_index(class_index, keras.ops.convert_to_numpy(logits))
+            score = _score(target, box_raw, logits, index)
+        grads = tape.gradient(score, feature_map)
+    elif backend == "torch":
+        import torch
+
+        x = keras.ops.convert_to_tensor(images, "float32").detach().requires_grad_(True)
+        with torch.enable_grad():
+            feature_map, pooled = feature_model(x, training=False)
+            box_raw, logits = _head(model, pooled)
+            index = _resolve_class_index(class_index, keras.ops.convert_to_numpy(logits))
+            score = _score(target, box_raw, logits, index)
+            grads = torch.autograd.grad(score, feature_map)[0]
+    else:
+        raise GradCAMError(f"Grad-CAM runs on the TensorFlow and PyTorch backends; set KERAS_BACKEND=tensorflow "
+                           f"(or torch). Received: backend={backend}")
+    to_np = lambda t: keras.ops.convert_to_numpy(keras.ops.cast(t, "float32"))
+    return to_np(feature_map), to_np(grads), to_np(logits), to_np(box_raw), index
+
+
+def _normalize(maps):
+    peak = maps.max(axis=(1, 2), keepdims=True)
+    out = np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)
+    return np.clip(np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0), 0.0, 1.0)
+
+
+class GradCAM:
+    """Grad-CAM heatmaps of a `BoxRegressor`, with the feature model built once.
+
+    Args:
+        model: a `BoxRegressor` (or a model with the same `backbone`, `hidden`,
+            `dropout_layer`, `box_output` and `class_output` attributes).
+        layer_name: str or None, the backbone layer whose feature map is used: a layer name or a
+            nested path (`"efficientnetb0/top_activation"`). Defaults to None: the last layer with
+            a 4-D feature map larger than 1x1 (see `feature_layer_candidates`), e.g.
+            `"top_activation"` for EfficientNets.
+
+    Example:
+
+    >>> cam = GradCAM(model)
+    >>> result = cam.explain(images)           # images float [N, S, S, 3] in [0, 255]
+    >>> result["heatmaps"].shape               # [N, S, S] in [0, 1]
+    """
+
+    def __init__(self, model, *, layer_name=None):
+        missing = [a for a in ("backbone", "dropout_layer", "box_output", "class_output") if not hasattr(model, a)]
+        if missing or not hasattr(model, "hidden"):
+            raise GradCAMError(f"Grad-CAM needs a BoxRegressor; {type(model).__name__} lacks "
+                               f"{', '.join(missing) or 'hidden'}")
+        self.model = model
+        self.layer_name = _resolve_layer(model.backbone, layer_name)
+        self.feature_model = _feature_model(model.backbone, self.layer_name)
+
+    def explain(self, images, *, target="class", class_index=None, upsample=True, batch_size=32):
+        """Heatmaps and predictions for a batch of images.
+
+        Args:
+            images: float array `[N, H, W, 3]` in [0, 255], resized as the model was trained.
+            target: `"class"` or `"box"` (see `TARGETS`). Defaults to `"class"`.
+            class_index: None (each image's predicted class), an int, or ints `[N]`; used by
+                `target="class"`. Defaults to None.
+            upsample: bool, whether heatmaps are resized (bilinear) to `[H, W]`; if False they
+                keep the feature map's `[h, w]`. Defaults to True.
+            batch_size: int, images per gradient pass. Defaults to 32.
+
+        Returns:
+            A dict: `"heatmaps"` float32 `[N, H, W]` in [0, 1]; `"class_index"` int32 `[N]`
+            (the explained class); `"class_probs"` float32 `[N, C]`; `"boxes"` float32
+            `[N, 4]` rel_yxyx; `"layer"` str.
+        """
+        if target not in TARGETS:
+            raise GradCAMError(f"target must be one of {', '.join(TARGETS)}. Received: target={target!r}")
+        images = np.asarray(images, dtype="float32")
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise GradCAMError(f"images must be [N, H, W, 3] floats in [0, 255]. Received: shape={images.shape}")
+        if not self.model.built:
+            self.model.build((None,) + images.shape[1:])
+        per_image_index = None if class_index is None else np.broadcast_to(
+            np.asarray(class_index, "int32"), images.shape[:1])
+        maps, indices, probs, boxes = [], [], [], []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start:start + batch_size]
+            index = None if per_image_index is None else per_image_index[start:start + batch_size]
+            feature_map, grads, logits, box_raw, index = _gradients(self.feature_model, self.model, chunk,
+                                                                    target, index)
+            if feature_map.shape[1] * feature_map.shape[2] <= 1:
+                raise GradCAMError(
+                    f"layer {self.layer_name!r} gives a 1x1 feature map for {chunk.shape[1]}x{chunk.shape[2]} "
+                    "images, so the heatmap would be flat; use larger images or an earlier layer "
+                    f"(candidates: {', '.join(feature_layer_candidates(self.model.backbone)[-6:])})"
+                )
+            alpha = grads.mean(axis=(1, 2))  # [n, C]
+            maps.append(np.maximum(np.einsum("nhwc,nc->nhw", feature_map, alpha), 0.0))
+            indices.append(index)
+            probs.append(keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1)))
+            boxes.append(keras.ops.convert_to_numpy(BoxRegressor.boxes_from_center_size(box_raw)))
+        maps = np.concatenate(maps).astype("float32")
+        if upsample and maps.shape[1:] != images.shape[1:3]:
+            maps = keras.ops.convert_to_numpy(
+                keras.ops.image.resize(maps[..., None], images.shape[1:3], interpolation="bilinear"))[..., 0]
+        return {"heatmaps": _normalize(np.maximum(maps, 0.0)).astype("float32"),
+                "class_index": np.concatenate(indices).astype("int32"),
+                "class_probs": np.concatenate(probs).astype("float32"),
+                "boxes": np.concatenate(boxes).astype("float32"), "layer": self.layer_name}
+
+    def __call__(self, images, **kwargs):
+        return self.explain(images, **kwargs)["heatmaps"]
+
+
+def gradcam(model, images, *, target="class", class_index=None, layer_name=None, upsample=True):
+    """Grad-CAM heatmaps of a `BoxRegressor` for a batch of images.
+
+    Args:
+        model: a `BoxRegressor`.
+        images: float array `[N, H, W, 3]` in [0, 255], resized as the model was trained.
+        target: `"class"` (the class logit) or `"box"` (raw box height + width outputs).
+            Defaults to `"class"`.
+        class_index: None (predicted class), an int or ints `[N]`. Defaults to None.
+        layer_name: str or None, the feature layer (see `GradCAM`). Defaults to None
+            (automatic: the last 4-D feature map, e.g. `"top_activation"`).
+        upsample: bool, resize heatmaps to `[H, W]`. Defaults to True.
+
+    Returns:
+        float32 array `[N, H, W]` in [0, 1].
+
+    Example:
+
+    >>> heatmaps = gradcam(model, images)
+    >>> overlay(images[0].astype("uint8"), heatmaps[0])
+    """
+    return GradCAM(model, layer_name=layer_name).explain(images, target=target, class_index=class_index,
+                                                         upsample=upsample)["heatmaps"]
+
+
+# Pictures.
+
+
+def _resize_map(heatmap, height, width):
+    heatmap = np.asarray(heatmap, dtype="float32")
+    if heatmap.shape == (height, width):
+        return heatmap
+    return np.asarray(Image.fromarray(heatmap, mode="F").resize((width, height), Image.BILINEAR))
+
+
+def heatmap_to_original(heatmap, original_hw, image_size, resize):
+    """Maps a heatmap of the resized `S x S` model input back onto the original image.
+
+    Args:
+        heatmap: float array `[S, S]`.
+        original_hw: `(height, width)` of the original image.
+        image_size: int, `S`.
+        resize: `"stretch"` or `"letterbox"` (the padding is cropped away first).
+
+    Returns:
+        float32 array `[height, width]`.
+    """
+    from ssl_keras.data.localization import letterbox_geometry
+
+    height, width = (int(v) for v in original_hw)
+    heatmap = np.asarray(heatmap, dtype="float32")
+    if resize == "letterbox":
+        new_h, new_w, top, left = (int(v) for v in letterbox_geometry((height, width), image_size))
+        heatmap = heatmap[top:top + new_h, left:left + new_w]
+    elif resize != "stretch":
+        raise ValueError(f"`resize` must be 'stretch' or 'letterbox'. Received: resize={resize!r}")
+    return _resize_map(heatmap, height, width)
+
+
+def overlay(image, heatmap, *, alpha=0.45, colormap="jet"):
+    """Blends a heatmap, coloured with a matplotlib colormap, over an image.
+
+    Args:
+        image: uint8 array `[H, W, 3]` (or `[H, W]` grayscale).
+        heatmap: float array in [0, 1], `[H, W]` or any size (resized bilinearly).
+        alpha: float in [0, 1], the heatmap's weight. Defaults to 0.45.
+        colormap: str, a matplotlib colormap name. Defaults to `"jet"`.
+
+    Returns:
+        uint8 array `[H, W, 3]`.
+    """
+    import matplotlib
+
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"`alpha` must be in [0, 1]. Received: alpha={alpha}")
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"`image` must be [H, W, 3] (or [H, W]). Received: shape={image.shape}")
+    heatmap = np.asarray(heatmap, dtype="float32")
+    if heatmap.ndim != 2:
+        raise ValueError(f"`heatmap` must be [H, W]. Received: shape={heatmap.shape}")
+    heat = np.clip(np.nan_to_num(_resize_map(heatmap, *image.shape[:2])), 0.0, 1.0)
+    colors = matplotlib.colormaps[colormap](heat)[..., :3] * 255.0
+    blended = (1.0 - alpha) * np.clip(image.astype("float32"), 0, 255) + alpha * colors
+    return np.clip(np.round(blended), 0, 255).astype("uint8")
+
+
+def gradcam_grid(image_rows, *, titles=None, column_titles=None, path=None, tile_inches=2.0, dpi=100):
+    """The comparison figure: one row per image, one column per view (original, then models).
+
+    Args:
+        image_rows: list of rows, each a list of uint8 `[H, W, 3]` images (the same number per
+            row; sizes may differ).
+        titles: optional list of rows of str, a caption per cell (e.g. the predicted class).
+        column_titles: optional list of str, shown above the first row (e.g. model names).
+        path: optional str, where the PNG is written (through a temporary file).
+        tile_inches: float, side of one cell in inches. Defaults to 2.0.
+        dpi: int, dots per inch. Defaults to 100.
+
+    Returns:
+        uint8 array `[H, W, 3]`, the rendered figure.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = [list(row) for row in image_rows]
+    if not rows or not rows[0]:
+        raise ValueError("`image_rows` must hold at least one non-empty row. Received: image_rows=[]")
+    ncols = len(rows[0])
+    if any(len(row) != ncols for row in rows):
+        raise ValueError(f"every row needs {ncols} images. Received: row lengths {[len(r) for r in rows]}")
+    if titles is not None and (len(titles) != len(rows) or any(len(r) != ncols for r in titles)):
+        raise ValueError(f"`titles` must give one caption per cell ({len(rows)} rows of {ncols}). "
+                         f"Received: row lengths {[len(r) for r in titles]}")
+    if column_titles is not None and len(column_titles) != ncols:
+        raise ValueError(f"`column_titles` must give {ncols} titles. Received: {len(column_titles)}")
+    figure = Figure(figsize=(tile_inches * ncols, tile_inches * len(rows) + 0.3), dpi=dpi)
+    canvas = FigureCanvasAgg(figure)
+    axes = figure.subplots(len(rows), ncols, squeeze=False)
+    for i, row in enumerate(rows):
+        for j, image in enumerate(row):
+            ax = axes[i][j]
+            ax.imshow(np.asarray(image))
+            ax.set_axis_off()
+            lines = []
+            if i == 0 and column_titles is not None:
+                lines.append(str(column_titles[j]))
+            if titles is not None and titles[i][j]:
+                lines.append(str(titles[i][j]))
+            if lines:
+                ax.set_title("\n".join(lines), fontsize=8)
+    figure.tight_layout()
+    canvas.draw()
+    grid = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    if path is not None:
+        _save_png(grid, path)
+    return grid
+
+
+def _save_png(array, path):
+    tmp = f"{path}.partial.png"
+    Image.fromarray(array).save(tmp)
+    os.replace(tmp, path)
+
+
+# Command.
+
+
+def _output_names(image_paths, num_models):
+    taken, stems = set(), []
+    for path in image_paths:
+        stem = os.path.splitext(os.path.basename(os.fspath(path)))[0]
+        name, n = stem, 1
+        while name in taken:
+            n += 1
+            name = f"{stem}_{n}"
+        taken.add(name)
+        stems.append(name)
+    return stems, [[f"gradcam_{stem}_{m}.png" for m in range(num_models)] for stem in stems]
+
+
+def run_gradcam(model_dirs, image_paths, out, *, target="class", layer_name=None):
+    """Grad-CAM overlays of several detect runs on the same images, and the comparison grid.
+
+    Each image is read with `read_rgb`, resized as each run was trained (its `image_size` and
+    `resize`), explained, and the heatmap is mapped back onto the original image. Writes
+    `out/gradcam_<stem>_<model index>.png` (model index = position in `model_dirs`, from 0)
+    and `out/gradcam_grid.png` (rows = images; columns = the original, then one overlay per
+    model, captioned with the predicted class and its probability). Existing files are never
+    overwritten: if any output exists, nothing is done.
+
+    Args:
+        model_dirs: list of finished `ssl-keras detect` run directories.
+        image_paths: list of image files (any format Pillow reads).
+        out: output folder, created if missing.
+        target: `"class"` or `"box"` (see `TARGETS`). Defaults to `"class"`.
+        layer_name: str or None, the feature layer (see `GradCAM`); None picks it per model.
+
+    Returns:
+        A dict: `"grid"` (path), `"layers"` (the layer used per model) and `"overlays"`, a list
+        of dicts with image, model, output, class, score.
+    """
+    from ssl_keras.data.localization import resize_example
+    from ssl_keras.detect import load_run
+    from ssl_keras.predict import read_rgb
+
+    model_dirs = [os.fspath(d) for d in model_dirs]
+    image_paths = [os.fspath(p) for p in image_paths]
+    if not model_dirs:
+        raise ValueError("run_gradcam needs at least one detect run directory (--model DIR)")
+    if not image_paths:
+        raise ValueError("run_gradcam needs at least one image file")
+    if target not in TARGETS:
+        raise GradCAMError(f"target must be one of {', '.join(TARGETS)}. Received: target={target!r}")
+    for run_dir in model_dirs:
+        for name in ("config.json", "model.keras"):
+            if not os.path.isfile(os.path.join(run_dir, name)):
+                raise FileNotFoundError(f"--model {run_dir}: {name} is missing; is it a finished detect run?")
+    images = [read_rgb(p) for p in image_paths]  # every input is checked before any work
+    out = os.path.abspath(os.fspath(out))
+    stems, names = _output_names(image_paths, len(model_dirs))
+    for name in [n for row in names for n in row] + ["gradcam_grid.png"]:
+        if os.path.exists(os.path.join(out, name)):
+            raise FileExistsError(f"--out {out}: {name} exists; choose a new --out (nothing was overwritten)")
+    os.makedirs(out, exist_ok=True)
+
+    rows = [[image] for image in images]
+    titles = [[stem] for stem in stems]
+    overlays, layers, column_titles = [], [], ["image"]
+    for m, run_dir in enumerate(model_dirs):
+        model, record = load_run(run_dir)
+        options, class_names = record["options"], record["resolved"]["class_names"]
+        size, resize = int(options["image_size"]), options["resize"]
+        batch = np.stack([np.asarray(resize_example(image, np.zeros(4, "float32"), image_size=size,
+                                                    resize=resize)[0]) for image in images])
+        result = GradCAM(model, layer_name=layer_name).explain(batch, target=target)
+        layers.append(result["layer"])
+        column_titles.append(f"model {m}: {os.path.basename(os.path.normpath(run_dir))}")
+        for i, (path, image) in enumerate(zip(image_paths, images)):
+            heat = heatmap_to_original(result["heatmaps"][i], image.shape[:2], size, resize)
+            drawn = overlay(image, heat)
+            target_path = os.path.join(out, names[i][m])
+            _save_png(drawn, target_path)
+            label = int(np.argmax(result["class_probs"][i]))
+            score = float(result["class_probs"][i][label])
+            rows[i].append(drawn)
+            titles[i].append(f"{class_names[label]} {score:.2f}")
+            overlays.append({"image": path, "model": run_dir, "output": target_path, "class": class_names[label],
+                             "score": score, "layer": result["layer"]})
+        del model
+    grid_path = os.path.join(out, "gradcam_grid.png")
+    gradcam_grid(rows, titles=titles, column_titles=column_titles, path=grid_path)
+    return {"grid": grid_path, "layers": layers, "overlays": overlays, "target": target}
