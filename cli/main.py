@@ -206,6 +206,49 @@ def predict(run_dir, images, out):
         click.echo(f"{row['image']}: {row['class']} {row['score']:.2f} box {row['box']} -> {row['output']}")
 
 
+COMPARE_HELP = dict(DETECT_HELP, **{
+    "backbones": "Comma list of backbones: ssl:RUN_DIR, imagenet, scratch, an encoder.keras, or NAME=SPEC.",
+    "label_fractions": "Comma list of label fractions in (0, 1].",
+    "modes": "Comma list of modes: freeze, finetune, freeze-then-finetune.",
+    "seeds": "Number of seeds per cell (0..N-1).",
+    "out": "Comparison directory; running the same command again continues an interrupted grid.",
+    "export": "Write a SavedModel for every cell.",
+})
+
+
+@main.command()
+@options_from(__import__("ssl_keras.compare", fromlist=["CompareConfig"]).CompareConfig, COMPARE_HELP)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="JSON or YAML file of option values; options given here override it.")
+@click.option("--gradcam-images", default=3, show_default=True, type=click.IntRange(min=0),
+              help="Test images in the report's Grad-CAM grid (0: none).")
+@user_errors_as_click
+def compare(config_file, gradcam_images, **options):
+    """Grid of detect runs: backbones x label fractions x modes x seeds, with a report.
+
+    Example: ssl-keras compare --data voc:../shared/data/voc2007 --backbones ssl:runs/p1,scratch
+    --label-fractions 0.25,1.0 --modes freeze,finetune --seeds 2 --out runs/cmp
+    """
+    from ssl_keras.compare import CompareConfig, run_compare
+    from ssl_keras.config import build_config
+
+    config = build_config(CompareConfig, config_file=config_file, **options)
+    hook = _gradcam_hook(config, gradcam_images) if gradcam_images else None
+    summary = run_compare(config, log=click.echo, gradcam=hook)
+    click.echo(f"report: {os.path.join(summary['out'], 'report.md')}")
+
+
+def _gradcam_hook(config, num_images):
+    """Grad-CAM grid over the first seed's cells of the largest label fraction, one column per model."""
+
+    def hook(out_dir, cell_dirs):
+        from ssl_keras.gradcam import gradcam_for_report
+
+        return gradcam_for_report(out_dir, cell_dirs, data=config.data, num_images=num_images)
+
+    return hook
+
+
 @main.command()
 @click.option("--out", default=None, help="Demo output folder [default: runs/demo-TIMESTAMP].")
 @click.option("--epochs", default=3, show_default=True, type=click.IntRange(min=1), help="Pretraining epochs.")
