@@ -37,6 +37,9 @@ PRETRAIN_HELP = {
     "resume": "Continue the run in --out from its last checkpoint.",
     "mixed_precision": "Train in mixed float16 (loss still computed in float32).",
     "export": "Write encoder_savedmodel/ (TensorFlow backend only).",
+    "probe_data": "Labelled data for a kNN probe of the encoder during training (voc:PATH, a manifest, folder:PATH).",
+    "probe_every": "Run the probe every N epochs (logged as probe_top1/probe_top3).",
+    "probe_max_per_class": "Images per class used by the probe (train and test each).",
 }
 
 
@@ -72,6 +75,7 @@ DETECT_HELP = {
 
 def _user_errors():
     from ssl_keras.backbone import BackboneWeightsError
+    from ssl_keras.gradcam import GradCAMError
     from ssl_keras.predict import UnreadableImageError
     from ssl_keras.config import ConfigError
     from ssl_keras.data.sources import SourceError
@@ -79,7 +83,7 @@ def _user_errors():
     from ssl_keras.run_directory import RunDirectoryError
 
     return (BackboneWeightsError, ConfigError, SourceError, ExportError, RunDirectoryError, FileNotFoundError,
-            FileExistsError, UnreadableImageError)
+            FileExistsError, UnreadableImageError, GradCAMError)
 
 
 def user_errors_as_click(command):
@@ -250,16 +254,57 @@ def _gradcam_hook(config, num_images):
 
 
 @main.command()
+@click.option("--model", "model_dirs", multiple=True, required=True, type=click.Path(file_okay=False),
+              help="A detect run directory; repeat for a side-by-side comparison.")
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the overlays and the grid.")
+@click.option("--target", default="class", show_default=True, type=click.Choice(["class", "box"]),
+              help="Explain the predicted class logit or the box output.")
+@click.option("--layer", "layer_name", default=None, help="Feature layer [default: the backbone's last feature map].")
+@user_errors_as_click
+def gradcam(model_dirs, images, out, target, layer_name):
+    """Grad-CAM heatmaps of one or more detect runs on IMAGE files, and a side-by-side grid."""
+    from ssl_keras.gradcam import run_gradcam
+
+    result = run_gradcam(list(model_dirs), list(images), out, target=target, layer_name=layer_name)
+    click.echo(f"layers: {', '.join(result['layers'])}")
+    click.echo(f"grid: {result['grid']}")
+
+
+@main.command()
+@click.option("--backbone", required=True, help="Pretrain run directory (ssl:DIR), encoder.keras, imagenet or scratch.")
+@click.option("--data", required=True,
+              help="voc:PATH, manifest:CSV (or a folder with manifest.csv), folder:PATH (class subfolders), synthetic[:N].")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory (must be new or empty).")
+@click.option("--method", default="linear", show_default=True, type=click.Choice(["linear", "knn", "both"]))
+@click.option("--image-size", default=96, show_default=True, type=click.IntRange(min=32))
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--max-per-class", default=None, type=click.IntRange(min=1), help="Cap images per class (deterministic).")
+@click.option("--backbone-name", default="EfficientNetB1", show_default=True)
+@click.option("--seed", default=0, show_default=True, type=int)
+@user_errors_as_click
+def probe(backbone, data, out, method, image_size, batch_size, max_per_class, backbone_name, seed):
+    """Top-1/Top-3 of a linear (or kNN) classifier on frozen backbone features."""
+    from ssl_keras.probe import run_probe
+
+    result = run_probe(backbone, data, out, method=method, image_size=image_size, batch_size=batch_size,
+                       max_per_class=max_per_class, seed=seed, backbone_name=backbone_name, log=click.echo)
+    click.echo(f"probe ({result['method']}): top1 {result['top1']:.4f}, top3 {result['top3']:.4f} "
+               f"on {result['num_test']} test images -> {os.path.join(out, 'probe.json')}")
+
+
+@main.command()
 @click.option("--out", default=None, help="Demo output folder [default: runs/demo-TIMESTAMP].")
 @click.option("--epochs", default=3, show_default=True, type=click.IntRange(min=1), help="Pretraining epochs.")
-@click.option("--detect-epochs", default=4, show_default=True, type=click.IntRange(min=1))
+@click.option("--detect-epochs", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--backbone", default="EfficientNetB1", show_default=True)
 @user_errors_as_click
 def demo(out, epochs, detect_epochs, backbone):
-    """Runs the pipeline on the embedded synthetic dataset (no network, a few minutes on CPU).
+    """Runs the pipeline on the embedded synthetic dataset (no network, about 10 minutes on 2 CPU cores).
 
-    SimCLR pretraining on synthetic scenes, then localization with the SSL backbone and with a
-    randomly initialised one, both frozen-then-fine-tuned on the same labels.
+    SimCLR pretraining on synthetic scenes, then a small comparison: localization with the SSL
+    backbone and with a randomly initialised one, frozen-then-fine-tuned on 25% and 100% of the
+    labels, with a Grad-CAM grid and a report.md.
     """
     from ssl_keras.config import DetectConfig, PretrainConfig, build_config
     from ssl_keras.detect import run_detect
@@ -269,18 +314,21 @@ def demo(out, epochs, detect_epochs, backbone):
     pretrain_config = build_config(PretrainConfig, data="synthetic:512", out=os.path.join(out, "pretrain"),
                                    backbone=backbone, epochs=epochs, batch_size=32, image_size=64,
                                    warmup_epochs=1.0, temperature=0.2)
-    click.echo(f"[demo] 1/3 SimCLR pretraining on synthetic scenes -> {pretrain_config.out}")
+    click.echo(f"[demo] 1/2 SimCLR pretraining on synthetic scenes -> {pretrain_config.out}")
     _print_pretrain_result(run_pretrain(pretrain_config, log=click.echo))
-    rows = []
-    for name, source in (("ssl", pretrain_config.out), ("scratch", "scratch")):
-        config = build_config(DetectConfig, data="synthetic:640", backbone=source, backbone_name=backbone,
-                              out=os.path.join(out, f"detect-{name}"), epochs=detect_epochs, image_size=64,
-                              batch_size=32, label_fraction=0.5, learning_rate=2e-3)
-        click.echo(f"[demo] {2 if name == 'ssl' else 3}/3 localization with the {name} backbone -> {config.out}")
-        rows.append((name, run_detect(config, verbose=0, log=click.echo)))
-    click.echo("\n[demo] test metrics on synthetic scenes (50% of the labels):")
-    click.echo(metrics_row(rows[0][1], header=True, label=rows[0][0]))
-    click.echo(metrics_row(rows[1][1], label=rows[1][0]))
+    from ssl_keras.compare import CompareConfig, run_compare
+
+    compare_config = build_config(CompareConfig, data="synthetic:640",
+                                  backbones=f"ssl=ssl:{pretrain_config.out},scratch", label_fractions="0.25,1.0",
+                                  modes="freeze-then-finetune", seeds=1, out=os.path.join(out, "compare"),
+                                  backbone_name=backbone, epochs=detect_epochs, image_size=64, batch_size=32,
+                                  learning_rate=2e-3)
+    click.echo(f"[demo] 2/2 localization: SSL vs scratch backbone, 25% and 100% of the labels -> {compare_config.out}")
+    summary = run_compare(compare_config, log=click.echo, gradcam=_gradcam_hook(compare_config, 3))
+    click.echo("\n[demo] test metrics on synthetic scenes:")
+    with open(os.path.join(summary["out"], "results.md"), encoding="utf-8") as f:
+        click.echo(f.read())
+    click.echo(f"[demo] report: {os.path.abspath(os.path.join(summary['out'], 'report.md'))}")
     click.echo(f"[demo] outputs are in {os.path.abspath(out)}")
 
 

@@ -43,9 +43,14 @@ class PretrainConfig:
     resume: bool = False
     mixed_precision: bool = False
     export: bool = True
+    probe_data: Optional[str] = None
+    probe_every: int = 1
+    probe_max_per_class: int = 50
 
     def validate(self):
         _check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        _check(self.probe_every >= 1, "probe_every", self.probe_every, "an integer >= 1")
+        _check(self.probe_max_per_class >= 1, "probe_max_per_class", self.probe_max_per_class, "an integer >= 1")
         _check(self.batch_size >= 2, "batch_size", self.batch_size, "an integer >= 2 (pairs need negatives)")
         _check(self.image_size >= 32, "image_size", self.image_size, "an integer >= 32")
         _check(self.temperature > 0, "temperature", self.temperature, "a number > 0")

@@ -8,7 +8,11 @@ alpha_k = mean_ij dS / dA_ij^k          heatmap = ReLU(sum_k alpha_k A^k)
 ```
 
 upsampled (bilinear) to the image and divided by its maximum, so each heatmap lies in
-[0, 1] (a map with no positive evidence stays all zero).
+[0, 1] (a map with no positive evidence stays all zero). Upsampling places each cell at the
+centre of its receptive field, traced through the backbone's strides and paddings
+(`feature_geometry`): when every strided layer sees an even size, TensorFlow-style padding
+puts cell `i` of a stride-`S` map at pixel `S i + S - 1`, not at the `S i + (S - 1) / 2` a
+plain resize assumes.
 
 The backbone of a `BoxRegressor` is a nested model, and a sub-model from the regressor's
 input to a layer *inside* the backbone fails with "Graph disconnected". So the feature map is
@@ -156,6 +160,141 @@ def _feature_model(model, path):
     return keras.Model(_single(clone.inputs), [captured[0], _single(clone.outputs)])
 
 
+# Geometry: where each feature-map cell sits in the image.
+
+
+class _NoGeometry(Exception):
+    pass
+
+
+def _walk_back(tensor):
+    """Operations from `tensor` back to its model input along first inputs, nested models opened.
+
+    Reads Keras's graph records (`_keras_history`, `_inbound_nodes`); any surprise gives up.
+    """
+    operations = []
+    while True:
+        history = getattr(tensor, "_keras_history", None)
+        if history is None:
+            raise _NoGeometry("tensor without graph history")
+        operation, node_index, tensor_index = history
+        if isinstance(operation, keras.layers.InputLayer):
+            return operations
+        if _is_graph_model(operation):
+            operations.extend(_walk_back(keras.tree.flatten(operation.outputs)[tensor_index]))
+        else:
+            operations.append(operation)
+        inputs = operation._inbound_nodes[node_index].input_tensors
+        if not inputs:
+            raise _NoGeometry(f"{operation.name} has no input tensor")
+        tensor = inputs[0]
+
+
+_SHAPE_KEEPING = (keras.layers.BatchNormalization, keras.layers.Activation, keras.layers.ReLU,
+                  keras.layers.Rescaling, keras.layers.Normalization, keras.layers.Dropout,
+                  keras.layers.SpatialDropout2D, keras.layers.Add, keras.layers.Multiply,
+                  keras.layers.Concatenate, keras.layers.LayerNormalization, keras.layers.GroupNormalization)
+_SPATIAL_CHANGING = (keras.layers.UpSampling2D, keras.layers.Conv2DTranspose, keras.layers.Reshape,
+                     keras.layers.Flatten, keras.layers.Resizing)
+
+
+def _pair(value):
+    return tuple(value) if isinstance(value, (list, tuple)) else (value, value)
+
+
+def _layer_geometry(layer, size):
+    """`(stride, offset, output size)` of one axis pair: input index = stride * output index + offset."""
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        raise _NoGeometry(f"{layer.name} is channels_first")
+    if isinstance(layer, keras.layers.ZeroPadding2D):
+        (top, bottom), (left, right) = layer.padding
+        return (1, 1), (-top, -left), (size[0] + top + bottom, size[1] + left + right)
+    if isinstance(layer, keras.layers.Cropping2D):
+        (top, bottom), (left, right) = layer.cropping
+        return (1, 1), (top, left), (size[0] - top - bottom, size[1] - left - right)
+    if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
+                          keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)) and not isinstance(
+                              layer, keras.layers.Conv2DTranspose):
+        kernel = _pair(getattr(layer, "kernel_size", None) or layer.pool_size)
+        strides = _pair(layer.strides if layer.strides is not None else kernel)
+        dilation = _pair(getattr(layer, "dilation_rate", 1))
+        strides_out, offsets, sizes = [], [], []
+        for n, k, s, r in zip(size, kernel, strides, dilation):
+            extent = (k - 1) * r + 1
+            if layer.padding == "same":
+                out = -(-n // s)
+                top = max((out - 1) * s + extent - n, 0) // 2  # TensorFlow's rule: extra pixel at the end
+            elif layer.padding == "valid":
+                out, top = (n - extent) // s + 1, 0
+            else:
+                raise _NoGeometry(f"{layer.name} has padding {layer.padding!r}")
+            strides_out.append(s)
+            offsets.append((extent - 1) / 2 - top)
+            sizes.append(out)
+        return tuple(strides_out), tuple(offsets), tuple(sizes)
+    if isinstance(layer, _SPATIAL_CHANGING):
+        raise _NoGeometry(f"{layer.name} changes the spatial size in a way not tracked")
+    return (1, 1), (0, 0), size  # element-wise and channel-wise layers (_SHAPE_KEEPING and alike)
+
+
+def feature_geometry(feature_tensor, image_hw):
+    """Where the cells of a feature map sit in the input image.
+
+    Follows the graph from the feature map back to the input and composes each layer's stride
+    and padding (TensorFlow's "same" puts the odd padding pixel at the end, and
+    `keras.applications` pads explicitly with `ZeroPadding2D`), so cell `i` is centred on input
+    pixel index `stride * i + offset`. For a stride-2 3x3 "same" convolution on an even input
+    this is `2 i + 1`, half a pixel right of a plain resize's `2 i + 0.5`; three such layers
+    already shift a resized heatmap by 3.5 pixels, EfficientNets' five by about 15.
+
+    Args:
+        feature_tensor: a symbolic `KerasTensor`, the feature map.
+        image_hw: `(height, width)` of the input image.
+
+    Returns:
+        A dict with `"stride"`, `"offset"` and `"size"` (the expected feature-map size), each a
+        `(y, x)` pair; or None when the graph holds a layer whose geometry is not tracked.
+    """
+    try:
+        operations = _walk_back(feature_tensor)
+        stride, offset, size = [1, 1], [0.0, 0.0], tuple(int(v) for v in image_hw)
+        for layer in reversed(operations):
+            s, d, size = _layer_geometry(layer, size)
+            for axis in range(2):
+                offset[axis] += d[axis] * stride[axis]
+                stride[axis] *= s[axis]
+    except (_NoGeometry, AttributeError, IndexError, TypeError, ValueError):
+        return None
+    return {"stride": tuple(stride), "offset": tuple(offset), "size": tuple(size)}
+
+
+def _interpolation_matrix(positions, size_in):
+    """Linear interpolation weights `[len(positions), size_in]`, clamped at the edges."""
+    positions = np.clip(np.asarray(positions, "float64"), 0.0, size_in - 1)
+    low = np.floor(positions).astype(int)
+    high = np.minimum(low + 1, size_in - 1)
+    frac = positions - low
+    matrix = np.zeros((len(positions), size_in))
+    rows = np.arange(len(positions))
+    np.add.at(matrix, (rows, low), 1.0 - frac)
+    np.add.at(matrix, (rows, high), frac)
+    return matrix
+
+
+def _upsample(maps, image_hw, geometry):
+    """Bilinear upsampling of `[N, h, w]` maps to the image, cell centres placed by `geometry`
+    (None: a plain half-pixel resize, as `tf.image.resize`)."""
+    matrices = []
+    for axis, (n_out, n_in) in enumerate(zip(image_hw, maps.shape[1:])):
+        pixels = np.arange(n_out, dtype="float64")
+        if geometry is None:
+            positions = (pixels + 0.5) * n_in / n_out - 0.5
+        else:
+            positions = (pixels - geometry["offset"][axis]) / geometry["stride"][axis]
+        matrices.append(_interpolation_matrix(positions, n_in))
+    return np.einsum("Yh,nhw,Xw->nYX", matrices[0], maps, matrices[1]).astype("float32")
+
+
 # Gradients.
 
 
@@ -251,7 +390,7 @@ class GradCAM:
         self.layer_name = _resolve_layer(model.backbone, layer_name)
         self.feature_model = _feature_model(model.backbone, self.layer_name)
 
-    def explain(self, images, *, target="class", class_index=None, upsample=True, batch_size=32):
+    def explain(self, images, *, target="class", class_index=None, upsample=True, align=True, batch_size=32):
         """Heatmaps and predictions for a batch of images.
 
         Args:
@@ -261,12 +400,17 @@ class GradCAM:
                 `target="class"`. Defaults to None.
             upsample: bool, whether heatmaps are resized (bilinear) to `[H, W]`; if False they
                 keep the feature map's `[h, w]`. Defaults to True.
+            align: bool, whether upsampling puts each cell where its receptive field is centred
+                (`feature_geometry`); a plain resize shifts the map up-left by about
+                `(stride - 1) / 2` pixels with TensorFlow-style padding. Falls back to a plain
+                resize when the geometry cannot be traced. Defaults to True.
             batch_size: int, images per gradient pass. Defaults to 32.
 
         Returns:
             A dict: `"heatmaps"` float32 `[N, H, W]` in [0, 1]; `"class_index"` int32 `[N]`
             (the explained class); `"class_probs"` float32 `[N, C]`; `"boxes"` float32
-            `[N, 4]` rel_yxyx; `"layer"` str.
+            `[N, 4]` rel_yxyx; `"layer"` str; `"geometry"`, the `feature_geometry` dict used to
+            upsample, or None (plain resize).
         """
         if target not in TARGETS:
             raise GradCAMError(f"target must be one of {', '.join(TARGETS)}. Received: target={target!r}")
@@ -295,19 +439,23 @@ class GradCAM:
             probs.append(keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1)))
             boxes.append(keras.ops.convert_to_numpy(BoxRegressor.boxes_from_center_size(box_raw)))
         maps = np.concatenate(maps).astype("float32")
-        if upsample and maps.shape[1:] != images.shape[1:3]:
-            maps = keras.ops.convert_to_numpy(
-                keras.ops.image.resize(maps[..., None], images.shape[1:3], interpolation="bilinear"))[..., 0]
+        geometry = None
+        if upsample:
+            if align:
+                geometry = feature_geometry(self.feature_model.outputs[0], images.shape[1:3])
+                if geometry is not None and geometry["size"] != maps.shape[1:]:
+                    geometry = None  # an untracked layer changed the size: trust nothing
+            maps = _upsample(maps, images.shape[1:3], geometry)
         return {"heatmaps": _normalize(np.maximum(maps, 0.0)).astype("float32"),
                 "class_index": np.concatenate(indices).astype("int32"),
                 "class_probs": np.concatenate(probs).astype("float32"),
-                "boxes": np.concatenate(boxes).astype("float32"), "layer": self.layer_name}
+                "boxes": np.concatenate(boxes).astype("float32"), "layer": self.layer_name, "geometry": geometry}
 
     def __call__(self, images, **kwargs):
         return self.explain(images, **kwargs)["heatmaps"]
 
 
-def gradcam(model, images, *, target="class", class_index=None, layer_name=None, upsample=True):
+def gradcam(model, images, *, target="class", class_index=None, layer_name=None, upsample=True, align=True):
     """Grad-CAM heatmaps of a `BoxRegressor` for a batch of images.
 
     Args:
@@ -319,6 +467,8 @@ def gradcam(model, images, *, target="class", class_index=None, layer_name=None,
         layer_name: str or None, the feature layer (see `GradCAM`). Defaults to None
             (automatic: the last 4-D feature map, e.g. `"top_activation"`).
         upsample: bool, resize heatmaps to `[H, W]`. Defaults to True.
+        align: bool, place cells at their receptive-field centres when upsampling (see
+            `GradCAM.explain`). Defaults to True.
 
     Returns:
         float32 array `[N, H, W]` in [0, 1].
@@ -329,7 +479,7 @@ def gradcam(model, images, *, target="class", class_index=None, layer_name=None,
     >>> overlay(images[0].astype("uint8"), heatmaps[0])
     """
     return GradCAM(model, layer_name=layer_name).explain(images, target=target, class_index=class_index,
-                                                         upsample=upsample)["heatmaps"]
+                                                         upsample=upsample, align=align)["heatmaps"]
 
 
 # Pictures.
@@ -470,7 +620,7 @@ def _output_names(image_paths, num_models):
     return stems, [[f"gradcam_{stem}_{m}.png" for m in range(num_models)] for stem in stems]
 
 
-def run_gradcam(model_dirs, image_paths, out, *, target="class", layer_name=None):
+def run_gradcam(model_dirs, image_paths, out, *, target="class", layer_name=None, model_titles=None):
     """Grad-CAM overlays of several detect runs on the same images, and the comparison grid.
 
     Each image is read with `read_rgb`, resized as each run was trained (its `image_size` and
@@ -526,7 +676,7 @@ def run_gradcam(model_dirs, image_paths, out, *, target="class", layer_name=None
                                                     resize=resize)[0]) for image in images])
         result = GradCAM(model, layer_name=layer_name).explain(batch, target=target)
         layers.append(result["layer"])
-        column_titles.append(f"model {m}: {os.path.basename(os.path.normpath(run_dir))}")
+        column_titles.append(model_titles[m] if model_titles else f"model {m}: {os.path.basename(os.path.normpath(run_dir))}")
         for i, (path, image) in enumerate(zip(image_paths, images)):
             heat = heatmap_to_original(result["heatmaps"][i], image.shape[:2], size, resize)
             drawn = overlay(image, heat)
@@ -542,3 +692,50 @@ def run_gradcam(model_dirs, image_paths, out, *, target="class", layer_name=None
     grid_path = os.path.join(out, "gradcam_grid.png")
     gradcam_grid(rows, titles=titles, column_titles=column_titles, path=grid_path)
     return {"grid": grid_path, "layers": layers, "overlays": overlays, "target": target}
+
+
+def _report_images(data, out_dir, num_images):
+    """Held-out images for the comparison figure: VOC test images, or unseen synthetic scenes."""
+    if data.startswith("voc:"):
+        root = data[4:]
+        from ssl_keras.data.voc import read_image_set
+
+        ids = read_image_set(root, "test")[:num_images]
+        return [os.path.join(root, "JPEGImages", f"{i}.jpg") for i in ids]
+    if data.startswith("synthetic"):
+        from PIL import Image
+
+        from ssl_keras.data.synthetic import make_synthetic_scene
+
+        folder = os.path.join(out_dir, "gradcam_inputs")
+        os.makedirs(folder, exist_ok=True)
+        paths = []
+        for i in range(num_images):
+            # Indices past any synthetic split: scenes no cell was trained or selected on.
+            path = os.path.join(folder, f"scene_{100000 + i}.png")
+            if not os.path.exists(path):
+                Image.fromarray(make_synthetic_scene(100000 + i, image_size=128)[0]).save(path)
+            paths.append(path)
+        return paths
+    return []
+
+
+def gradcam_for_report(out_dir, cell_dirs, *, data, num_images=3):
+    """The compare report's figure: Grad-CAM of each backbone x mode on the same test images.
+
+    Uses the first seed at the largest label fraction of every (backbone, mode). Returns the
+    grid's path, or None when the data source has no image files to show (TFDS).
+    """
+    chosen = {}
+    for (label, mode, fraction, seed), run_dir in sorted(cell_dirs.items(), key=lambda kv: (kv[0][3], -kv[0][2])):
+        chosen.setdefault((label, mode), (fraction, seed, run_dir))
+    images = _report_images(data, out_dir, num_images)
+    if not chosen or not images:
+        return None
+    keys = sorted(chosen)
+    target = os.path.join(out_dir, "gradcam")
+    if os.path.exists(os.path.join(target, "gradcam_grid.png")):
+        return os.path.join(target, "gradcam_grid.png")
+    result = run_gradcam([chosen[k][2] for k in keys], images, target,
+                         model_titles=[f"{label} / {mode} (frac {chosen[(label, mode)][0]:g})" for label, mode in keys])
+    return result["grid"]

@@ -137,6 +137,13 @@ def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
                      _view_pairs(sample, model.augmenter.get_config(), seeds["view_grid"])),
         EpochCheckpoint(checkpoints),
     ]
+    if config.probe_data:
+        from ssl_keras.probe import ProbeMonitor, probe_data
+
+        monitor_data = probe_data(config.probe_data, image_size=config.image_size, batch_size=config.batch_size,
+                                  max_per_class=config.probe_max_per_class, seed=seeds["global"])
+        # Before TensorBoard, so probe_top1/probe_top3 reach its epoch logs.
+        callbacks.insert(2, ProbeMonitor(monitor_data, every=config.probe_every, method="knn"))
     history = {}
     if initial_epoch < config.epochs:
         # A finite dataset is passed without steps_per_epoch: Keras then starts a fresh pass
