@@ -720,6 +720,9 @@ def _report_images(data, out_dir, num_images):
     return []
 
 
+_SHORT_MODES = {"freeze": "frozen", "finetune": "fine-tuned", "freeze-then-finetune": "frozen+ft"}
+
+
 def gradcam_for_report(out_dir, cell_dirs, *, data, num_images=3):
     """The compare report's figure: Grad-CAM of each backbone x mode on the same test images.
 
@@ -737,5 +740,5 @@ def gradcam_for_report(out_dir, cell_dirs, *, data, num_images=3):
     if os.path.exists(os.path.join(target, "gradcam_grid.png")):
         return os.path.join(target, "gradcam_grid.png")
     result = run_gradcam([chosen[k][2] for k in keys], images, target,
-                         model_titles=[f"{label} / {mode} (frac {chosen[(label, mode)][0]:g})" for label, mode in keys])
+                         model_titles=[f"{label}, {_SHORT_MODES.get(mode, mode)}" for label, mode in keys])
     return result["grid"]
