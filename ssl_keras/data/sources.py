@@ -240,20 +240,9 @@ def _voc_source(parsed, **kwargs):
         paths = image_folder.list_image_files(jpeg_dir)
         description = f"VOC {parsed.path} (all JPEGImages)"
     else:
-        sets_dir = os.path.join(parsed.path, "ImageSets", "Main")
-        list_file = os.path.join(sets_dir, f"{parsed.split}.txt")
-        if not os.path.isfile(list_file):
-            available = sorted(
-                name[:-4]
-                for name in (os.listdir(sets_dir) if os.path.isdir(sets_dir) else [])
-                if name.endswith(".txt") and "_" not in name
-            )
-            raise SourceError(
-                f"source {parsed.spec!r}: no image set {list_file}; use one of "
-                f"{available or 'the files in ImageSets/Main'} or drop :SPLIT for all images"
-            )
-        with open(list_file, encoding="utf-8") as f:
-            ids = [line.split()[0] for line in f if line.strip()]
+        from ssl_keras.data.voc import read_image_set  # voc imports this module
+
+        ids = read_image_set(parsed.path, parsed.split)
         paths = [os.path.join(jpeg_dir, f"{image_id}.jpg") for image_id in ids]
         description = f"VOC {parsed.path} split {parsed.split}"
     if not paths:
