@@ -132,3 +132,13 @@ def test_efficientnetb1_pretrain_and_export_on_real_photos(photos, tmp_path):
     images = np.random.default_rng(1).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
     served = np.asarray(load_serving(out / "encoder_savedmodel")(images))
     np.testing.assert_allclose(served, np.asarray(encoder(images, training=False)), rtol=1e-4, atol=1e-4)
+
+
+def test_probe_monitor_is_logged_during_pretraining(photos, tmp_path):
+    out = tmp_path / "probed"
+    result = run_cli(["pretrain", "--data", str(photos), "--out", str(out), "--epochs", "2", "--probe-data",
+                      "synthetic:60", "--probe-every", "1", *TINY])
+    assert result.exit_code == 0, result.output
+    history = json.loads((out / "result.json").read_text())["history"]
+    assert len(history["probe_top1"]) == 2
+    assert all(0.0 <= a <= b <= 1.0 for a, b in zip(history["probe_top1"], history["probe_top3"]))
