@@ -261,27 +261,57 @@ def _network_available():
         return False
 
 
-def _tfds_source(parsed, *, image_size, batch_size, seed, shuffle):
-    import tensorflow_datasets as tfds  # Slow import, and only this branch needs it.
+def tfds_builder(name, *, context, unknown_hint, offline_hint, data_dir=None):
+    """A TFDS builder that is prepared or can be downloaded, decided within a few seconds.
 
-    spec, name, split = parsed.spec, parsed.name, parsed.split
-    # Read at call time: tfds reads TFDS_DATA_DIR once, at import.
-    data_dir = os.environ.get("TFDS_DATA_DIR") or None
+    Offline, TFDS retries downloads for minutes before failing; this checks first whether the
+    dataset is already prepared and, if not, whether the download host answers at all.
+
+    Args:
+        name: str, TFDS dataset name (with optional config/version).
+        context: str, what the error messages start with (the spec or the dataset).
+        unknown_hint: str, the fix shown when TFDS does not know the name.
+        offline_hint: str, the fix shown when the dataset is unprepared and offline.
+        data_dir: str or None, TFDS data dir; None reads `TFDS_DATA_DIR` now (tfds itself
+            reads it only once, at import).
+
+    Returns:
+        A `tfds.core.DatasetBuilder`, not necessarily prepared yet (but downloadable).
+
+    Raises:
+        SourceError: unknown name, or unprepared and the network is unreachable.
+    """
+    import tensorflow_datasets as tfds  # Slow import, and only TFDS sources need it.
+
+    data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as error:  # noqa: BLE001 - tfds raises several types for bad names.
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise SourceError(
-            f"source {spec!r}: TFDS cannot build dataset {name!r} ({first_line}); "
-            "check the name with `tfds build --help` or the TFDS catalog"
+            f"{context}: TFDS cannot build dataset {name!r} ({first_line}); {unknown_hint}"
         ) from error
     if not builder.is_prepared() and not _network_available():
         raise SourceError(
-            f"source {spec!r}: TFDS dataset {name!r} is not prepared in {builder.data_dir} "
-            "and cannot be downloaded offline; use voc:PATH or a local image folder, or "
-            f"prepare it on a connected machine with `tfds build {name}` (or a manual_dir) "
-            "and copy the data dir over"
+            f"{context}: TFDS dataset {name!r} is not prepared in {builder.data_dir} and "
+            f"cannot be downloaded offline; {offline_hint}"
         )
+    return builder
+
+
+def _tfds_source(parsed, *, image_size, batch_size, seed, shuffle):
+    import tensorflow_datasets as tfds  # Slow import, and only this branch needs it.
+
+    spec, name, split = parsed.spec, parsed.name, parsed.split
+    builder = tfds_builder(
+        name,
+        context=f"source {spec!r}",
+        unknown_hint="check the name with `tfds build --help` or the TFDS catalog",
+        offline_hint=(
+            "use voc:PATH or a local image folder, or prepare it on a connected machine with "
+            f"`tfds build {name}` (or a manual_dir) and copy the data dir over"
+        ),
+    )
     if "image" not in builder.info.features:
         raise SourceError(
             f"source {spec!r}: TFDS dataset {name!r} has no 'image' feature "

@@ -414,31 +414,22 @@ def tfds_voc_builder(name="voc/2007", *, data_dir=None):
         SourceError: the name is not a TFDS `voc` config, or the dataset is not prepared and
             the download host cannot be reached (answered within a few seconds).
     """
-    import tensorflow_datasets as tfds  # Slow import, and only this branch needs it.
-
     if not name.startswith(_TFDS_VOC_NAMES):
         raise SourceError(
             f"TFDS dataset {name!r} is not Pascal VOC; use one of {', '.join(_TFDS_VOC_NAMES)}"
         )
-    # Read at call time: tfds reads TFDS_DATA_DIR once, at import.
-    data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except Exception as error:  # noqa: BLE001 - tfds raises several types for bad names.
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise SourceError(
-            f"TFDS cannot build dataset {name!r} ({first_line}); use "
-            f"{' or '.join(_TFDS_VOC_NAMES)}, or voc:PATH with a VOCdevkit year folder"
-        ) from error
+    builder = sources.tfds_builder(
+        name,
+        context=f"TFDS {name}",
+        unknown_hint=f"use {' or '.join(_TFDS_VOC_NAMES)}, or voc:PATH with a VOCdevkit year folder",
+        offline_hint=(
+            "use voc:PATH with a local VOCdevkit year folder (e.g. voc:VOCdevkit/VOC2007), or "
+            f"build it from the VOC tar files with `tfds build {name} --manual_dir=DIR_WITH_TARS` "
+            "(set TFDS_DATA_DIR if the data dir is elsewhere)"
+        ),
+        data_dir=data_dir,
+    )
     if not builder.is_prepared():
-        if not sources._network_available():
-            raise SourceError(
-                f"TFDS dataset {name!r} is not prepared in {builder.data_dir} and cannot "
-                "be downloaded offline; use voc:PATH with a local VOCdevkit year folder "
-                "(e.g. voc:VOCdevkit/VOC2007), or build it from the VOC tar files with "
-                f"`tfds build {name} --manual_dir=DIR_WITH_TARS` (set TFDS_DATA_DIR if the "
-                "data dir is elsewhere)"
-            )
         builder.download_and_prepare()
     return builder
 
