@@ -155,7 +155,13 @@ def run_detect(config: DetectConfig, *, verbose=1, log=print):
     for split, reasons in sorted(data.skipped.items()):
         if reasons:
             log(f"skipped in {split}: " + ", ".join(f"{reason}: {count}" for reason, count in sorted(reasons.items())))
-    backbone, backbone_description = resolve_backbone(config)
+    checkpoints = os.path.join(out, "checkpoints")
+    initial_epoch, checkpoint = last_checkpoint(checkpoints)
+    if checkpoint:
+        # The checkpoint holds the backbone; building it again would only cost time.
+        backbone, backbone_description = None, read_json(config_path)["resolved"]["backbone"]
+    else:
+        backbone, backbone_description = resolve_backbone(config)
     head_epochs = config.resolved_head_epochs()
     steps_per_epoch = -(-len(data.train_ids) // config.batch_size)
     write_json_atomic(config_path, {
@@ -170,8 +176,6 @@ def run_detect(config: DetectConfig, *, verbose=1, log=print):
     })
     write_json_atomic(os.path.join(out, "train_ids.json"), {"train_ids": list(data.train_ids)})
 
-    checkpoints = os.path.join(out, "checkpoints")
-    initial_epoch, checkpoint = last_checkpoint(checkpoints)
     if checkpoint:
         log(f"resuming from {checkpoint} (epoch {initial_epoch} of {config.epochs})")
         model = keras.saving.load_model(checkpoint)

@@ -124,3 +124,18 @@ def test_tfds_voc_offline_fails_fast_naming_the_alternative(tmp_path):
                                        "--backbone-name", "tiny", "--image-size", "32"])
     assert result.exit_code != 0 and "voc:" in result.output
     assert time.time() - start < 30
+
+
+def test_resume_continues_from_the_checkpoint_into_fine_tuning(tmp_path):
+    out = tmp_path / "run"
+    base = ["detect", "--data", "synthetic:120", "--backbone-name", "tiny", "--out", str(out), "--image-size", "32",
+            "--batch-size", "16", "--quiet", "--no-export"]
+    assert invoke(base + ["--epochs", "1"]).exit_code == 0
+    first = json.loads((out / "metrics.json").read_text())
+    result = invoke(["detect", "--out", str(out), "--resume", "--epochs", "2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "resuming from" in result.output and "fine-tuning: epochs 2-2" in result.output
+    second = json.loads((out / "metrics.json").read_text())
+    assert second["epochs"] == 2 and len(second["history"]["loss"]) == 1  # only the missing epoch ran
+    assert second["backbone"] == first["backbone"]
+    assert json.loads((out / "checkpoints" / "state.json").read_text())["epoch"] == 2
