@@ -1,0 +1,118 @@
+"""Builders of the bad-input matrix, made at test time (no binary junk is committed).
+
+Every builder writes one file into a folder and returns its path. `write_image_matrix` writes
+the whole image matrix and says, for each file, whether it must be read (and which repair is
+reported) or skipped (and for what reason class).
+"""
+
+import io
+import os
+
+import numpy as np
+from PIL import Image
+
+HUGE_SIZE = (12000, 9000)
+"""(width, height) of the very large image: 108 megapixels, above Pillow's bomb warning."""
+
+
+def _pattern(height, width, channels=3, seed=0):
+    """A smooth, seeded colour pattern (compresses well, but is not flat)."""
+    rng = np.random.default_rng(seed)
+    y = np.linspace(0.0, 1.0, height)[:, None, None]
+    x = np.linspace(0.0, 1.0, width)[None, :, None]
+    phase = rng.uniform(0, 2 * np.pi, size=(1, 1, channels))
+    return (127.5 + 120 * np.sin(6 * x + 4 * y + phase)).astype("uint8")
+
+
+def good_jpeg(folder, name="good.jpg", size=(64, 48), seed=0):
+    path = os.path.join(folder, name)
+    Image.fromarray(_pattern(size[1], size[0], seed=seed)).save(path, quality=90)
+    return path
+
+
+def zero_byte(folder, name="zero.jpg"):
+    path = os.path.join(folder, name)
+    open(path, "wb").close()
+    return path
+
+
+def truncated_jpeg(folder, name="truncated.jpg"):
+    buffer = io.BytesIO()
+    Image.fromarray(_pattern(96, 128, seed=1)).save(buffer, format="JPEG", quality=95)
+    data = buffer.getvalue()
+    path = os.path.join(folder, name)
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])
+    return path
+
+
+def png_named_jpg(folder, name="actually_png.jpg"):
+    path = os.path.join(folder, name)
+    Image.fromarray(_pattern(40, 56, seed=2)).save(path, format="PNG")
+    return path
+
+
+def cmyk_jpeg(folder, name="cmyk.jpg"):
+    path = os.path.join(folder, name)
+    Image.fromarray(_pattern(48, 64, seed=3)).convert("CMYK").save(path, format="JPEG", quality=95)
+    return path
+
+
+def grayscale_jpeg(folder, name="gray.jpg"):
+    path = os.path.join(folder, name)
+    Image.fromarray(_pattern(48, 64, channels=1, seed=4)[..., 0], mode="L").save(path, quality=95)
+    return path
+
+
+def png16(folder, name="sixteen_bit.png"):
+    path = os.path.join(folder, name)
+    values = (_pattern(48, 64, channels=1, seed=5)[..., 0].astype("uint16") * 257).astype("uint16")
+    Image.fromarray(values).save(path)  # mode I;16
+    return path
+
+
+def rgba_png(folder, name="rgba.png"):
+    path = os.path.join(folder, name)
+    rgba = np.concatenate([_pattern(48, 64, seed=6), np.full((48, 64, 1), 128, "uint8")], axis=-1)
+    Image.fromarray(rgba, mode="RGBA").save(path)
+    return path
+
+
+def huge_jpeg(folder, name="huge.jpg", size=HUGE_SIZE):
+    """A 12000x9000 JPEG, written without holding a float image (about 330 MB of uint8)."""
+    path = os.path.join(folder, name)
+    width, height = size
+    row = _pattern(1, width, seed=7)
+    image = np.broadcast_to(row, (height, width, 3))
+    Image.fromarray(np.ascontiguousarray(image)).save(path, quality=75)
+    return path
+
+
+def non_ascii_name(folder, name="café_日本語_фото.jpg"):
+    return good_jpeg(folder, name=name, seed=8)
+
+
+READ = "read"
+SKIP = "skip"
+
+# name -> (builder, outcome). Outcomes: READ (decoded, maybe with a reported repair) or SKIP.
+IMAGE_MATRIX = {
+    "zero_byte": (zero_byte, SKIP),
+    "truncated_jpeg": (truncated_jpeg, SKIP),
+    "png_named_jpg": (png_named_jpg, READ),
+    "cmyk_jpeg": (cmyk_jpeg, READ),
+    "grayscale": (grayscale_jpeg, READ),
+    "png16": (png16, READ),
+    "rgba_png": (rgba_png, READ),
+    "non_ascii_name": (non_ascii_name, READ),
+}
+"""The image cases except the huge one (slow to write: see `huge_jpeg`)."""
+
+
+def write_image_matrix(folder, *, include_huge=False):
+    """Writes every image case into `folder`; returns {case: (path, outcome)}."""
+    os.makedirs(folder, exist_ok=True)
+    written = {case: (builder(folder), outcome) for case, (builder, outcome) in IMAGE_MATRIX.items()}
+    if include_huge:
+        written["huge"] = (huge_jpeg(folder), READ)
+    return written
