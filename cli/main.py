@@ -81,20 +81,39 @@ def _user_errors():
     from ssl_keras.data.sources import SourceError
     from ssl_keras.export import ExportError
     from ssl_keras.run_directory import RunDirectoryError
+    from ssl_keras.training import NonFiniteLossError
 
     return (BackboneWeightsError, ConfigError, SourceError, ExportError, RunDirectoryError, FileNotFoundError,
-            FileExistsError, UnreadableImageError, GradCAMError)
+            FileExistsError, UnreadableImageError, GradCAMError, NonFiniteLossError)
+
+
+INTERRUPTED_EXIT_CODE = 130
+"""Exit code after SIGINT (128 + 2, the shell convention), also used after SIGTERM."""
 
 
 def user_errors_as_click(command):
-    """Reports the library's expected errors as one line instead of a traceback."""
+    """Reports the library's expected errors as one line instead of a traceback.
+
+    A training command stopped by SIGINT/SIGTERM prints where its checkpoint is and how to
+    resume, and exits with code 130; a Ctrl-C outside training exits the same way, saying that
+    nothing new was saved.
+    """
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        from ssl_keras.training import TrainingInterrupted
+
         try:
             return command(*args, **kwargs)
         except _user_errors() as error:
             raise click.ClickException(str(error)) from None
+        except TrainingInterrupted as error:
+            click.echo(f"Interrupted: {error}", err=True)
+            raise click.exceptions.Exit(INTERRUPTED_EXIT_CODE) from None
+        except KeyboardInterrupt:
+            click.echo("Interrupted: stopped at once. Files already written are complete (all are written "
+                       "atomically); a training run continues from its last checkpoint with --resume", err=True)
+            raise click.exceptions.Exit(INTERRUPTED_EXIT_CODE) from None
 
     return wrapper
 
@@ -199,15 +218,22 @@ def evaluate(run_dir, data, split, out_file):
 @main.command()
 @click.option("--model", "run_dir", required=True, type=click.Path(file_okay=False), help="A detect run directory.")
 @click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the drawn PNGs.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder for the drawn PNGs and predictions.json.")
 @user_errors_as_click
 def predict(run_dir, images, out):
-    """Draw the predicted box, class and score on each IMAGE (PNG files in --out)."""
-    from ssl_keras.predict import predict_images
+    """Draw the predicted box, class and score on each IMAGE (a file or a folder of images).
 
-    results = predict_images(run_dir, images, out)
-    for row in results:
+    Unreadable images are skipped and listed; --out gets one PNG per image and predictions.json.
+    """
+    from ssl_keras.predict import PREDICTIONS_FILE, predict_images
+
+    result = predict_images(run_dir, images, out, log=click.echo)
+    for row in result["predictions"]:
         click.echo(f"{row['image']}: {row['class']} {row['score']:.2f} box {row['box']} -> {row['output']}")
+    skipped = sum(result["skipped"].values())
+    click.echo(f"{result['num_images']} image(s) drawn" + (f", {skipped} skipped" if skipped else "")
+               + f"; {os.path.join(out, PREDICTIONS_FILE)}")
 
 
 COMPARE_HELP = dict(DETECT_HELP, **{

@@ -1,60 +1,16 @@
-"""Callbacks shared by the training commands: checkpoints, throughput, learning rate, images.
+"""Callbacks shared by the training commands: throughput, learning rate, images.
+
+Checkpoints, interruptions and NaN stops are in `training.py`.
 
 These run on the host, outside the compiled step. TensorBoard image summaries need TensorFlow,
 imported lazily, as `keras.callbacks.TensorBoard` does.
 """
 
-import glob
 import os
 import time
 
 import keras
 import numpy as np
-
-from ssl_keras.run_directory import read_json, write_json_atomic
-
-STATE_FILE = "state.json"
-
-
-class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves the whole model (weights, optimizer state, RNG state) as `.keras` after each epoch.
-
-    Files go to `directory/epoch-NNNN.keras`, written under a temporary name and renamed, and
-    `state.json` records the last complete epoch, so a run killed at any moment resumes from
-    the last finished epoch. Only the newest `keep` checkpoints are kept.
-
-    Args:
-        directory: checkpoint folder.
-        keep: int >= 1, number of checkpoints kept. Defaults to 2.
-    """
-
-    def __init__(self, directory, *, keep=2):
-        super().__init__()
-        self.directory = directory
-        self.keep = keep
-        os.makedirs(directory, exist_ok=True)
-
-    def on_epoch_end(self, epoch, logs=None):
-        path = os.path.join(self.directory, f"epoch-{epoch + 1:04d}.keras")
-        tmp = os.path.join(self.directory, f".tmp-epoch-{epoch + 1:04d}.keras")
-        self.model.save(tmp)
-        os.replace(tmp, path)
-        write_json_atomic(
-            os.path.join(self.directory, STATE_FILE),
-            {"epoch": epoch + 1, "checkpoint": os.path.basename(path),
-             "logs": {k: float(v) for k, v in (logs or {}).items()}},
-        )
-        for old in sorted(glob.glob(os.path.join(self.directory, "epoch-*.keras")))[: -self.keep]:
-            os.unlink(old)
-
-
-def last_checkpoint(directory):
-    """Returns `(epoch, path)` of the newest complete checkpoint, or `(0, None)`."""
-    state_path = os.path.join(directory, STATE_FILE)
-    if not os.path.isfile(state_path):
-        return 0, None
-    state = read_json(state_path)
-    return int(state["epoch"]), os.path.join(directory, state["checkpoint"])
 
 
 class Throughput(keras.callbacks.Callback):

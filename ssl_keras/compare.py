@@ -22,6 +22,7 @@ trains the rest, so an interrupted comparison is continued by repeating the comm
 import csv
 import dataclasses
 import datetime
+import io
 import os
 import re
 import time
@@ -33,7 +34,8 @@ import numpy as np
 from ssl_keras.backbone import BackboneWeightsError
 from ssl_keras.config import DETECT_MODES, ConfigError, DetectConfig, _check, to_dict
 from ssl_keras.detect import resolve_backbone, run_detect
-from ssl_keras.run_directory import RunDirectoryError, environment_info, read_json, write_json_atomic
+from ssl_keras.run_directory import (RunDirectoryError, environment_info, read_json, write_json_atomic,
+                                     write_text_atomic)
 
 METRICS = ("mean_iou", "loc_acc@0.5", "loc_acc@0.7", "top1", "top3", "cls_loc_acc@0.5")
 METRIC_TITLES = {"mean_iou": "mean IoU", "loc_acc@0.5": "loc acc@0.5", "loc_acc@0.7": "loc acc@0.7",
@@ -258,7 +260,8 @@ def run_compare(config: CompareConfig, *, log=print, verbose=0, gradcam=None):
         resume = os.path.isfile(os.path.join(run_dir, "config.json"))
         log(f"{name}: {'resuming' if resume else 'training'}")
         try:
-            metrics = run_detect(cell_config(config, cell, resume=resume), verbose=verbose, log=log)
+            metrics = run_detect(cell_config(config, cell, resume=resume), verbose=verbose, log=log,
+                                 resume_hint="the same ssl-keras compare command again (finished cells are kept)")
         except BackboneWeightsError as error:
             skipped[cell.label] = str(error)
             write_json_atomic(os.path.join(out, "skipped.json"), skipped)
@@ -358,17 +361,26 @@ def collect_rows(config):
         metrics = read_json(path)
         row = {"backbone": cell.label, "mode": cell.mode, "label_fraction": cell.label_fraction, "seed": cell.seed,
                "num_train_images": metrics["num_train_images"], "num_test_images": metrics["num_test_images"],
-               "wall_seconds": metrics["wall_seconds"], "run_dir": cell.run_dir}
+               "wall_seconds": _cell_wall_seconds(os.path.join(out, cell.run_dir), metrics), "run_dir": cell.run_dir}
         row.update({metric: float(metrics[metric]) for metric in METRICS})
         rows.append(row)
     return rows
 
 
+def _cell_wall_seconds(run_dir, metrics):
+    """Cells keep their wall time in timing.json (older runs: in metrics.json)."""
+    timing = os.path.join(run_dir, "timing.json")
+    if os.path.isfile(timing):
+        return read_json(timing)["wall_seconds"]
+    return metrics.get("wall_seconds", float("nan"))
+
+
 def write_results_csv(rows, path):
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buffer.getvalue())
 
 
 def aggregate(rows):
@@ -535,7 +547,9 @@ def plot_metric(table, metric, path, *, dpi=100, subplot_size=(5.0, 4.0)):
         axes[0].legend()
     figure.suptitle(f"{title} vs label fraction (mean ± std over seeds)")
     figure.tight_layout()
-    figure.savefig(path, dpi=dpi)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), ".tmp-" + os.path.basename(path))
+    figure.savefig(tmp, dpi=dpi, format=os.path.splitext(path)[1].lstrip(".") or "png")
+    os.replace(tmp, path)
     return path
 
 
@@ -641,7 +655,4 @@ def format_report(config, *, rows, table, results_md, findings, skipped, plots, 
 
 
 def _write_text(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)

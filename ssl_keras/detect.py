@@ -26,13 +26,16 @@ from ssl_keras.box_augmenter import BoxAugmenter
 from ssl_keras.box_drawing import PRED_COLOR, TRUE_COLOR, draw_boxes
 from ssl_keras.box_metrics import format_per_class_table, localization_report
 from ssl_keras.box_regressor import BoxRegressor
-from ssl_keras.callbacks import EpochCheckpoint, ImageSummary, LearningRateLogger, image_grid, last_checkpoint
+from ssl_keras.callbacks import ImageSummary, LearningRateLogger, image_grid
 from ssl_keras.config import DetectConfig, to_dict
 from ssl_keras.data.localization import boxes_to_original, load_localization_data
 from ssl_keras.export import ExportError, export_serving
 from ssl_keras.optimizers import BackboneAdamW, WarmupCosineDecay
 from ssl_keras.run_directory import (environment_info, prepare_run_directory, read_json,
-                                     resolved_jit_compile, write_json_atomic)
+                                     resolved_jit_compile, save_model_atomic, write_json_atomic,
+                                     write_text_atomic)
+from ssl_keras.training import (NonFiniteLossError, StopRequest, TrainingInterrupted, checkpoint_state,
+                                fit_resumable, load_checkpoint, stop_on_signals)
 
 
 def resolve_seeds(seed):
@@ -83,7 +86,6 @@ def _phase_optimizer(config, steps, finetune):
     schedule = WarmupCosineDecay(config.learning_rate, total_steps=max(steps, 1), warmup_steps=0, final_fraction=0.05)
     optimizer = BackboneAdamW(backbone_lr_multiplier=config.backbone_lr_multiplier if finetune else 1.0,
                               learning_rate=schedule, weight_decay=config.weight_decay)
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     return optimizer
 
 
@@ -98,6 +100,35 @@ def _with_box_inputs(dataset, augment):
     if not augment:
         return dataset
     return dataset.map(lambda image, targets: ({"images": image, "boxes": targets["boxes"]}, targets))
+
+
+def _train_stream(data, augment):
+    """`start_batch -> dataset` of the training split, resumable at any batch (see `training.py`)."""
+    if getattr(data, "train_stream", None) is not None:
+        return lambda start_batch: _with_box_inputs(data.train_stream(start_batch), augment)
+    # TFDS: tf.data's shuffle order restarts with the process.
+    return lambda start_batch: _with_box_inputs(data.train, augment).repeat()
+
+
+def _flat_counts(by_split):
+    total = {}
+    for reasons in by_split.values():
+        for reason, count in reasons.items():
+            total[reason] = total.get(reason, 0) + count
+    return dict(sorted(total.items()))
+
+
+def data_report(data):
+    """What the data loader left out or repaired: totals, per split, and one line per file."""
+    skipped_by_split = {split: dict(reasons) for split, reasons in data.skipped.items()}
+    repaired_by_split = {split: dict(reasons) for split, reasons in getattr(data, "repaired", {}).items()}
+    return {
+        "skipped": _flat_counts(skipped_by_split),
+        "skipped_by_split": skipped_by_split,
+        "repaired": _flat_counts(repaired_by_split),
+        "repaired_by_split": repaired_by_split,
+        "data_messages": list(getattr(data, "messages", [])),
+    }
 
 
 def predict_dataset(model, dataset):
@@ -139,12 +170,28 @@ def _test_metrics(model, data, split):
     report = localization_report(to_original(arrays["true_boxes"]), to_original(arrays["pred_boxes"]),
                                  arrays["labels"], arrays["class_probs"], data.class_names)
     report["split"] = split
-    report["skipped"] = data.skipped
+    report.update(data_report(data))
     return report
 
 
-def run_detect(config: DetectConfig, *, verbose=1, log=print):
-    """Trains (or resumes) a `BoxRegressor` and writes the run directory; returns metrics.json's dict."""
+def run_detect(config: DetectConfig, *, verbose=1, log=print, resume_hint=None):
+    """Trains (or resumes) a `BoxRegressor` and writes the run directory.
+
+    Args:
+        config: a validated `DetectConfig`.
+        verbose: Keras progress-bar verbosity. Defaults to 1.
+        log: function receiving one-line messages. Defaults to `print`.
+        resume_hint: str, how to continue after an interruption, for the message. Defaults to
+            the `ssl-keras detect --resume` command.
+
+    Returns:
+        metrics.json's dict, plus `wall_seconds`, `peak_memory_mb` (also in timing.json) and
+        `outputs`.
+
+    Raises:
+        TrainingInterrupted: SIGINT/SIGTERM; a checkpoint was written.
+        NonFiniteLossError: the loss became NaN or infinite.
+    """
     started = time.perf_counter()
     out = prepare_run_directory(config.out, resume=config.resume, command="detect")
     config_path = os.path.join(out, "config.json")
@@ -152,12 +199,10 @@ def run_detect(config: DetectConfig, *, verbose=1, log=print):
     keras.utils.set_random_seed(seeds["global"])
 
     data = _load_data(to_dict(config), seeds)
-    for split, reasons in sorted(data.skipped.items()):
-        if reasons:
-            log(f"skipped in {split}: " + ", ".join(f"{reason}: {count}" for reason, count in sorted(reasons.items())))
+    _log_data_report(data_report(data), log)
     checkpoints = os.path.join(out, "checkpoints")
-    initial_epoch, checkpoint = last_checkpoint(checkpoints)
-    if checkpoint:
+    state = checkpoint_state(checkpoints)
+    if state:
         # The checkpoint holds the backbone; building it again would only cost time.
         backbone, backbone_description = None, read_json(config_path)["resolved"]["backbone"]
     else:
@@ -176,9 +221,10 @@ def run_detect(config: DetectConfig, *, verbose=1, log=print):
     })
     write_json_atomic(os.path.join(out, "train_ids.json"), {"train_ids": list(data.train_ids)})
 
-    if checkpoint:
-        log(f"resuming from {checkpoint} (epoch {initial_epoch} of {config.epochs})")
-        model = keras.saving.load_model(checkpoint)
+    if state:
+        log(f"resuming from {state['path']} (epoch {state['epoch']}"
+            + (f", step {state['step']}" if state["step"] else "") + f" of {config.epochs} epochs)")
+        model = load_checkpoint(state)
     else:
         augmenter = BoxAugmenter(seed=seeds["augmenter"]) if config.augment else None
         model = BoxRegressor(backbone, num_classes=len(data.class_names), augmenter=augmenter,
@@ -193,28 +239,37 @@ def run_detect(config: DetectConfig, *, verbose=1, log=print):
         keras.callbacks.TensorBoard(logs_dir, update_freq="epoch", write_graph=False),
         ImageSummary(logs_dir, "val_true_green_vs_predicted_red",
                      _box_grid(np.asarray(sample_images)[:6], np.asarray(sample_targets["boxes"])[:6], data.class_names)),
-        EpochCheckpoint(checkpoints),
     ]
-    train = _with_box_inputs(data.train, config.augment)
+    stream = _train_stream(data, config.augment)
     val = _with_box_inputs(data.val, config.augment)
     history = {}
-    phases = [(False, 0, head_epochs), (True, head_epochs, config.epochs)]
-    for finetune, start, end in phases:
-        if end <= start or initial_epoch >= end:
-            continue
-        resumed_inside_phase = checkpoint is not None and initial_epoch > start
-        if not resumed_inside_phase:
-            _enter_phase(model, config, finetune=finetune, epochs=end - start, steps_per_epoch=steps_per_epoch)
-        log(f"{'fine-tuning' if finetune else 'training the head (backbone frozen)'}: epochs {max(start, initial_epoch) + 1}-{end}")
-        fit = model.fit(train, validation_data=val, epochs=end, initial_epoch=max(start, initial_epoch),
-                        callbacks=callbacks, verbose=verbose, shuffle=False)
-        for key, values in fit.history.items():
-            history.setdefault(key, []).extend(float(v) for v in values)
-        initial_epoch = end
+    epoch, step = (state["epoch"], state["step"]) if state else (0, 0)
+    if step >= steps_per_epoch:
+        epoch, step = epoch + 1, 0
+    hint = resume_hint or f"ssl-keras detect --out {out} --resume"
+    request = StopRequest()
+    try:
+        with stop_on_signals(request):
+            for finetune, start, end in [(False, 0, head_epochs), (True, head_epochs, config.epochs)]:
+                if end <= start or epoch >= end:
+                    continue
+                if not (state and (epoch > start or step > 0)):  # not resumed inside this phase
+                    _enter_phase(model, config, finetune=finetune, epochs=end - start, steps_per_epoch=steps_per_epoch)
+                log(f"{'fine-tuning' if finetune else 'training the head (backbone frozen)'}: epochs {epoch + 1}-{end}")
+                ran = fit_resumable(model, stream, epochs=end, steps_per_epoch=steps_per_epoch, checkpoints=checkpoints,
+                                    start=(epoch, step), callbacks=callbacks, stop_request=request,
+                                    validation_data=val, verbose=verbose)
+                for key, values in ran.items():
+                    history.setdefault(key, []).extend(values)
+                epoch, step = end, 0
+    except TrainingInterrupted as error:
+        raise TrainingInterrupted(f"{error}; resume with: {hint}", checkpoint=error.checkpoint, epoch=error.epoch,
+                                  step=error.step) from None
+    except NonFiniteLossError as error:
+        raise NonFiniteLossError(f"{error}; start a new run with a lower --learning-rate "
+                                 f"(this one used {config.learning_rate:g})") from None
 
-    tmp = os.path.join(out, ".tmp-model.keras")
-    model.save(tmp)
-    os.replace(tmp, os.path.join(out, "model.keras"))
+    save_model_atomic(model, os.path.join(out, "model.keras"))
     exported = None
     if config.export:
         try:
@@ -228,15 +283,30 @@ def run_detect(config: DetectConfig, *, verbose=1, log=print):
         "num_train_images": len(data.train_ids),
         "epochs": config.epochs,
         "history": history,
-        "wall_seconds": time.perf_counter() - started,
-        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
     })
+    # metrics.json holds only what the seed determines, so two runs can be compared bitwise;
+    # time and memory go to timing.json.
     write_json_atomic(os.path.join(out, "metrics.json"), metrics)
-    with open(os.path.join(out, "per_class.md"), "w", encoding="utf-8") as f:
-        f.write(format_per_class_table(metrics))
+    write_text_atomic(os.path.join(out, "per_class.md"), format_per_class_table(metrics))
+    timing = {"wall_seconds": time.perf_counter() - started,
+              "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    write_json_atomic(os.path.join(out, "timing.json"), timing)
+    metrics.update(timing)
     metrics["outputs"] = {"model": os.path.join(out, "model.keras"), "savedmodel": exported, "logs": logs_dir,
                           "metrics": os.path.join(out, "metrics.json")}
     return metrics
+
+
+def _log_data_report(report, log, *, limit=20):
+    """Logs, once, what the loader skipped and repaired, with up to `limit` file lines."""
+    for key, verb in (("skipped", "skipped"), ("repaired", "read after a repair")):
+        if report[key]:
+            log(f"{verb}: " + ", ".join(f"{reason}: {count}" for reason, count in report[key].items()))
+    messages = report["data_messages"]
+    for message in messages[:limit]:
+        log(f"  {message}")
+    if len(messages) > limit:
+        log(f"  ... and {len(messages) - limit} more (all in metrics.json, data_messages)")
 
 
 def export_detector(model, path):

@@ -175,14 +175,54 @@ def build_optimizer(name="adamw", *, learning_rate, total_steps, warmup_steps=0,
     schedule = WarmupCosineDecay(learning_rate, total_steps, warmup_steps)
     if name == "lars":
         return LARS(learning_rate=schedule, weight_decay=weight_decay, clipnorm=clipnorm)
-    cls = keras.optimizers.AdamW if name == "adamw" else keras.optimizers.Lamb
-    optimizer = cls(learning_rate=schedule, weight_decay=weight_decay, clipnorm=clipnorm)
-    optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY_NAMES))
-    return optimizer
+    cls = AdamW if name == "adamw" else Lamb
+    return cls(learning_rate=schedule, weight_decay=weight_decay, clipnorm=clipnorm)
+
+
+class _NoDecayNames:
+    """Keeps `exclude_from_weight_decay(var_names=...)` in the optimizer's config.
+
+    Keras optimizers forget their exclusions when saved, so a run resumed from a `.keras`
+    checkpoint would start decaying biases and batch-norm parameters.
+    """
+
+    def _exclude_names(self, no_decay_names):
+        self.no_decay_names = tuple(no_decay_names or ())
+        if self.no_decay_names:
+            self.exclude_from_weight_decay(var_names=list(self.no_decay_names))
+
+    def get_config(self):
+        config = super().get_config()
+        config["no_decay_names"] = list(self.no_decay_names)
+        return config
 
 
 @keras.saving.register_keras_serializable(package="ssl_keras")
-class BackboneAdamW(keras.optimizers.AdamW):
+class AdamW(_NoDecayNames, keras.optimizers.AdamW):
+    """`keras.optimizers.AdamW` with no weight decay on variables named like `no_decay_names`.
+
+    Args:
+        no_decay_names: tuple of variable-name substrings excluded from weight decay, kept
+            through save and load. Defaults to `NO_DECAY_NAMES` (biases, batch-norm).
+        **kwargs: arguments of `keras.optimizers.AdamW`.
+    """
+
+    def __init__(self, no_decay_names=NO_DECAY_NAMES, **kwargs):
+        super().__init__(**kwargs)
+        self._exclude_names(no_decay_names)
+
+
+@keras.saving.register_keras_serializable(package="ssl_keras")
+class Lamb(_NoDecayNames, keras.optimizers.Lamb):
+    """`keras.optimizers.Lamb` with no weight decay on `no_decay_names` (see `AdamW`)."""
+
+    def __init__(self, no_decay_names=NO_DECAY_NAMES, **kwargs):
+        super().__init__(**kwargs)
+        self._exclude_names(no_decay_names)
+
+
+@keras.saving.register_keras_serializable(package="ssl_keras")
+class BackboneAdamW(_NoDecayNames, keras.optimizers.AdamW):
     """AdamW whose steps for the backbone's variables are scaled by `backbone_lr_multiplier`.
 
     Fine-tuning a pretrained backbone with a smaller learning rate than a fresh head keeps the
@@ -193,11 +233,14 @@ class BackboneAdamW(keras.optimizers.AdamW):
 
     Args:
         backbone_lr_multiplier: float in (0, 1]. Defaults to 0.1.
+        no_decay_names: tuple of variable-name substrings excluded from weight decay (see
+            `AdamW`). Defaults to `NO_DECAY_NAMES`.
         **kwargs: arguments of `keras.optimizers.AdamW`.
     """
 
-    def __init__(self, backbone_lr_multiplier=0.1, **kwargs):
+    def __init__(self, backbone_lr_multiplier=0.1, no_decay_names=NO_DECAY_NAMES, **kwargs):
         super().__init__(**kwargs)
+        self._exclude_names(no_decay_names)
         if not 0.0 < backbone_lr_multiplier <= 1.0:
             raise ValueError(
                 f"`backbone_lr_multiplier` must be in (0, 1]. Received: backbone_lr_multiplier={backbone_lr_multiplier}"

@@ -21,8 +21,7 @@ import keras
 import numpy as np
 
 from ssl_keras.backbone import make_backbone
-from ssl_keras.callbacks import (EpochCheckpoint, ImageSummary, LearningRateLogger, Throughput,
-                                 image_grid, last_checkpoint)
+from ssl_keras.callbacks import ImageSummary, LearningRateLogger, Throughput, image_grid
 from ssl_keras.config import PretrainConfig, to_dict
 from ssl_keras.data.sources import load_image_source
 from ssl_keras.export import ExportError, export_encoder
@@ -30,9 +29,11 @@ from ssl_keras.optimizers import (build_optimizer, default_learning_rate, defaul
                                   resolve_optimizer_name)
 from ssl_keras.projection_head import ProjectionHead
 from ssl_keras.run_directory import (environment_info, prepare_run_directory, read_json,
-                                     resolved_jit_compile, write_json_atomic)
+                                     resolved_jit_compile, save_model_atomic, write_json_atomic)
 from ssl_keras.simclr import SimCLR
 from ssl_keras.simclr_augmenter import SimCLRAugmenter
+from ssl_keras.training import (NonFiniteLossError, TrainingInterrupted, checkpoint_state, fit_resumable,
+                                load_checkpoint)
 
 
 def resolve_seeds(seed):
@@ -90,11 +91,12 @@ def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
     if source.skipped:
         log(f"skipped {sum(source.skipped.values())} unreadable file(s): "
             + ", ".join(f"{reason}: {count}" for reason, count in sorted(source.skipped.items())))
-    dataset = source.dataset
-    steps_per_epoch = source.steps_per_epoch
-    if config.steps_per_epoch:
-        dataset = dataset.repeat()
-        steps_per_epoch = config.steps_per_epoch
+    steps_per_epoch = config.steps_per_epoch or source.steps_per_epoch
+    if source.stream is not None:
+        stream = source.stream
+    else:
+        # TFDS sources are shuffled by tf.data, whose order restarts with the process.
+        stream = lambda start_batch: source.dataset.repeat()  # noqa: E731
 
     jit_compile = resolved_jit_compile()
     record = {
@@ -110,10 +112,15 @@ def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
     write_json_atomic(config_path, record)
 
     checkpoints = os.path.join(out, "checkpoints")
-    initial_epoch, checkpoint = last_checkpoint(checkpoints)
-    if checkpoint:
-        log(f"resuming from {checkpoint} (epoch {initial_epoch} of {config.epochs})")
-        model = keras.saving.load_model(checkpoint)
+    state = checkpoint_state(checkpoints)
+    start = (state["epoch"], state["step"]) if state else (0, 0)
+    if state:
+        log(f"resuming from {state['path']} (epoch {state['epoch']}"
+            + (f", step {state['step']}" if state["step"] else "") + f" of {config.epochs} epochs)")
+        if source.stream is None:
+            log("note: this source's shuffle order is not restored on resume, so the result will differ "
+                "slightly from an uninterrupted run")
+        model = load_checkpoint(state)
     else:
         model = build_simclr(config, seeds=seeds)
         total_steps = config.epochs * steps_per_epoch
@@ -135,7 +142,6 @@ def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
         keras.callbacks.TensorBoard(logs_dir, update_freq="epoch", write_graph=False),
         ImageSummary(logs_dir, "augmented_view_pairs",
                      _view_pairs(sample, model.augmenter.get_config(), seeds["view_grid"])),
-        EpochCheckpoint(checkpoints),
     ]
     if config.probe_data:
         from ssl_keras.probe import ProbeMonitor, probe_data
@@ -144,18 +150,19 @@ def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
                                   max_per_class=config.probe_max_per_class, seed=seeds["global"])
         # Before TensorBoard, so probe_top1/probe_top3 reach its epoch logs.
         callbacks.insert(2, ProbeMonitor(monitor_data, every=config.probe_every, method="knn"))
-    history = {}
-    if initial_epoch < config.epochs:
-        # A finite dataset is passed without steps_per_epoch: Keras then starts a fresh pass
-        # (and shuffle) each epoch instead of draining one iterator across epochs.
-        fit = model.fit(dataset, epochs=config.epochs, initial_epoch=initial_epoch,
-                        steps_per_epoch=config.steps_per_epoch, callbacks=callbacks, verbose=verbose, shuffle=False)
-        history = {k: [float(v) for v in values] for k, values in fit.history.items()}
+    try:
+        history = fit_resumable(model, stream, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+                                checkpoints=checkpoints, start=start, callbacks=callbacks, verbose=verbose)
+    except TrainingInterrupted as error:
+        raise TrainingInterrupted(f"{error}; resume with: ssl-keras pretrain --out {out} --resume",
+                                  checkpoint=error.checkpoint, epoch=error.epoch, step=error.step) from None
+    except NonFiniteLossError as error:
+        raise NonFiniteLossError(
+            f"{error}; this usually means the learning rate is too high for this batch size: start a new "
+            f"run with a lower --learning-rate (this one used {learning_rate:g})") from None
 
     encoder_path = os.path.join(out, "encoder.keras")
-    tmp = os.path.join(out, ".tmp-encoder.keras")
-    model.encoder.save(tmp)
-    os.replace(tmp, encoder_path)
+    save_model_atomic(model.encoder, encoder_path)
     exported = None
     if config.export:
         try:
@@ -163,10 +170,10 @@ def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
         except ExportError as error:
             log(f"SavedModel export skipped: {error}")
 
-    final_epoch, _ = last_checkpoint(checkpoints)
-    state = read_json(os.path.join(checkpoints, "state.json"))["logs"]
+    final = checkpoint_state(checkpoints)
+    state = final["logs"]
     result = {
-        "epochs": final_epoch,
+        "epochs": final["epoch"],
         "loss": state.get("loss"),
         "contrastive_accuracy": state.get("contrastive_accuracy"),
         "history": history,

@@ -62,6 +62,40 @@ def write_json_atomic(path, payload):
         raise
 
 
+def write_text_atomic(path, text):
+    """Writes a text file through a temporary file and a rename (see `write_json_atomic`)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_model_atomic(model, path):
+    """`model.save(path)` through a temporary file and a rename: a crash never leaves half a model.
+
+    An existing file at `path` stays untouched until the new one is complete.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, ".tmp-" + os.path.basename(path))
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
 def replace_path_atomic(tmp_path, final_path):
     """Moves a finished file or directory into place; an older one is removed only afterwards."""
     if os.path.isdir(final_path) and not os.path.islink(final_path):

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from ssl_keras.ntxent_loss import NTXentLoss, nt_xent_logits
+from ssl_keras.optimizers import AdamW
 from ssl_keras.projection_head import ProjectionHead
 from ssl_keras.simclr_augmenter import SimCLRAugmenter
 
@@ -76,8 +77,7 @@ class SimCLR(keras.Model):
             **kwargs: passed to `keras.Model.compile` (e.g. `jit_compile`, `steps_per_execution`).
         """
         if optimizer is None:
-            optimizer = keras.optimizers.AdamW(learning_rate=1e-3, weight_decay=0.05)
-            optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+            optimizer = AdamW(learning_rate=1e-3, weight_decay=0.05)
         if loss is not None:
             self.contrastive_loss = loss
         kwargs.pop("metrics", None)

@@ -48,7 +48,8 @@ def test_detect_writes_all_outputs(detect_run, ssl_run):
     metrics = json.loads((out / "metrics.json").read_text())
     assert METRIC_KEYS <= set(metrics)
     assert metrics["num_test_images"] == 297  # every test image has a non-difficult object
-    assert metrics["skipped"] == {"train": {}, "val": {}, "test": {}}
+    assert metrics["skipped"] == {} and metrics["repaired"] == {}
+    assert metrics["skipped_by_split"] == {"train": {}, "val": {}, "test": {}}
     for key in ("mean_iou", "loc_acc@0.5", "loc_acc@0.7", "top1", "top3", "cls_loc_acc@0.5"):
         assert 0.0 <= metrics[key] <= 1.0
     assert metrics["loc_acc@0.7"] <= metrics["loc_acc@0.5"] and metrics["top1"] <= metrics["top3"]

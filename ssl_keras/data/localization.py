@@ -16,12 +16,15 @@ not under `letterbox` (the padding shifts both boxes), so mapping back matters t
 """
 
 import dataclasses
+import functools
 import math
 import os
+import typing
 
 import numpy as np
 import tensorflow as tf
 
+from ssl_keras.data import epoch_stream
 from ssl_keras.data import sources
 from ssl_keras.data import synthetic
 from ssl_keras.data import voc
@@ -79,6 +82,10 @@ class LocalizationData:
         resize_policy: str, one of `RESIZE_POLICIES`.
         image_size: int, `S`.
         description: str, one line for logs.
+        train_stream: function `start_batch -> tf.data.Dataset`, the training split as an
+            endless stream of `(image, targets)` batches whose pass p is ordered by
+            `(seed, p)`, startable at any batch (see `epoch_stream.py`); every pass holds
+            every training image, in `ceil(N / batch_size)` batches. None for TFDS sources.
     """
 
     train: tf.data.Dataset
@@ -94,6 +101,7 @@ class LocalizationData:
     resize_policy: str
     image_size: int
     description: str
+    train_stream: typing.Optional[typing.Callable] = None
 
 
 # Target selection.
@@ -521,6 +529,11 @@ def _voc_splits(parsed, *, image_size, batch_size, seed, fraction, num, resize):
             deterministic=not train or seed is not None,
         )
         datasets[split] = _finish_split(dataset, len(records[split]), batch_size=batch_size)
+    table, decode = voc.voc_feature_table(records["train"])
+    datasets["train_stream"] = functools.partial(
+        epoch_stream.epoch_stream, table, lambda row: to_example(decode(row)),
+        num_items=len(records["train"]), batch_size=batch_size, seed=seed or 0, drop_remainder=False,
+    )
     return datasets, scanned, train_ids, voc.VOC_CLASSES, f"VOC {root}"
 
 
@@ -662,6 +675,13 @@ def _synthetic_splits(parsed, *, image_size, batch_size, seed, fraction, num, re
             dataset = dataset.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
         dataset = dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
         datasets[split] = _finish_split(dataset, len(rows), batch_size=batch_size)
+        if split == "train":
+            table = (tf.constant(arrays["image"][rows]), tf.constant(boxes[rows]),
+                     tf.constant(labels[rows].astype(np.int32)))
+            datasets["train_stream"] = functools.partial(
+                epoch_stream.epoch_stream, table, lambda row: to_example(*row),
+                num_items=len(rows), batch_size=batch_size, seed=seed or 0, drop_remainder=False,
+            )
     return datasets, scanned, train_ids, synthetic.SYNTHETIC_CLASSES, "synthetic shapes"
 
 
@@ -771,4 +791,6 @@ def load_localization_data(
         resize_policy=resize,
         image_size=image_size,
         description=description,
+        train_stream=(lambda start_batch: datasets["train_stream"](start_batch=start_batch))
+        if "train_stream" in datasets else None,
     )

@@ -12,12 +12,15 @@ Spec forms:
 """
 
 import dataclasses
+import functools
 import os
 import re
 import socket
+import typing
 
 import tensorflow as tf
 
+from ssl_keras.data import epoch_stream
 from ssl_keras.data import image_folder
 from ssl_keras.data import synthetic
 
@@ -70,6 +73,12 @@ class ImageSource:
         skipped: dict, reason -> count of files left out as undecodable.
         skipped_files: list of `(path, reason)`, the files left out.
         description: str, one line saying what the source is, for logs.
+        stream: function `start_batch -> tf.data.Dataset`, an endless batch stream whose
+            pass p is ordered by `(seed, p)` and which can start at any batch (see
+            `epoch_stream.py`), for resumable training; None for TFDS sources.
+        repaired: dict, repair reason -> count of files read after a conversion (e.g.
+            `"grayscale converted to RGB"`; see `image_folder.REPAIRS`).
+        repaired_files: list of `(path, reason)`, the files read after a conversion.
     """
 
     dataset: tf.data.Dataset
@@ -78,6 +87,9 @@ class ImageSource:
     skipped: dict
     skipped_files: list
     description: str
+    stream: typing.Optional[typing.Callable] = None
+    repaired: dict = dataclasses.field(default_factory=dict)
+    repaired_files: list = dataclasses.field(default_factory=list)
 
 
 def parse_source(spec):
@@ -146,6 +158,17 @@ def parse_source(spec):
     return SourceSpec("folder", spec, path=text)
 
 
+def _files_report(files, title, limit):
+    if not files:
+        return ""
+    count = len(files)
+    lines = [title.format(count=count, s="s" if count != 1 else "")]
+    lines += [f"  {path}: {reason}" for path, reason in files[:limit]]
+    if count > limit:
+        lines.append(f"  ... and {count - limit} more")
+    return "\n".join(lines)
+
+
 def skipped_report(skipped_files, *, limit=20):
     """Formats the skipped files, one line each, for logs.
 
@@ -162,14 +185,31 @@ def skipped_report(skipped_files, *, limit=20):
     skipped 1 undecodable file:
       a.jpg: truncated
     """
-    if not skipped_files:
-        return ""
-    count = len(skipped_files)
-    lines = [f"skipped {count} undecodable file{'s' if count != 1 else ''}:"]
-    lines += [f"  {path}: {reason}" for path, reason in skipped_files[:limit]]
-    if count > limit:
-        lines.append(f"  ... and {count - limit} more")
-    return "\n".join(lines)
+    return _files_report(skipped_files, "skipped {count} undecodable file{s}:", limit)
+
+
+def repaired_report(repaired_files, *, limit=20):
+    """Formats the files read after a conversion, one line each, for logs.
+
+    Args:
+        repaired_files: list of `(path, reason)`, e.g. `ImageSource.repaired_files`.
+        limit: int, how many files to list before summarizing the rest. Defaults to 20.
+
+    Returns:
+        str, empty when no file needed a conversion.
+
+    Example:
+
+    >>> print(repaired_report([("scan.png", "grayscale converted to RGB")]))
+    read 1 file after a conversion:
+      scan.png: grayscale converted to RGB
+    """
+    return _files_report(repaired_files, "read {count} file{s} after a conversion:", limit)
+
+
+def _count_phrase(counts):
+    """`{"truncated": 2, "empty file": 1}` -> `"2 truncated, 1 empty file"`."""
+    return ", ".join(f"{count} {reason}" for reason, count in counts.items())
 
 
 def _check_batch_size(num_images, batch_size, what):
@@ -193,15 +233,29 @@ def _existing_folder(path, spec, what):
 
 
 def _files_source(paths, spec, *, image_size, batch_size, seed, shuffle, description):
-    good_paths, skipped, skipped_files = image_folder.scan_images(paths)
+    scan = image_folder.scan_images(paths, image_size=image_size)
+    good_paths, skipped, skipped_files = scan.good_paths, scan.skipped, scan.skipped_files
     if not good_paths:
+        examples = "; ".join(f"{path}: {reason}" for path, reason in skipped_files[:3])
+        more = f"; ... and {len(skipped_files) - 3} more" if len(skipped_files) > 3 else ""
         raise SourceError(
-            f"source {spec!r}: none of the {len(paths)} image files could be decoded "
-            f"({', '.join(f'{n} {r}' for r, n in skipped.items())}); check the files"
+            f"source {spec!r}: none of the {len(paths)} image files can be decoded "
+            f"({_count_phrase(skipped)}: {examples}{more}); replace or re-export the files, "
+            "or point to another folder"
         )
     _check_batch_size(len(good_paths), batch_size, f"source {spec!r}")
     dataset = image_folder.image_dataset(
         good_paths, image_size=image_size, batch_size=batch_size, shuffle=shuffle, seed=seed
+    )
+    stream = functools.partial(
+        epoch_stream.epoch_stream,
+        tf.constant(good_paths),
+        functools.partial(image_folder.read_image, image_size=image_size),
+        num_items=len(good_paths),
+        batch_size=batch_size,
+        seed=seed or 0,
+        shuffle=shuffle,
+        ignore_errors=True,
     )
     return ImageSource(
         dataset=dataset,
@@ -210,7 +264,11 @@ def _files_source(paths, spec, *, image_size, batch_size, seed, shuffle, descrip
         skipped=skipped,
         skipped_files=skipped_files,
         description=f"{description}: {len(good_paths)} images"
-        + (f", {len(skipped_files)} skipped" if skipped_files else ""),
+        + (f", {len(skipped_files)} skipped" if skipped_files else "")
+        + (f", {len(scan.repaired_files)} converted" if scan.repaired_files else ""),
+        stream=lambda start_batch: stream(start_batch=start_batch),
+        repaired=scan.repaired,
+        repaired_files=scan.repaired_files,
     )
 
 
@@ -218,10 +276,13 @@ def _folder_source(parsed, **kwargs):
     _existing_folder(parsed.path, parsed.spec, "folder")
     paths = image_folder.list_image_files(parsed.path)
     if not paths:
-        extensions = "/".join(ext.lstrip(".") for ext in image_folder.IMAGE_EXTENSIONS)
+        extensions = ", ".join(image_folder.IMAGE_EXTENSIONS)
+        others = sum(len(names) for _, _, names in os.walk(parsed.path))
+        found = f"only {others} other file{'s' if others != 1 else ''}" if others else "nothing"
         raise SourceError(
-            f"source {parsed.spec!r}: folder {parsed.path} holds no {extensions} images "
-            "(searched recursively); point to a folder of images, or use synthetic"
+            f"source {parsed.spec!r}: folder {parsed.path} holds no image files ({extensions}; "
+            f"searched recursively, found {found}); point --data at a folder of photos, "
+            "or use synthetic"
         )
     return _files_source(
         paths, parsed.spec, description=f"image folder {parsed.path}", **kwargs
@@ -368,12 +429,20 @@ def _tfds_source(parsed, *, image_size, batch_size, seed, shuffle):
 def _synthetic_source(parsed, *, image_size, batch_size, seed, shuffle):
     num_images = parsed.num_images
     _check_batch_size(num_images, batch_size, f"source {parsed.spec!r}")
-    dataset = synthetic.synthetic_dataset(
-        num_images=num_images, image_size=image_size, seed=seed or 0
+    images = tf.constant(
+        synthetic.make_synthetic_arrays(num_images=num_images, image_size=image_size, seed=seed or 0)["image"]
     )
+    dataset = tf.data.Dataset.from_tensor_slices(images).map(lambda image: tf.cast(image, tf.float32))
     if shuffle:
         dataset = dataset.shuffle(num_images, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+    def stream(start_batch):
+        return epoch_stream.epoch_stream(
+            images, lambda image: tf.cast(image, tf.float32), num_items=num_images,
+            batch_size=batch_size, seed=seed or 0, start_batch=start_batch, shuffle=shuffle,
+        )
+
     return ImageSource(
         dataset=dataset,
         num_images=num_images,
@@ -381,6 +450,7 @@ def _synthetic_source(parsed, *, image_size, batch_size, seed, shuffle):
         skipped={},
         skipped_files=[],
         description=f"synthetic shapes: {num_images} images",
+        stream=stream,
     )
 
 

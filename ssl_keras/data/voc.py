@@ -316,27 +316,16 @@ def _read_image(path):
     return image
 
 
-def voc_feature_dataset(records, *, shuffle=False, seed=None):
-    """A tf.data dataset of `load_voc_records` records as TFDS `voc` features.
-
-    Annotations are packed into tensors up front; images are read and decoded in a parallel
-    map, after the optional shuffle, so shuffling holds file names, not pixels.
+def voc_feature_table(records):
+    """The annotations of `load_voc_records` records packed as tensors, and their decoder.
 
     Args:
         records: non-empty list of record dicts, each with `"image_path"`.
-        shuffle: bool, whether to shuffle, with a new order each iteration. Defaults to
-            False (record order).
-        seed: int or None, the shuffle seed. Defaults to None.
 
     Returns:
-        A `tf.data.Dataset` of dicts with the structure of `tfds.load("voc/2007")` elements
-        (see the module docstring); `pose` indexes `VOC_POSES`.
-
-    Example:
-
-    >>> records, _ = load_voc_records("VOCdevkit/VOC2007", "val")
-    >>> element = next(iter(voc_feature_dataset(records)))
-    >>> element["objects"]["bbox"].shape  # [K, 4]
+        `(table, decode)`: `table` is a dict of (ragged) tensors with one row per record;
+        `decode(row)` reads the row's image and returns TFDS `voc` features (see the module
+        docstring). Safe to use inside tf.data.
     """
     if not records:
         raise ValueError("`records` must hold at least one record. Received: records=[]")
@@ -357,8 +346,8 @@ def voc_feature_dataset(records, *, shuffle=False, seed=None):
         return tf.RaggedTensor.from_row_lengths(flat, lengths)
 
     table = {
-        "path": [os.fspath(record["image_path"]) for record in records],
-        "image/filename": [record["image/filename"] for record in records],
+        "path": tf.constant([os.fspath(record["image_path"]) for record in records]),
+        "image/filename": tf.constant([record["image/filename"] for record in records]),
         "objects": {
             "bbox": ragged([obj["bbox"] for obj in objects], np.float32, (4,)),
             "label": ragged([obj["label"] for obj in objects], np.int64),
@@ -369,9 +358,6 @@ def voc_feature_dataset(records, *, shuffle=False, seed=None):
         "labels": label_sets(lambda obj: True),
         "labels_no_difficult": label_sets(lambda obj: not obj["is_difficult"]),
     }
-    dataset = tf.data.Dataset.from_tensor_slices(table)
-    if shuffle:
-        dataset = dataset.shuffle(len(records), seed=seed, reshuffle_each_iteration=True)
 
     def decode(element):
         element = dict(element)
@@ -384,6 +370,36 @@ def voc_feature_dataset(records, *, shuffle=False, seed=None):
         element["image"] = _read_image(element.pop("path"))
         return element
 
+    return table, decode
+
+
+def voc_feature_dataset(records, *, shuffle=False, seed=None):
+    """A tf.data dataset of `load_voc_records` records as TFDS `voc` features.
+
+    Annotations are packed into tensors up front (`voc_feature_table`); images are read and
+    decoded in a parallel map, after the optional shuffle, so shuffling holds file names, not
+    pixels.
+
+    Args:
+        records: non-empty list of record dicts, each with `"image_path"`.
+        shuffle: bool, whether to shuffle, with a new order each iteration. Defaults to
+            False (record order).
+        seed: int or None, the shuffle seed. Defaults to None.
+
+    Returns:
+        A `tf.data.Dataset` of dicts with the structure of `tfds.load("voc/2007")` elements
+        (see the module docstring); `pose` indexes `VOC_POSES`.
+
+    Example:
+
+    >>> records, _ = load_voc_records("VOCdevkit/VOC2007", "val")
+    >>> element = next(iter(voc_feature_dataset(records)))
+    >>> element["objects"]["bbox"].shape  # [K, 4]
+    """
+    table, decode = voc_feature_table(records)
+    dataset = tf.data.Dataset.from_tensor_slices(table)
+    if shuffle:
+        dataset = dataset.shuffle(len(records), seed=seed, reshuffle_each_iteration=True)
     return dataset.map(
         decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle or seed is not None
     )
