@@ -126,6 +126,22 @@ def tiny_backbone(*, width=16, input_shape=(None, None, 3)):
     return keras.Model(inputs, outputs, name="tiny_backbone")
 
 
+MIN_IMAGE_SIZE = {"InceptionV3": 75, "InceptionResNetV2": 75, "Xception": 71}
+"""Smallest input side of the keras.applications models that need more than 32 pixels."""
+
+
+def minimum_image_size(name):
+    """Smallest square input side `name` accepts: 32 for most keras.applications models.
+
+    Args:
+        name: str, a keras.applications model name or `"tiny"`.
+
+    Returns:
+        int.
+    """
+    return MIN_IMAGE_SIZE.get(name, 32)
+
+
 def make_backbone(name="EfficientNetB1", *, weights=None):
     """`build_backbone`, plus the name `"tiny"` for `tiny_backbone` (tests, smoke runs)."""
     if name == "tiny":

@@ -52,7 +52,7 @@ class PretrainConfig:
         _check(self.probe_every >= 1, "probe_every", self.probe_every, "an integer >= 1")
         _check(self.probe_max_per_class >= 1, "probe_max_per_class", self.probe_max_per_class, "an integer >= 1")
         _check(self.batch_size >= 2, "batch_size", self.batch_size, "an integer >= 2 (pairs need negatives)")
-        _check(self.image_size >= 32, "image_size", self.image_size, "an integer >= 32")
+        _check_image_size(self.image_size, self.backbone)
         _check(self.temperature > 0, "temperature", self.temperature, "a number > 0")
         _check(self.projection_dim >= 1, "projection_dim", self.projection_dim, "an integer >= 1")
         _check(self.projection_layers >= 1, "projection_layers", self.projection_layers, "an integer >= 1")
@@ -71,6 +71,14 @@ class PretrainConfig:
 def _check(ok, name, value, allowed):
     if not ok:
         raise ConfigError(f"--{name.replace('_', '-')} must be {allowed}; got {value!r}")
+
+
+def _check_image_size(image_size, backbone_name):
+    from ssl_keras.backbone import minimum_image_size
+
+    smallest = minimum_image_size(backbone_name) if backbone_name else 32
+    allowed = f"an integer >= {smallest}" + (f" ({backbone_name}'s smallest input)" if smallest > 32 else "")
+    _check(image_size >= smallest, "image_size", image_size, allowed)
 
 
 def read_config_file(path):
@@ -176,7 +184,8 @@ class DetectConfig:
         _check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
         _check(self.head_epochs is None or 0 <= self.head_epochs <= self.epochs, "head_epochs", self.head_epochs,
                f"in [0, epochs={self.epochs}]")
-        _check(self.image_size >= 32, "image_size", self.image_size, "an integer >= 32")
+        _check_image_size(self.image_size, self.backbone_name if self.backbone in ("scratch", "imagenet")
+                          or self.backbone_weights else None)
         _check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         _check(self.learning_rate > 0, "learning_rate", self.learning_rate, "a number > 0")
         _check(0 < self.backbone_lr_multiplier <= 1, "backbone_lr_multiplier", self.backbone_lr_multiplier, "in (0, 1]")

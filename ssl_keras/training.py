@@ -161,7 +161,10 @@ class RunCheckpoint(keras.callbacks.Callback):
                 f"loss became {float(loss)} at epoch {self._epoch + 1}, step {self._step}; training stopped "
                 f"without saving these weights; {kept}"
             )
-        if self.stop_request is not None and self.stop_request.requested:
+        steps = (self.params or {}).get("steps")
+        last_step = steps is not None and batch + 1 >= steps
+        if self.stop_request is not None and self.stop_request.requested and not last_step:
+            # On an epoch's last step, on_epoch_end saves a full-epoch checkpoint instead.
             self._stop(self.save(self._epoch, self._step, logs))
 
     def on_epoch_end(self, epoch, logs=None):

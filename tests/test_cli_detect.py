@@ -107,7 +107,11 @@ def test_predict_draws_pngs_and_rejects_unreadable_files(detect_run, shared_data
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--label-fraction", "1.5"], "--label-fraction must be in (0, 1]"),
+    (["--label-fraction", "1.5"], "--label-fraction must be in (0, 1]; got 1.5"),
+    (["--label-fraction", "0"], "--label-fraction must be in (0, 1]"),
+    (["--epochs", "-1"], "--epochs must be an integer >= 1; got -1"),
+    (["--backbone", "scratch", "--backbone-name", "Xception", "--image-size", "64"],
+     "--image-size must be an integer >= 71 (Xception's smallest input); got 64"),
     (["--mode", "sideways"], "--mode must be one of"),
     (["--backbone", "/no/such/run"], "no such pretrain run"),
 ])

@@ -71,7 +71,10 @@ def test_existing_output_directory_is_refused_and_left_alone(photos, tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--epochs", "0"], "--epochs must be an integer >= 1"),
+    (["--epochs", "-3"], "--epochs must be an integer >= 1; got -3"),
     (["--temperature", "0"], "--temperature must be a number > 0"),
+    (["--image-size", "16"], "--image-size must be an integer >= 32; got 16"),
+    (["--backbone", "InceptionV3", "--image-size", "64"], "--image-size must be an integer >= 75 (InceptionV3's"),
     (["--data", "/nonexistent/folder"], "/nonexistent/folder"),
 ])
 def test_bad_options_are_one_line_errors(photos, tmp_path, args, message):
