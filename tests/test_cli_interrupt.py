@@ -166,3 +166,25 @@ def test_run_directory_records_versions_backend_devices_and_commit(photos, pretr
     commit = subprocess.run(["git", "-C", os.path.dirname(ssl_keras.simclr.__file__), "rev-parse", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
     assert environment["ssl_keras_git_commit"] == (commit or None)
+
+
+def test_compare_sigint_keeps_finished_cells_and_the_same_command_continues(tmp_path):
+    out = tmp_path / "grid"
+    args = ["compare", "--data", "synthetic:240", "--backbones", "scratch", "--backbone-name", "tiny",
+            "--label-fractions", "1.0", "--modes", "freeze", "--seeds", "2", "--image-size", "32", "--batch-size", "4",
+            "--epochs", "3", "--no-export", "--gradcam-images", "0", "--out", str(out)]
+    process = start(args)
+    first_cell = out / "cells"
+    deadline = time.time() + 300
+    while not list(first_cell.rglob("state.json")) and time.time() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130 and "Traceback" not in stdout + stderr, stdout + stderr
+    assert "resume with: the same ssl-keras compare command again" in stdout + stderr
+    assert not list(out.glob("cells/**/metrics.json"))
+    result = invoke(args)
+    assert result.exit_code == 0, result.output
+    assert "resuming" in result.output
+    assert len(list(out.glob("cells/**/metrics.json"))) == 2 and (out / "results.csv").exists()
