@@ -12,7 +12,6 @@ DIR/encoder_savedmodel/    serve(images [N,H,W,3] float in [0,255]) -> pooled fe
 ```
 """
 
-import dataclasses
 import os
 import resource
 import time
@@ -25,7 +24,7 @@ from ssl_keras.callbacks import ImageSummary, LearningRateLogger, Throughput, im
 from ssl_keras.config import PretrainConfig, to_dict
 from ssl_keras.data.sources import load_image_source
 from ssl_keras.export import ExportError, export_encoder
-from ssl_keras.optimizers import (build_optimizer, default_learning_rate, default_weight_decay,
+from ssl_keras.optimizers import (WarmupCosineDecay, build_optimizer, default_learning_rate, default_weight_decay,
                                   resolve_optimizer_name)
 from ssl_keras.projection_head import ProjectionHead
 from ssl_keras.run_directory import (environment_info, prepare_run_directory, read_json,
@@ -60,6 +59,18 @@ def _view_pairs(images, augmenter_config, seed):
         return image_grid([list(images), list(views[0]), list(views[1])])
 
     return make
+
+
+def _extend_schedule(model, total_steps, log):
+    """A resumed run with a different --epochs stretches its cosine schedule to the new length.
+
+    Without this, the schedule restored from the checkpoint would have decayed to zero at the
+    old last step and the extra epochs would not train at all.
+    """
+    schedule = getattr(model.optimizer, "_learning_rate", None)  # the schedule object, not its value
+    if isinstance(schedule, WarmupCosineDecay) and schedule.total_steps != total_steps:
+        log(f"learning-rate schedule stretched from {schedule.total_steps} to {total_steps} steps for the new --epochs")
+        schedule.total_steps = int(total_steps)
 
 
 def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
@@ -121,6 +132,7 @@ def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
             log("note: this source's shuffle order is not restored on resume, so the result will differ "
                 "slightly from an uninterrupted run")
         model = load_checkpoint(state)
+        _extend_schedule(model, config.epochs * steps_per_epoch, log)
     else:
         model = build_simclr(config, seeds=seeds)
         total_steps = config.epochs * steps_per_epoch

@@ -118,3 +118,21 @@ def test_probe_monitor_is_logged_during_pretraining(photos, tmp_path):
     history = json.loads((out / "result.json").read_text())["history"]
     assert len(history["probe_top1"]) == 2
     assert all(0.0 <= a <= b <= 1.0 for a, b in zip(history["probe_top1"], history["probe_top3"]))
+
+
+def test_resume_with_more_epochs_keeps_training(photos, tmp_path):
+    out = tmp_path / "run"
+    args = ["pretrain", "--data", str(photos), "--out", str(out), "--epochs", "1", "--no-export", *TINY]
+    assert run_cli(args).exit_code == 0
+
+    def trainable():
+        return [np.asarray(v) for v in keras.saving.load_model(out / "encoder.keras").trainable_weights]
+
+    before = trainable()
+    result = run_cli(["pretrain", "--out", str(out), "--resume", "--epochs", "2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "schedule stretched from 4 to 8 steps" in result.output
+    # The old schedule ends at learning rate 0: without stretching, epoch 2 would change nothing.
+    change = max(float(np.max(np.abs(a - b))) for a, b in zip(before, trainable()))
+    assert change > 1e-6, change
+    assert json.loads((out / "result.json").read_text())["epochs"] == 2
