@@ -22,7 +22,7 @@ import numpy as np
 from ssl_keras.backbone import make_backbone
 from ssl_keras.callbacks import ImageSummary, LearningRateLogger, Throughput, image_grid
 from ssl_keras.config import PretrainConfig, to_dict
-from ssl_keras.data.sources import load_image_source
+from ssl_keras.data.sources import load_image_source, repaired_report, skipped_report
 from ssl_keras.export import ExportError, export_encoder
 from ssl_keras.optimizers import (WarmupCosineDecay, build_optimizer, default_learning_rate, default_weight_decay,
                                   resolve_optimizer_name)
@@ -99,9 +99,9 @@ def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
 
     source = load_image_source(config.data, image_size=config.image_size, batch_size=config.batch_size,
                                seed=seeds["data_shuffle"])
-    if source.skipped:
-        log(f"skipped {sum(source.skipped.values())} unreadable file(s): "
-            + ", ".join(f"{reason}: {count}" for reason, count in sorted(source.skipped.items())))
+    for report in (skipped_report(source.skipped_files), repaired_report(source.repaired_files)):
+        if report:
+            log(report)
     steps_per_epoch = config.steps_per_epoch or source.steps_per_epoch
     if source.stream is not None:
         stream = source.stream
@@ -191,7 +191,9 @@ def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
         "history": history,
         "num_images": source.num_images,
         "skipped": source.skipped,
-        "skipped_files": [f"{path}: {reason}" for path, reason in source.skipped_files[:100]],
+        "skipped_files": [f"{path}: {reason}" for path, reason in source.skipped_files],
+        "repaired": source.repaired,
+        "repaired_files": [f"{path}: {reason}" for path, reason in source.repaired_files],
         "wall_seconds": time.perf_counter() - started,
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         **throughput.summary(),

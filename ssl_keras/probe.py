@@ -443,9 +443,9 @@ def probe_data(spec, *, image_size, batch_size, max_per_class=None, seed=0):
     for split in ("train", "test"):
         items = listing[split]
         if kind != "voc":  # load_voc_records has already scanned its images
-            good, reasons, _ = image_folder.scan_images([p for p, _ in items])
-            good = set(good)
-            for reason, count in reasons.items():
+            scan = image_folder.scan_images([p for p, _ in items])
+            good = set(scan.good_paths)
+            for reason, count in scan.skipped.items():
                 skipped[split][reason] = skipped[split].get(reason, 0) + count
             items = [item for item in items if item[0] in good]
         if not items:

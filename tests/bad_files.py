@@ -7,6 +7,8 @@ reported) or skipped (and for what reason class).
 
 import io
 import os
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -116,3 +118,61 @@ def write_image_matrix(folder, *, include_huge=False):
     if include_huge:
         written["huge"] = (huge_jpeg(folder), READ)
     return written
+
+
+# Builders beyond the matrix: variants that only some decoders get right.
+
+
+def _png_chunk(kind, data):
+    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+def png16_rgb(folder, name="sixteen_bit_rgb.png", size=(64, 48)):
+    """A 16-bit RGB PNG (Pillow opens it as plain "RGB", so only the header tells)."""
+    width, height = size
+    values = _pattern(height, width, seed=9).astype(">u2") * 257 + 128
+    raw = b"".join(b"\x00" + values[y].tobytes() for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)  # bit depth 16, RGB
+    path = os.path.join(folder, name)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+                + _png_chunk(b"IDAT", zlib.compress(raw)) + _png_chunk(b"IEND", b""))
+    return path
+
+
+def bomb_png(folder, name="bomb.png", size=(20000, 10000)):
+    """A small PNG whose header claims 200 megapixels: Pillow refuses it as a bomb."""
+    width, height = size
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path = os.path.join(folder, name)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+                + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + _png_chunk(b"IEND", b""))
+    return path
+
+
+def palette_png(folder, name="palette.png"):
+    path = os.path.join(folder, name)
+    Image.fromarray(_pattern(48, 64, seed=10)).convert("P").save(path)
+    return path
+
+
+def palette_bmp(folder, name="palette.bmp"):
+    """An 8-bit colour-palette BMP: TensorFlow would read its indices as gray levels."""
+    path = os.path.join(folder, name)
+    Image.fromarray(_pattern(48, 64, seed=11)).convert("P").save(path)
+    return path
+
+
+def one_bit_bmp(folder, name="one_bit.bmp"):
+    """A 1-bit BMP: TensorFlow cannot decode it."""
+    path = os.path.join(folder, name)
+    Image.fromarray(_pattern(48, 64, seed=12)).convert("1").save(path)
+    return path
+
+
+def rgb_bmp(folder, name="rgb.bmp"):
+    path = os.path.join(folder, name)
+    Image.fromarray(_pattern(48, 64, seed=13)).save(path)
+    return path

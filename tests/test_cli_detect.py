@@ -96,7 +96,8 @@ def test_predict_draws_pngs_and_rejects_unreadable_files(detect_run, shared_data
     result = invoke(["predict", "--model", str(out), str(image), str(png), "--out", str(tmp_path / "pred")])
     assert result.exit_code == 0, result.output
     drawn = sorted(os.listdir(tmp_path / "pred"))
-    assert drawn == [image.stem + "_pred.png", "photo_pred.png"]
+    assert drawn == [image.stem + "_pred.png", "photo_pred.png", "predictions.json"]
+    assert f"image {png}: read, grayscale converted to RGB" in result.output
     with Image.open(tmp_path / "pred" / drawn[0]) as picture:
         assert picture.size == Image.open(image).size  # drawn on the original image
     bad = tmp_path / "broken.jpg"

@@ -3,12 +3,18 @@
 Bad files are found once, before training, by `scan_images` (header and end-of-file checks,
 a few seconds for thousands of files), so the training pipeline does no Python work per
 image. `ignore_errors()` stays in the pipeline only as a last-resort safety net.
+
+The same scan reports the files that are read only after a conversion (grayscale, alpha,
+16-bit, CMYK, palette, a PNG named `.jpg`, a very large JPEG decoded at reduced size), each
+with one reason from a small fixed set, so that nothing is changed silently.
 """
 
 import collections
 import concurrent.futures
+import contextlib
+import dataclasses
 import os
-import typing
+import warnings
 
 import tensorflow as tf
 from PIL import Image
@@ -18,6 +24,14 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 # Formats `tf.io.decode_image` decodes. PIL calls some camera JPEGs "MPO".
 _DECODABLE_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "GIF"})
+# The formats each extension promises; any other content is still decoded, by content.
+_EXTENSION_FORMATS = {
+    ".jpg": {"JPEG", "MPO"},
+    ".jpeg": {"JPEG", "MPO"},
+    ".png": {"PNG"},
+    ".bmp": {"BMP"},
+}
+_HEAD_BYTES = 34  # Enough for the PNG IHDR bit depth and the BMP bits-per-pixel/compression.
 _TAIL_BYTES = 1024
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -33,14 +47,91 @@ UNSUPPORTED = "unsupported format"
 TRUNCATED = "truncated"
 CORRUPT = "corrupt header"
 TOO_LARGE = "too large to decode safely"
+UNSUPPORTED_BMP = "unsupported BMP variant"
+CORRUPT_DATA = "corrupt image data"  # The header looked right, decoding failed (`load_rgb`).
+
+# The repairs `scan_images` reports for files that are read after a conversion. A file gets
+# one reason, the first that applies in `REPAIRS` order.
+REDUCED = "very large image, decoded at reduced size"
+SIXTEEN_BIT = "16-bit scaled to 8-bit"
+CMYK = "CMYK converted to RGB"
+ALPHA = "alpha channel dropped"
+PALETTE = "palette converted to RGB"
+GRAYSCALE = "grayscale converted to RGB"
+WRONG_EXTENSION = "extension does not match the content"
+REPAIRS = (REDUCED, SIXTEEN_BIT, CMYK, ALPHA, PALETTE, GRAYSCALE, WRONG_EXTENSION)
+"""Every repair reason, in the order of precedence."""
+
+LARGE_IMAGE_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+"""Pixels above which a JPEG counts as very large: Pillow's decompression-bomb warning
+threshold (89.5 MP, a quarter GiB of RGB). Such JPEGs are decoded at reduced size by
+`read_image`; above twice this Pillow refuses the file (`TOO_LARGE`)."""
+
+_JPEG_RATIOS = (2, 4, 8)  # The DCT scalings `tf.image.decode_jpeg` offers.
+_GRAY_MODES = frozenset({"1", "L", "I", "F"})
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 
 
-class ScanResult(typing.NamedTuple):
-    """What `scan_images` found; unpacks as `good_paths, skipped, skipped_files`."""
+@dataclasses.dataclass(frozen=True)
+class ScanResult:
+    """What `scan_images` found.
+
+    For the call sites written when it had three fields it still unpacks as
+    `good_paths, skipped, skipped_files`; new code reads the attributes.
+
+    Attributes:
+        good_paths: list of str, the decodable files, in the order given.
+        skipped: dict, reason -> count of files left out.
+        skipped_files: list of `(path, reason)`, the files left out.
+        repaired: dict, repair reason -> count of files read after a conversion.
+        repaired_files: list of `(path, reason)`, the files read after a conversion (all in
+            `good_paths`).
+    """
 
     good_paths: list
     skipped: dict
     skipped_files: list
+    repaired: dict = dataclasses.field(default_factory=dict)
+    repaired_files: list = dataclasses.field(default_factory=list)
+
+    def __iter__(self):
+        return iter((self.good_paths, self.skipped, self.skipped_files))
+
+
+def jpeg_decode_ratio(height, width, image_size):
+    """The DCT scaling `read_image` decodes a JPEG of this size with.
+
+    Only very large JPEGs (over `LARGE_IMAGE_PIXELS`) are scaled, by the largest of 2, 4, 8
+    that keeps the shorter side at least twice `image_size`, so the resize that follows
+    still has detail to average. Decoding a 12000x9000 JPEG at 1/8 holds 5 MB instead of
+    324 MB of pixels.
+
+    Args:
+        height: int, image height in pixels.
+        width: int, image width in pixels.
+        image_size: int, the side `read_image` resizes to.
+
+    Returns:
+        int, 1 (full size), 2, 4 or 8.
+    """
+    if height * width <= LARGE_IMAGE_PIXELS:
+        return 1
+    for ratio in reversed(_JPEG_RATIOS):
+        if min(height, width) // ratio >= 2 * image_size:
+            return ratio
+    return 1
+
+
+@contextlib.contextmanager
+def _bomb_warnings_silenced():
+    """Silences Pillow's DecompressionBombWarning for images this module accepts.
+
+    Warning filters are process-wide, so this is entered once around a whole scan (its
+    threads included), never inside the worker threads, where nested entries would race.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
 
 
 def list_image_files(root):
@@ -84,6 +175,112 @@ def _truncation_reason(head, tail, size):
     return None
 
 
+def _bmp_supported(head, mode):
+    """Whether TensorFlow's BMP decoder reads this BMP right.
+
+    It decodes uncompressed 24- and 32-bit BMPs, and 8-bit ones as gray levels: an 8-bit
+    palette of colours would come out as its indices, and 1-, 4- and 16-bit BMPs fail.
+    """
+    if len(head) < 30:
+        return False
+    header_size = int.from_bytes(head[14:18], "little")
+    if header_size == 12:  # OS/2 BITMAPCOREHEADER: no compression field.
+        bits, compression = int.from_bytes(head[24:26], "little"), 0
+    else:
+        bits = int.from_bytes(head[28:30], "little")
+        compression = int.from_bytes(head[30:34], "little") if len(head) >= 34 else 0
+    if bits in (24, 32):
+        return compression in (0, 3)  # BI_RGB, BI_BITFIELDS
+    return bits == 8 and compression == 0 and mode == "L"
+
+
+def _repair_reason(path, head, image_format, mode, info, size, image_size):
+    """The first repair in `REPAIRS` order that decoding this file involves, or None."""
+    width, height = size
+    reasons = set()
+    if image_size is not None and image_format in ("JPEG", "MPO"):
+        if jpeg_decode_ratio(height, width, image_size) > 1:
+            reasons.add(REDUCED)
+    if image_format == "PNG" and head.startswith(_PNG_MAGIC) and len(head) > 24 and head[24] == 16:
+        reasons.add(SIXTEEN_BIT)  # Pillow shows 16-bit RGB(A) as plain "RGB(A)".
+    if mode.startswith("I;16"):
+        reasons.add(SIXTEEN_BIT)
+    if mode == "CMYK":
+        reasons.add(CMYK)
+    if mode in _ALPHA_MODES or (mode == "P" and "transparency" in info):
+        reasons.add(ALPHA)
+    elif mode == "P":
+        reasons.add(PALETTE)
+    if mode in _GRAY_MODES or mode.startswith("I;16") or mode in ("LA", "La"):
+        reasons.add(GRAYSCALE)
+    extension = os.path.splitext(path)[1].lower()
+    if image_format not in _EXTENSION_FORMATS.get(extension, {image_format}):
+        reasons.add(WRONG_EXTENSION)
+    return next((reason for reason in REPAIRS if reason in reasons), None)
+
+
+def _inspect(path, image_size):
+    """`(skip_reason, repair_reason)` of one file; see `inspect_image_file`."""
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        return MISSING, None
+    except OSError:
+        return UNREADABLE, None
+    if size == 0:
+        return EMPTY, None
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_HEAD_BYTES)
+            f.seek(max(size - _TAIL_BYTES, 0))
+            tail = f.read()
+            f.seek(0)
+            try:
+                with Image.open(f) as image:
+                    image_format, mode = image.format, image.mode
+                    info, image_size_px = dict(image.info), image.size
+                    image.verify()
+            except Image.DecompressionBombError:
+                return TOO_LARGE, None
+            except Image.UnidentifiedImageError:
+                return NOT_AN_IMAGE, None
+            except Exception:  # noqa: BLE001 - PIL raises many types for bad headers.
+                return _truncation_reason(head, tail, size) or CORRUPT, None
+    except OSError:
+        return UNREADABLE, None
+    if image_format not in _DECODABLE_FORMATS:
+        return UNSUPPORTED, None
+    if image_format == "BMP" and not _bmp_supported(head, mode):
+        return UNSUPPORTED_BMP, None
+    truncated = _truncation_reason(head, tail, size)
+    if truncated:
+        return truncated, None
+    return None, _repair_reason(path, head, image_format, mode, info, image_size_px, image_size)
+
+
+def inspect_image_file(path, *, image_size=None):
+    """Checks one file cheaply, without decoding its pixels, and names any conversion.
+
+    Args:
+        path: str, the file to check.
+        image_size: int or None, the side `read_image` will resize to; when given, a very
+            large JPEG that it decodes at reduced size is reported as `REDUCED`. Defaults to
+            None (full-size decoding, as `decode_rgb` without `image_size`).
+
+    Returns:
+        `(skip_reason, repair_reason)`: `skip_reason` is None when the file looks
+        decodable, else why it is not (e.g. `"truncated"`); `repair_reason` is None or the
+        conversion decoding involves (one of `REPAIRS`, e.g. `"alpha channel dropped"`).
+
+    Example:
+
+    >>> inspect_image_file("photos/scan.png")
+    (None, 'grayscale converted to RGB')
+    """
+    with _bomb_warnings_silenced():
+        return _inspect(os.fspath(path), image_size)
+
+
 def check_image_file(path):
     """Checks one file cheaply, without decoding its pixels.
 
@@ -94,39 +291,11 @@ def check_image_file(path):
         None when the file looks decodable, else the reason it is not (one of the module's
         reason constants, e.g. `"truncated"`).
     """
-    try:
-        size = os.path.getsize(path)
-    except FileNotFoundError:
-        return MISSING
-    except OSError:
-        return UNREADABLE
-    if size == 0:
-        return EMPTY
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-            f.seek(max(size - _TAIL_BYTES, 0))
-            tail = f.read()
-            f.seek(0)
-            try:
-                with Image.open(f) as image:
-                    image_format = image.format
-                    image.verify()
-            except Image.DecompressionBombError:
-                return TOO_LARGE
-            except Image.UnidentifiedImageError:
-                return NOT_AN_IMAGE
-            except Exception:  # noqa: BLE001 - PIL raises many types for bad headers.
-                return _truncation_reason(head, tail, size) or CORRUPT
-    except OSError:
-        return UNREADABLE
-    if image_format not in _DECODABLE_FORMATS:
-        return UNSUPPORTED
-    return _truncation_reason(head, tail, size)
+    return inspect_image_file(path)[0]
 
 
-def scan_images(paths, *, num_workers=None):
-    """Finds the files that cannot be decoded, once, before training.
+def scan_images(paths, *, image_size=None, num_workers=None):
+    """Finds the files that cannot be decoded, and those read after a conversion, once.
 
     Each file is checked from its header (`PIL.Image.verify`) and its last bytes (JPEG must
     end with FFD9, PNG with IEND, ...), not decoded, so 8,500 small JPEGs take a few
@@ -134,29 +303,121 @@ def scan_images(paths, *, num_workers=None):
 
     Args:
         paths: list of str, the files to check.
+        image_size: int or None, the side `read_image` will resize to, so that very large
+            JPEGs decoded at reduced size are reported (`REDUCED`). Defaults to None: the
+            caller decodes at full size.
         num_workers: int, threads reading files in parallel. Defaults to
             `min(32, 4 * os.cpu_count())`: the work is mostly waiting on the disk.
 
     Returns:
-        A `ScanResult` `(good_paths, skipped, skipped_files)`: the decodable paths, a dict
-        reason -> count, and a list of `(path, reason)` for each skipped file.
+        A `ScanResult`: the decodable paths; the skipped files, as reason -> count and as
+        `(path, reason)`; the files read after a conversion, likewise.
 
     Example:
 
-    >>> good, skipped, skipped_files = scan_images(list_image_files("photos/"))
+    >>> scan = scan_images(list_image_files("photos/"), image_size=96)
+    >>> scan.skipped, scan.repaired
+    ({'truncated': 1}, {'grayscale converted to RGB': 12})
     """
     paths = [os.fspath(path) for path in paths]
     if num_workers is None:
         num_workers = min(32, 4 * (os.cpu_count() or 1))
-    if len(paths) < 64 or num_workers <= 1:
-        reasons = [check_image_file(path) for path in paths]
-    else:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=num_workers) as pool:
-            reasons = list(pool.map(check_image_file, paths))
-    good_paths = [path for path, reason in zip(paths, reasons) if reason is None]
-    skipped_files = [(path, reason) for path, reason in zip(paths, reasons) if reason]
-    skipped = dict(collections.Counter(reason for _, reason in skipped_files))
-    return ScanResult(good_paths, skipped, skipped_files)
+
+    def inspect(path):
+        return _inspect(path, image_size)
+
+    with _bomb_warnings_silenced():
+        if len(paths) < 64 or num_workers <= 1:
+            checks = [inspect(path) for path in paths]
+        else:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=num_workers) as pool:
+                checks = list(pool.map(inspect, paths))
+    good_paths = [path for path, (reason, _) in zip(paths, checks) if reason is None]
+    skipped_files = [(path, reason) for path, (reason, _) in zip(paths, checks) if reason]
+    repaired_files = [(path, repair) for path, (reason, repair) in zip(paths, checks)
+                      if reason is None and repair]
+    return ScanResult(
+        good_paths=good_paths,
+        skipped=dict(collections.Counter(reason for _, reason in skipped_files)),
+        skipped_files=skipped_files,
+        repaired=dict(collections.Counter(reason for _, reason in repaired_files)),
+        repaired_files=repaired_files,
+    )
+
+
+def _jpeg_ratio_index(data, image_size):
+    """`jpeg_decode_ratio` in the graph, from the JPEG header: 0 for 1, then 1, 2, 3."""
+    shape = tf.cast(tf.image.extract_jpeg_shape(data), tf.int64)
+    height, width = shape[0], shape[1]
+    large = height * width > LARGE_IMAGE_PIXELS
+    shorter = tf.minimum(height, width)
+    index = tf.constant(0, tf.int32)
+    for i, ratio in enumerate(_JPEG_RATIOS, start=1):  # Ascending: the largest that fits wins.
+        fits = large & (shorter // ratio >= 2 * image_size)
+        index = tf.where(fits, tf.constant(i, tf.int32), index)
+    return index
+
+
+def decode_rgb(data, *, image_size=None):
+    """Decodes encoded image bytes to uint8 RGB, as training does. Safe inside tf.data.
+
+    Conversions are those of `tf.io.decode_image(channels=3)`: grayscale is repeated to
+    three channels, alpha is dropped (not composited), 16-bit values become `value >> 8`,
+    CMYK and palettes become RGB, and the content decides the format, not the extension.
+
+    Args:
+        data: string scalar tensor, the encoded image (JPEG, PNG, BMP or GIF).
+        image_size: int or None, the side the caller resizes to; when given, very large
+            JPEGs are decoded at reduced size (see `jpeg_decode_ratio`). Defaults to None:
+            full size.
+
+    Returns:
+        uint8 tensor `[H, W, 3]`.
+    """
+
+    def full():
+        return tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+
+    if image_size is None:
+        return full()
+
+    def scaled(ratio):
+        return lambda: tf.image.decode_jpeg(data, channels=3, ratio=ratio)
+
+    def jpeg():
+        index = _jpeg_ratio_index(data, image_size)
+        return tf.switch_case(index, [full] + [scaled(ratio) for ratio in _JPEG_RATIOS])
+
+    return tf.cond(tf.io.is_jpeg(data), jpeg, full)
+
+
+def load_rgb(path, *, image_size=None):
+    """Reads and decodes one image file eagerly, as training decodes it.
+
+    For inference and tools outside tf.data: with the same `image_size` the pixels equal
+    those `read_image` resizes. Run `inspect_image_file` first for the reason a bad file
+    cannot be read.
+
+    Args:
+        path: str, the file to read.
+        image_size: int or None, as in `decode_rgb`: when given, very large JPEGs are
+            decoded at reduced size. Defaults to None: full size.
+
+    Returns:
+        uint8 numpy array `[H, W, 3]`.
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: its content cannot be decoded; the message names the file.
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return decode_rgb(tf.constant(data), image_size=image_size).numpy()
+    except tf.errors.OpError as error:
+        first_line = (error.message or "").strip().splitlines()[:1]
+        raise ValueError(f"image {path}: {CORRUPT_DATA} ({''.join(first_line)})") from None
 
 
 def read_image(path, *, image_size):
@@ -171,10 +432,11 @@ def read_image(path, *, image_size):
 
     Returns:
         float32 tensor `[image_size, image_size, 3]` in [0, 255]. Grayscale images are
-        expanded to 3 channels and alpha is dropped.
+        expanded to 3 channels and alpha is dropped; very large JPEGs are decoded at
+        reduced size first (see `decode_rgb`).
     """
     data = tf.io.read_file(path)
-    image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+    image = decode_rgb(data, image_size=image_size)
     image = tf.image.resize(
         image, (image_size, image_size), method="bilinear", antialias=True
     )
@@ -216,8 +478,8 @@ def image_dataset(
 
     Example:
 
-    >>> paths, _, _ = scan_images(list_image_files("photos/"))
-    >>> ds = image_dataset(paths, image_size=96, batch_size=64)
+    >>> scan = scan_images(list_image_files("photos/"), image_size=96)
+    >>> ds = image_dataset(scan.good_paths, image_size=96, batch_size=64)
     """
     paths = [os.fspath(path) for path in paths]
     if not paths:
