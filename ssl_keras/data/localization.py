@@ -31,7 +31,11 @@ from ssl_keras.data import voc
 from ssl_keras.data.sources import SourceError
 
 NO_TARGET = "no non-difficult object"
-"""The `skipped` reason of images whose objects are all marked difficult."""
+"""The `skipped` reason of images whose objects are all marked difficult (or that have none)."""
+
+NO_TARGET_LEFT = "no target left after dropping boxes"
+"""The `skipped` reason of images with no non-difficult object once their bad boxes (see
+`voc.DROP_REASONS`) were dropped."""
 
 RESIZE_POLICIES = ("stretch", "letterbox")
 """`stretch` resizes to `S x S` ignoring the aspect ratio; `letterbox` keeps it and pads."""
@@ -71,8 +75,9 @@ class LocalizationData:
         test: `tf.data.Dataset`, the test split.
         class_names: tuple of str.
         num_images: dict split -> int, images per pass.
-        skipped: dict split -> dict reason -> count of images left out (missing or
-            undecodable files, `NO_TARGET`); reasons with no image are absent.
+        skipped: dict split -> dict reason -> count of what was left out: images (missing,
+            undecodable or malformed files, `NO_TARGET`, `NO_TARGET_LEFT`) and bad boxes
+            (`voc.DROP_REASONS`, whose names say "box"); reasons with no count are absent.
         train_ids: sorted list of str, the image ids used for training.
         image_ids: dict split -> list of str ids; for val and test in dataset order, for train
             sorted (the dataset is shuffled).
@@ -86,6 +91,11 @@ class LocalizationData:
             endless stream of `(image, targets)` batches whose pass p is ordered by
             `(seed, p)`, startable at any batch (see `epoch_stream.py`); every pass holds
             every training image, in `ceil(N / batch_size)` batches. None for TFDS sources.
+        repaired: dict split -> dict reason -> count of what was read after a fix (image
+            conversions, sizes fixed from the image, clipped boxes; see
+            `voc.load_voc_records`). Defaults to empty.
+        messages: list of str, one line per left-out or repaired file, naming it and the
+            reason, for logs. Defaults to empty.
     """
 
     train: tf.data.Dataset
@@ -102,6 +112,8 @@ class LocalizationData:
     image_size: int
     description: str
     train_stream: typing.Optional[typing.Callable] = None
+    repaired: dict = dataclasses.field(default_factory=dict)
+    messages: list = dataclasses.field(default_factory=list)
 
 
 # Target selection.
@@ -423,12 +435,14 @@ def stratified_subset(ids, labels, *, fraction=None, num=None, seed=0):
 
 @dataclasses.dataclass
 class _Split:
-    """One split before batching: ids, labels, original sizes, skipped reasons."""
+    """One split before batching: ids, labels, original sizes, what was left out or fixed."""
 
     ids: list
     labels: list
     original_hw: np.ndarray
     skipped: dict
+    repaired: dict = dataclasses.field(default_factory=dict)
+    messages: list = dataclasses.field(default_factory=list)
 
 
 def _parse_spec(spec):
@@ -483,30 +497,45 @@ def _has_target(features):
 def _voc_splits(parsed, *, image_size, batch_size, seed, fraction, num, resize):
     root = parsed.path
     # Every image set is checked before any is loaded, so a missing one fails at once.
+    listed = {}
     for split in SPLITS:
         try:
-            voc.read_image_set(root, split)
+            listed[split] = voc.read_image_set(root, split)
         except SourceError as error:
             raise SourceError(
-                f"source {parsed.spec!r}: {error}; detect needs the train, val and test "
-                "image sets in ImageSets/Main"
+                f"source {parsed.spec!r}: {error} (detect needs the train, val and test image sets)"
             ) from None
+    for split, ids in listed.items():
+        if not ids:
+            raise SourceError(
+                f"source {parsed.spec!r}: {os.path.join(root, 'ImageSets', 'Main', f'{split}.txt')} "
+                "lists no image id; write one image id per line"
+            )
     scanned, records = {}, {}
     for split in SPLITS:
-        split_records, skipped = voc.load_voc_records(root, split)
-        kept, targets, skipped = [], [], dict(skipped)
-        for record in split_records:
+        loaded = voc.load_voc_records(root, split)
+        kept, targets = [], []
+        skipped, messages = dict(loaded.skipped), list(loaded.messages)
+        line_of = {line: i for i, line in enumerate(messages)}
+        for record in loaded.records:
             target = select_target(record["objects"])
-            if target is None:
-                skipped[NO_TARGET] = skipped.get(NO_TARGET, 0) + 1
-            else:
+            if target is not None:
                 kept.append(record)
                 targets.append(target)
+                continue
+            if any(reason in voc.DROP_REASONS for reason, _ in record.get("problems", ())):
+                # The file already has its line (the dropped boxes); say what followed there.
+                reason, i = NO_TARGET_LEFT, line_of[record["message"]]
+                messages[i] = f"{messages[i]}; no target left, image skipped"
+            else:
+                reason = NO_TARGET  # All difficult: ordinary VOC data, counted, no line.
+            skipped[reason] = skipped.get(reason, 0) + 1
         if not kept:
             left_out = ", ".join(f"{n} {reason}" for reason, n in skipped.items()) or "none"
+            list_file = os.path.join(root, "ImageSets", "Main", f"{split}.txt")
             raise SourceError(
                 f"source {parsed.spec!r}: image set {split} has no usable image "
-                f"(left out: {left_out}); check ImageSets/Main/{split}.txt and the files"
+                f"(left out: {left_out}); check {list_file} and the files it lists"
             )
         records[split] = kept
         scanned[split] = _Split(
@@ -514,6 +543,8 @@ def _voc_splits(parsed, *, image_size, batch_size, seed, fraction, num, resize):
             labels=[label for _, label in targets],
             original_hw=np.asarray([(r["height"], r["width"]) for r in kept], dtype=np.int64),
             skipped=skipped,
+            repaired=dict(loaded.repaired),
+            messages=messages,
         )
     train_ids = _train_subset(scanned["train"], fraction=fraction, num=num, seed=seed)
     chosen = set(train_ids)
@@ -727,9 +758,10 @@ def load_localization_data(
         A `LocalizationData`.
 
     Raises:
-        SourceError: an unsupported spec, a missing folder or image set, an unprepared TFDS
-            dataset while offline, or a split with no usable image.
-        VOCAnnotationError: an annotation cannot be read.
+        SourceError: an unsupported spec, a missing folder, a missing or empty image set, an
+            unprepared TFDS dataset while offline, or a split with no usable image. Bad
+            files and annotations do not raise: they are counted (`skipped`, `repaired`)
+            and named (`messages`).
         ValueError: invalid `image_size`, `batch_size`, `resize`, `label_fraction` or
             `num_labeled`.
 
@@ -793,4 +825,7 @@ def load_localization_data(
         description=description,
         train_stream=(lambda start_batch: datasets["train_stream"](start_batch=start_batch))
         if "train_stream" in datasets else None,
+        repaired={split: dict(scanned[split].repaired) for split in SPLITS},
+        # An id listed in two image sets has one line.
+        messages=list(dict.fromkeys(m for split in SPLITS for m in scanned[split].messages)),
     )

@@ -15,15 +15,25 @@ Boxes follow the TFDS `voc` builder exactly (tensorflow-datasets 4.9):
 pixel coordinates, with no `- 1`. A box therefore spans `(ymax - ymin) * height` pixels in
 normalized units, one less than VOC's `ymax - ymin + 1`; `localization.select_target_tf`
 adds the 1 back so both sources pick the same target.
+
+Bad input in a VOCdevkit folder is read where it can be and left out where it cannot, never
+silently (`load_voc_records`): each case has one reason key, counted in `skipped` (images
+left out, boxes dropped) or `repaired` (images or boxes read after a fix), and each affected
+file gets one message line, e.g.
+`"annotation 000123.xml: box 3 has xmin > xmax (51 > 12), dropped"`.
 """
 
 import collections
+import dataclasses
+import math
 import os
 import typing
+import warnings
 import xml.etree.ElementTree as ElementTree
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 from ssl_keras.data import image_folder
 from ssl_keras.data import sources
@@ -56,10 +66,28 @@ VOC_CLASSES = (
 VOC_POSES = ("frontal", "rear", "left", "right", "unspecified")
 """The VOC pose names in TFDS order; `pose` in TFDS-style features indexes into this tuple."""
 
-# Reasons `load_voc_records` counts, besides image_folder's decodability reasons.
+# Reasons `load_voc_records` counts in `skipped`, besides image_folder's decodability reasons.
+# Image-level: the image is left out.
 NO_IMAGE = "annotation without image"
 NO_ANNOTATION = "image without annotation"
 NO_FILES = "neither image nor annotation"
+MALFORMED = "malformed annotation"
+NO_SIZE = "no image size"  # Only without `image_path`: `load_voc_records` always has one.
+# Box-level: the box is dropped, the image is kept (its other boxes may still give a target).
+ZERO_AREA = "zero-area box dropped"
+BAD_COORDINATES = "box without numeric coordinates dropped"
+OUTSIDE = "box outside image dropped"
+UNKNOWN_CLASS = "box of unknown class dropped"
+DROP_REASONS = (ZERO_AREA, BAD_COORDINATES, OUTSIDE, UNKNOWN_CLASS)
+"""The `skipped` reasons that count boxes, not images."""
+
+# Reasons `load_voc_records` counts in `repaired`, besides image_folder's conversions.
+SIZE_FROM_IMAGE = "size read from image"
+SIZE_FIXED = "size fixed from image"
+BOX_CLIPPED = "box clipped to image"  # Counts boxes.
+OTHER_EXTENSION = "image found with another extension"
+REPAIR_REASONS = (SIZE_FROM_IMAGE, SIZE_FIXED, BOX_CLIPPED, OTHER_EXTENSION)
+"""The annotation repairs, in the order a file's message lists them."""
 
 _CLASS_INDEX = {name: index for index, name in enumerate(VOC_CLASSES)}
 _POSE_INDEX = {name: index for index, name in enumerate(VOC_POSES)}
@@ -68,37 +96,78 @@ _TFDS_VOC_NAMES = ("voc/2007", "voc/2012")
 
 
 class VOCAnnotationError(ValueError):
-    """An annotation file that cannot be read; the message names the file and the problem."""
+    """An annotation file that cannot be read; the message names the file and the problem.
+
+    Attributes:
+        reason: str or None, the reason `load_voc_records` counts for the same problem (for
+            example `MALFORMED`, or `ZERO_AREA` when `parse_voc_annotation(strict=True)`
+            meets an inverted box).
+    """
+
+    def __init__(self, message, reason=None):
+        super().__init__(message)
+        self.reason = reason
 
 
-class VOCRecords(typing.NamedTuple):
-    """What `load_voc_records` found; unpacks as `records, skipped`."""
+@dataclasses.dataclass(frozen=True)
+class VOCRecords:
+    """What `load_voc_records` found.
+
+    For the call sites written when it had two fields it still unpacks as
+    `records, skipped`; new code reads the attributes.
+
+    Attributes:
+        records: list of record dicts, in image-set order (see `load_voc_records`).
+        skipped: dict reason -> count of what was left out: images (`NO_IMAGE`,
+            `NO_ANNOTATION`, `NO_FILES`, `MALFORMED`, or an image_folder reason such as
+            `"truncated"`) and boxes (`DROP_REASONS`, whose names say "box").
+        repaired: dict reason -> count of what was read after a fix: images
+            (`SIZE_FROM_IMAGE`, `SIZE_FIXED`, `OTHER_EXTENSION`, or an image_folder
+            conversion such as `"CMYK converted to RGB"`) and boxes (`BOX_CLIPPED`).
+        messages: list of str, one line per affected file naming it, the problem and what
+            was done, in image-set order.
+    """
 
     records: list
     skipped: dict
+    repaired: dict = dataclasses.field(default_factory=dict)
+    messages: list = dataclasses.field(default_factory=list)
+
+    def __iter__(self):
+        return iter((self.records, self.skipped))
 
 
-# The checks, one function per category, so a later change can turn any of them into a
-# counted skip in one place.
+class _Problem(typing.NamedTuple):
+    """One problem in an annotation: its reason key, what is wrong, and what was done."""
+
+    reason: str
+    text: str
+    action: str
+    hint: str = ""  # Appended to the strict error only.
 
 
-def _check_xml(xml_path):
-    """Parses the file; malformed XML raises."""
-    name = os.path.basename(xml_path)
+# The checks, one function per category; each returns a `_Problem` (or None), and
+# `parse_voc_annotation` decides whether it raises (strict) or is repaired or counted.
+
+
+def _check_xml(xml_path, name):
+    """Parses the file; malformed or unreadable XML raises (there is nothing to repair)."""
     try:
-        return ElementTree.parse(xml_path).getroot()
+        root = ElementTree.parse(xml_path).getroot()
     except ElementTree.ParseError as error:
+        raise VOCAnnotationError(f"annotation {name}: malformed XML ({error})", MALFORMED) from error
+    except (OSError, UnicodeError) as error:
+        detail = getattr(error, "strerror", None) or error
+        raise VOCAnnotationError(f"annotation {name}: cannot be read ({detail})", MALFORMED) from error
+    if root.tag != "annotation":
         raise VOCAnnotationError(
-            f"annotation {name}: malformed XML ({error}); fix or remove {xml_path}"
-        ) from error
-    except OSError as error:
-        raise VOCAnnotationError(
-            f"annotation {name}: cannot read {xml_path} ({error.strerror or error})"
-        ) from error
+            f"annotation {name}: the root element is <{root.tag}>, not <annotation>", MALFORMED
+        )
+    return root
 
 
-def _check_size(root, name):
-    """Returns `(width, height)` as positive ints; a missing or bad `<size>` raises."""
+def _xml_size(root):
+    """`((width, height), None)` from `<size>`, or `(None, text)` when it is missing or invalid."""
     size = root.find("size")
     values = {}
     for key in ("width", "height"):
@@ -107,59 +176,120 @@ def _check_size(root, name):
         try:
             value = float(text)
         except ValueError:
-            value = None
-        if value is None or value <= 0 or value != int(value):
-            raise VOCAnnotationError(
-                f"annotation {name}: missing or invalid <size><{key}> ({text!r}); "
-                "every VOC annotation needs the image width and height in pixels"
-            )
+            value = math.nan
+        if not math.isfinite(value) or value <= 0 or value != int(value):
+            return None, f"missing or invalid <size><{key}> ({text!r})"
         values[key] = int(value)
-    return values["width"], values["height"]
+    return (values["width"], values["height"]), None
 
 
-def _check_label(obj, name, number):
-    """Returns the class index; a missing or unknown `<name>` raises."""
+def _image_size(image_path):
+    """`(width, height)` from the image file's header (no decode), or None if unreadable."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(image_path) as image:
+                return tuple(image.size)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def _check_size(root, name, image_path):
+    """Returns `(width, height, problem)`: the size boxes are normalised by.
+
+    The image's own size wins: a missing `<size>` is read from the image header, and one that
+    disagrees with it is replaced (both reported). Without a readable image a missing `<size>`
+    raises.
+    """
+    xml_size, text = _xml_size(root)
+    image_size = _image_size(image_path) if image_path is not None else None
+    image_name = os.path.basename(image_path) if image_path is not None else None
+    needs = "every VOC annotation needs the image width and height in pixels"
+    if text is not None:
+        if image_size is None:
+            where = "no image_path was given" if image_path is None else f"{image_name} cannot be read"
+            raise VOCAnnotationError(f"annotation {name}: {text} and {where}; {needs}", NO_SIZE)
+        width, height = image_size
+        return width, height, _Problem(
+            SIZE_FROM_IMAGE, text, f"size {width}x{height} read from {image_name}", f"; {needs}"
+        )
+    if image_size is not None and image_size != xml_size:
+        width, height = image_size
+        return width, height, _Problem(
+            SIZE_FIXED,
+            f"<size> {xml_size[0]}x{xml_size[1]} disagrees with {image_name} ({width}x{height})",
+            "boxes normalised by the image's size",
+        )
+    return xml_size[0], xml_size[1], None
+
+
+def _check_label(obj, number):
+    """Returns `(class index, None)`, or `(None, problem)` for a missing or unknown `<name>`."""
     node = obj.find("name")
     text = (node.text or "").strip().lower() if node is not None else ""
     if text not in _CLASS_INDEX:
-        raise VOCAnnotationError(
-            f"annotation {name}: box {number} has unknown class {text!r}; "
-            f"expected one of {', '.join(VOC_CLASSES)}"
+        return None, _Problem(
+            UNKNOWN_CLASS, f"box {number} has unknown class {text!r}", "dropped",
+            f"; expected one of {', '.join(VOC_CLASSES)}",
         )
-    return _CLASS_INDEX[text]
+    return _CLASS_INDEX[text], None
 
 
-def _check_box(obj, name, number, width, height):
-    """Returns `(xmin, ymin, xmax, ymax)` as floats; a missing, inverted or outside box raises."""
+def _check_box(obj, number, width, height):
+    """Returns `(coords, problem)`: `(xmin, ymin, xmax, ymax)` floats, clipped to the image.
+
+    Coordinates are VOC's 1-based inclusive pixels, and 0 is accepted (0-based tools write it
+    for the first column), so the image spans `[0, width] x [0, height]`: a box touching the
+    border (`xmax == width`) is inside. `xmin == xmax` is a one-pixel column, kept (as TFDS
+    does); a box is empty only when inverted (`xmin > xmax`: for integer pixels its inclusive
+    extent `xmax - xmin + 1` is then 0 or less). Dropped boxes return `coords` None.
+    """
     bndbox = obj.find("bndbox")
+    if bndbox is None:
+        return None, _Problem(BAD_COORDINATES, f"box {number} has no <bndbox>", "dropped")
     coords = {}
     for key in _BOX_KEYS:
-        node = bndbox.find(key) if bndbox is not None else None
+        node = bndbox.find(key)
         text = (node.text or "").strip() if node is not None else ""
         try:
-            coords[key] = float(text)
+            value = float(text)
         except ValueError:
-            raise VOCAnnotationError(
-                f"annotation {name}: box {number} has a missing or non-numeric "
-                f"<bndbox><{key}> ({text!r})"
-            ) from None
+            value = math.nan
+        if not math.isfinite(value):
+            return None, _Problem(
+                BAD_COORDINATES,
+                f"box {number} has a missing or non-numeric <bndbox><{key}> ({text!r})",
+                "dropped",
+            )
+        coords[key] = value
     for low, high in (("xmin", "xmax"), ("ymin", "ymax")):
         if coords[low] > coords[high]:
-            raise VOCAnnotationError(
-                f"annotation {name}: box {number} has {low} > {high} "
-                f"({coords[low]:g} > {coords[high]:g})"
+            return None, _Problem(
+                ZERO_AREA,
+                f"box {number} has {low} > {high} ({coords[low]:g} > {coords[high]:g})",
+                "dropped",
             )
+    described = ", ".join(f"{key}={coords[key]:g}" for key in _BOX_KEYS)
     if (
-        min(coords.values()) < 0
-        or coords["xmax"] > width
-        or coords["ymax"] > height
+        coords["xmax"] < 0
+        or coords["ymax"] < 0
+        or coords["xmin"] > width
+        or coords["ymin"] > height
     ):
-        described = ", ".join(f"{key}={coords[key]:g}" for key in _BOX_KEYS)
-        raise VOCAnnotationError(
-            f"annotation {name}: box {number} ({described}) lies outside the "
-            f"{width}x{height} image"
+        return None, _Problem(
+            OUTSIDE, f"box {number} ({described}) lies outside the {width}x{height} image", "dropped"
         )
-    return coords["xmin"], coords["ymin"], coords["xmax"], coords["ymax"]
+    limits = {"xmin": width, "ymin": height, "xmax": width, "ymax": height}
+    clipped = {key: min(max(value, 0.0), limits[key]) for key, value in coords.items()}
+    box = tuple(clipped[key] for key in _BOX_KEYS)
+    if clipped == coords:
+        return box, None
+    changed = ", ".join(f"{key}={clipped[key]:g}" for key in _BOX_KEYS if clipped[key] != coords[key])
+    return box, _Problem(
+        BOX_CLIPPED,
+        f"box {number} ({described}) lies partly outside the {width}x{height} image",
+        f"clipped to {changed}",
+    )
 
 
 def _flag(obj, key):
@@ -174,42 +304,81 @@ def _pose(obj):
     return text if text in _POSE_INDEX else "unspecified"
 
 
-def parse_voc_annotation(xml_path):
+def parse_voc_annotation(xml_path, *, image_path=None, strict=False):
     """Reads one VOC annotation file into the TFDS `voc` builder's features.
 
     Only direct `<object>` children count; person-layout `<part>` boxes are ignored, as in
-    TFDS.
+    TFDS. What can be read is read, and each problem is listed in `"problems"`:
+
+    - `<size>` missing or invalid: the size is read from `image_path`'s header
+      (`SIZE_FROM_IMAGE`); disagreeing with the image: the image's size is used
+      (`SIZE_FIXED`). Boxes are normalised by the size used.
+    - a box of unknown class (`UNKNOWN_CLASS`), with a missing or non-numeric coordinate
+      (`BAD_COORDINATES`), inverted (`ZERO_AREA`, `xmin > xmax` or `ymin > ymax`) or
+      entirely outside the image (`OUTSIDE`) is dropped; one partly outside is clipped to the
+      image (`BOX_CLIPPED`). The image spans `[0, width] x [0, height]` in VOC's 1-based
+      inclusive pixels, so `xmax == width` touches the border and is not clipped, and
+      `xmin == xmax` is a one-pixel column, kept.
+
+    With `strict=True` the first problem raises instead.
 
     Args:
         xml_path: str or path-like, the `Annotations/<id>.xml` file.
+        image_path: str, path-like or None, the image, whose header gives its real size.
+            Defaults to None: `<size>` is trusted, and a missing one raises.
+        strict: bool, whether any problem raises `VOCAnnotationError`. Defaults to False.
 
     Returns:
         A dict: `"image_id"` (str, the file name without `.xml`), `"image/filename"`
-        (`"<id>.jpg"`, as TFDS), `"width"`, `"height"` (int pixels), and `"objects"`, a list
-        in file order of dicts with `"bbox"` (tuple of 4 floats, normalized `(ymin, xmin,
-        ymax, xmax)` computed as TFDS does, see the module docstring), `"label"` (int index
-        in `VOC_CLASSES`), `"is_difficult"`, `"is_truncated"` (bool), `"pose"` (str in
-        `VOC_POSES`, unknown poses read as `"unspecified"`) and `"area_pixels"` (float, VOC's
-        `(xmax - xmin + 1) * (ymax - ymin + 1)` on the original coordinates).
+        (`"<id>.jpg"`, as TFDS), `"width"`, `"height"` (int pixels, those boxes are
+        normalised by), `"objects"`, a list in file order of the kept boxes, as dicts with
+        `"bbox"` (tuple of 4 floats, normalized `(ymin, xmin, ymax, xmax)` computed as TFDS
+        does, see the module docstring), `"label"` (int index in `VOC_CLASSES`),
+        `"is_difficult"`, `"is_truncated"` (bool), `"pose"` (str in `VOC_POSES`, unknown
+        poses read as `"unspecified"`) and `"area_pixels"` (float, VOC's
+        `(xmax - xmin + 1) * (ymax - ymin + 1)` on the (clipped) coordinates); `"problems"`,
+        a list of `(reason, text)` in file order, `reason` in `DROP_REASONS` or
+        `REPAIR_REASONS`; and `"message"`, one line naming the file and every problem, or
+        None when there is none.
 
     Raises:
-        VOCAnnotationError: malformed XML, missing or invalid `<size>`, unknown class, or a
-            missing, inverted or out-of-image box. Boxes are numbered from 1 in file order.
+        VOCAnnotationError: malformed or unreadable XML, a root other than `<annotation>`
+            (`reason` `MALFORMED`), or no size in `<size>` nor from the image (`NO_SIZE`);
+            with `strict=True`, any problem above. Boxes are numbered from 1 in file order.
 
     Example:
 
     >>> record = parse_voc_annotation("VOC2007/Annotations/000005.xml")
     >>> record["objects"][0]["bbox"]  # chair (xmin, ymin, xmax, ymax) = (263, 211, 324, 339)
     (0.5626666666666666, 0.526, 0.904, 0.648)
+    >>> record["problems"], record["message"]
+    ([], None)
     """
     xml_path = os.fspath(xml_path)
     name = os.path.basename(xml_path)
-    root = _check_xml(xml_path)
-    width, height = _check_size(root, name)
+    problems = []
+
+    def report(problem):
+        if strict:
+            raise VOCAnnotationError(f"annotation {name}: {problem.text}{problem.hint}", problem.reason)
+        problems.append((problem.reason, f"{problem.text}, {problem.action}"))
+
+    root = _check_xml(xml_path, name)
+    width, height, problem = _check_size(root, name, image_path)
+    if problem:
+        report(problem)
     objects = []
     for number, obj in enumerate(root.findall("object"), start=1):
-        label = _check_label(obj, name, number)
-        xmin, ymin, xmax, ymax = _check_box(obj, name, number, width, height)
+        label, problem = _check_label(obj, number)
+        if problem:
+            report(problem)
+            continue
+        box, problem = _check_box(obj, number, width, height)
+        if problem:
+            report(problem)
+        if box is None:
+            continue
+        xmin, ymin, xmax, ymax = box
         objects.append(
             {
                 "bbox": (ymin / height, xmin / width, ymax / height, xmax / width),
@@ -227,6 +396,9 @@ def parse_voc_annotation(xml_path):
         "width": width,
         "height": height,
         "objects": objects,
+        "problems": problems,
+        "message": f"annotation {name}: " + "; ".join(text for _, text in problems)
+        if problems else None,
     }
 
 
@@ -241,8 +413,8 @@ def read_image_set(root, split):
         List of str ids, in file order, duplicates removed.
 
     Raises:
-        SourceError: the folder or the list file does not exist; the message lists the
-            splits that do.
+        SourceError: the folder or the list file does not exist; the one-line message names
+            the missing file, the splits that do exist, and the fix.
     """
     root = os.fspath(root)
     sources._existing_folder(root, f"voc:{root}", "VOC folder")
@@ -257,61 +429,130 @@ def read_image_set(root, split):
         )
         raise SourceError(
             f"VOC folder {root}: no image set {list_file}; available splits: "
-            f"{', '.join(available) if available else 'none (ImageSets/Main is missing or empty)'}"
+            f"{', '.join(available) if available else 'none (ImageSets/Main is missing or empty)'}; "
+            f"create ImageSets/Main/{split}.txt with one image id per line"
         )
-    with open(list_file, encoding="utf-8") as f:
+    with open(list_file, encoding="utf-8", errors="replace") as f:
         ids = [line.split()[0] for line in f if line.strip()]
     return list(dict.fromkeys(ids))
 
 
-def load_voc_records(root, split):
-    """Reads the annotations of one split of a VOCdevkit year folder.
+def _images_by_id(images_dir):
+    """id -> sorted image file names in `images_dir` other than `<id>.jpg` (e.g. `<id>.png`)."""
+    found = collections.defaultdict(list)
+    if os.path.isdir(images_dir):
+        for file_name in sorted(os.listdir(images_dir)):
+            stem, extension = os.path.splitext(file_name)
+            if extension.lower() in image_folder.IMAGE_EXTENSIONS and extension != ".jpg":
+                found[stem].append(file_name)
+    return found
 
-    An id whose XML or JPEG is missing, or whose JPEG cannot be decoded (checked once with
-    `image_folder.scan_images`), is left out and counted. Annotation errors raise.
+
+def load_voc_records(root, split):
+    """Reads the annotations of one split of a VOCdevkit year folder, leaving out what is bad.
+
+    Nothing bad stops the load or passes silently: each file left out or repaired is counted
+    under one reason and named in one message line.
+
+    - An id whose XML or image is missing is left out (`NO_IMAGE`, `NO_ANNOTATION`,
+      `NO_FILES`); an image found as `<id>.png` (or another image extension) instead of
+      `<id>.jpg` is used (`OTHER_EXTENSION`).
+    - Images are checked once with `image_folder.scan_images`, and left out or read after a
+      conversion exactly as in image folders (CMYK, grayscale, a PNG named `.jpg`, ...).
+    - Annotations are read by `parse_voc_annotation` with the image's real size: malformed
+      XML leaves the image out (`MALFORMED`); a missing or wrong `<size>` is fixed from the
+      image; bad boxes are dropped or clipped (see there).
 
     Args:
         root: str or path-like, the year folder (`.../VOCdevkit/VOC2007`).
         split: str, an image set in `ImageSets/Main/`, e.g. `"train"`.
 
     Returns:
-        `VOCRecords(records, skipped)`: `records` is a list, in image-set order, of
-        `parse_voc_annotation` dicts with `"image_path"` added; `skipped` is a dict
-        reason -> count (`NO_IMAGE`, `NO_ANNOTATION`, `NO_FILES` or an image_folder reason
-        such as `"truncated"`); it is empty when nothing was left out.
+        A `VOCRecords`: `records`, in image-set order, are `parse_voc_annotation` dicts with
+        `"image_path"` added (and `"image/filename"` its base name); `skipped` and `repaired`
+        count reasons (empty when all is well); `messages` name the files. Unpacks as
+        `records, skipped`.
 
     Raises:
         SourceError: the folder or the image set does not exist.
-        VOCAnnotationError: an annotation cannot be read (see `parse_voc_annotation`).
 
     Example:
 
-    >>> records, skipped = load_voc_records("VOCdevkit/VOC2007", "val")
+    >>> loaded = load_voc_records("VOCdevkit/VOC2007", "val")
+    >>> loaded.skipped, loaded.repaired
+    ({'malformed annotation': 1, 'box of unknown class dropped': 2}, {'box clipped to image': 1})
+    >>> print("\n".join(loaded.messages))
+    annotation 000123.xml: malformed XML (mismatched tag: line 9, column 2); image skipped
+    annotation 000456.xml: box 2 has unknown class 'unicorn', dropped; box 3 has unknown ...
     """
     root = os.fspath(root)
     ids = read_image_set(root, split)
-    skipped = collections.Counter()
+    images_dir = os.path.join(root, "JPEGImages")
+    others = _images_by_id(images_dir)
+    skipped, repaired = collections.Counter(), collections.Counter()
+    notes = collections.defaultdict(list)  # id -> message lines, output in image-set order.
     pairs = []
     for image_id in ids:
         xml_path = os.path.join(root, "Annotations", f"{image_id}.xml")
-        image_path = os.path.join(root, "JPEGImages", f"{image_id}.jpg")
+        image_path = os.path.join(images_dir, f"{image_id}.jpg")
         has_xml, has_image = os.path.isfile(xml_path), os.path.isfile(image_path)
+        if not has_image and others.get(image_id):
+            image_path, has_image = os.path.join(images_dir, others[image_id][0]), True
         if has_xml and has_image:
-            pairs.append((xml_path, image_path))
+            pairs.append((image_id, xml_path, image_path))
+        elif has_xml:
+            skipped[NO_IMAGE] += 1
+            notes[image_id].append(f"annotation {image_id}.xml: no image JPEGImages/{image_id}.jpg; skipped")
+        elif has_image:
+            skipped[NO_ANNOTATION] += 1
+            notes[image_id].append(
+                f"image {os.path.basename(image_path)}: no annotation Annotations/{image_id}.xml; skipped"
+            )
         else:
-            skipped[NO_IMAGE if has_xml else NO_ANNOTATION if has_image else NO_FILES] += 1
-    good_paths, scan_skipped, _ = image_folder.scan_images([p for _, p in pairs])
-    skipped.update(scan_skipped)
-    good = set(good_paths)
+            skipped[NO_FILES] += 1
+            notes[image_id].append(
+                f"ImageSets/Main/{split}.txt: id {image_id} has neither JPEGImages/{image_id}.jpg "
+                f"nor Annotations/{image_id}.xml; skipped"
+            )
+    scan = image_folder.scan_images([image_path for _, _, image_path in pairs])
+    id_of = {image_path: image_id for image_id, _, image_path in pairs}
+    skipped.update(scan.skipped)
+    for path, reason in scan.skipped_files:
+        notes[id_of[path]].append(f"image {os.path.basename(path)}: {reason}; skipped")
+    # `getattr`: scan results from before image repairs were reported have neither field.
+    repaired.update(getattr(scan, "repaired", {}))
+    for path, reason in getattr(scan, "repaired_files", []):
+        notes[id_of[path]].append(f"image {os.path.basename(path)}: read, {reason}")
+    good = set(scan.good_paths)
     records = []
-    for xml_path, image_path in pairs:
-        if image_path in good:
-            records.append({**parse_voc_annotation(xml_path), "image_path": image_path})
-    return VOCRecords(records, dict(skipped))
+    for image_id, xml_path, image_path in pairs:
+        if image_path not in good:
+            continue
+        try:
+            record = parse_voc_annotation(xml_path, image_path=image_path)
+        except VOCAnnotationError as error:
+            skipped[error.reason or MALFORMED] += 1
+            notes[image_id].append(f"{error}; image skipped")
+            continue
+        if not image_path.endswith(f"{image_id}.jpg"):
+            repaired[OTHER_EXTENSION] += 1
+            notes[image_id].append(
+                f"image {image_id}.jpg: missing, read {os.path.basename(image_path)} instead"
+            )
+        for reason, _ in record["problems"]:
+            (skipped if reason in DROP_REASONS else repaired)[reason] += 1
+        if record["message"]:
+            notes[image_id].append(record["message"])
+        record["image_path"] = image_path
+        record["image/filename"] = os.path.basename(image_path)
+        records.append(record)
+    messages = [line for image_id in ids for line in notes.get(image_id, [])]
+    return VOCRecords(records, dict(skipped), dict(repaired), messages)
 
 
 def _read_image(path):
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    # As image folders decode: the scan's conversions (CMYK, 16-bit, ...) are these.
+    image = image_folder.decode_rgb(tf.io.read_file(path))
     image.set_shape((None, None, 3))
     return image
 

@@ -396,7 +396,9 @@ def test_missing_voc_split(tmp_path, voc_root):
     for folder in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (tmp_path / folder).mkdir(parents=True)
     (tmp_path / "ImageSets" / "Main" / "train.txt").write_text("")
-    with pytest.raises(SourceError, match=r"val.txt; available splits: train.*ImageSets/Main"):
+    with pytest.raises(
+        SourceError, match=r"val.txt; available splits: train; create ImageSets/Main/val.txt"
+    ):
         load_localization_data(f"voc:{tmp_path}", image_size=32, batch_size=4)
 
 

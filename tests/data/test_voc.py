@@ -94,12 +94,18 @@ def test_parse_000005(tmp_path):
 
 
 def test_boxes_match_tfds_builder_on_every_real_annotation(voc_root):
-    """Our parser against TFDS's own: same labels, flags and float boxes, on all 865 files."""
+    """Our parser against TFDS's own: same labels, flags and float boxes, on all 865 files.
+
+    Parsed with the image, as `load_voc_records` does: every real `<size>` equals the JPEG's
+    and every box lies inside it (628 touch the border, `xmax == width`), so nothing is fixed.
+    """
     tfds_voc = pytest.importorskip("tensorflow_datasets.object_detection.voc")
     paths = sorted((voc_root / "Annotations").glob("*.xml"))
     assert len(paths) == 865
     for path in paths:
-        ours = parse_voc_annotation(path)["objects"]
+        record = parse_voc_annotation(path, image_path=voc_root / "JPEGImages" / f"{path.stem}.jpg")
+        assert record["problems"] == [] and record["message"] is None, record["message"]
+        ours = record["objects"]
         theirs = list(tfds_voc._get_example_objects(str(path)))
         assert len(ours) == len(theirs), path.name
         for a, b in zip(ours, theirs):
@@ -115,6 +121,8 @@ def test_real_split_counts_match_readme(split_records):
     for split, (images, objects, non_difficult) in README_COUNTS.items():
         records, skipped = split_records[split]
         assert skipped == {}
+        # No real file needs a repair: sizes agree with the JPEGs, border boxes are inside.
+        assert split_records[split].repaired == {} and split_records[split].messages == []
         assert len(records) == images
         assert sum(len(r["objects"]) for r in records) == objects
         assert sum(not o["is_difficult"] for r in records for o in r["objects"]) == non_difficult
@@ -196,6 +204,7 @@ def test_feature_dataset_shuffle_is_seeded(split_records):
             "<xmax>2</xmax><ymax>2</ymax></bndbox></object></annotation>",
             "box 2 has unknown class 'unicorn'; expected one of aeroplane",
         ),
+        ("<other><size><width>5</width></size></other>", "root element is <other>"),
         (
             "<annotation><size><width>500</width><height>375</height></size>"
             "<object><name>dog</name><bndbox><xmin>51</xmin><ymin>1</ymin>"
@@ -216,12 +225,21 @@ def test_feature_dataset_shuffle_is_seeded(split_records):
     ],
 )
 def test_annotation_errors_name_file_and_problem(tmp_path, body, message):
+    """`strict=True` raises on the first problem; by default only unreadable files raise."""
     path = tmp_path / "000123.xml"
     path.write_text(body.format(obj=_object_xml("dog", (1, 1, 2, 2))))
     with pytest.raises(VOCAnnotationError, match=message) as error:
-        parse_voc_annotation(path)
+        parse_voc_annotation(path, strict=True)
     assert str(error.value).startswith("annotation 000123.xml: ")
     assert isinstance(error.value, ValueError)
+    assert "\n" not in str(error.value)
+    if error.value.reason in (voc.MALFORMED, voc.NO_SIZE):
+        with pytest.raises(VOCAnnotationError, match=message):
+            parse_voc_annotation(path)
+    else:
+        record = parse_voc_annotation(path)
+        assert [reason for reason, _ in record["problems"]] == [error.value.reason]
+        assert record["message"].startswith("annotation 000123.xml: ")
 
 
 def test_missing_flags_read_as_tfds_does(tmp_path):
@@ -239,7 +257,11 @@ def test_missing_flags_read_as_tfds_does(tmp_path):
 
 
 def test_missing_split_lists_available(voc_root):
-    with pytest.raises(SourceError, match="trainval.txt; available splits: test, train, val"):
+    with pytest.raises(
+        SourceError,
+        match="trainval.txt; available splits: test, train, val; "
+        "create ImageSets/Main/trainval.txt with one image id per line",
+    ):
         load_voc_records(voc_root, "trainval")
     with pytest.raises(SourceError, match="does not exist"):
         load_voc_records(voc_root / "nowhere", "train")
@@ -259,7 +281,8 @@ def test_missing_and_broken_files_are_counted(tmp_path, voc_root):
     listed = ids + ["999999"]  # Listed, but neither file exists.
     (tmp_path / "ImageSets" / "Main" / "val.txt").write_text("\n".join(listed) + "\n")
 
-    records, skipped = load_voc_records(tmp_path, "val")
+    loaded = load_voc_records(tmp_path, "val")
+    records, skipped = loaded  # Still unpacks as two fields.
     assert [r["image_id"] for r in records] == ids[3:]
     assert skipped == {
         voc.NO_IMAGE: 1,
@@ -267,6 +290,13 @@ def test_missing_and_broken_files_are_counted(tmp_path, voc_root):
         voc.NO_FILES: 1,
         "truncated": 1,
     }
+    assert loaded.messages == [
+        f"annotation {ids[0]}.xml: no image JPEGImages/{ids[0]}.jpg; skipped",
+        f"image {ids[1]}.jpg: no annotation Annotations/{ids[1]}.xml; skipped",
+        f"image {ids[2]}.jpg: truncated; skipped",
+        "ImageSets/Main/val.txt: id 999999 has neither JPEGImages/999999.jpg nor "
+        "Annotations/999999.xml; skipped",
+    ]
 
 
 def test_tfds_voc_offline_fails_fast_with_alternatives(tmp_path, monkeypatch):
