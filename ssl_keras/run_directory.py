@@ -46,24 +46,12 @@ def prepare_run_directory(out, *, resume=False, command="pretrain"):
 
 def write_json_atomic(path, payload):
     """Writes JSON through a temporary file and a rename, so a crash never leaves half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2, sort_keys=True, default=_json_default)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    text = json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n"
+    write_text_atomic(path, text)
 
 
 def write_text_atomic(path, text):
-    """Writes a text file through a temporary file and a rename (see `write_json_atomic`)."""
+    """Writes a text file through a temporary file and a rename, so a crash never leaves half a file."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=directory)

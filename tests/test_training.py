@@ -220,10 +220,18 @@ def test_crash_while_saving_a_model_keeps_the_old_one(tmp_path, monkeypatch):
     keras.saving.load_model(path)
 
 
-def test_crash_while_writing_json_keeps_the_old_file(tmp_path):
+def test_crash_while_writing_json_keeps_the_old_file(tmp_path, monkeypatch):
     path = str(tmp_path / "metrics.json")
     write_json_atomic(path, {"mean_iou": 0.5})
     with pytest.raises(TypeError):
-        write_json_atomic(path, {"mean_iou": object()})  # fails half-way through json.dump
+        write_json_atomic(path, {"mean_iou": object()})  # not serialisable
     assert json.loads(open(path).read()) == {"mean_iou": 0.5}
-    assert os.listdir(tmp_path) == ["metrics.json"]
+
+    def crash(fd):  # the new text is in the temporary file, not yet renamed
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(OSError, match="disk full"):
+        write_json_atomic(path, {"mean_iou": 0.75})
+    assert json.loads(open(path).read()) == {"mean_iou": 0.5}
+    assert os.listdir(tmp_path) == ["metrics.json"]  # the temporary file is removed
