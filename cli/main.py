@@ -18,8 +18,13 @@ from ssl_keras.cli.options import options_from
 PRETRAIN_HELP = {
     "data": "Image source: a folder of images, voc:PATH[:SPLIT], tfds:NAME[:SPLIT] or synthetic[:N].",
     "out": "Run directory (must be new or empty, unless --resume).",
+    "method": ("simclr (unlabeled images) or supervised (labelled images: a manifest.csv, or folder:PATH with "
+               "one sub-folder per class; the ImageNet stand-in)."),
     "backbone": "keras.applications backbone name (or 'tiny' for smoke tests).",
     "backbone_weights": "Initial backbone weights: 'imagenet' or a local weights file.",
+    "drop_connect_rate": "Stochastic-depth rate of the last block (Keras EfficientNet: 0.2; 0 turns it off).",
+    "zero_init_residual": "Start every residual block as the identity (BN gamma 0 at the end of each branch).",
+    "bn_momentum": "Momentum of the backbone's BatchNorm moving statistics (Keras: 0.99; SimCLR: 0.9).",
     "epochs": "Number of epochs (>= 1).",
     "batch_size": "Images per batch; each gives two views (>= 2).",
     "image_size": "Square side images are resized to (>= 32).",
@@ -30,8 +35,11 @@ PRETRAIN_HELP = {
     "optimizer": "auto (AdamW below batch 1024, else LARS), adamw, lars or lamb.",
     "learning_rate": "Peak learning rate (default: scaled with batch size per optimizer).",
     "weight_decay": "Weight decay (default per optimizer; never on biases or BatchNorm).",
-    "warmup_epochs": "Linear warm-up length in epochs, then cosine decay.",
+    "warmup_epochs": "Linear warm-up length in epochs, then cosine decay (default: a tenth of --epochs).",
     "jitter_strength": "Colour-jitter strength s of the SimCLR augmentation.",
+    "crop_area_min": "Smallest area fraction of the random resized crop (SimCLR: 0.08).",
+    "blur_sigma_max": "Largest Gaussian-blur sigma in pixels (default: SimCLR's 2.0 at 224 px, scaled to --image-size).",
+    "label_smoothing": "Label smoothing of --method supervised's cross-entropy.",
     "steps_per_epoch": "Steps per epoch (default: one pass over the data).",
     "seed": "Run seed; all other seeds are derived from it and saved in config.json.",
     "resume": "Continue the run in --out from its last checkpoint.",
@@ -135,7 +143,7 @@ def main():
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors_as_click
 def pretrain(config_file, quiet, **options):
-    """SimCLR pretraining of a backbone on unlabeled images.
+    """SimCLR pretraining of a backbone on unlabeled images (or --method supervised on labelled ones).
 
     Example: ssl-keras pretrain --data ../shared/data/unlabeled --out runs/p1 --epochs 1
     --image-size 96 --batch-size 64
@@ -149,10 +157,17 @@ def pretrain(config_file, quiet, **options):
 
 
 def _print_pretrain_result(result):
-    click.echo(
-        f"pretrain done: {result['epochs']} epoch(s), loss {result['loss']:.4f}, contrastive accuracy "
-        f"{result['contrastive_accuracy']:.3f}, {result['images_per_second']:.1f} images/s"
-    )
+    if result.get("method") == "supervised":
+        accuracy = (f"train accuracy {result['accuracy']:.3f}, validation accuracy {result['val_accuracy']:.3f} "
+                    f"({len(result['class_names'])} classes)")
+    else:
+        accuracy = (f"contrastive accuracy {result['contrastive_accuracy']:.3f} "
+                    f"(chance {result['chance_contrastive_accuracy']:.4f})")
+    click.echo(f"pretrain done: {result['epochs']} epoch(s), loss {result['loss']:.4f}, {accuracy}, "
+               f"{result['images_per_second']:.1f} images/s")
+    collapse = result.get("collapse") or {}
+    if collapse:
+        click.echo("  collapse monitor: " + ", ".join(f"{k} {v:.4g}" for k, v in collapse.items()))
     for name, path in result["outputs"].items():
         if path:
             click.echo(f"  {name}: {path}")

@@ -149,3 +149,75 @@ def make_backbone(name="EfficientNetB1", *, weights=None):
             raise ValueError(f"the tiny backbone has no pretrained weights. Received: weights={weights}")
         return tiny_backbone()
     return build_backbone(name, weights=weights)
+
+
+# keras.applications builds EfficientNet (v1 and v2) with stochastic depth rising linearly to 0.2.
+_KERAS_DROP_CONNECT_RATE = 0.2
+
+
+def _residual_blocks(model):
+    """Prefixes of the blocks of `model` that end in a residual add (`<prefix>add`)."""
+    return [layer.name[: -len("add")] for layer in model._flatten_layers(include_self=False)
+            if isinstance(layer, keras.layers.Add) and layer.name.endswith("add")]
+
+
+def configure_backbone(model, *, drop_connect_rate=None, zero_init_residual=False, bn_momentum=None):
+    """Adjusts a built backbone's stochastic depth, residual init and batch-norm momentum, in place.
+
+    Settings that decide whether a deep residual network trained from random init learns
+    under SimCLR at small batch (RESULTS.md, "Why EfficientNetB1 collapsed"):
+
+    - `drop_connect_rate`: the stochastic-depth rate of the last block. keras.applications
+      EfficientNets use 0.2, rising linearly from 0 in the first block; every block's rate is
+      rescaled so that the last one has this rate (0 turns stochastic depth off).
+    - `zero_init_residual`: sets the scale (gamma) of the batch norm that ends each residual
+      branch to 0, so every residual block starts as the identity (Goyal et al., 2017). Only
+      backbones whose residual branches end in `<block>project_bn` (EfficientNet v1/v2,
+      MobileNetV2/V3) are affected.
+    - `bn_momentum`: the momentum of every batch norm's moving statistics. Keras uses 0.99;
+      SimCLR uses 0.9. Training uses batch statistics either way, but inference (probes,
+      frozen transfer, export) uses the moving ones, and in a deep network trained from random
+      init they only become usable once the initial (0, 1) statistics have decayed through
+      every layer: hundreds of steps at 0.99, tens at 0.9.
+
+    Args:
+        model: a backbone from `build_backbone` (or any functional model).
+        drop_connect_rate: float in [0, 1) or None (leave as built). Defaults to None.
+        zero_init_residual: bool. Defaults to False.
+        bn_momentum: float in (0, 1) or None (leave as built). Defaults to None.
+
+    Returns:
+        A dict with the number of stochastic-depth layers rescaled, of branches zeroed and of
+        batch norms given the new momentum.
+
+    Example:
+
+    >>> backbone = build_backbone("EfficientNetB1")
+    >>> configure_backbone(backbone, drop_connect_rate=0.0, zero_init_residual=True)
+    {'stochastic_depth_layers': 16, 'zeroed_residual_branches': 16, 'batch_norms': 0}
+    """
+    if bn_momentum is not None and not 0.0 < bn_momentum < 1.0:
+        raise ValueError(f"`bn_momentum` must be in (0, 1). Received: bn_momentum={bn_momentum}")
+    if drop_connect_rate is not None and not 0.0 <= drop_connect_rate < 1.0:
+        raise ValueError(f"`drop_connect_rate` must be in [0, 1). Received: drop_connect_rate={drop_connect_rate}")
+    layers = {layer.name: layer for layer in model._flatten_layers(include_self=False)}
+    rescaled = 0
+    if drop_connect_rate is not None:
+        for layer in layers.values():
+            if isinstance(layer, keras.layers.Dropout) and layer.noise_shape is not None and layer.name.endswith("drop"):
+                layer.rate = layer.rate * drop_connect_rate / _KERAS_DROP_CONNECT_RATE
+                rescaled += 1
+    zeroed = 0
+    if zero_init_residual:
+        for prefix in _residual_blocks(model):
+            norm = layers.get(f"{prefix}project_bn")
+            if isinstance(norm, keras.layers.BatchNormalization) and norm.scale:
+                norm.gamma.assign(keras.ops.zeros_like(norm.gamma))
+                zeroed += 1
+    momenta = 0
+    if bn_momentum is not None:
+        for layer in layers.values():
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = float(bn_momentum)
+                momenta += 1
+    return {"stochastic_depth_layers": rescaled, "zeroed_residual_branches": zeroed, "batch_norms": momenta}

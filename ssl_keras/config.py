@@ -14,6 +14,12 @@ class ConfigError(ValueError):
     """An option or config-file value is out of range or unknown."""
 
 
+PRETRAIN_METHODS = ("simclr", "supervised")
+SIMCLR_IMAGE_SIZE = 224
+SIMCLR_BLUR_SIGMA = (0.1, 2.0)
+"""SimCLR's Gaussian-blur sigma range, in pixels of a 224-pixel image (Chen et al., 2020, B.9)."""
+
+
 @dataclasses.dataclass
 class PretrainConfig:
     """Options of `ssl-keras pretrain` (SimCLR pretraining).
@@ -24,8 +30,12 @@ class PretrainConfig:
 
     data: str = "synthetic"
     out: str = "runs/pretrain"
+    method: str = "simclr"
     backbone: str = "EfficientNetB1"
     backbone_weights: Optional[str] = None
+    drop_connect_rate: Optional[float] = None
+    zero_init_residual: bool = False
+    bn_momentum: Optional[float] = None
     epochs: int = 100
     batch_size: int = 256
     image_size: int = 224
@@ -36,8 +46,11 @@ class PretrainConfig:
     optimizer: str = "auto"
     learning_rate: Optional[float] = None
     weight_decay: Optional[float] = None
-    warmup_epochs: float = 10.0
+    warmup_epochs: Optional[float] = None
     jitter_strength: float = 1.0
+    crop_area_min: float = 0.08
+    blur_sigma_max: Optional[float] = None
+    label_smoothing: float = 0.1
     steps_per_epoch: Optional[int] = None
     seed: int = 0
     resume: bool = False
@@ -47,7 +60,23 @@ class PretrainConfig:
     probe_every: int = 1
     probe_max_per_class: int = 50
 
+    def resolved_warmup_epochs(self):
+        """`warmup_epochs`, or a tenth of the run when not given (SimCLR: 10 of 100 epochs)."""
+        return self.warmup_epochs if self.warmup_epochs is not None else self.epochs / 10.0
+
+    def resolved_blur_sigma_range(self):
+        """The blur sigma range in pixels: SimCLR's (0.1, 2.0) at 224 px, scaled to `image_size`.
+
+        A sigma of 2 pixels removes most detail of a 64-pixel image but little of a 224-pixel
+        one; scaling keeps the blur's strength relative to the image, as the kernel size
+        (10% of the side) already is.
+        """
+        scale = self.image_size / SIMCLR_IMAGE_SIZE
+        high = self.blur_sigma_max if self.blur_sigma_max is not None else SIMCLR_BLUR_SIGMA[1] * scale
+        return (min(SIMCLR_BLUR_SIGMA[0] * scale, high), high)
+
     def validate(self):
+        _check(self.method in PRETRAIN_METHODS, "method", self.method, "one of " + ", ".join(PRETRAIN_METHODS))
         _check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
         _check(self.probe_every >= 1, "probe_every", self.probe_every, "an integer >= 1")
         _check(self.probe_max_per_class >= 1, "probe_max_per_class", self.probe_max_per_class, "an integer >= 1")
@@ -60,9 +89,18 @@ class PretrainConfig:
                "one of auto, adamw, lars, lamb")
         _check(self.learning_rate is None or self.learning_rate > 0, "learning_rate", self.learning_rate, "> 0")
         _check(self.weight_decay is None or self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
-        _check(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", self.warmup_epochs,
-               f"in [0, epochs={self.epochs}]")
+        _check(self.warmup_epochs is None or 0 <= self.warmup_epochs <= self.epochs, "warmup_epochs",
+               self.warmup_epochs, f"in [0, epochs={self.epochs}] (or left out: a tenth of the epochs)")
         _check(self.jitter_strength >= 0, "jitter_strength", self.jitter_strength, ">= 0")
+        _check(0 < self.crop_area_min <= 1, "crop_area_min", self.crop_area_min, "in (0, 1]")
+        _check(self.blur_sigma_max is None or self.blur_sigma_max > 0, "blur_sigma_max", self.blur_sigma_max, "> 0")
+        _check(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "in [0, 1)")
+        _check(self.drop_connect_rate is None or 0 <= self.drop_connect_rate < 1, "drop_connect_rate",
+               self.drop_connect_rate, "in [0, 1)")
+        _check(self.bn_momentum is None or 0 < self.bn_momentum < 1, "bn_momentum", self.bn_momentum, "in (0, 1)")
+        if self.zero_init_residual and self.backbone_weights:
+            raise ConfigError("--zero-init-residual would erase the residual branches of --backbone-weights "
+                              f"{self.backbone_weights}; use --no-zero-init-residual with pretrained weights")
         _check(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch",
                self.steps_per_epoch, "an integer >= 1")
         return self

@@ -1,10 +1,14 @@
-"""`run_pretrain`: a complete, resumable SimCLR pretraining run writing a run directory.
+"""`run_pretrain`: a complete, resumable pretraining run (SimCLR, or supervised) writing a run directory.
+
+`method="simclr"` trains on unlabeled images; `method="supervised"` trains the same backbone as
+a classifier on labelled ones (a manifest or class folders), the offline stand-in for ImageNet
+weights. Both write the same run directory, so `detect --backbone DIR` takes either.
 
 Run directory layout:
 
 ```
 DIR/config.json            every resolved option, the seeds and the environment
-DIR/result.json            final loss, contrastive accuracy, epochs, images/s, wall time, skips
+DIR/result.json            final loss, accuracy, collapse metrics, epochs, images/s, wall time, skips
 DIR/checkpoints/           epoch-NNNN.keras (+ state.json), used by --resume
 DIR/logs/                  TensorBoard: loss, contrastive_accuracy, learning_rate, view pairs
 DIR/encoder.keras          the backbone alone (keras.saving.load_model)
@@ -19,9 +23,11 @@ import time
 import keras
 import numpy as np
 
-from ssl_keras.backbone import make_backbone
+from ssl_keras.backbone import configure_backbone, make_backbone
 from ssl_keras.callbacks import ImageSummary, LearningRateLogger, Throughput, image_grid
+from ssl_keras.collapse import CollapseMonitor
 from ssl_keras.config import PretrainConfig, to_dict
+from ssl_keras.data.labelled_images import load_labelled_source
 from ssl_keras.data.sources import load_image_source, repaired_report, skipped_report
 from ssl_keras.export import ExportError, export_encoder
 from ssl_keras.optimizers import (WarmupCosineDecay, build_optimizer, default_learning_rate, default_weight_decay,
@@ -31,8 +37,17 @@ from ssl_keras.run_directory import (environment_info, prepare_run_directory, re
                                      resolved_jit_compile, save_model_atomic, write_json_atomic)
 from ssl_keras.simclr import SimCLR
 from ssl_keras.simclr_augmenter import SimCLRAugmenter
+from ssl_keras.supervised import SupervisedPretrainer, supervised_augmenter
 from ssl_keras.training import (NonFiniteLossError, TrainingInterrupted, checkpoint_state, fit_resumable,
                                 load_checkpoint)
+
+
+COLLAPSE_KEYS = ("projection_std", "projection_rank", "feature_std", "feature_rank")
+"""The collapse metrics copied from the last epoch's logs into result.json (`collapse`)."""
+
+
+MONITOR_IMAGES = 256
+"""The collapse monitor's fixed batch: the first batch of the data, up to this many images."""
 
 
 def resolve_seeds(seed):
@@ -40,13 +55,33 @@ def resolve_seeds(seed):
     return {"global": seed, "augmenter": seed + 1, "data_shuffle": seed + 2, "view_grid": seed + 3}
 
 
+def build_encoder(config):
+    """The backbone of a `PretrainConfig`, with its stochastic depth, residual init and BN momentum."""
+    encoder = make_backbone(config.backbone, weights=config.backbone_weights)
+    configure_backbone(encoder, drop_connect_rate=config.drop_connect_rate,
+                       zero_init_residual=config.zero_init_residual, bn_momentum=config.bn_momentum)
+    return encoder
+
+
+def simclr_augmenter(config, seed):
+    """The SimCLR augmenter of a `PretrainConfig` (blur sigma scaled to the image size)."""
+    return SimCLRAugmenter(jitter_strength=config.jitter_strength, crop_area_min=config.crop_area_min,
+                           blur_sigma_range=config.resolved_blur_sigma_range(), seed=seed)
+
+
 def build_simclr(config, *, seeds):
     """Builds the (uncompiled) SimCLR model described by a `PretrainConfig`."""
-    encoder = make_backbone(config.backbone, weights=config.backbone_weights)
     head = ProjectionHead(output_dim=config.projection_dim, hidden_dim=config.projection_hidden_dim,
                           num_layers=config.projection_layers)
-    augmenter = SimCLRAugmenter(jitter_strength=config.jitter_strength, seed=seeds["augmenter"])
-    return SimCLR(encoder, projection_head=head, augmenter=augmenter, temperature=config.temperature)
+    return SimCLR(build_encoder(config), projection_head=head, augmenter=simclr_augmenter(config, seeds["augmenter"]),
+                  temperature=config.temperature)
+
+
+def build_supervised(config, *, seeds, num_classes):
+    """Builds the (uncompiled) supervised pretrainer described by a `PretrainConfig`."""
+    return SupervisedPretrainer(build_encoder(config), num_classes=num_classes,
+                                augmenter=supervised_augmenter(seed=seeds["augmenter"]),
+                                label_smoothing=config.label_smoothing)
 
 
 def _view_pairs(images, augmenter_config, seed):
@@ -73,8 +108,43 @@ def _extend_schedule(model, total_steps, log):
         schedule.total_steps = int(total_steps)
 
 
+def _open_source(config, seeds, log):
+    """The training data of the run's method, with what the result records about them.
+
+    Returns:
+        `(stream, steps_per_epoch, sample_images, validation, info)`; `validation` is None for
+        SimCLR; `info` holds the counts and the class names.
+    """
+    if config.method == "supervised":
+        source = load_labelled_source(config.data, image_size=config.image_size, batch_size=config.batch_size,
+                                      seed=seeds["data_shuffle"])
+        stream, validation = source.stream, source.validation
+        sample = np.asarray(next(iter(validation.take(1)))[0])
+        info = {"class_names": list(source.class_names), "num_validation_images": source.num_validation}
+    else:
+        source = load_image_source(config.data, image_size=config.image_size, batch_size=config.batch_size,
+                                   seed=seeds["data_shuffle"])
+        validation = None
+        if source.stream is not None:
+            stream = source.stream
+        else:
+            # TFDS sources are shuffled by tf.data, whose order restarts with the process.
+            stream = lambda start_batch: source.dataset.repeat()  # noqa: E731
+        sample = np.asarray(next(iter(source.dataset.take(1))))
+        info = {}
+    for report in (skipped_report(source.skipped_files), repaired_report(source.repaired_files)):
+        if report:
+            log(report)
+    info.update({"num_images": source.num_images, "data": source.description, "skipped": source.skipped,
+                 "skipped_files": [f"{path}: {reason}" for path, reason in source.skipped_files],
+                 "repaired": source.repaired,
+                 "repaired_files": [f"{path}: {reason}" for path, reason in source.repaired_files],
+                 "resumable_order": getattr(source, "stream", None) is not None})
+    return stream, config.steps_per_epoch or source.steps_per_epoch, sample, validation, info
+
+
 def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
-    """Runs (or resumes) SimCLR pretraining and writes the run directory.
+    """Runs (or resumes) pretraining (SimCLR or supervised) and writes the run directory.
 
     Args:
         config: a validated `PretrainConfig`.
@@ -92,34 +162,29 @@ def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
     optimizer_name = resolve_optimizer_name(config.optimizer, config.batch_size)
     learning_rate = config.learning_rate or default_learning_rate(optimizer_name, config.batch_size)
     weight_decay = config.weight_decay if config.weight_decay is not None else default_weight_decay(optimizer_name)
+    warmup_epochs = config.resolved_warmup_epochs()
 
     keras.utils.set_random_seed(seeds["global"])
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
 
-    source = load_image_source(config.data, image_size=config.image_size, batch_size=config.batch_size,
-                               seed=seeds["data_shuffle"])
-    for report in (skipped_report(source.skipped_files), repaired_report(source.repaired_files)):
-        if report:
-            log(report)
-    steps_per_epoch = config.steps_per_epoch or source.steps_per_epoch
-    if source.stream is not None:
-        stream = source.stream
-    else:
-        # TFDS sources are shuffled by tf.data, whose order restarts with the process.
-        stream = lambda start_batch: source.dataset.repeat()  # noqa: E731
+    stream, steps_per_epoch, first_batch, validation, data_info = _open_source(config, seeds, log)
+    sample = first_batch[:8]
 
     jit_compile = resolved_jit_compile()
     record = {
         "command": "pretrain",
         "options": to_dict(config),
         "seeds": seeds,
-        "resolved": {"optimizer": optimizer_name, "learning_rate": learning_rate,
-                     "weight_decay": weight_decay, "steps_per_epoch": steps_per_epoch,
-                     "num_images": source.num_images, "data": source.description,
-                     "jit_compile": jit_compile},
+        "resolved": {"method": config.method, "optimizer": optimizer_name, "learning_rate": learning_rate,
+                     "weight_decay": weight_decay, "warmup_epochs": warmup_epochs,
+                     "blur_sigma_range": list(config.resolved_blur_sigma_range()),
+                     "steps_per_epoch": steps_per_epoch, "num_images": data_info["num_images"],
+                     "data": data_info["data"], "jit_compile": jit_compile},
         "environment": environment_info(),
     }
+    if config.method == "supervised":
+        record["resolved"]["class_names"] = data_info["class_names"]
     write_json_atomic(config_path, record)
 
     checkpoints = os.path.join(out, "checkpoints")
@@ -128,15 +193,18 @@ def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
     if state:
         log(f"resuming from {state['path']} (epoch {state['epoch']}"
             + (f", step {state['step']}" if state["step"] else "") + f" of {config.epochs} epochs)")
-        if source.stream is None:
+        if not data_info["resumable_order"]:
             log("note: this source's shuffle order is not restored on resume, so the result will differ "
                 "slightly from an uninterrupted run")
         model = load_checkpoint(state)
         _extend_schedule(model, config.epochs * steps_per_epoch, log)
     else:
-        model = build_simclr(config, seeds=seeds)
+        if config.method == "supervised":
+            model = build_supervised(config, seeds=seeds, num_classes=len(data_info["class_names"]))
+        else:
+            model = build_simclr(config, seeds=seeds)
         total_steps = config.epochs * steps_per_epoch
-        warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
+        warmup_steps = int(round(warmup_epochs * steps_per_epoch))
         model.compile(
             optimizer=build_optimizer(optimizer_name, learning_rate=learning_rate, total_steps=total_steps,
                                       warmup_steps=min(warmup_steps, total_steps), weight_decay=weight_decay),
@@ -144,17 +212,18 @@ def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
         )
         model.build((None, config.image_size, config.image_size, 3))
 
-    sample = next(iter(source.dataset.take(1)))
-    sample = np.asarray(sample)[:8]
     logs_dir = os.path.join(out, "logs")
     throughput = Throughput(config.batch_size)
     callbacks = [
         throughput,
         LearningRateLogger(),
+        # Before TensorBoard, so feature_std/feature_rank reach its epoch logs.
+        CollapseMonitor(first_batch[:MONITOR_IMAGES], log=log),
         keras.callbacks.TensorBoard(logs_dir, update_freq="epoch", write_graph=False),
-        ImageSummary(logs_dir, "augmented_view_pairs",
-                     _view_pairs(sample, model.augmenter.get_config(), seeds["view_grid"])),
     ]
+    if config.method == "simclr":
+        callbacks.append(ImageSummary(logs_dir, "augmented_view_pairs",
+                                      _view_pairs(sample, model.augmenter.get_config(), seeds["view_grid"])))
     if config.probe_data:
         from ssl_keras.probe import ProbeMonitor, probe_data
 
@@ -162,9 +231,11 @@ def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
                                   max_per_class=config.probe_max_per_class, seed=seeds["global"])
         # Before TensorBoard, so probe_top1/probe_top3 reach its epoch logs.
         callbacks.insert(2, ProbeMonitor(monitor_data, every=config.probe_every, method="knn"))
+    fit_kwargs = {"validation_data": validation} if validation is not None else {}
     try:
         history = fit_resumable(model, stream, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-                                checkpoints=checkpoints, start=start, callbacks=callbacks, verbose=verbose)
+                                checkpoints=checkpoints, start=start, callbacks=callbacks, verbose=verbose,
+                                **fit_kwargs)
     except TrainingInterrupted as error:
         raise TrainingInterrupted(f"{error}; resume with: ssl-keras pretrain --out {out} --resume",
                                   checkpoint=error.checkpoint, epoch=error.epoch, step=error.step) from None
@@ -185,20 +256,24 @@ def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
     final = checkpoint_state(checkpoints)
     state = final["logs"]
     result = {
+        "method": config.method,
         "epochs": final["epoch"],
         "loss": state.get("loss"),
-        "contrastive_accuracy": state.get("contrastive_accuracy"),
         "history": history,
-        "num_images": source.num_images,
-        "skipped": source.skipped,
-        "skipped_files": [f"{path}: {reason}" for path, reason in source.skipped_files],
-        "repaired": source.repaired,
-        "repaired_files": [f"{path}: {reason}" for path, reason in source.repaired_files],
+        "collapse": {key: state.get(key) for key in COLLAPSE_KEYS if key in state},
+        **{key: data_info[key] for key in ("num_images", "skipped", "skipped_files", "repaired", "repaired_files")},
         "wall_seconds": time.perf_counter() - started,
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         **throughput.summary(),
         "outputs": {"encoder": encoder_path, "savedmodel": exported, "logs": logs_dir,
                     "checkpoints": checkpoints},
     }
+    if config.method == "supervised":
+        result.update({"accuracy": state.get("accuracy"), "val_loss": state.get("val_loss"),
+                       "val_accuracy": state.get("val_accuracy"), "class_names": data_info["class_names"],
+                       "num_validation_images": data_info["num_validation_images"]})
+    else:
+        result["contrastive_accuracy"] = state.get("contrastive_accuracy")
+        result["chance_contrastive_accuracy"] = 1.0 / (2 * config.batch_size - 1)
     write_json_atomic(os.path.join(out, "result.json"), result)
     return result

@@ -25,10 +25,7 @@ DIR/probe.json    top1, top3 (of the first method) and per-method results, count
 ```
 """
 
-import collections
-import csv
 import dataclasses
-import hashlib
 import os
 import time
 import types
@@ -38,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from ssl_keras.data import image_folder
+from ssl_keras.data.labelled_images import cap_per_class, read_class_folders, read_manifest
 from ssl_keras.data import sources
 from ssl_keras.data import synthetic
 from ssl_keras.data.sources import SourceError
@@ -45,11 +43,6 @@ from ssl_keras.run_directory import environment_info, prepare_run_directory, wri
 
 METHODS = ("linear", "knn", "both")
 SPEC_FORMS = "voc:PATH, manifest:CSV (or a folder holding manifest.csv), folder:PATH (one sub-folder per class) or synthetic[:N]"
-MANIFEST_COLUMNS = ("file", "wnid", "imagenette_split")
-MANIFEST_SPLITS = {"train": "train", "val": "test"}
-"""Manifest split value -> probe split."""
-
-FOLDER_TEST_FRACTION = 0.2
 SYNTHETIC_TRAIN_FRACTION = 0.7
 
 
@@ -253,106 +246,6 @@ class ProbeData:
         return int(len(self.test_labels))
 
 
-def _hash_key(seed, text):
-    return hashlib.sha1(f"{seed}:{text}".encode("utf-8")).hexdigest()
-
-
-def _cap_per_class(items, max_per_class, seed):
-    """Keeps at most `max_per_class` `(path, label)` items per class, chosen by a seeded hash;
-    the kept items keep their original order."""
-    if max_per_class is None:
-        return list(items)
-    if int(max_per_class) < 1:
-        raise ValueError(f"`max_per_class` must be >= 1. Received: max_per_class={max_per_class}")
-    by_class = collections.defaultdict(list)
-    for position, (path, label) in enumerate(items):
-        by_class[label].append((_hash_key(seed, os.path.basename(path)), position))
-    keep = sorted(position for entries in by_class.values() for _, position in sorted(entries)[:int(max_per_class)])
-    return [items[position] for position in keep]
-
-
-def read_manifest(path, *, max_per_class=None, seed=0):
-    """Reads a labelled image manifest (the shared Imagenette sample's `manifest.csv`).
-
-    Args:
-        path: a CSV file, or a folder holding `manifest.csv`. Columns `file` (relative to the
-            CSV's folder), `wnid` (the class) and `imagenette_split` (`train` or `val`) are
-            needed; others are ignored.
-        max_per_class: int or None, the most images kept per class and split, picked by a
-            seeded SHA-1 of the file name (the same arguments always keep the same files).
-            Defaults to None (all).
-        seed: int, the subsampling seed. Defaults to 0.
-
-    Returns:
-        A dict: `"class_names"` (sorted wnids), `"train"` and `"test"` (lists of
-        `(path, label)` in manifest order; `val` rows form the test split).
-    """
-    path = os.fspath(path)
-    csv_path = os.path.join(path, "manifest.csv") if os.path.isdir(path) else path
-    if not os.path.isfile(csv_path):
-        raise SourceError(f"manifest {csv_path} does not exist; give a manifest CSV or a folder holding manifest.csv")
-    root = os.path.dirname(os.path.abspath(csv_path))
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise SourceError(f"manifest {csv_path}: missing column(s) {', '.join(missing)}; it needs "
-                              f"{', '.join(MANIFEST_COLUMNS)}. Received columns: {reader.fieldnames}")
-        rows = list(reader)
-    if not rows:
-        raise SourceError(f"manifest {csv_path} has no rows")
-    class_names = tuple(sorted({row["wnid"] for row in rows}))
-    index = {name: i for i, name in enumerate(class_names)}
-    splits = {"train": [], "test": []}
-    for number, row in enumerate(rows, start=2):
-        split = MANIFEST_SPLITS.get(row["imagenette_split"].strip())
-        if split is None:
-            raise SourceError(f"manifest {csv_path} line {number}: imagenette_split must be one of "
-                              f"{', '.join(MANIFEST_SPLITS)}. Received: {row['imagenette_split']!r}")
-        splits[split].append((os.path.join(root, row["file"]), index[row["wnid"]]))
-    for split, items in splits.items():
-        if not items:
-            raise SourceError(f"manifest {csv_path} has no rows for the {split} split "
-                              f"(imagenette_split {'train' if split == 'train' else 'val'})")
-    return {"class_names": class_names, "train": _cap_per_class(splits["train"], max_per_class, seed),
-            "test": _cap_per_class(splits["test"], max_per_class, seed), "source": csv_path}
-
-
-def read_class_folders(path, *, max_per_class=None, seed=0, test_fraction=FOLDER_TEST_FRACTION):
-    """Lists a folder with one sub-folder of images per class and splits it per class.
-
-    Within each class, files are ordered by the SHA-1 of their path relative to `path`; the
-    first `round(test_fraction * n)` (at least 1 when a class has 2 or more images) form the
-    test split. `max_per_class` then caps each split as in `read_manifest`.
-
-    Returns:
-        A dict like `read_manifest`'s.
-    """
-    path = os.fspath(path)
-    if not os.path.isdir(path):
-        raise SourceError(f"image folder {path} does not exist; give a folder with one sub-folder per class")
-    class_names, files = [], {}
-    for name in sorted(os.listdir(path)):
-        folder = os.path.join(path, name)
-        if name.startswith(".") or not os.path.isdir(folder):
-            continue
-        found = image_folder.list_image_files(folder)
-        if found:
-            class_names.append(name)
-            files[name] = found
-    if len(class_names) < 2:
-        raise SourceError(f"image folder {path} needs one sub-folder of images per class (at least 2 classes); "
-                          f"found {len(class_names)}. Use {SPEC_FORMS}")
-    splits = {"train": [], "test": []}
-    for label, name in enumerate(class_names):
-        ordered = sorted(files[name], key=lambda p: hashlib.sha1(os.path.relpath(p, path).encode("utf-8")).hexdigest())
-        num_test = max(1, int(np.floor(test_fraction * len(ordered) + 0.5))) if len(ordered) >= 2 else 0
-        splits["test"] += [(p, label) for p in sorted(ordered[:num_test])]
-        splits["train"] += [(p, label) for p in sorted(ordered[num_test:])]
-    return {"class_names": tuple(class_names), "train": _cap_per_class(splits["train"], max_per_class, seed),
-            "test": _cap_per_class(splits["test"], max_per_class, seed), "source": path}
-
-
 def _read_voc(path, *, max_per_class=None, seed=0):
     from ssl_keras.data import voc
     from ssl_keras.data.localization import NO_TARGET, select_target
@@ -368,7 +261,7 @@ def _read_voc(path, *, max_per_class=None, seed=0):
                 left_out[NO_TARGET] = left_out.get(NO_TARGET, 0) + 1
             else:
                 items.append((record["image_path"], target[1]))
-        splits[split] = _cap_per_class(items, max_per_class, seed)
+        splits[split] = cap_per_class(items, max_per_class, seed)
         skipped[split] = left_out
     return {"class_names": tuple(voc.VOC_CLASSES), "train": splits["train"], "test": splits["test"],
             "source": path, "skipped": skipped}
@@ -469,7 +362,7 @@ def _synthetic_probe_data(num_images, *, image_size, batch_size, max_per_class, 
     ids = [f"synthetic-{i:05d}" for i in range(num_images)]
     datasets, split_labels = {}, {}
     for split, rows in (("train", range(num_train)), ("test", range(num_train, num_images))):
-        kept = _cap_per_class([(ids[i], labels[i]) for i in rows], max_per_class, seed)
+        kept = cap_per_class([(ids[i], labels[i]) for i in rows], max_per_class, seed)
         index = np.asarray([int(name.split("-")[1]) for name, _ in kept])
         dataset = tf.data.Dataset.from_tensor_slices((arrays["image"][index], labels[index]))
         dataset = dataset.map(lambda image, y: (tf.cast(image, tf.float32), y))

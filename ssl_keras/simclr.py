@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from ssl_keras.collapse import effective_rank, normalized_std
 from ssl_keras.ntxent_loss import NTXentLoss, nt_xent_logits
 from ssl_keras.optimizers import AdamW
 from ssl_keras.projection_head import ProjectionHead
@@ -56,6 +57,9 @@ class SimCLR(keras.Model):
         self.temperature = float(temperature)
         self.contrastive_loss = NTXentLoss(temperature=self.temperature)
         self.contrastive_accuracy = keras.metrics.Mean(name="contrastive_accuracy")
+        # Collapse monitor (ssl_keras/collapse.py): ~1/sqrt(D) and high when healthy, 0 and 1 when collapsed.
+        self.projection_std = keras.metrics.Mean(name="projection_std")
+        self.projection_rank = keras.metrics.Mean(name="projection_rank")
 
     def build(self, input_shape):
         # Sub-layers restored by `load_model` arrive already built.
@@ -117,6 +121,9 @@ class SimCLR(keras.Model):
         logits, labels = nt_xent_logits(z1, z2, self.temperature)
         hits = ops.cast(ops.equal(ops.cast(ops.argmax(logits, axis=-1), "int32"), labels), "float32")
         self.contrastive_accuracy.update_state(hits)
+        projections = ops.stop_gradient(y_pred)
+        self.projection_std.update_state(normalized_std(projections))
+        self.projection_rank.update_state(effective_rank(projections))
         return self.get_metrics_result()
 
     def get_config(self):

@@ -212,7 +212,7 @@ def _count_phrase(counts):
     return ", ".join(f"{count} {reason}" for reason, count in counts.items())
 
 
-def _check_batch_size(num_images, batch_size, what):
+def check_batch_size(num_images, batch_size, what):
     if batch_size <= 0:
         raise SourceError(f"batch_size must be > 0. Received: batch_size={batch_size}")
     if num_images < batch_size:
@@ -243,7 +243,7 @@ def _files_source(paths, spec, *, image_size, batch_size, seed, shuffle, descrip
             f"({_count_phrase(skipped)}: {examples}{more}); replace or re-export the files, "
             "or point to another folder"
         )
-    _check_batch_size(len(good_paths), batch_size, f"source {spec!r}")
+    check_batch_size(len(good_paths), batch_size, f"source {spec!r}")
     dataset = image_folder.image_dataset(
         good_paths, image_size=image_size, batch_size=batch_size, shuffle=shuffle, seed=seed
     )
@@ -395,7 +395,7 @@ def _tfds_source(parsed, *, image_size, batch_size, seed, shuffle):
             f"({type(error).__name__}: {first_line}); check the split name, or use voc:PATH "
             "or a local image folder"
         ) from error
-    _check_batch_size(num_images, batch_size, f"source {spec!r}")
+    check_batch_size(num_images, batch_size, f"source {spec!r}")
 
     def to_image(example):
         image = example["image"]
@@ -428,7 +428,7 @@ def _tfds_source(parsed, *, image_size, batch_size, seed, shuffle):
 
 def _synthetic_source(parsed, *, image_size, batch_size, seed, shuffle):
     num_images = parsed.num_images
-    _check_batch_size(num_images, batch_size, f"source {parsed.spec!r}")
+    check_batch_size(num_images, batch_size, f"source {parsed.spec!r}")
     images = tf.constant(
         synthetic.make_synthetic_arrays(num_images=num_images, image_size=image_size, seed=seed or 0)["image"]
     )
