@@ -1,0 +1,67 @@
+import keras
+import numpy as np
+import pytest
+
+from ssl_keras.backbone import build_backbone, configure_backbone
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).uniform(0, 255, (4, 64, 64, 3)).astype("float32")
+
+
+def drop_rates(model):
+    return [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout) and layer.name.endswith("drop")]
+
+
+def test_drop_connect_rate_rescales_every_block_and_survives_saving(tmp_path):
+    model = build_backbone("EfficientNetB0")
+    before = drop_rates(model)
+    assert max(before) == pytest.approx(0.2 * (len(before) + 6) / 16, abs=0.03)  # Keras: linear to 0.2
+    counts = configure_backbone(model, drop_connect_rate=0.1)
+    after = drop_rates(model)
+    assert counts["stochastic_depth_layers"] == len(before) > 0
+    np.testing.assert_allclose(after, [r / 2 for r in before], rtol=1e-6)
+    model.save(tmp_path / "m.keras")
+    np.testing.assert_allclose(drop_rates(keras.saving.load_model(tmp_path / "m.keras")), after, rtol=1e-6)
+
+
+def test_zero_init_residual_makes_every_residual_block_the_identity(images):
+    model = build_backbone("EfficientNetB0")
+    counts = configure_backbone(model, zero_init_residual=True)
+    adds = [layer for layer in model.layers if isinstance(layer, keras.layers.Add)]
+    assert counts["zeroed_residual_branches"] == len(adds) > 0
+    # keras.applications adds [branch, skip].
+    probe = keras.Model(model.input, [[a.input[0], a.input[1], a.output] for a in adds])
+    for branch, skip, total in probe(images, training=False):
+        np.testing.assert_allclose(np.asarray(branch), 0.0, atol=1e-7)
+        np.testing.assert_allclose(np.asarray(total), np.asarray(skip), atol=1e-6)
+    # The first block of each stage has no skip connection and keeps its scale.
+    assert float(np.abs(model.get_layer("block2a_project_bn").gamma.numpy()).min()) == 1.0
+
+
+def test_bn_momentum_is_set_everywhere_and_moves_the_statistics_faster(images):
+    keras.utils.set_random_seed(0)
+    fast = build_backbone("EfficientNetB0")
+    keras.utils.set_random_seed(0)
+    slow = build_backbone("EfficientNetB0")
+    counts = configure_backbone(fast, bn_momentum=0.9, drop_connect_rate=0.0)
+    configure_backbone(slow, drop_connect_rate=0.0)  # the same forward pass in both
+    norms = [layer for layer in fast.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert counts["batch_norms"] == len(norms) and {n.momentum for n in norms} == {0.9}
+    fast(images, training=True)
+    slow(images, training=True)
+    # Training uses batch statistics, so both saw the same ones; one update at 0.9 moves the
+    # moving variance 10 times as far from its initial 1 as one at Keras's 0.99.
+    for name in ("stem_bn", "block4a_bn", "top_bn"):
+        moved_fast = np.abs(fast.get_layer(name).moving_variance.numpy() - 1)
+        moved_slow = np.abs(slow.get_layer(name).moving_variance.numpy() - 1)
+        np.testing.assert_allclose(moved_fast, 10 * moved_slow, rtol=1e-3, atol=1e-5)
+
+
+def test_bad_settings_are_refused():
+    model = build_backbone("EfficientNetB0")
+    with pytest.raises(ValueError, match="drop_connect_rate"):
+        configure_backbone(model, drop_connect_rate=1.0)
+    with pytest.raises(ValueError, match="bn_momentum"):
+        configure_backbone(model, bn_momentum=1.0)
