@@ -35,7 +35,7 @@ BASE = {
     "backbone": "EfficientNetB1", "image_size": 64, "temperature": 0.1, "drop_connect_rate": None,
     "zero_init_residual": False, "optimizer": "adamw", "learning_rate": 1e-3, "weight_decay": 0.05,
     "warmup_steps": 20, "blur_sigma_range": (0.1, 2.0), "crop_area_min": 0.08, "projection_hidden_dim": None,
-    "projection_layers": 2, "projection_dim": 128,
+    "projection_layers": 2, "projection_dim": 128, "bn_momentum": None,
 }
 
 VARIANTS = {
@@ -54,6 +54,12 @@ VARIANTS = {
     "zir+tau0.2": {"zero_init_residual": True, "temperature": 0.2},
     "nosd+tau0.2": {"drop_connect_rate": 0.0, "temperature": 0.2},
     "nosd+tau0.2+small-blur": {"drop_connect_rate": 0.0, "temperature": 0.2, "blur_sigma_range": (0.1, 0.6)},
+    "crop0.25": {"crop_area_min": 0.25},
+    "no-squeeze-excite": {"backbone": "EfficientNetB1-noSE"},
+    "vgg8": {"backbone": "vgg8"},
+    "bn0.9": {"bn_momentum": 0.9},
+    "combined": {"zero_init_residual": True, "drop_connect_rate": 0.0, "blur_sigma_range": (0.03, 0.57),
+                 "crop_area_min": 0.25, "temperature": 0.2, "bn_momentum": 0.9},
 }
 
 
@@ -70,6 +76,31 @@ def parse_variant(name):
             settings.update(VARIANTS[name])
             break
     return settings
+
+
+def _no_squeeze_excite_b1():
+    """EfficientNetB1 with every squeeze-excite block removed (a diagnosis only: not the paper's backbone)."""
+    import copy
+
+    from keras.src.applications import efficientnet
+
+    blocks = copy.deepcopy(efficientnet.DEFAULT_BLOCKS_ARGS)
+    for block in blocks:
+        block["se_ratio"] = 0.0
+    return efficientnet.EfficientNet(1.0, 1.1, 240, 0.2, blocks_args=blocks, name="efficientnetb1_nose",
+                                     include_top=False, weights=None, input_shape=(None, None, 3), pooling="avg")
+
+
+def _vgg8():
+    """A plain 8-conv VGG-style CNN (BN + ReLU), the reference that learns (issue 10)."""
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Rescaling(1.0 / 255.0)(inputs)
+    for i, channels in enumerate((32, 32, 64, 64, 128, 128, 256, 256)):
+        x = keras.layers.Conv2D(channels, 3, padding="same", use_bias=False)(x)
+        x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+        if i in (1, 3, 5):
+            x = keras.layers.MaxPooling2D()(x)
+    return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x), name="vgg8")
 
 
 class Curve(keras.callbacks.Callback):
@@ -89,9 +120,11 @@ def run_variant(name, args):
     keras.utils.set_random_seed(args.seed)
     size = settings["image_size"]
     source = load_image_source(args.data, image_size=size, batch_size=args.batch_size, seed=args.seed)
-    encoder = make_backbone(settings["backbone"])
+    special = {"EfficientNetB1-noSE": _no_squeeze_excite_b1, "vgg8": _vgg8}
+    encoder = special[settings["backbone"]]() if settings["backbone"] in special else make_backbone(settings["backbone"])
     configured = configure_backbone(encoder, drop_connect_rate=settings["drop_connect_rate"],
-                                    zero_init_residual=settings["zero_init_residual"])
+                                    zero_init_residual=settings["zero_init_residual"],
+                                    bn_momentum=settings["bn_momentum"])
     head = ProjectionHead(output_dim=settings["projection_dim"], hidden_dim=settings["projection_hidden_dim"],
                           num_layers=settings["projection_layers"])
     augmenter = SimCLRAugmenter(blur_sigma_range=tuple(settings["blur_sigma_range"]),
@@ -122,7 +155,7 @@ def table(records):
         seconds = last["seconds"] / last["step"]
         rows.append(f"| {r['variant']} | {last['step']} | {last['loss']:.3f} | {last['contrastive_accuracy']:.3f} | "
                     f"{last['projection_std'] * math.sqrt(d):.2f} | {last['projection_rank']:.1f} | "
-                    f"{last['feature_std'] * math.sqrt(1280):.2f} | {last['feature_rank']:.1f} | {seconds:.2f} |")
+                    f"{last['feature_std'] * math.sqrt(r.get('feature_dim', 1280)):.2f} | {last['feature_rank']:.1f} | {seconds:.2f} |")
     return "\n".join(rows)
 
 

@@ -323,13 +323,17 @@ def gradcam(model_dirs, images, out, target, layer_name):
 @click.option("--max-per-class", default=None, type=click.IntRange(min=1), help="Cap images per class (deterministic).")
 @click.option("--backbone-name", default="EfficientNetB1", show_default=True)
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--estimate-bn/--no-estimate-bn", "estimate_bn", default=None,
+              help="Estimate the backbone's BatchNorm statistics on the probe's train images first "
+                   "[default: only for scratch, whose (0, 1) statistics make every feature alike].")
 @user_errors_as_click
-def probe(backbone, data, out, method, image_size, batch_size, max_per_class, backbone_name, seed):
+def probe(backbone, data, out, method, image_size, batch_size, max_per_class, backbone_name, seed, estimate_bn):
     """Top-1/Top-3 of a linear (or kNN) classifier on frozen backbone features."""
     from ssl_keras.probe import run_probe
 
     result = run_probe(backbone, data, out, method=method, image_size=image_size, batch_size=batch_size,
-                       max_per_class=max_per_class, seed=seed, backbone_name=backbone_name, log=click.echo)
+                       max_per_class=max_per_class, seed=seed, backbone_name=backbone_name, estimate_bn=estimate_bn,
+                       log=click.echo)
     click.echo(f"probe ({result['method']}): top1 {result['top1']:.4f}, top3 {result['top3']:.4f} "
                f"on {result['num_test']} test images -> {os.path.join(out, 'probe.json')}")
 

@@ -221,3 +221,42 @@ def configure_backbone(model, *, drop_connect_rate=None, zero_init_residual=Fals
                 layer.momentum = float(bn_momentum)
                 momenta += 1
     return {"stochastic_depth_layers": rescaled, "zeroed_residual_branches": zeroed, "batch_norms": momenta}
+
+
+def estimate_batch_norm_statistics(model, batches):
+    """Sets every batch norm's moving statistics to their exact average over `batches`.
+
+    A randomly initialised network keeps moving statistics of (0, 1), so in inference mode
+    its activations shrink layer after layer and every image gets almost the same features
+    (a random-init EfficientNetB1: pairwise cosine 1.0000). Its features are only a fair
+    "random features" baseline once the statistics are those of the data. Training-mode
+    forward passes normalise with the batch statistics whatever the moving ones are, so
+    running each batch with momentum k / (k + 1) leaves the running average of all of them
+    ("precise BN", Wu & Johnson, 2021). Stochastic depth and dropout are off meanwhile; the
+    weights are not changed.
+
+    Args:
+        model: a Keras model (e.g. a backbone).
+        batches: an iterable of image batches (arrays or tensors), e.g. a few hundred images.
+
+    Returns:
+        int, the number of batches used.
+    """
+    layers = list(model._flatten_layers(include_self=False))
+    norms = [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
+    drops = [layer for layer in layers if isinstance(layer, keras.layers.Dropout)]
+    momenta, rates = [n.momentum for n in norms], [d.rate for d in drops]
+    count = 0
+    try:
+        for d in drops:
+            d.rate = 0.0
+        for count, images in enumerate(batches, start=1):
+            for n in norms:
+                n.momentum = (count - 1) / count
+            model(images, training=True)
+    finally:
+        for n, momentum in zip(norms, momenta):
+            n.momentum = momentum
+        for d, rate in zip(drops, rates):
+            d.rate = rate
+    return count

@@ -26,6 +26,10 @@ class PretrainConfig:
 
     Images are float [0, 255] throughout; `image_size` is the square side the data pipeline
     resizes to.
+
+    The defaults are the recipe measured to learn with EfficientNetB1 from random init on the
+    2-core CPU (RESULTS.md, "Why EfficientNetB1 collapsed"); where it departs from the SimCLR
+    paper (Chen et al., 2020), the paper's value is in the comment.
     """
 
     data: str = "synthetic"
@@ -33,13 +37,13 @@ class PretrainConfig:
     method: str = "simclr"
     backbone: str = "EfficientNetB1"
     backbone_weights: Optional[str] = None
-    drop_connect_rate: Optional[float] = None
-    zero_init_residual: bool = False
-    bn_momentum: Optional[float] = None
+    drop_connect_rate: Optional[float] = 0.0  # None: Keras's 0.2 (the paper's ResNet has none)
+    zero_init_residual: Optional[bool] = None  # None: on from random init; the paper: off
+    bn_momentum: Optional[float] = 0.9  # the paper's (SimCLR's BN decay); None: Keras's 0.99
     epochs: int = 100
     batch_size: int = 256
     image_size: int = 224
-    temperature: float = 0.1
+    temperature: float = 0.2  # paper: 0.1 at batch 4096, 0.5 on CIFAR
     projection_dim: int = 128
     projection_hidden_dim: Optional[int] = None
     projection_layers: int = 2
@@ -48,7 +52,7 @@ class PretrainConfig:
     weight_decay: Optional[float] = None
     warmup_epochs: Optional[float] = None
     jitter_strength: float = 1.0
-    crop_area_min: float = 0.08
+    crop_area_min: float = 0.25  # paper: 0.08
     blur_sigma_max: Optional[float] = None
     label_smoothing: float = 0.1
     steps_per_epoch: Optional[int] = None
@@ -59,6 +63,12 @@ class PretrainConfig:
     probe_data: Optional[str] = None
     probe_every: int = 1
     probe_max_per_class: int = 50
+
+    def resolved_zero_init_residual(self):
+        """`zero_init_residual`, or, when not given, on from random init and off with weights."""
+        if self.zero_init_residual is not None:
+            return bool(self.zero_init_residual)
+        return not self.backbone_weights
 
     def resolved_warmup_epochs(self):
         """`warmup_epochs`, or a tenth of the run when not given (SimCLR: 10 of 100 epochs)."""

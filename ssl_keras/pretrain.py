@@ -59,7 +59,7 @@ def build_encoder(config):
     """The backbone of a `PretrainConfig`, with its stochastic depth, residual init and BN momentum."""
     encoder = make_backbone(config.backbone, weights=config.backbone_weights)
     configure_backbone(encoder, drop_connect_rate=config.drop_connect_rate,
-                       zero_init_residual=config.zero_init_residual, bn_momentum=config.bn_momentum)
+                       zero_init_residual=config.resolved_zero_init_residual(), bn_momentum=config.bn_momentum)
     return encoder
 
 
@@ -178,6 +178,7 @@ def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
         "seeds": seeds,
         "resolved": {"method": config.method, "optimizer": optimizer_name, "learning_rate": learning_rate,
                      "weight_decay": weight_decay, "warmup_epochs": warmup_epochs,
+                     "zero_init_residual": config.resolved_zero_init_residual(),
                      "blur_sigma_range": list(config.resolved_blur_sigma_range()),
                      "steps_per_epoch": steps_per_epoch, "num_images": data_info["num_images"],
                      "data": data_info["data"], "jit_compile": jit_compile},

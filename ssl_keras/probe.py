@@ -44,6 +44,8 @@ from ssl_keras.run_directory import environment_info, prepare_run_directory, wri
 METHODS = ("linear", "knn", "both")
 SPEC_FORMS = "voc:PATH, manifest:CSV (or a folder holding manifest.csv), folder:PATH (one sub-folder per class) or synthetic[:N]"
 SYNTHETIC_TRAIN_FRACTION = 0.7
+BN_ESTIMATE_IMAGES = 512
+"""Train images used to estimate batch-norm statistics before probing (see `run_probe`)."""
 
 
 # Probes.
@@ -380,7 +382,7 @@ def _synthetic_probe_data(num_images, *, image_size, batch_size, max_per_class, 
 
 def run_probe(backbone_spec, data_spec, out, *, method="linear", image_size=96, batch_size=64, max_per_class=None,
               seed=0, backbone_name="EfficientNetB1", backbone_weights=None, epochs=100, k=20, temperature=0.07,
-              log=print):
+              estimate_bn=None, log=print):
     """Probes a backbone's frozen features on labelled images and writes a run directory.
 
     Args:
@@ -399,6 +401,12 @@ def run_probe(backbone_spec, data_spec, out, *, method="linear", image_size=96, 
         epochs: int, linear-probe epochs. Defaults to 100.
         k: int, kNN neighbours. Defaults to 20.
         temperature: float, kNN temperature. Defaults to 0.07.
+        estimate_bn: bool or None. True sets the backbone's batch-norm moving statistics to
+            those of the probe's train images (`estimate_batch_norm_statistics`, up to
+            `BN_ESTIMATE_IMAGES` of them, labels unused) before extracting features. None does it
+            for `"scratch"` only: with its initial (0, 1) statistics a random network maps every
+            image to nearly the same vector, a chance baseline rather than a random-features one.
+            Defaults to None.
         log: function of one str. Defaults to `print`.
 
     Returns:
@@ -421,10 +429,22 @@ def run_probe(backbone_spec, data_spec, out, *, method="linear", image_size=96, 
         config = types.SimpleNamespace(backbone=os.fspath(backbone_spec), backbone_name=backbone_name,
                                        backbone_weights=backbone_weights)
         backbone, description = resolve_backbone(config)
+    if estimate_bn is None:
+        estimate_bn = backbone_spec == "scratch"
+    bn_images = 0
+    if estimate_bn:
+        from ssl_keras.backbone import estimate_batch_norm_statistics
+
+        batches = data.train.take(max(1, BN_ESTIMATE_IMAGES // batch_size))
+        bn_images = sum(int(images.shape[0]) for images, _ in batches)
+        estimate_batch_norm_statistics(backbone, (images for images, _ in batches))
+        description += f"; batch-norm statistics estimated on {bn_images} train images"
+        log(f"batch-norm statistics estimated on {bn_images} train images")
     options = {"backbone": backbone_spec if isinstance(backbone_spec, str) else description, "data": data_spec,
                "out": out, "method": method, "image_size": image_size, "batch_size": batch_size,
                "max_per_class": max_per_class, "seed": seed, "backbone_name": backbone_name,
-               "backbone_weights": backbone_weights, "epochs": epochs, "k": k, "temperature": temperature}
+               "backbone_weights": backbone_weights, "epochs": epochs, "k": k, "temperature": temperature,
+               "estimate_bn": estimate_bn}
     write_json_atomic(os.path.join(out, "config.json"), {
         "command": "probe", "options": options, "seeds": {"global": seed, "data": seed},
         "resolved": {"backbone": description, "data": data.description, "class_names": list(data.class_names),
