@@ -139,7 +139,8 @@ def run_variant(name, args):
     model.fit(source.stream(0), epochs=args.steps // args.log_every, steps_per_epoch=args.log_every,
               callbacks=[CollapseMonitor(fixed, log=print), curve], verbose=0)
     record = {"variant": name, "settings": settings, "configured": configured, "batch_size": args.batch_size,
-              "chance": 1.0 / (2 * args.batch_size - 1), "seed": args.seed, "curve": curve.points}
+              "chance": 1.0 / (2 * args.batch_size - 1), "seed": args.seed, "feature_dim": int(encoder.output_shape[-1]),
+              "curve": curve.points}
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, f"{name}.json"), "w") as f:
         json.dump(record, f, indent=1)
@@ -148,7 +149,7 @@ def run_variant(name, args):
 
 def table(records):
     rows = ["| variant | steps | loss | contrastive top-1 | projection std x sqrt(D) | projection rank | "
-            "feature std x sqrt(D) | feature rank | s/step |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "feature std x sqrt(D) | feature rank | s/step (incl. start) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in records:
         last = r["curve"][-1]
         d = r["settings"]["projection_dim"]

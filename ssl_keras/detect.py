@@ -14,6 +14,7 @@ DIR/logs/              TensorBoard: losses, metrics, learning rate, predicted vs
 ```
 """
 
+import json
 import os
 import resource
 import time
@@ -79,7 +80,18 @@ def resolve_backbone(config):
         backbone = keras.saving.load_model(path)
     except Exception as error:  # keras raises several types for a bad archive
         raise BackboneWeightsError(f"--backbone {path}: cannot be loaded as a Keras model ({error})") from error
-    return backbone, f"SimCLR encoder {os.path.abspath(path)}"
+    return backbone, f"{_pretrain_method(path)} encoder {os.path.abspath(path)}"
+
+
+def _pretrain_method(encoder_path):
+    """`SimCLR` or `supervised`, from the config.json of the run that wrote `encoder_path`."""
+    config = os.path.join(os.path.dirname(os.path.abspath(encoder_path)), "config.json")
+    try:
+        with open(config, encoding="utf-8") as f:
+            method = json.load(f).get("options", {}).get("method", "simclr")
+    except (OSError, ValueError):
+        return "pretrained"
+    return {"simclr": "SimCLR", "supervised": "supervised"}.get(method, method)
 
 
 def _phase_optimizer(config, steps, finetune):

@@ -17,8 +17,10 @@ class SimCLR(keras.Model):
     `fit` takes a dataset of **unlabeled** image batches (float [N, H, W, 3] in [0, 255], no
     targets). Each step draws two augmented views of every image inside the model (so the
     augmentation runs on the accelerator), encodes both views in one pass, projects them and
-    minimises the NT-Xent loss. It logs `loss` and `contrastive_accuracy` (how often an
-    anchor's most similar other projection is its positive).
+    minimises the NT-Xent loss. It logs `loss`, `contrastive_accuracy` (how often an
+    anchor's most similar other projection is its positive; chance is 1 / (2N - 1)), and two
+    collapse metrics of the projections (`ssl_keras/collapse.py`): `projection_std`, about
+    1/sqrt(D) when healthy and 0 when collapsed, and `projection_rank`, their effective rank.
 
     Calling the model returns the projections of two augmented views, stacked as [2N, D]
     (view 1 first); augmentation is applied whatever `training` is, because the contrastive

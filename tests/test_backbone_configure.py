@@ -1,3 +1,5 @@
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -65,3 +67,48 @@ def test_bad_settings_are_refused():
         configure_backbone(model, drop_connect_rate=1.0)
     with pytest.raises(ValueError, match="bn_momentum"):
         configure_backbone(model, bn_momentum=1.0)
+
+
+def test_estimated_batch_norm_statistics_are_the_average_of_the_batch_statistics():
+    from ssl_keras.backbone import estimate_batch_norm_statistics, tiny_backbone
+
+    keras.utils.set_random_seed(0)
+    model = tiny_backbone(width=4)
+    batches = [np.random.default_rng(i).uniform(0, 255, (8, 16, 16, 3)).astype("float32") for i in range(3)]
+    conv = keras.Model(model.input, model.get_layer("conv0").output)
+    stats = [np.asarray(conv(b)) for b in batches]
+    means = np.mean([s.mean(axis=(0, 1, 2)) for s in stats], axis=0)
+    variances = np.mean([s.var(axis=(0, 1, 2)) for s in stats], axis=0)
+    weights = [w.copy() for w in model.get_weights()]
+    assert estimate_batch_norm_statistics(model, batches) == 3
+    bn = model.get_layer("bn0")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), means, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), variances, rtol=1e-3, atol=1e-5)
+    assert bn.momentum == 0.99  # restored
+    trainable_before = [w for w, v in zip(weights, model.weights) if v.trainable]
+    for before, variable in zip(trainable_before, model.trainable_weights):
+        np.testing.assert_array_equal(before, variable.numpy())
+
+
+def test_random_init_features_stop_being_all_alike_once_statistics_are_estimated(shared_data):
+    import tensorflow as tf
+
+    from ssl_keras.backbone import estimate_batch_norm_statistics
+    from ssl_keras.data.image_folder import read_image
+
+    names = sorted(n for n in os.listdir(shared_data / "unlabeled") if n.endswith(".jpg"))[:32]
+    images = np.stack([read_image(tf.constant(str(shared_data / "unlabeled" / n)), image_size=64).numpy()
+                       for n in names])
+
+    def mean_cosine(model):
+        f = np.asarray(model(images, training=False))
+        f = f / np.linalg.norm(f, axis=1, keepdims=True)
+        return float((f @ f.T)[np.triu_indices(len(f), 1)].mean())
+
+    keras.utils.set_random_seed(0)
+    model = build_backbone("EfficientNetB0")
+    rates = drop_rates(model)
+    assert mean_cosine(model) > 0.999  # (0, 1) statistics: every image gets the same features
+    estimate_batch_norm_statistics(model, [images[:16], images[16:]])
+    assert mean_cosine(model) < 0.9
+    assert drop_rates(model) == rates  # stochastic depth restored

@@ -55,7 +55,7 @@ def test_detect_writes_all_outputs(detect_run, ssl_run):
     assert metrics["loc_acc@0.7"] <= metrics["loc_acc@0.5"] and metrics["top1"] <= metrics["top3"]
     assert sum(c["num_images"] for c in metrics["per_class"].values()) == 297
     config = json.loads((out / "config.json").read_text())
-    assert config["resolved"]["backbone"].startswith("SimCLR encoder") and str(ssl_run) in config["resolved"]["backbone"]
+    assert config["resolved"]["backbone"].startswith("pretrained encoder") and str(ssl_run) in config["resolved"]["backbone"]
     assert config["resolved"]["head_epochs"] == 1 and config["resolved"]["finetune_epochs"] == 1
     train_ids = json.loads((out / "train_ids.json").read_text())["train_ids"]
     assert metrics["num_train_images"] == len(train_ids) and 190 <= len(train_ids) <= 240  # ~50% of 430

@@ -80,6 +80,8 @@ def test_supervised_pretraining_learns_and_writes_a_run_that_detect_accepts(labe
                      "--label-fraction", "0.25", "--quiet"])
     assert detect.exit_code == 0, detect.output
     assert json.loads((tmp_path / "detect" / "metrics.json").read_text())["num_test_images"] > 0
+    resolved = json.loads((tmp_path / "detect" / "config.json").read_text())["resolved"]["backbone"]
+    assert resolved.startswith("supervised encoder"), resolved
 
 
 def test_supervised_pretraining_needs_labels(photos, tmp_path):

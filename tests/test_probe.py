@@ -167,6 +167,9 @@ def test_run_probe_end_to_end_on_synthetic(tmp_path):
     assert saved["top1"] == report["top1"] == saved["results"]["linear"]["top1"]
     config = json.loads((out / "config.json").read_text())
     assert config["command"] == "probe" and config["options"]["image_size"] == 32
+    # scratch is the random-features baseline: its batch-norm statistics come from the data.
+    assert config["options"]["estimate_bn"] is True
+    assert config["resolved"]["backbone"].endswith("batch-norm statistics estimated on 67 train images")
     with pytest.raises(RunDirectoryError, match="not empty"):
         run_probe("scratch", "synthetic:96", out, backbone_name="tiny", image_size=32)
 
