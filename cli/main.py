@@ -323,9 +323,9 @@ def gradcam(model_dirs, images, out, target, layer_name):
 @click.option("--max-per-class", default=None, type=click.IntRange(min=1), help="Cap images per class (deterministic).")
 @click.option("--backbone-name", default="EfficientNetB1", show_default=True)
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--estimate-bn/--no-estimate-bn", "estimate_bn", default=None,
-              help="Estimate the backbone's BatchNorm statistics on the probe's train images first "
-                   "[default: only for scratch, whose (0, 1) statistics make every feature alike].")
+@click.option("--estimate-bn/--no-estimate-bn", "estimate_bn", default=False, show_default=True,
+              help="Estimate the backbone's BatchNorm statistics on 512 of the probe's train images first "
+                   "(labels unused), e.g. for a scratch backbone whose statistics are still (0, 1).")
 @user_errors_as_click
 def probe(backbone, data, out, method, image_size, batch_size, max_per_class, backbone_name, seed, estimate_bn):
     """Top-1/Top-3 of a linear (or kNN) classifier on frozen backbone features."""

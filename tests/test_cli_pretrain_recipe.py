@@ -146,3 +146,16 @@ def test_every_readme_pretrain_command_runs_as_written(shared_data, tmp_path):
                                     catch_exceptions=False)
         assert result.exit_code == 0, (command, result.output)
         assert "pretrain done" in result.output, (command, result.output)
+
+
+def test_supervised_pretraining_resumes_with_more_epochs(labelled_photos, tmp_path):
+    out = tmp_path / "supervised"
+    args = ["pretrain", "--method", "supervised", "--data", str(labelled_photos), "--out", str(out),
+            "--batch-size", "16", *TINY]
+    assert invoke([*args, "--epochs", "1"]).exit_code == 0
+    result = invoke(["pretrain", "--out", str(out), "--resume", "--epochs", "2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "resuming from" in result.output
+    record = json.loads((out / "result.json").read_text())
+    assert record["epochs"] == 2 and record["method"] == "supervised"
+    assert len(record["history"]["val_accuracy"]) == 1  # this call trained the second epoch only

@@ -167,11 +167,20 @@ def test_run_probe_end_to_end_on_synthetic(tmp_path):
     assert saved["top1"] == report["top1"] == saved["results"]["linear"]["top1"]
     config = json.loads((out / "config.json").read_text())
     assert config["command"] == "probe" and config["options"]["image_size"] == 32
-    # scratch is the random-features baseline: its batch-norm statistics come from the data.
-    assert config["options"]["estimate_bn"] is True
-    assert config["resolved"]["backbone"].endswith("batch-norm statistics estimated on 67 train images")
+    assert config["options"]["estimate_bn"] is False
+    assert "batch-norm statistics" not in config["resolved"]["backbone"]
     with pytest.raises(RunDirectoryError, match="not empty"):
         run_probe("scratch", "synthetic:96", out, backbone_name="tiny", image_size=32)
+
+
+def test_run_probe_can_estimate_batch_norm_statistics_first(tmp_path):
+    messages = []
+    run_probe("scratch", "synthetic:96", tmp_path / "probe", backbone_name="tiny", method="knn", image_size=32,
+              batch_size=32, estimate_bn=True, log=messages.append)
+    config = json.loads((tmp_path / "probe" / "config.json").read_text())
+    assert config["options"]["estimate_bn"] is True
+    assert config["resolved"]["backbone"].endswith("batch-norm statistics estimated on 67 train images")
+    assert "batch-norm statistics estimated on 67 train images" in messages
 
 
 def test_probe_monitor_logs_into_history():
