@@ -122,7 +122,7 @@ def run_variant(name, args):
     source = load_image_source(args.data, image_size=size, batch_size=args.batch_size, seed=args.seed)
     special = {"EfficientNetB1-noSE": _no_squeeze_excite_b1, "vgg8": _vgg8}
     encoder = special[settings["backbone"]]() if settings["backbone"] in special else make_backbone(settings["backbone"])
-    configured = configure_backbone(encoder, drop_connect_rate=settings["drop_connect_rate"],
+    encoder, configured = configure_backbone(encoder, drop_connect_rate=settings["drop_connect_rate"],
                                     zero_init_residual=settings["zero_init_residual"],
                                     bn_momentum=settings["bn_momentum"])
     head = ProjectionHead(output_dim=settings["projection_dim"], hidden_dim=settings["projection_hidden_dim"],

@@ -161,8 +161,16 @@ def _residual_blocks(model):
             if isinstance(layer, keras.layers.Add) and layer.name.endswith("add")]
 
 
+def _edit_layer_configs(config, edit):
+    """Calls `edit(class_name, layer_config)` on every layer config of a (nested) functional config."""
+    for layer in config.get("layers", []):
+        edit(layer["class_name"], layer["config"])
+        if "layers" in layer["config"]:
+            _edit_layer_configs(layer["config"], edit)
+
+
 def configure_backbone(model, *, drop_connect_rate=None, zero_init_residual=False, bn_momentum=None):
-    """Adjusts a built backbone's stochastic depth, residual init and batch-norm momentum, in place.
+    """A copy of a backbone with another stochastic depth, residual init and batch-norm momentum.
 
     Settings that decide whether a deep residual network trained from random init learns
     under SimCLR at small batch (RESULTS.md, "Why EfficientNetB1 collapsed"):
@@ -172,64 +180,75 @@ def configure_backbone(model, *, drop_connect_rate=None, zero_init_residual=Fals
       rescaled so that the last one has this rate (0 turns stochastic depth off).
     - `zero_init_residual`: sets the scale (gamma) of the batch norm that ends each residual
       branch to 0, so every residual block starts as the identity (Goyal et al., 2017). Only
-      backbones whose residual branches end in `<block>project_bn` (EfficientNet v1/v2,
-      MobileNetV2/V3) are affected.
+      backbones whose residual branches end in `<block>project_bn` or `<block>project_BN`
+      (EfficientNet v1/v2, MobileNetV2) are affected.
     - `bn_momentum`: the momentum of every batch norm's moving statistics. Keras uses 0.99;
       SimCLR uses 0.9. Training uses batch statistics either way, but inference (probes,
       frozen transfer, export) uses the moving ones, and in a deep network trained from random
       init they only become usable once the initial (0, 1) statistics have decayed through
       every layer: hundreds of steps at 0.99, tens at 0.9.
 
+    The copy is rebuilt from the edited config (weights copied), so it is exactly what
+    `keras.saving.load_model` gives back after saving it: a Dropout of rate 0, for one, has no
+    random-seed state, and a checkpoint of the copy resumes with the same seed states.
+
     Args:
-        model: a backbone from `build_backbone` (or any functional model).
+        model: a functional backbone from `build_backbone`.
         drop_connect_rate: float in [0, 1) or None (leave as built). Defaults to None.
         zero_init_residual: bool. Defaults to False.
         bn_momentum: float in (0, 1) or None (leave as built). Defaults to None.
 
     Returns:
-        A dict with the number of stochastic-depth layers rescaled, of branches zeroed and of
-        batch norms given the new momentum.
+        `(backbone, counts)`: the configured copy, and a dict with the number of
+        stochastic-depth layers rescaled, of residual branches zeroed and of batch norms given
+        the new momentum.
 
     Example:
 
-    >>> backbone = build_backbone("EfficientNetB1")
-    >>> configure_backbone(backbone, drop_connect_rate=0.0, zero_init_residual=True)
-    {'stochastic_depth_layers': 16, 'zeroed_residual_branches': 16, 'batch_norms': 0}
+    >>> backbone, counts = configure_backbone(build_backbone("EfficientNetB1"), drop_connect_rate=0.0,
+    ...                                       zero_init_residual=True, bn_momentum=0.9)
+    >>> counts
+    {'stochastic_depth_layers': 16, 'zeroed_residual_branches': 16, 'batch_norms': 69}
     """
     if bn_momentum is not None and not 0.0 < bn_momentum < 1.0:
         raise ValueError(f"`bn_momentum` must be in (0, 1). Received: bn_momentum={bn_momentum}")
     if drop_connect_rate is not None and not 0.0 <= drop_connect_rate < 1.0:
         raise ValueError(f"`drop_connect_rate` must be in [0, 1). Received: drop_connect_rate={drop_connect_rate}")
-    layers = {layer.name: layer for layer in model._flatten_layers(include_self=False)}
-    rescaled = 0
-    if drop_connect_rate is not None:
-        for layer in layers.values():
-            if isinstance(layer, keras.layers.Dropout) and layer.noise_shape is not None and layer.name.endswith("drop"):
-                layer.rate = layer.rate * drop_connect_rate / _KERAS_DROP_CONNECT_RATE
-                rescaled += 1
-    zeroed = 0
+    counts = {"stochastic_depth_layers": 0, "zeroed_residual_branches": 0, "batch_norms": 0}
+
+    def edit(class_name, config):
+        if (drop_connect_rate is not None and class_name == "Dropout" and config.get("noise_shape")
+                and config["name"].endswith("drop")):
+            config["rate"] = float(config["rate"]) * drop_connect_rate / _KERAS_DROP_CONNECT_RATE
+            counts["stochastic_depth_layers"] += 1
+        if bn_momentum is not None and class_name == "BatchNormalization":
+            config["momentum"] = float(bn_momentum)
+            counts["batch_norms"] += 1
+
+    if drop_connect_rate is not None or bn_momentum is not None:
+        config = model.get_config()
+        _edit_layer_configs(config, edit)
+        configured = model.__class__.from_config(config)
+        configured.set_weights(model.get_weights())
+        model = configured
     if zero_init_residual:
+        layers = {layer.name: layer for layer in model._flatten_layers(include_self=False)}
         for prefix in _residual_blocks(model):
-            norm = layers.get(f"{prefix}project_bn")
+            norm = layers.get(f"{prefix}project_bn") or layers.get(f"{prefix}project_BN")  # MobileNetV2: _BN
             if isinstance(norm, keras.layers.BatchNormalization) and norm.scale:
                 norm.gamma.assign(keras.ops.zeros_like(norm.gamma))
-                zeroed += 1
-    momenta = 0
-    if bn_momentum is not None:
-        for layer in layers.values():
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = float(bn_momentum)
-                momenta += 1
-    return {"stochastic_depth_layers": rescaled, "zeroed_residual_branches": zeroed, "batch_norms": momenta}
+                counts["zeroed_residual_branches"] += 1
+    return model, counts
 
 
 def estimate_batch_norm_statistics(model, batches):
     """Sets every batch norm's moving statistics to their exact average over `batches`.
 
-    A randomly initialised network keeps moving statistics of (0, 1), so in inference mode
-    its activations shrink layer after layer and every image gets almost the same features
-    (a random-init EfficientNetB1: pairwise cosine 1.0000). Its features are only a fair
-    "random features" baseline once the statistics are those of the data. Training-mode
+    Moving statistics that are neither the initial (0, 1) nor converged, e.g. after a few
+    hundred training steps at momentum 0.99, make a deep network's inference-mode features
+    useless: each moving mean has moved part of the way, and that common offset dwarfs the
+    signal, so every image gets the same direction (an EfficientNetB1 after one training-mode
+    step: pairwise cosine > 0.999). Training-mode
     forward passes normalise with the batch statistics whatever the moving ones are, so
     running each batch with momentum k / (k + 1) leaves the running average of all of them
     ("precise BN", Wu & Johnson, 2021). Stochastic depth and dropout are off meanwhile; the

@@ -58,8 +58,9 @@ def resolve_seeds(seed):
 def build_encoder(config):
     """The backbone of a `PretrainConfig`, with its stochastic depth, residual init and BN momentum."""
     encoder = make_backbone(config.backbone, weights=config.backbone_weights)
-    configure_backbone(encoder, drop_connect_rate=config.drop_connect_rate,
-                       zero_init_residual=config.resolved_zero_init_residual(), bn_momentum=config.bn_momentum)
+    encoder, _ = configure_backbone(encoder, drop_connect_rate=config.drop_connect_rate,
+                                    zero_init_residual=config.resolved_zero_init_residual(),
+                                    bn_momentum=config.bn_momentum)
     return encoder
 
 

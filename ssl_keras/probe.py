@@ -403,12 +403,12 @@ def run_probe(backbone_spec, data_spec, out, *, method="linear", image_size=96, 
         temperature: float, kNN temperature. Defaults to 0.07.
         estimate_bn: bool. True sets the backbone's batch-norm moving statistics to those of
             the probe's train images (`estimate_batch_norm_statistics`, up to
-            `BN_ESTIMATE_IMAGES` of them, labels unused) before extracting features. With its
-            initial (0, 1) statistics a random-init EfficientNetB1 maps every image to nearly the
-            same direction (pairwise cosine 1.0000), yet the probes still read the small
-            differences: on the Imagenette manifest at 64 px its kNN top-1 is 0.234 as built and
-            0.156 with estimated statistics (RESULTS.md 1.4). So the default leaves the backbone
-            as `detect` uses it, and this option gives the other baseline. Defaults to False.
+            `BN_ESTIMATE_IMAGES` of them, labels unused) before extracting features: for
+            statistics that are partly updated (a few hundred steps at momentum 0.99), whose
+            offsets make every inference-mode feature point the same way. A random-init
+            EfficientNetB1 as built probes *higher* without it (Imagenette at 64 px: kNN top-1
+            0.234 as built, 0.156 estimated; RESULTS.md 1.4), so the default leaves the backbone
+            as `detect` uses it. Defaults to False.
         log: function of one str. Defaults to `print`.
 
     Returns:

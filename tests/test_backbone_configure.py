@@ -20,7 +20,7 @@ def test_drop_connect_rate_rescales_every_block_and_survives_saving(tmp_path):
     model = build_backbone("EfficientNetB0")
     before = drop_rates(model)
     assert max(before) == pytest.approx(0.2 * (len(before) + 6) / 16, abs=0.03)  # Keras: linear to 0.2
-    counts = configure_backbone(model, drop_connect_rate=0.1)
+    model, counts = configure_backbone(model, drop_connect_rate=0.1)
     after = drop_rates(model)
     assert counts["stochastic_depth_layers"] == len(before) > 0
     np.testing.assert_allclose(after, [r / 2 for r in before], rtol=1e-6)
@@ -30,7 +30,7 @@ def test_drop_connect_rate_rescales_every_block_and_survives_saving(tmp_path):
 
 def test_zero_init_residual_makes_every_residual_block_the_identity(images):
     model = build_backbone("EfficientNetB0")
-    counts = configure_backbone(model, zero_init_residual=True)
+    model, counts = configure_backbone(model, zero_init_residual=True)
     adds = [layer for layer in model.layers if isinstance(layer, keras.layers.Add)]
     assert counts["zeroed_residual_branches"] == len(adds) > 0
     # keras.applications adds [branch, skip].
@@ -47,8 +47,8 @@ def test_bn_momentum_is_set_everywhere_and_moves_the_statistics_faster(images):
     fast = build_backbone("EfficientNetB0")
     keras.utils.set_random_seed(0)
     slow = build_backbone("EfficientNetB0")
-    counts = configure_backbone(fast, bn_momentum=0.9, drop_connect_rate=0.0)
-    configure_backbone(slow, drop_connect_rate=0.0)  # the same forward pass in both
+    fast, counts = configure_backbone(fast, bn_momentum=0.9, drop_connect_rate=0.0)
+    slow, _ = configure_backbone(slow, drop_connect_rate=0.0)  # the same forward pass in both
     norms = [layer for layer in fast.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert counts["batch_norms"] == len(norms) and {n.momentum for n in norms} == {0.9}
     fast(images, training=True)
@@ -59,6 +59,24 @@ def test_bn_momentum_is_set_everywhere_and_moves_the_statistics_faster(images):
         moved_fast = np.abs(fast.get_layer(name).moving_variance.numpy() - 1)
         moved_slow = np.abs(slow.get_layer(name).moving_variance.numpy() - 1)
         np.testing.assert_allclose(moved_fast, 10 * moved_slow, rtol=1e-3, atol=1e-5)
+
+
+def test_the_configured_copy_is_what_loading_its_file_gives_back(images, tmp_path):
+    """A Dropout of rate 0 has no seed state once reloaded; the copy must not have one either,
+    or a checkpoint's stored seed states no longer match the model that resumes from it."""
+    from ssl_keras.training import seed_generator_states
+
+    original = build_backbone("EfficientNetB0")
+    model, _ = configure_backbone(original, drop_connect_rate=0.0, bn_momentum=0.9, zero_init_residual=True)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert len(seed_generator_states(model)) == len(seed_generator_states(loaded)) == 0
+    assert len(seed_generator_states(original)) > 0
+    np.testing.assert_allclose(np.asarray(loaded(images, training=False)), np.asarray(model(images, training=False)),
+                               rtol=1e-5, atol=1e-6)
+    # Weights other than the zeroed gammas are the original's.
+    np.testing.assert_array_equal(model.get_layer("stem_conv").kernel.numpy(),
+                                  original.get_layer("stem_conv").kernel.numpy())
 
 
 def test_bad_settings_are_refused():
@@ -90,7 +108,7 @@ def test_estimated_batch_norm_statistics_are_the_average_of_the_batch_statistics
         np.testing.assert_array_equal(before, variable.numpy())
 
 
-def test_random_init_features_stop_being_all_alike_once_statistics_are_estimated(shared_data):
+def test_partly_updated_statistics_make_all_features_alike_and_estimating_them_repairs_it(shared_data):
     import tensorflow as tf
 
     from ssl_keras.backbone import estimate_batch_norm_statistics
@@ -106,9 +124,14 @@ def test_random_init_features_stop_being_all_alike_once_statistics_are_estimated
         return float((f @ f.T)[np.triu_indices(len(f), 1)].mean())
 
     keras.utils.set_random_seed(0)
-    model = build_backbone("EfficientNetB0")
+    model = build_backbone("EfficientNetB1")
     rates = drop_rates(model)
-    assert mean_cosine(model) > 0.999  # (0, 1) statistics: every image gets the same features
+    # As built, the (0, 1) statistics shrink the activations layer after layer, but they differ.
+    assert mean_cosine(model) < 0.9
+    # One training-mode step moves each moving mean 1% of the way (momentum 0.99): that small
+    # common offset now dwarfs the shrunken signal, and every image gets the same direction.
+    model(images, training=True)
+    assert mean_cosine(model) > 0.999
     estimate_batch_norm_statistics(model, [images[:16], images[16:]])
     assert mean_cosine(model) < 0.9
     assert drop_rates(model) == rates  # stochastic depth restored

@@ -74,7 +74,7 @@ def test_supervised_pretraining_learns_and_writes_a_run_that_detect_accepts(labe
     assert config["resolved"]["method"] == "supervised" and len(config["resolved"]["class_names"]) == 3
     assert "validation accuracy" in result.output
     encoder = keras.saving.load_model(out / "encoder.keras")
-    assert encoder.output_shape[-1] == 32  # the tiny backbone's features, not the classifier
+    assert encoder.output_shape[-1] == 64  # the tiny backbone's features, not the 3-class classifier
     detect = invoke(["detect", "--data", f"voc:{shared_data / 'voc2007'}", "--backbone", str(out), "--out",
                      str(tmp_path / "detect"), "--epochs", "1", "--image-size", "32", "--batch-size", "32",
                      "--label-fraction", "0.25", "--quiet"])
