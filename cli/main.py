@@ -22,8 +22,9 @@ PRETRAIN_HELP = {
                "one sub-folder per class; the ImageNet stand-in)."),
     "backbone": "keras.applications backbone name (or 'tiny' for smoke tests).",
     "backbone_weights": "Initial backbone weights: 'imagenet' or a local weights file.",
-    "drop_connect_rate": "Stochastic-depth rate of the last block (Keras EfficientNet: 0.2; 0 turns it off).",
-    "zero_init_residual": "Start every residual block as the identity (BN gamma 0 at the end of each branch).",
+    "drop_connect_rate": "Stochastic-depth rate of the last block (0: off; Keras EfficientNet builds 0.2).",
+    "zero_init_residual": ("Start every residual block as the identity (BN gamma 0 at the end of each branch); "
+                           "default: on from random init, off with --backbone-weights."),
     "bn_momentum": "Momentum of the backbone's BatchNorm moving statistics (Keras: 0.99; SimCLR: 0.9).",
     "epochs": "Number of epochs (>= 1).",
     "batch_size": "Images per batch; each gives two views (>= 2).",
