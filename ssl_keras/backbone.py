@@ -155,9 +155,17 @@ def make_backbone(name="EfficientNetB1", *, weights=None):
 _KERAS_DROP_CONNECT_RATE = 0.2
 
 
+def _all_layers(model):
+    """Every layer of `model`, nested models' layers included (depth first)."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
 def _residual_blocks(model):
     """Prefixes of the blocks of `model` that end in a residual add (`<prefix>add`)."""
-    return [layer.name[: -len("add")] for layer in model._flatten_layers(include_self=False)
+    return [layer.name[: -len("add")] for layer in _all_layers(model)
             if isinstance(layer, keras.layers.Add) and layer.name.endswith("add")]
 
 
@@ -232,7 +240,7 @@ def configure_backbone(model, *, drop_connect_rate=None, zero_init_residual=Fals
         configured.set_weights(model.get_weights())
         model = configured
     if zero_init_residual:
-        layers = {layer.name: layer for layer in model._flatten_layers(include_self=False)}
+        layers = {layer.name: layer for layer in _all_layers(model)}
         for prefix in _residual_blocks(model):
             norm = layers.get(f"{prefix}project_bn") or layers.get(f"{prefix}project_BN")  # MobileNetV2: _BN
             if isinstance(norm, keras.layers.BatchNormalization) and norm.scale:
@@ -261,7 +269,7 @@ def estimate_batch_norm_statistics(model, batches):
     Returns:
         int, the number of batches used.
     """
-    layers = list(model._flatten_layers(include_self=False))
+    layers = list(_all_layers(model))
     norms = [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
     drops = [layer for layer in layers if isinstance(layer, keras.layers.Dropout)]
     momenta, rates = [n.momentum for n in norms], [d.rate for d in drops]

@@ -34,8 +34,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ssl_keras.data import image_folder
-from ssl_keras.data.labelled_images import cap_per_class, read_class_folders, read_manifest
+from ssl_keras.data.labelled_images import (cap_per_class, keep_readable, labelled_dataset, parse_labelled_spec,
+                                           read_class_folders, read_manifest)
 from ssl_keras.data import sources
 from ssl_keras.data import synthetic
 from ssl_keras.data.sources import SourceError
@@ -269,21 +269,8 @@ def _read_voc(path, *, max_per_class=None, seed=0):
             "source": path, "skipped": skipped}
 
 
-def _files_dataset(items, *, image_size, batch_size):
-    paths = [p for p, _ in items]
-    labels = np.asarray([label for _, label in items], "int32")
-    dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
-    dataset = dataset.map(lambda p, y: (image_folder.read_image(p, image_size=image_size), y),
-                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE), labels
-
-
 def _parse_probe_spec(spec):
     text = os.fspath(spec).strip()
-    if text.startswith("manifest:"):
-        return "manifest", text[len("manifest:"):]
-    if text.startswith("folder:"):
-        return "folder", text[len("folder:"):]
     if text.startswith("voc:"):
         parsed = sources.parse_source(text)
         if parsed.split is not None:
@@ -292,10 +279,9 @@ def _parse_probe_spec(spec):
         return "voc", parsed.path
     if text == "synthetic" or text.startswith("synthetic:"):
         return "synthetic", sources.parse_source(text).num_images
-    if text.endswith(".csv") or os.path.isfile(os.path.join(text, "manifest.csv")):
-        return "manifest", text
-    if os.path.isdir(text):
-        return "folder", text
+    labelled = parse_labelled_spec(text)
+    if labelled is not None:
+        return labelled
     raise SourceError(f"probe data {spec!r}: not a known source or an existing folder; use {SPEC_FORMS}")
 
 
@@ -338,15 +324,13 @@ def probe_data(spec, *, image_size, batch_size, max_per_class=None, seed=0):
     for split in ("train", "test"):
         items = listing[split]
         if kind != "voc":  # load_voc_records has already scanned its images
-            scan = image_folder.scan_images([p for p, _ in items])
-            good = set(scan.good_paths)
+            items, scan = keep_readable(items)
             for reason, count in scan.skipped.items():
                 skipped[split][reason] = skipped[split].get(reason, 0) + count
-            items = [item for item in items if item[0] in good]
         if not items:
             raise SourceError(f"probe data {spec!r}: the {split} split has no readable image "
                               f"(left out: {skipped[split] or 'none'})")
-        datasets[split], labels[split] = _files_dataset(items, image_size=image_size, batch_size=batch_size)
+        datasets[split], labels[split] = labelled_dataset(items, image_size=image_size, batch_size=batch_size)
     description = (f"{kind} {listing['source']}: train {len(labels['train'])}, test {len(labels['test'])} images, "
                    f"{len(listing['class_names'])} classes; stretch to {image_size}x{image_size}")
     return ProbeData(train=datasets["train"], test=datasets["test"], class_names=tuple(listing["class_names"]),

@@ -19,9 +19,10 @@ import os
 import typing
 
 import numpy as np
+import tensorflow as tf
 
-from ssl_keras.data import image_folder
-from ssl_keras.data.sources import SourceError
+from ssl_keras.data import epoch_stream, image_folder
+from ssl_keras.data.sources import SourceError, check_batch_size
 
 MANIFEST_COLUMNS = ("file", "wnid", "imagenette_split")
 MANIFEST_SPLITS = {"train": "train", "val": "test"}
@@ -134,19 +135,60 @@ LABELLED_SPEC_FORMS = ("manifest:CSV, a folder holding manifest.csv, or folder:P
                        "per class)")
 
 
+def parse_labelled_spec(spec):
+    """`("manifest", PATH)` or `("folder", PATH)` for a labelled-image spec, or None if it is neither.
+
+    `manifest:CSV`, a `.csv` file or a folder holding `manifest.csv` is a manifest; `folder:PATH`
+    or any other existing folder is a folder of class sub-folders.
+    """
+    text = os.fspath(spec).strip()
+    if text.startswith("manifest:"):
+        return "manifest", text[len("manifest:"):]
+    if text.startswith("folder:"):
+        return "folder", text[len("folder:"):]
+    if text.endswith(".csv") or os.path.isfile(os.path.join(text, "manifest.csv")):
+        return "manifest", text
+    if os.path.isdir(text):
+        return "folder", text
+    return None
+
+
 def read_labelled(spec, *, max_per_class=None, seed=0):
     """Lists a labelled image source given as `manifest:CSV`, a folder holding `manifest.csv`,
     or `folder:PATH` (class sub-folders); returns the dict of `read_manifest`."""
-    text = os.fspath(spec).strip()
-    if text.startswith("manifest:"):
-        return read_manifest(text[len("manifest:"):], max_per_class=max_per_class, seed=seed)
-    if text.startswith("folder:"):
-        return read_class_folders(text[len("folder:"):], max_per_class=max_per_class, seed=seed)
-    if text.endswith(".csv") or os.path.isfile(os.path.join(text, "manifest.csv")):
-        return read_manifest(text, max_per_class=max_per_class, seed=seed)
-    if os.path.isdir(text):
-        return read_class_folders(text, max_per_class=max_per_class, seed=seed)
-    raise SourceError(f"labelled data {spec!r}: not a manifest or an existing folder; use {LABELLED_SPEC_FORMS}")
+    parsed = parse_labelled_spec(spec)
+    if parsed is None:
+        raise SourceError(f"labelled data {spec!r}: not a manifest or an existing folder; use {LABELLED_SPEC_FORMS}")
+    kind, path = parsed
+    reader = read_manifest if kind == "manifest" else read_class_folders
+    return reader(path, max_per_class=max_per_class, seed=seed)
+
+
+def keep_readable(items, *, image_size=None):
+    """The `(path, label)` items whose files decode (`image_folder.scan_images`), and the scan.
+
+    Returns:
+        `(kept_items, scan)`: the items in their order, without the undecodable files, and the
+        `ScanResult` with what was skipped or repaired.
+    """
+    scan = image_folder.scan_images([p for p, _ in items], image_size=image_size)
+    good = set(scan.good_paths)
+    return [item for item in items if item[0] in good], scan
+
+
+def labelled_dataset(items, *, image_size, batch_size):
+    """A fixed-order `tf.data.Dataset` of `(images, labels)` batches of `(path, label)` items.
+
+    Returns:
+        `(dataset, labels)`: the batches (the last short one kept; images float32 in [0, 255],
+        stretched to `image_size`) and the int32 labels in dataset order.
+    """
+    paths = [p for p, _ in items]
+    labels = np.asarray([label for _, label in items], "int32")
+    dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
+    dataset = dataset.map(lambda p, y: (image_folder.read_image(p, image_size=image_size), y),
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE), labels
 
 
 @dataclasses.dataclass
@@ -212,20 +254,12 @@ def load_labelled_source(spec, *, image_size, batch_size, seed=0):
     >>> source.class_names[:2], source.num_images
     (('n01440764', 'n02102040'), 5983)
     """
-    import tensorflow as tf
-
-    from ssl_keras.data import epoch_stream
-    from ssl_keras.data.sources import check_batch_size
-
     listing = read_labelled(spec, seed=seed)
     splits, skipped_files, repaired_files = {}, [], []
     for split in ("train", "test"):
-        items = listing[split]
-        scan = image_folder.scan_images([p for p, _ in items], image_size=image_size)
-        good = set(scan.good_paths)
+        splits[split], scan = keep_readable(listing[split], image_size=image_size)
         skipped_files += scan.skipped_files
         repaired_files += scan.repaired_files
-        splits[split] = [item for item in items if item[0] in good]
         if not splits[split]:
             raise SourceError(f"labelled data {spec!r}: the {split} split has no readable image "
                               f"({len(scan.skipped_files)} left out)")
@@ -235,10 +269,7 @@ def load_labelled_source(spec, *, image_size, batch_size, seed=0):
     items = (tf.constant([p for p, _ in train]), tf.constant([label for _, label in train], tf.int32))
     stream = functools.partial(epoch_stream.epoch_stream, items, lambda row: (read(row[0]), row[1]),
                                num_items=len(train), batch_size=batch_size, seed=seed, ignore_errors=True)
-    validation = tf.data.Dataset.from_tensor_slices(
-        ([p for p, _ in test], np.asarray([label for _, label in test], "int32")))
-    validation = validation.map(lambda p, y: (read(p), y), num_parallel_calls=tf.data.AUTOTUNE,
-                                deterministic=True).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    validation, _ = labelled_dataset(test, image_size=image_size, batch_size=batch_size)
     description = (f"labelled {listing['source']}: {len(train)} train / {len(test)} validation images, "
                    f"{len(listing['class_names'])} classes"
                    + (f", {len(skipped_files)} skipped" if skipped_files else ""))
