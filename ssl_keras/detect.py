@@ -47,11 +47,12 @@ def resolve_seeds(seed):
     return {"global": seed, "augmenter": seed + 1, "data": seed + 2}
 
 
-def _load_data(options, seeds, data_spec=None):
+def _load_data(options, seeds, data_spec=None, splits=("train", "val", "test")):
+    """The run's localization data (`data_spec` overrides its source), reading only `splits`."""
     return load_localization_data(data_spec or options["data"], image_size=options["image_size"],
                                   batch_size=options["batch_size"], seed=seeds["data"],
                                   label_fraction=options["label_fraction"], num_labeled=options["num_labeled"],
-                                  resize=options["resize"])
+                                  resize=options["resize"], splits=splits)
 
 
 def resolve_backbone(config):
@@ -346,6 +347,19 @@ def load_run(run_dir):
 
 
 def evaluate_run(run_dir, *, data=None, split="test"):
-    """Recomputes the metrics of a saved detect run on `split` of `data` (default: the run's data)."""
+    """Recomputes the metrics of a saved detect run on `split` of `data` (default: the run's data).
+
+    Only `split` is read, so `data` may be a VOC folder with just that image set (e.g. only
+    `ImageSets/Main/test.txt`); the report's `skipped`/`repaired` counts are of that split.
+
+    Args:
+        run_dir: str, a finished detect run directory.
+        data: str or None, a source spec replacing the run's own `--data`. Defaults to None.
+        split: str, `"val"` or `"test"`. Defaults to `"test"`.
+
+    Returns:
+        The metrics dict, as in the run's metrics.json.
+    """
     model, record = load_run(run_dir)
-    return _test_metrics(model, _load_data(record["options"], record["seeds"], data), split)
+    # The other splits are not needed for metrics, and may not exist in `data`.
+    return _test_metrics(model, _load_data(record["options"], record["seeds"], data, splits=(split,)), split)

@@ -69,38 +69,53 @@ class LocalizationData:
     last batch may be short. `train` is reshuffled each iteration; `val` and `test` keep the
     order of `image_ids`.
 
+    Only the splits named by `load_localization_data(..., splits=...)` are read. A split not
+    read has None as its dataset and no key in the per-split dicts (`num_images`, `skipped`,
+    `image_ids`, `original_hw`, `targets`, `repaired`); without "train" there is no label
+    subset: `train_ids` is empty, `train_pool_size` is 0 and `train_stream` is None.
+
     Attributes:
-        train: `tf.data.Dataset`, the training split (only `train_ids`).
-        val: `tf.data.Dataset`, the validation split.
-        test: `tf.data.Dataset`, the test split.
+        train: `tf.data.Dataset`, the training split (only `train_ids`); None if not read.
+        val: `tf.data.Dataset`, the validation split; None if not read.
+        test: `tf.data.Dataset`, the test split; None if not read.
         class_names: tuple of str.
         num_images: dict split -> int, images per pass.
         skipped: dict split -> dict reason -> count of what was left out: images (missing,
             undecodable or malformed files, `NO_TARGET`, `NO_TARGET_LEFT`) and bad boxes
             (`voc.DROP_REASONS`, whose names say "box"); reasons with no count are absent.
-        train_ids: sorted list of str, the image ids used for training.
+        train_ids: sorted list of str, the image ids used for training; empty if train was
+            not read.
         image_ids: dict split -> list of str ids; for val and test in dataset order, for train
             sorted (the dataset is shuffled).
         original_hw: dict split -> int array `[N, 2]`, original `(height, width)` per image,
             aligned with `image_ids`; pass to `boxes_to_original`.
-        train_pool_size: int, training images with a target before the label subset.
+        train_pool_size: int, training images with a target before the label subset (0 if
+            train was not read).
         resize_policy: str, one of `RESIZE_POLICIES`.
         image_size: int, `S`.
-        description: str, one line for logs.
+        description: str, one line for logs, naming only the splits read.
         train_stream: function `start_batch -> tf.data.Dataset`, the training split as an
             endless stream of `(image, targets)` batches whose pass p is ordered by
             `(seed, p)`, startable at any batch (see `epoch_stream.py`); every pass holds
-            every training image, in `ceil(N / batch_size)` batches. None for TFDS sources.
+            every training image, in `ceil(N / batch_size)` batches. None for TFDS sources
+            and when train was not read.
         repaired: dict split -> dict reason -> count of what was read after a fix (image
             conversions, sizes fixed from the image, clipped boxes; see
             `voc.load_voc_records`). Defaults to empty.
         messages: list of str, one line per left-out or repaired file, naming it and the
             reason, for logs. Defaults to empty.
+        targets: dict split -> `{"boxes": float32 [N, 4], "labels": int32 [N]}`, the target
+            of every image, aligned with `image_ids[split]` (for train: the label subset, in
+            `train_ids` order), read without decoding any image. The boxes are normalized
+            `(ymin, xmin, ymax, xmax)` in the ORIGINAL image frame, the frame of IoU; the
+            datasets yield the same boxes moved into the resized frame, i.e.
+            `boxes_to_resized(boxes, original_hw[split], image_size, resize_policy)` (equal to
+            `boxes` under `stretch`). Defaults to empty.
     """
 
-    train: tf.data.Dataset
-    val: tf.data.Dataset
-    test: tf.data.Dataset
+    train: typing.Optional[tf.data.Dataset]
+    val: typing.Optional[tf.data.Dataset]
+    test: typing.Optional[tf.data.Dataset]
     class_names: tuple
     num_images: dict
     skipped: dict
@@ -114,6 +129,7 @@ class LocalizationData:
     train_stream: typing.Optional[typing.Callable] = None
     repaired: dict = dataclasses.field(default_factory=dict)
     messages: list = dataclasses.field(default_factory=list)
+    targets: dict = dataclasses.field(default_factory=dict)
 
 
 # Target selection.
@@ -435,14 +451,53 @@ def stratified_subset(ids, labels, *, fraction=None, num=None, seed=0):
 
 @dataclasses.dataclass
 class _Split:
-    """One split before batching: ids, labels, original sizes, what was left out or fixed."""
+    """One split before batching: ids, target labels and boxes (original frame, float32
+    `[N, 4]`), original sizes, what was left out or fixed."""
 
     ids: list
     labels: list
+    boxes: np.ndarray
     original_hw: np.ndarray
     skipped: dict
     repaired: dict = dataclasses.field(default_factory=dict)
     messages: list = dataclasses.field(default_factory=list)
+
+
+def _check_splits(splits):
+    """The requested splits in `SPLITS` order; raises ValueError unless a non-empty subset."""
+    if isinstance(splits, str):
+        # A bare "test" would otherwise be read as the splits "t", "e", "s", "t".
+        raise ValueError(
+            f"`splits` must be a tuple of split names, not one string; use splits=({splits!r},). "
+            f"Received: splits={splits!r}"
+        )
+    try:
+        requested = list(splits)
+    except TypeError:
+        raise ValueError(
+            f"`splits` must be a non-empty tuple of {', '.join(SPLITS)}. Received: splits={splits!r}"
+        ) from None
+    for split in requested:
+        if split not in SPLITS:
+            raise ValueError(
+                f"`splits` must be a subset of {', '.join(SPLITS)}; {split!r} is not a split. "
+                f"Received: splits={splits!r}"
+            )
+    if not requested:
+        raise ValueError(
+            f"`splits` must name at least one of {', '.join(SPLITS)}. Received: splits={splits!r}"
+        )
+    return tuple(split for split in SPLITS if split in requested)
+
+
+def _image_sets_needed(splits):
+    """Why the image sets are needed, for errors: all three for detect, else those asked for."""
+    names = list(splits)
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    plural = "s" if len(names) > 1 else ""
+    if tuple(splits) == SPLITS:
+        return f"detect needs the {listed} image sets"
+    return f"splits={tuple(splits)!r} asks for the {listed} image set{plural}"
 
 
 def _parse_spec(spec):
@@ -494,16 +549,17 @@ def _has_target(features):
     return select_target_tf(features)[2]
 
 
-def _voc_splits(parsed, *, image_size, batch_size, seed, fraction, num, resize):
+def _voc_splits(parsed, *, image_size, batch_size, seed, fraction, num, resize, splits):
     root = parsed.path
-    # Every image set is checked before any is loaded, so a missing one fails at once.
+    # Every requested image set is checked before any is loaded, so a missing one fails at
+    # once; the others are not looked at (a folder with only test.txt can be evaluated on).
     listed = {}
-    for split in SPLITS:
+    for split in splits:
         try:
             listed[split] = voc.read_image_set(root, split)
         except SourceError as error:
             raise SourceError(
-                f"source {parsed.spec!r}: {error} (detect needs the train, val and test image sets)"
+                f"source {parsed.spec!r}: {error} ({_image_sets_needed(splits)})"
             ) from None
     for split, ids in listed.items():
         if not ids:
@@ -512,7 +568,7 @@ def _voc_splits(parsed, *, image_size, batch_size, seed, fraction, num, resize):
                 "lists no image id; write one image id per line"
             )
     scanned, records = {}, {}
-    for split in SPLITS:
+    for split in splits:
         loaded = voc.load_voc_records(root, split)
         kept, targets = [], []
         skipped, messages = dict(loaded.skipped), list(loaded.messages)
@@ -541,17 +597,20 @@ def _voc_splits(parsed, *, image_size, batch_size, seed, fraction, num, resize):
         scanned[split] = _Split(
             ids=[r["image_id"] for r in kept],
             labels=[label for _, label in targets],
+            boxes=np.asarray([box for box, _ in targets], dtype=np.float32).reshape(-1, 4),
             original_hw=np.asarray([(r["height"], r["width"]) for r in kept], dtype=np.int64),
             skipped=skipped,
             repaired=dict(loaded.repaired),
             messages=messages,
         )
-    train_ids = _train_subset(scanned["train"], fraction=fraction, num=num, seed=seed)
-    chosen = set(train_ids)
-    records["train"] = [r for r in records["train"] if r["image_id"] in chosen]
+    train_ids = []
+    if "train" in splits:
+        train_ids = _train_subset(scanned["train"], fraction=fraction, num=num, seed=seed)
+        chosen = set(train_ids)
+        records["train"] = [r for r in records["train"] if r["image_id"] in chosen]
     to_example = _example_map(image_size, resize)
     datasets = {}
-    for split in SPLITS:
+    for split in splits:
         train = split == "train"
         dataset = voc.voc_feature_dataset(records[split], shuffle=train, seed=seed)
         dataset = dataset.filter(_has_target).map(
@@ -560,11 +619,13 @@ def _voc_splits(parsed, *, image_size, batch_size, seed, fraction, num, resize):
             deterministic=not train or seed is not None,
         )
         datasets[split] = _finish_split(dataset, len(records[split]), batch_size=batch_size)
-    table, decode = voc.voc_feature_table(records["train"])
-    datasets["train_stream"] = functools.partial(
-        epoch_stream.epoch_stream, table, lambda row: to_example(decode(row)),
-        num_items=len(records["train"]), batch_size=batch_size, seed=seed or 0, drop_remainder=False,
-    )
+    if "train" in splits:
+        table, decode = voc.voc_feature_table(records["train"])
+        datasets["train_stream"] = functools.partial(
+            epoch_stream.epoch_stream, table, lambda row: to_example(decode(row)),
+            num_items=len(records["train"]), batch_size=batch_size, seed=seed or 0,
+            drop_remainder=False,
+        )
     return datasets, scanned, train_ids, voc.VOC_CLASSES, f"VOC {root}"
 
 
@@ -587,21 +648,23 @@ def _scan_features(dataset):
 
     def summary(features):
         hw = _encoded_hw(features["image"]) if encoded else tf.shape(features["image"])[:2]
-        _, label, found = select_target_tf(features, hw)
-        return features["image/filename"], label, found, hw
+        box, label, found = select_target_tf(features, hw)
+        return features["image/filename"], box, label, found, hw
 
-    ids, labels, sizes, missing = [], [], [], 0
+    ids, labels, boxes, sizes, missing = [], [], [], [], 0
     mapped = dataset.map(summary, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    for filename, label, found, hw in mapped.as_numpy_iterator():
+    for filename, box, label, found, hw in mapped.as_numpy_iterator():
         if not found:
             missing += 1
             continue
         ids.append(os.path.splitext(filename.decode("utf-8"))[0])
         labels.append(int(label))
+        boxes.append(box)
         sizes.append(hw)
     return _Split(
         ids=ids,
         labels=labels,
+        boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
         original_hw=np.asarray(sizes, dtype=np.int64).reshape(-1, 2),
         skipped={NO_TARGET: missing} if missing else {},
     )
@@ -613,11 +676,11 @@ def _decode_features(features):
     return {**features, "image": image}
 
 
-def _tfds_splits(parsed, *, image_size, batch_size, seed, fraction, num, resize):
+def _tfds_splits(parsed, *, image_size, batch_size, seed, fraction, num, resize, splits):
     name = parsed.name
     tfds_splits = _TFDS_SPLITS[name]
     scanned = {}
-    for split in SPLITS:
+    for split in splits:
         raw = voc.load_tfds_voc(name, tfds_splits[split], decode_images=False)
         scanned[split] = _scan_features(raw)
         if not scanned[split].ids:
@@ -625,10 +688,12 @@ def _tfds_splits(parsed, *, image_size, batch_size, seed, fraction, num, resize)
                 f"source {parsed.spec!r}: TFDS split {tfds_splits[split]!r} has no image "
                 "with a non-difficult object"
             )
-    train_ids = _train_subset(scanned["train"], fraction=fraction, num=num, seed=seed)
+    train_ids = []
+    if "train" in splits:
+        train_ids = _train_subset(scanned["train"], fraction=fraction, num=num, seed=seed)
     to_example = _example_map(image_size, resize)
     datasets = {}
-    for split in SPLITS:
+    for split in splits:
         train = split == "train"
         dataset = voc.load_tfds_voc(
             name, tfds_splits[split], shuffle=train, seed=seed, decode_images=False
@@ -662,19 +727,21 @@ def _has_target_encoded(features):
     return select_target_tf(features, _encoded_hw(features["image"]))[2]
 
 
-def _synthetic_splits(parsed, *, image_size, batch_size, seed, fraction, num, resize):
+def _synthetic_splits(parsed, *, image_size, batch_size, seed, fraction, num, resize, splits):
     total = parsed.num_images
     num_train = _round_half_up(total * SYNTHETIC_SPLIT[0])
     num_val = _round_half_up(total * SYNTHETIC_SPLIT[1])
     bounds = {"train": (0, num_train), "val": (num_train, num_train + num_val),
               "test": (num_train + num_val, total)}
+    bounds = {split: bounds[split] for split in splits}
     if any(stop <= start for start, stop in bounds.values()):
         raise SourceError(
             f"source {parsed.spec!r}: {total} scenes leave a split empty after the 70/15/15 "
             "split; use synthetic:N with N >= 7"
         )
     # Scenes use sequence 0 whatever the seed: the seed picks the label subset and the order,
-    # so runs with different seeds see the same data.
+    # so runs with different seeds see the same data. All N scenes are drawn even for one
+    # split, so a scene is the same whichever splits are asked for.
     arrays = synthetic.make_synthetic_arrays(num_images=total, image_size=image_size, seed=0)
     ids = np.asarray([f"synthetic-{i:05d}" for i in range(total)])
     boxes, labels = arrays["boxes"][:, 0], arrays["labels"][:, 0]
@@ -682,13 +749,16 @@ def _synthetic_splits(parsed, *, image_size, batch_size, seed, fraction, num, re
         split: _Split(
             ids=[str(image_id) for image_id in ids[start:stop]],
             labels=[int(label) for label in labels[start:stop]],
+            boxes=np.asarray(boxes[start:stop], dtype=np.float32),
             original_hw=np.full((stop - start, 2), image_size, dtype=np.int64),
             skipped={},
         )
         for split, (start, stop) in bounds.items()
     }
-    train_ids = _train_subset(scanned["train"], fraction=fraction, num=num, seed=seed)
-    chosen = set(train_ids)
+    train_ids, chosen = [], set()
+    if "train" in splits:
+        train_ids = _train_subset(scanned["train"], fraction=fraction, num=num, seed=seed)
+        chosen = set(train_ids)
 
     def to_example(image, box, label):
         image, box = resize_example(image, box, image_size=image_size, resize=resize)
@@ -734,6 +804,7 @@ def load_localization_data(
     label_fraction=1.0,
     num_labeled=None,
     resize="stretch",
+    splits=SPLITS,
 ):
     """Opens a localization source: train/val/test, one target box and class per image.
 
@@ -741,6 +812,7 @@ def load_localization_data(
     splits train/validation/test; `tfds:voc/2012` (whose test set has no annotations)
     `train[:90%]`/`train[90%:]`/validation; `synthetic[:N]` scenes 0..N-1 split 70/15/15 in
     order, the target being the main object `boxes[0]`. The label subset applies to train only.
+    Only the splits in `splits` are read, so evaluating needs only its own split's image set.
 
     Args:
         spec: str, `voc:PATH`, `tfds:voc/2007`, `tfds:voc/2012` or `synthetic[:N]`.
@@ -753,17 +825,20 @@ def load_localization_data(
             `label_fraction`. Defaults to None.
         resize: str, `"stretch"` or `"letterbox"` (pad value `LETTERBOX_FILL`), applied to
             every split. Defaults to `"stretch"`.
+        splits: non-empty tuple of str, a subset of `SPLITS`, the splits to read (order and
+            repeats do not matter). The others are neither opened nor checked, and are
+            None / absent in the result (see `LocalizationData`). Defaults to `SPLITS`.
 
     Returns:
         A `LocalizationData`.
 
     Raises:
-        SourceError: an unsupported spec, a missing folder, a missing or empty image set, an
-            unprepared TFDS dataset while offline, or a split with no usable image. Bad
-            files and annotations do not raise: they are counted (`skipped`, `repaired`)
-            and named (`messages`).
-        ValueError: invalid `image_size`, `batch_size`, `resize`, `label_fraction` or
-            `num_labeled`.
+        SourceError: an unsupported spec, a missing folder, a missing or empty image set of a
+            requested split, an unprepared TFDS dataset while offline, or a requested split
+            with no usable image. Bad files and annotations do not raise: they are counted
+            (`skipped`, `repaired`) and named (`messages`).
+        ValueError: invalid `image_size`, `batch_size`, `resize`, `label_fraction`,
+            `num_labeled` or `splits`.
 
     Example:
 
@@ -772,6 +847,10 @@ def load_localization_data(
     >>> images, targets = next(iter(data.train))
     >>> targets["boxes"].shape, targets["labels"].shape
     (TensorShape([32, 4]), TensorShape([32]))
+    >>> test_only = load_localization_data("voc:VOCdevkit/VOC2007", image_size=240,
+    ...                                    batch_size=32, splits=("test",))
+    >>> test_only.train is None, test_only.train_ids, list(test_only.targets)
+    (True, [], ['test'])
     """
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0:
         raise ValueError(f"`image_size` must be an int > 0. Received: image_size={image_size!r}")
@@ -779,6 +858,7 @@ def load_localization_data(
         raise ValueError(f"`batch_size` must be an int > 0. Received: batch_size={batch_size!r}")
     _check_resize(resize)
     check_label_fraction(label_fraction, num_labeled)
+    splits = _check_splits(splits)
     parsed = _parse_spec(spec)
     datasets, scanned, train_ids, class_names, what = _LOADERS[parsed.kind](
         parsed,
@@ -788,34 +868,44 @@ def load_localization_data(
         fraction=label_fraction,
         num=num_labeled,
         resize=resize,
+        splits=splits,
     )
-    chosen = set(train_ids)
-    train_rows = [i for i, image_id in enumerate(scanned["train"].ids) if image_id in chosen]
-    train_rows.sort(key=lambda i: scanned["train"].ids[i])
+    # Rows of each scanned split that the dataset yields, in `image_ids` order: all of val
+    # and test, and of train the label subset sorted by id.
+    rows = {split: np.arange(len(scanned[split].ids)) for split in splits}
+    if "train" in splits:
+        chosen = set(train_ids)
+        train_rows = [i for i, image_id in enumerate(scanned["train"].ids) if image_id in chosen]
+        train_rows.sort(key=lambda i: scanned["train"].ids[i])
+        rows["train"] = np.asarray(train_rows, dtype=np.int64)
     image_ids = {
-        "train": list(train_ids),
-        "val": list(scanned["val"].ids),
-        "test": list(scanned["test"].ids),
+        split: list(train_ids) if split == "train" else list(scanned[split].ids)
+        for split in splits
     }
     original_hw = {
-        "train": scanned["train"].original_hw[train_rows].reshape(-1, 2),
-        "val": scanned["val"].original_hw,
-        "test": scanned["test"].original_hw,
+        split: scanned[split].original_hw[rows[split]].reshape(-1, 2) for split in splits
     }
-    num_images = {split: len(image_ids[split]) for split in SPLITS}
-    pool = len(scanned["train"].ids)
-    subset = f" (of {pool})" if num_images["train"] < pool else ""
-    description = (
-        f"{what}: train {num_images['train']}{subset}, val {num_images['val']}, "
-        f"test {num_images['test']} images; {resize} to {image_size}x{image_size}"
-    )
+    targets = {
+        split: {
+            "boxes": scanned[split].boxes[rows[split]].reshape(-1, 4).astype(np.float32),
+            "labels": np.asarray(scanned[split].labels, dtype=np.int32)[rows[split]],
+        }
+        for split in splits
+    }
+    num_images = {split: len(image_ids[split]) for split in splits}
+    pool = len(scanned["train"].ids) if "train" in splits else 0
+    counts = []
+    for split in splits:
+        subset = f" (of {pool})" if split == "train" and num_images[split] < pool else ""
+        counts.append(f"{split} {num_images[split]}{subset}")
+    description = f"{what}: {', '.join(counts)} images; {resize} to {image_size}x{image_size}"
     return LocalizationData(
-        train=datasets["train"],
-        val=datasets["val"],
-        test=datasets["test"],
+        train=datasets.get("train"),
+        val=datasets.get("val"),
+        test=datasets.get("test"),
         class_names=tuple(class_names),
         num_images=num_images,
-        skipped={split: dict(scanned[split].skipped) for split in SPLITS},
+        skipped={split: dict(scanned[split].skipped) for split in splits},
         train_ids=list(train_ids),
         image_ids=image_ids,
         original_hw=original_hw,
@@ -825,7 +915,8 @@ def load_localization_data(
         description=description,
         train_stream=(lambda start_batch: datasets["train_stream"](start_batch=start_batch))
         if "train_stream" in datasets else None,
-        repaired={split: dict(scanned[split].repaired) for split in SPLITS},
+        repaired={split: dict(scanned[split].repaired) for split in splits},
         # An id listed in two image sets has one line.
-        messages=list(dict.fromkeys(m for split in SPLITS for m in scanned[split].messages)),
+        messages=list(dict.fromkeys(m for split in splits for m in scanned[split].messages)),
+        targets=targets,
     )

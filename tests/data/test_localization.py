@@ -5,6 +5,7 @@ import xml.etree.ElementTree as ElementTree
 import numpy as np
 import pytest
 import tensorflow as tf
+from voc_devkit import copy_devkit
 
 from ssl_keras.data import localization
 from ssl_keras.data import sources
@@ -323,6 +324,41 @@ def test_voc_val_follows_image_ids(voc_data, voc_batches, records):
         assert voc_data.original_hw["val"][i].tolist() == [record["height"], record["width"]]
 
 
+def _flat(batches):
+    """(images, boxes, labels) of a list of NumPy batches, concatenated."""
+    return (
+        np.concatenate([x for x, _ in batches]),
+        np.concatenate([y["boxes"] for _, y in batches]),
+        np.concatenate([y["labels"] for _, y in batches]),
+    )
+
+
+def _sorted_rows(boxes, labels):
+    """Boxes and labels as rows sorted lexicographically, to compare shuffled splits."""
+    rows = np.concatenate([boxes, labels[:, None].astype(np.float32)], axis=1)
+    return rows[np.lexsort(rows.T[::-1])]
+
+
+def test_voc_targets_are_the_dataset_targets_stretch(voc_data, voc_batches, records):
+    """Under stretch the targets, read without decoding, are exactly what val/test yield."""
+    for split in ("val", "test"):
+        _, boxes, labels = _flat(voc_batches[split])
+        targets = voc_data.targets[split]
+        assert targets["boxes"].dtype == np.float32 and targets["boxes"].shape == (len(boxes), 4)
+        assert targets["labels"].dtype == np.int32
+        np.testing.assert_array_equal(targets["boxes"], boxes)
+        np.testing.assert_array_equal(targets["labels"], labels)
+    # Train is shuffled: same rows as a multiset, and in `train_ids` order by id.
+    _, boxes, labels = _flat(voc_batches["train"])
+    train = voc_data.targets["train"]
+    np.testing.assert_array_equal(
+        _sorted_rows(train["boxes"], train["labels"]), _sorted_rows(boxes, labels)
+    )
+    by_id = {r["image_id"]: select_target(r["objects"]) for r in records["train"]}
+    assert train["labels"].tolist() == [by_id[i][1] for i in voc_data.train_ids]
+    np.testing.assert_array_equal(train["boxes"], np.stack([by_id[i][0] for i in voc_data.train_ids]))
+
+
 def test_voc_label_fraction_letterbox(voc_root, records):
     data = load_localization_data(
         f"voc:{voc_root}", image_size=64, batch_size=8, label_fraction=0.25,
@@ -337,9 +373,25 @@ def test_voc_label_fraction_letterbox(voc_root, records):
         list(train_labels), list(train_labels.values()), fraction=0.25, seed=3
     )
     got = collections.Counter()
+    train_boxes, train_labels_seen = [], []
     for _, targets in data.train:
         got.update(targets["labels"].numpy().tolist())
+        train_boxes.append(targets["boxes"].numpy())
+        train_labels_seen.append(targets["labels"].numpy())
     assert got == collections.Counter(train_labels[i] for i in data.train_ids)
+    # Train targets: only the label subset, in train_ids order, and (moved into the letterbox
+    # frame) the boxes the shuffled train dataset yields.
+    train = data.targets["train"]
+    assert len(train["boxes"]) == len(train["labels"]) == len(data.train_ids) < 430
+    assert train["labels"].tolist() == [train_labels[i] for i in data.train_ids]
+    np.testing.assert_allclose(
+        _sorted_rows(
+            boxes_to_resized(train["boxes"], data.original_hw["train"], 64, "letterbox"),
+            train["labels"],
+        ),
+        _sorted_rows(np.concatenate(train_boxes), np.concatenate(train_labels_seen)),
+        atol=1e-5,
+    )
     # Letterbox boxes lie inside the image content, and map back to the original boxes.
     val_boxes = np.concatenate([y["boxes"].numpy() for _, y in data.val])
     hw = data.original_hw["val"]
@@ -351,6 +403,12 @@ def test_voc_label_fraction_letterbox(voc_root, records):
     np.testing.assert_allclose(
         boxes_to_original(val_boxes, hw, 64, "letterbox"), original, atol=1e-5
     )
+    # The targets stay in the original frame; the dataset's boxes are them, resized.
+    np.testing.assert_array_equal(data.targets["val"]["boxes"], original)
+    np.testing.assert_allclose(
+        boxes_to_resized(data.targets["val"]["boxes"], hw, 64, "letterbox"), val_boxes, atol=1e-5
+    )
+    assert not np.allclose(data.targets["val"]["boxes"], val_boxes, atol=1e-3)
     again = load_localization_data(
         f"voc:{voc_root}", image_size=64, batch_size=8, label_fraction=0.25, seed=4
     )
@@ -372,6 +430,33 @@ def test_synthetic_spec():
         np.concatenate([x for x, _ in val]), arrays["image"][28:34].astype(np.float32), atol=1e-3
     )
     assert sum(len(x) for x, _ in data.train) == 10
+    np.testing.assert_array_equal(data.targets["val"]["boxes"], boxes)
+    np.testing.assert_array_equal(data.targets["val"]["labels"], labels)
+    np.testing.assert_array_equal(data.targets["test"]["boxes"], arrays["boxes"][34:, 0])
+    rows = [int(i.split("-")[1]) for i in data.train_ids]
+    train = data.targets["train"]
+    assert len(train["labels"]) == len(data.train_ids) == 10
+    np.testing.assert_array_equal(train["boxes"], arrays["boxes"][rows, 0])
+    np.testing.assert_array_equal(train["labels"], arrays["labels"][rows, 0])
+    seen = [(y["boxes"].numpy(), y["labels"].numpy()) for _, y in data.train]
+    np.testing.assert_array_equal(
+        _sorted_rows(train["boxes"], train["labels"]),
+        _sorted_rows(np.concatenate([b for b, _ in seen]), np.concatenate([l for _, l in seen])),
+    )
+
+
+def test_synthetic_one_split():
+    """`splits` reads only what is asked; the scenes are the same as with all splits."""
+    full = load_localization_data("synthetic:40", image_size=32, batch_size=4)
+    data = load_localization_data("synthetic:40", image_size=32, batch_size=4, splits=("val",))
+    assert data.train is None and data.test is None and data.train_stream is None
+    assert data.train_ids == [] and data.train_pool_size == 0
+    assert data.num_images == {"val": 6} and set(data.image_ids) == {"val"}
+    assert set(data.targets) == set(data.original_hw) == set(data.skipped) == {"val"}
+    assert data.image_ids["val"] == full.image_ids["val"]
+    np.testing.assert_array_equal(data.targets["val"]["boxes"], full.targets["val"]["boxes"])
+    assert data.description == "synthetic shapes: val 6 images; stretch to 32x32"
+    assert full.description == "synthetic shapes: train 28, val 6, test 6 images; stretch to 32x32"
 
 
 @pytest.mark.parametrize(
@@ -418,6 +503,79 @@ def test_invalid_arguments(kwargs, message):
         load_localization_data("synthetic:20", **args)
 
 
+@pytest.fixture(scope="module")
+def test_only_devkits(voc_root, tmp_path_factory):
+    """Two copies of the same real test images: a full year folder, and one with only test.txt."""
+    base = tmp_path_factory.mktemp("devkits")
+    full = copy_devkit(voc_root, base / "full", sizes={"train": 6, "val": 3, "test": 5})
+    only = copy_devkit(voc_root, base / "only", sizes={"test": 5})
+    assert only["test"] == full["test"]
+    assert sorted(p.name for p in (base / "only" / "ImageSets" / "Main").iterdir()) == ["test.txt"]
+    return base / "full", base / "only"
+
+
+@pytest.mark.parametrize("resize", ["stretch", "letterbox"])
+def test_voc_folder_with_only_test_set(test_only_devkits, resize):
+    full_root, only_root = test_only_devkits
+    full = load_localization_data(f"voc:{full_root}", image_size=32, batch_size=2, resize=resize)
+    data = load_localization_data(
+        f"voc:{only_root}", image_size=32, batch_size=2, resize=resize, splits=("test",)
+    )
+    assert data.train is None and data.val is None and data.train_stream is None
+    assert data.train_ids == [] and data.train_pool_size == 0
+    for per_split in (data.num_images, data.image_ids, data.original_hw, data.skipped,
+                      data.repaired, data.targets):
+        assert set(per_split) == {"test"}
+    assert data.num_images == {"test": 5} and data.image_ids["test"] == full.image_ids["test"]
+    assert data.description == f"VOC {only_root}: test 5 images; {resize} to 32x32"
+    np.testing.assert_array_equal(data.original_hw["test"], full.original_hw["test"])
+    for key in ("boxes", "labels"):
+        np.testing.assert_array_equal(data.targets["test"][key], full.targets["test"][key])
+    images, boxes, labels = _flat([(x.numpy(), {k: v.numpy() for k, v in y.items()})
+                                   for x, y in data.test])
+    full_images, full_boxes, full_labels = _flat(
+        [(x.numpy(), {k: v.numpy() for k, v in y.items()}) for x, y in full.test]
+    )
+    np.testing.assert_array_equal(images, full_images)
+    np.testing.assert_array_equal(boxes, full_boxes)
+    np.testing.assert_array_equal(labels, full_labels)
+    np.testing.assert_allclose(
+        boxes_to_resized(data.targets["test"]["boxes"], data.original_hw["test"], 32, resize),
+        boxes,
+        atol=1e-5,
+    )
+
+
+@pytest.mark.parametrize(
+    "splits, message",
+    [
+        (localization.SPLITS, r"train.txt; .* \(detect needs the train, val and test image sets\)"),
+        (("test", "val"), r"val.txt; .* \(splits=\('val', 'test'\) asks for the val and test image sets\)"),
+        (("train",), r"train.txt; .* \(splits=\('train',\) asks for the train image set\)"),
+    ],
+)
+def test_voc_folder_with_only_test_set_names_requested_splits(test_only_devkits, splits, message):
+    _, only_root = test_only_devkits
+    with pytest.raises(SourceError, match=message) as error:
+        load_localization_data(f"voc:{only_root}", image_size=32, batch_size=2, splits=splits)
+    assert "available splits: test" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "splits, message",
+    [
+        ("test", r"not one string; use splits=\('test',\). Received: splits='test'"),
+        ((), r"at least one of train, val, test. Received: splits=\(\)"),
+        (("test", "tset"), r"'tset' is not a split. Received: splits=\('test', 'tset'\)"),
+        (("validation",), r"'validation' is not a split. Received: splits=\('validation',\)"),
+        (None, r"Received: splits=None"),
+    ],
+)
+def test_invalid_splits(splits, message):
+    with pytest.raises(ValueError, match=message):
+        load_localization_data("synthetic:20", image_size=32, batch_size=4, splits=splits)
+
+
 def test_tfds_offline_fails_fast(tmp_path, monkeypatch):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
     if sources._network_available():
@@ -441,8 +599,11 @@ def test_tfds_path_with_fake_builder(monkeypatch, records):
     all_difficult["objects"] = [{**o, "is_difficult": True} for o in all_difficult["objects"]]
     splits["test"] = [all_difficult] + splits["test"][1:]
 
+    loaded = []
+
     def fake_load(name, split, *, shuffle=False, seed=None, decode_images=True, data_dir=None):
         assert name == "voc/2007"
+        loaded.append(split)
         dataset = voc.voc_feature_dataset(splits[split], shuffle=shuffle, seed=seed)
         if not decode_images:
             dataset = dataset.map(lambda f: {**f, "image": tf.io.encode_jpeg(f["image"])})
@@ -466,6 +627,18 @@ def test_tfds_path_with_fake_builder(monkeypatch, records):
     np.testing.assert_allclose(
         boxes, boxes_to_resized(expected, data.original_hw["test"], 32, "letterbox"), atol=1e-5
     )
+    np.testing.assert_array_equal(data.targets["test"]["boxes"], expected)
+    assert data.targets["train"]["labels"].tolist() == [train_labels[i] for i in data.train_ids]
+    assert set(loaded) == {"train", "validation", "test"}
+    # Only the requested TFDS split is opened, scanned and loaded.
+    loaded.clear()
+    test_only = load_localization_data(
+        "tfds:voc/2007", image_size=32, batch_size=4, resize="letterbox", splits=("test",)
+    )
+    assert set(loaded) == {"test"} and test_only.train is None and test_only.val is None
+    assert test_only.image_ids == {"test": data.image_ids["test"]}
+    np.testing.assert_array_equal(test_only.targets["test"]["boxes"], expected)
+    assert test_only.description == "TFDS voc/2007: test 9 images; letterbox to 32x32"
 
 
 def test_empty_voc_split(tmp_path):
