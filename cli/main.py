@@ -68,8 +68,16 @@ DETECT_HELP = {
     "learning_rate": "Peak learning rate of the head (cosine decay per phase).",
     "backbone_lr_multiplier": "Backbone learning rate as a fraction of the head's when fine-tuning.",
     "weight_decay": "AdamW weight decay (not on biases or BatchNorm).",
+    "head": "spatial (soft argmax over the feature map's cells: sees where the object is) or pooled "
+            "(box from globally pooled features).",
+    "spatial_channels": "Width of the spatial head's 1x1 reduction.",
     "hidden_units": "Width of the head's hidden layer (0 for none).",
-    "dropout": "Dropout before the outputs.",
+    "dropout": "Dropout in the head.",
+    "cache_features": "With the backbone frozen, compute its features once per image (and flipped image) and "
+                      "train the head on them; augmentation is then flips only.",
+    "class_balance": "none, or weight: cross-entropy weighted N/(K*n_c) per class, so rare classes count.",
+    "model_selection": "best-val: keep the epoch with the best val mean IoU (recorded in metrics.json); "
+                       "last: the final epoch.",
     "box_weight": "Weight of the box loss (GIoU + L1).",
     "giou_weight": "Weight of GIoU inside the box loss.",
     "l1_weight": "Weight of L1 inside the box loss.",
@@ -201,12 +209,40 @@ METRIC_KEYS = ("mean_iou", "loc_acc@0.5", "loc_acc@0.7", "top1", "top3", "cls_lo
 
 
 def metrics_row(metrics, *, header=False, label=""):
-    """One aligned text row of the headline metrics (with a header line if asked)."""
-    row = f"{label:<24}" + "".join(f"{metrics[k]:>16.4f}" for k in METRIC_KEYS) + f"{metrics['num_test_images']:>8d}"
-    if not header:
-        return row
-    head = f"{'':<24}" + "".join(f"{k:>16}" for k in METRIC_KEYS) + f"{'images':>8}"
-    return head + "\n" + row
+    """One aligned text row of the headline metrics (with a header line if asked).
+
+    With the baselines in `metrics`, their rows follow (a metric a baseline does not define
+    is `-`), then the model's margins over them, and a warning when it does not beat them.
+    """
+    def cell(values, key):
+        return f"{values[key]:>16.4f}" if key in values else f"{'-':>16}"
+
+    row = f"{label:<24}" + "".join(cell(metrics, k) for k in METRIC_KEYS) + f"{metrics['num_test_images']:>8d}"
+    lines = [row]
+    if header:
+        lines.insert(0, f"{'':<24}" + "".join(f"{k:>16}" for k in METRIC_KEYS) + f"{'images':>8}")
+    baselines = metrics.get("baselines")
+    if baselines:
+        for name, values in baselines.items():
+            lines.append(f"{name:<24}" + "".join(cell(values, k) for k in METRIC_KEYS))
+        lines.extend(margin_lines(metrics))
+    return "\n".join(lines)
+
+
+def margin_lines(metrics):
+    """The model's margins over the baselines, and a plain warning for each it does not beat."""
+    from ssl_keras.box_baselines import BOX_METRICS, CLASS_METRICS
+
+    margins = metrics["margins"]
+    box = ", ".join(f"{k} {margins[k]:+.4f}" for k in BOX_METRICS)
+    cls = ", ".join(f"{k} {margins[k]:+.4f}" for k in CLASS_METRICS if k in margins)
+    lines = [f"margin over prior_box: {box}", f"margin over majority_class: {cls}"]
+    if margins["mean_iou"] <= 0 or margins["loc_acc@0.5"] <= 0:
+        lines.append("warning: the model does not beat the constant prior box on mean IoU and LocAcc@0.5; "
+                     "its boxes are no better than one that never looks at the image")
+    if margins["top1"] <= 0:
+        lines.append("warning: top-1 is not above always predicting the most frequent training class")
+    return lines
 
 
 @main.command()

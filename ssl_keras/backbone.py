@@ -287,3 +287,55 @@ def estimate_batch_norm_statistics(model, batches):
         for d, rate in zip(drops, rates):
             d.rate = rate
     return count
+
+
+_GLOBAL_POOLING = (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)
+
+
+def is_feature_map_backbone(model):
+    """Whether `model` outputs a 4-D feature map `[N, h, w, C]` (not pooled features)."""
+    return len(model.outputs[0].shape) == 4
+
+
+def feature_map_backbone(model):
+    """The backbone without its final global pooling: images -> feature map `[N, h, w, C]`.
+
+    The new model shares every layer (and weight) with `model`. A backbone that ends in a
+    nested model (e.g. a rescaling layer in front of a keras.applications network) has the
+    pooling removed inside the nested model.
+
+    Args:
+        model: a functional backbone ending in `GlobalAveragePooling2D` or
+            `GlobalMaxPooling2D` (as `build_backbone` and the pretrain encoders do), or one that
+            already outputs a feature map (returned as is).
+
+    Returns:
+        A functional `keras.Model`.
+
+    Raises:
+        ValueError: the backbone is not functional or does not end in a global pooling.
+
+    Example:
+
+    >>> feature_map_backbone(build_backbone("EfficientNetB1"))(images).shape  # [N, h, w, 1280]
+    """
+    if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", bool(model.outputs)):
+        raise ValueError(f"a feature-map backbone needs a functional model. Received: {type(model).__name__}")
+    if is_feature_map_backbone(model):
+        return model
+    last = model.layers[-1]
+    if isinstance(last, _GLOBAL_POOLING):
+        return keras.Model(model.inputs, last.input, name=f"{model.name}_feature_map")
+    if isinstance(last, keras.Model):
+        inner = feature_map_backbone(last)
+        # clone_function=identity: the clone shares every layer with `model`; only the call
+        # of the nested network is replaced by its pooling-free twin.
+        clone = keras.models.clone_model(
+            model, clone_function=lambda layer: layer,
+            call_function=lambda layer, *args, **kwargs: (inner if layer is last else layer)(*args, **kwargs))
+        return keras.Model(clone.inputs, clone.outputs, name=f"{model.name}_feature_map")
+    raise ValueError(
+        f"backbone {model.name!r} does not end in a global pooling layer (its last layer is "
+        f"{last.name!r}, {type(last).__name__}); pass a backbone whose output is a feature map or "
+        "that ends in GlobalAveragePooling2D"
+    )

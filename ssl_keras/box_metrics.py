@@ -366,8 +366,11 @@ def localization_report(true_boxes, pred_boxes, true_labels, class_probs, class_
     Returns:
         A JSON-serialisable dict with the keys `"mean_iou"`, `"loc_acc@0.5"`, `"loc_acc@0.7"`,
         `"top1"`, `"top3"`, `"cls_loc_acc@0.5"` (floats in `[0, 1]`), `"num_test_images"` (int)
-        and `"per_class"`: a dict, in `class_names` order and only for classes with at least one
-        image, mapping the class name to `{"num_images", "mean_iou", "loc_acc@0.5", "top1"}`.
+        `"per_class"`: a dict, in `class_names` order and only for classes with at least one
+        image, mapping the class name to `{"num_images", "mean_iou", "loc_acc@0.5", "top1"}`;
+        `"balanced_top1"`, the mean of the per-class top-1 (1/K for a model that always
+        predicts one of K classes present); and `"classes_predicted"`, how many distinct
+        classes the top-1 predictions use.
 
     Example:
 
@@ -409,6 +412,9 @@ def localization_report(true_boxes, pred_boxes, true_labels, class_probs, class_
             _top_k_name(1): float(top1[mask].mean()),
         }
     report["per_class"] = per_class
+    # Mean per-class top-1 (mean recall): always predicting one class gives 1 / (classes present).
+    report["balanced_top1"] = float(np.mean([entry[_top_k_name(1)] for entry in per_class.values()]))
+    report["classes_predicted"] = int(len(np.unique(np.argmax(class_probs, axis=-1))))
     return report
 
 

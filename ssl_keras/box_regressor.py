@@ -1,9 +1,12 @@
 """`BoxRegressor`: a backbone under a box-regression and classification head."""
 
 import keras
+import numpy as np
 from keras import ops
 
+from ssl_keras.backbone import feature_map_backbone, is_feature_map_backbone
 from ssl_keras.box_augmenter import BoxAugmenter
+from ssl_keras.box_heads import HEADS, make_head
 from ssl_keras.box_losses import box_loss
 from ssl_keras.box_metrics import BoxMeanIoU, ClassAndBoxAccuracy, LocalizationAccuracy, TopKClassAccuracy
 
@@ -12,79 +15,94 @@ from ssl_keras.box_metrics import BoxMeanIoU, ClassAndBoxAccuracy, LocalizationA
 class BoxRegressor(keras.Model):
     """Single-object localization: one box and one class per image.
 
-    The head pools the backbone's features and predicts the box as sigmoid centre and size
-    (cy, cx, h, w), converted to normalised `(ymin, xmin, ymax, xmax)` ("rel_yxyx") clipped to
-    the image, so every prediction is a valid box; and class logits.
+    A head (`box_heads.py`) maps the backbone's features to the box, normalised
+    `(ymin, xmin, ymax, xmax)` ("rel_yxyx") inside the image, and class logits: `"pooled"`
+    regresses the box from globally pooled features, `"spatial"` takes a soft argmax over
+    the feature map's cells, so it can use where features fire.
 
     Inputs are float images [N, H, W, 3] in [0, 255]. For training, pass
     `x = {"images": images, "boxes": boxes}` and `y = {"boxes": boxes, "labels": labels}`: the
     box-aware augmenter then flips/jitters images and their boxes together inside the training
     step (on the accelerator), and the transformed boxes travel with the predictions
     (`y_pred["target_boxes"]`) to the loss. Called on a plain image tensor, the model never
-    augments. The loss is `box_weight * (GIoU + L1) + class_weight * cross-entropy`.
+    augments. With a frozen backbone, `x = {"features": backbone_outputs}` trains the head on
+    precomputed (cached) features, skipping the backbone and the augmenter.
+    The loss is `box_weight * (GIoU + L1) + class_weight * cross-entropy`, the cross-entropy
+    weighted per class by `class_weights` when given.
 
     Args:
-        backbone: a `keras.Model` mapping images in [0, 255] to pooled features [N, C].
+        backbone: a functional `keras.Model` mapping images in [0, 255] to pooled features
+            [N, C] or a feature map [N, h, w, C]. The spatial head removes a final global
+            pooling (`feature_map_backbone`).
         num_classes: int, number of classes.
+        head: str, `"pooled"` or `"spatial"`. Defaults to `"pooled"`.
         augmenter: a `BoxAugmenter` (or None for none). Defaults to `BoxAugmenter()`.
-        hidden_units: int, width of the shared hidden layer of the head (0 for none).
-            Defaults to 256.
-        dropout: float, dropout before the outputs. Defaults to 0.2.
+        hidden_units: int, width of the head's hidden layer (0 for none). Defaults to 256.
+        dropout: float, dropout in the head. Defaults to 0.2.
+        spatial_channels: int, width of the spatial head's 1x1 reduction. Defaults to 128.
         box_weight: float, weight of the box loss. Defaults to 1.0.
         giou_weight: float, weight of the GIoU term inside the box loss. Defaults to 1.0.
         l1_weight: float, weight of the L1 term inside the box loss. Defaults to 1.0.
         class_weight: float, weight of the classification loss. Defaults to 1.0.
+        class_weights: None or a list of `num_classes` floats, the cross-entropy weight of each
+            class (see `balanced_class_weights`). Defaults to None (all 1).
 
     Example:
 
-    >>> model = BoxRegressor(build_backbone("EfficientNetB1"), num_classes=20)
+    >>> model = BoxRegressor(build_backbone("EfficientNetB1"), num_classes=20, head="spatial")
     >>> model.compile(optimizer=keras.optimizers.AdamW(1e-3))
     >>> model.fit(train_ds, validation_data=val_ds, epochs=10)
     >>> out = model.predict(images)  # {"boxes": [N, 4], "class_logits": [N, 20]}
     """
 
-    def __init__(self, backbone, *, num_classes, augmenter="default", hidden_units=256, dropout=0.2,
-                 box_weight=1.0, giou_weight=1.0, l1_weight=1.0, class_weight=1.0, **kwargs):
+    def __init__(self, backbone, *, num_classes, head="pooled", augmenter="default", hidden_units=256, dropout=0.2,
+                 spatial_channels=128, box_weight=1.0, giou_weight=1.0, l1_weight=1.0, class_weight=1.0,
+                 class_weights=None, **kwargs):
         super().__init__(**kwargs)
-        if int(num_classes) < 1:
-            raise ValueError(f"`num_classes` must be >= 1. Received: num_classes={num_classes}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout}")
+        if head not in HEADS:
+            raise ValueError(f"`head` must be one of {', '.join(HEADS)}. Received: head={head!r}")
         for name, value in (("box_weight", box_weight), ("class_weight", class_weight),
                             ("giou_weight", giou_weight), ("l1_weight", l1_weight)):
             if value < 0:
                 raise ValueError(f"`{name}` must be >= 0. Received: {name}={value}")
+        if class_weights is not None:
+            class_weights = [float(w) for w in class_weights]
+            if len(class_weights) != int(num_classes) or min(class_weights) < 0:
+                raise ValueError(f"`class_weights` must be {int(num_classes)} numbers >= 0 (one per class). "
+                                 f"Received: class_weights={class_weights}")
         # Layers.
+        if head == "spatial" and not is_feature_map_backbone(backbone):
+            backbone = feature_map_backbone(backbone)
         self.backbone = backbone
         self.augmenter = BoxAugmenter() if augmenter == "default" else augmenter
-        self.hidden = keras.layers.Dense(hidden_units, activation="relu", name="head_hidden") if hidden_units else None
-        self.dropout_layer = keras.layers.Dropout(dropout, name="head_dropout")
-        self.box_output = keras.layers.Dense(4, name="box_output")
-        self.class_output = keras.layers.Dense(num_classes, name="class_output")
+        self.head = make_head(head, num_classes=num_classes, hidden_units=hidden_units, dropout=dropout,
+                              channels=spatial_channels)
         # Config.
+        self.head_type = head
         self.num_classes = int(num_classes)
         self.hidden_units = int(hidden_units)
         self.dropout = float(dropout)
+        self.spatial_channels = int(spatial_channels)
         self.box_weight = float(box_weight)
         self.giou_weight = float(giou_weight)
         self.l1_weight = float(l1_weight)
         self.class_weight = float(class_weight)
+        self.class_weights = class_weights
         self.box_metrics = [BoxMeanIoU(), LocalizationAccuracy(threshold=0.5), LocalizationAccuracy(threshold=0.7),
                             TopKClassAccuracy(k=1), TopKClassAccuracy(k=3), ClassAndBoxAccuracy(threshold=0.5)]
 
     def build(self, input_shape):
         if isinstance(input_shape, dict):
+            if "features" in input_shape:
+                if not self.head.built:
+                    self.head.build(input_shape["features"])
+                self.built = True
+                return
             input_shape = input_shape["images"]
         if not self.backbone.built:
             self.backbone.build(input_shape)
-        shape = self.backbone.compute_output_shape(input_shape)
-        if self.hidden is not None and not self.hidden.built:
-            self.hidden.build(shape)
-        if self.hidden is not None:
-            shape = self.hidden.compute_output_shape(shape)
-        for layer in (self.box_output, self.class_output):
-            if not layer.built:
-                layer.build(shape)
+        if not self.head.built:
+            self.head.build(self.backbone.compute_output_shape(input_shape))
         self.built = True
 
     def compile(self, optimizer="adamw", **kwargs):
@@ -101,30 +119,21 @@ class BoxRegressor(keras.Model):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
-    @staticmethod
-    def boxes_from_center_size(raw):
-        """Maps 4 unconstrained outputs to a valid rel_yxyx box inside [0, 1]."""
-        center_size = ops.sigmoid(raw)
-        cy, cx, h, w = [center_size[:, i] for i in range(4)]
-        boxes = ops.stack([cy - h / 2, cx - w / 2, cy + h / 2, cx + w / 2], axis=-1)
-        return ops.clip(boxes, 0.0, 1.0)
-
     def call(self, inputs, training=None):
         target_boxes = None
         if isinstance(inputs, dict):
-            images, target_boxes = inputs["images"], inputs.get("boxes")
-            if self.augmenter is not None and target_boxes is not None:
-                images, target_boxes = self.augmenter(images, target_boxes, training=training)
+            target_boxes = inputs.get("boxes")
+            if "features" in inputs:
+                features = inputs["features"]
+            else:
+                images = inputs["images"]
+                if self.augmenter is not None and target_boxes is not None:
+                    images, target_boxes = self.augmenter(images, target_boxes, training=training)
+                features = self.backbone(images, training=training)
         else:
-            images = inputs
-        features = self.backbone(images, training=training)
-        if self.hidden is not None:
-            features = self.hidden(features)
-        features = self.dropout_layer(features, training=training)
-        outputs = {
-            "boxes": self.boxes_from_center_size(ops.cast(self.box_output(features), "float32")),
-            "class_logits": ops.cast(self.class_output(features), "float32"),
-        }
+            features = self.backbone(inputs, training=training)
+        boxes, logits = self.head(features, training=training)
+        outputs = {"boxes": ops.cast(boxes, "float32"), "class_logits": ops.cast(logits, "float32")}
         if target_boxes is not None:
             outputs["target_boxes"] = ops.cast(target_boxes, "float32")
         return outputs
@@ -137,8 +146,12 @@ class BoxRegressor(keras.Model):
         targets = self._targets(y, y_pred)
         box = ops.mean(box_loss(targets["boxes"], y_pred["boxes"], giou_weight=self.giou_weight,
                                 l1_weight=self.l1_weight))
-        cls = ops.mean(keras.losses.sparse_categorical_crossentropy(targets["labels"], y_pred["class_logits"],
-                                                                    from_logits=True))
+        cross_entropy = keras.losses.sparse_categorical_crossentropy(targets["labels"], y_pred["class_logits"],
+                                                                     from_logits=True)
+        if self.class_weights is not None:
+            cross_entropy = cross_entropy * ops.take(ops.convert_to_tensor(self.class_weights, "float32"),
+                                                     targets["labels"])
+        cls = ops.mean(cross_entropy)
         loss = self.box_weight * box + self.class_weight * cls
         if self.losses:
             loss = loss + ops.sum(ops.stack([ops.cast(l, "float32") for l in self.losses]))
@@ -157,12 +170,15 @@ class BoxRegressor(keras.Model):
             "backbone": keras.saving.serialize_keras_object(self.backbone),
             "augmenter": keras.saving.serialize_keras_object(self.augmenter) if self.augmenter is not None else None,
             "num_classes": self.num_classes,
+            "head": self.head_type,
             "hidden_units": self.hidden_units,
             "dropout": self.dropout,
+            "spatial_channels": self.spatial_channels,
             "box_weight": self.box_weight,
             "giou_weight": self.giou_weight,
             "l1_weight": self.l1_weight,
             "class_weight": self.class_weight,
+            "class_weights": self.class_weights,
         })
         return config
 
@@ -173,3 +189,24 @@ class BoxRegressor(keras.Model):
         if config.get("augmenter") is not None:
             config["augmenter"] = keras.saving.deserialize_keras_object(config["augmenter"])
         return cls(**config)
+
+
+def balanced_class_weights(labels, num_classes):
+    """Per-class cross-entropy weights `N / (K * n_c)` over the K classes present ("balanced").
+
+    Every class present then carries the same total weight, and the mean weight over the
+    training images is 1, so the loss keeps its scale. Absent classes get weight 0.
+
+    Args:
+        labels: int array-like `[N]`, training class indices.
+        num_classes: int, C.
+
+    Returns:
+        list of C floats.
+    """
+    labels = np.asarray(labels, dtype="int64").reshape(-1)
+    counts = np.bincount(labels, minlength=int(num_classes))[: int(num_classes)].astype("float64")
+    present = counts > 0
+    weights = np.zeros(int(num_classes))
+    weights[present] = len(labels) / (present.sum() * counts[present])
+    return [float(w) for w in weights]

@@ -92,3 +92,55 @@ class ImageSummary(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._write(epoch + 1)
+
+
+class BestEpoch(keras.callbacks.Callback):
+    """Keeps the weights of the epoch with the best validation metric (model selection on val).
+
+    After each epoch whose `monitor` beats the best so far, the weights go to `weights_path`
+    (through a temporary file and a rename) and `{"epoch", "monitor", "value"}` to
+    `record_path`. An existing record is read first, so a resumed run keeps the best epoch of
+    its earlier part.
+
+    Args:
+        weights_path: str, ending in `.weights.h5`.
+        record_path: str, the JSON record.
+        monitor: str, a `logs` key. Defaults to `"val_mean_iou"`.
+        mode: `"max"` or `"min"`. Defaults to `"max"`.
+    """
+
+    def __init__(self, weights_path, record_path, *, monitor="val_mean_iou", mode="max"):
+        super().__init__()
+        if mode not in ("max", "min"):
+            raise ValueError(f"`mode` must be 'max' or 'min'. Received: mode={mode!r}")
+        self.weights_path, self.record_path = weights_path, record_path
+        self.monitor, self.mode = monitor, mode
+        self.record = read_best_epoch(record_path)
+
+    def _better(self, value):
+        if self.record is None:
+            return True
+        return value > self.record["value"] if self.mode == "max" else value < self.record["value"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        from ssl_keras.run_directory import write_json_atomic
+
+        value = (logs or {}).get(self.monitor)
+        if value is None or not np.isfinite(float(value)) or not self._better(float(value)):
+            return
+        directory = os.path.dirname(os.path.abspath(self.weights_path))
+        tmp = os.path.join(directory, ".tmp-" + os.path.basename(self.weights_path))
+        self.model.save_weights(tmp)
+        os.replace(tmp, self.weights_path)
+        self.record = {"epoch": int(epoch) + 1, "monitor": self.monitor, "value": float(value)}
+        write_json_atomic(self.record_path, self.record)
+
+
+def read_best_epoch(record_path):
+    """The record `BestEpoch` wrote, or None."""
+    import json
+
+    if not os.path.isfile(record_path):
+        return None
+    with open(record_path, encoding="utf-8") as f:
+        return json.load(f)

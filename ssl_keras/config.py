@@ -187,6 +187,9 @@ def to_dict(config):
 
 
 DETECT_MODES = ("freeze", "finetune", "freeze-then-finetune")
+DETECT_HEADS = ("pooled", "spatial")
+CLASS_BALANCE = ("none", "weight")
+MODEL_SELECTION = ("best-val", "last")
 
 
 @dataclasses.dataclass
@@ -213,8 +216,13 @@ class DetectConfig:
     learning_rate: float = 1e-3
     backbone_lr_multiplier: float = 0.1
     weight_decay: float = 1e-4
+    head: str = "spatial"
+    spatial_channels: int = 128
     hidden_units: int = 256
     dropout: float = 0.2
+    cache_features: bool = True
+    class_balance: str = "none"
+    model_selection: str = "best-val"
     box_weight: float = 1.0
     giou_weight: float = 1.0
     l1_weight: float = 1.0
@@ -227,6 +235,13 @@ class DetectConfig:
 
     def validate(self):
         _check(self.mode in DETECT_MODES, "mode", self.mode, "one of " + ", ".join(DETECT_MODES))
+        _check(self.head in DETECT_HEADS, "head", self.head, "one of " + ", ".join(DETECT_HEADS))
+        _check(self.spatial_channels >= 1, "spatial_channels", self.spatial_channels, "an integer >= 1")
+        _check(self.hidden_units >= 0, "hidden_units", self.hidden_units, "an integer >= 0")
+        _check(self.class_balance in CLASS_BALANCE, "class_balance", self.class_balance,
+               "one of " + ", ".join(CLASS_BALANCE))
+        _check(self.model_selection in MODEL_SELECTION, "model_selection", self.model_selection,
+               "one of " + ", ".join(MODEL_SELECTION))
         _check(0.0 < self.label_fraction <= 1.0, "label_fraction", self.label_fraction, "in (0, 1]")
         _check(self.num_labeled is None or self.num_labeled >= 1, "num_labeled", self.num_labeled, "an integer >= 1")
         _check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")

@@ -5,9 +5,14 @@ Run directory layout:
 ```
 DIR/config.json        resolved options, seeds, environment, data description
 DIR/train_ids.json     the labelled training subset (image ids), for --label-fraction
+DIR/baselines.json     the trivial baselines fitted on the labelled train subset: the best
+                       constant box (prior_box) and the class frequency ranking (majority_class)
 DIR/metrics.json       test metrics: mean_iou, loc_acc@0.5, loc_acc@0.7, top1, top3,
-                       cls_loc_acc@0.5, num_test_images, skipped, per_class
-DIR/model.keras        the trained BoxRegressor
+                       balanced_top1, cls_loc_acc@0.5, num_test_images, skipped, per_class; the
+                       baselines scored on the same images and the model's margins over them;
+                       selected_epoch (model selection on val)
+DIR/best.weights.h5    weights of the epoch with the best val mean IoU (best_epoch.json says which)
+DIR/model.keras        the trained BoxRegressor (the selected epoch's weights)
 DIR/savedmodel/        serve(images [N,H,W,3] float in [0,255]) -> {"boxes", "class_probs"}
 DIR/checkpoints/       per-epoch checkpoints for --resume
 DIR/logs/              TensorBoard: losses, metrics, learning rate, predicted vs true boxes
@@ -24,11 +29,13 @@ import numpy as np
 
 from ssl_keras.backbone import BackboneWeightsError, make_backbone
 from ssl_keras.box_augmenter import BoxAugmenter
+from ssl_keras.box_baselines import fit_baselines, margins, score_baselines
 from ssl_keras.box_drawing import PRED_COLOR, TRUE_COLOR, draw_boxes
 from ssl_keras.box_metrics import format_per_class_table, localization_report
-from ssl_keras.box_regressor import BoxRegressor
-from ssl_keras.callbacks import ImageSummary, LearningRateLogger, image_grid
+from ssl_keras.box_regressor import BoxRegressor, balanced_class_weights
+from ssl_keras.callbacks import BestEpoch, ImageSummary, LearningRateLogger, image_grid, read_best_epoch
 from ssl_keras.config import DetectConfig, to_dict
+from ssl_keras.data.feature_cache import backbone_outputs, cached_dataset, cached_train_stream
 from ssl_keras.data.localization import boxes_to_original, load_localization_data
 from ssl_keras.export import ExportError, export_serving
 from ssl_keras.optimizers import BackboneAdamW, WarmupCosineDecay
@@ -37,6 +44,10 @@ from ssl_keras.run_directory import (environment_info, prepare_run_directory, re
                                      write_text_atomic)
 from ssl_keras.training import (NonFiniteLossError, StopRequest, TrainingInterrupted, checkpoint_state,
                                 fit_resumable, load_checkpoint, stop_on_signals)
+
+
+BEST_WEIGHTS = "best.weights.h5"
+BEST_RECORD = "best_epoch.json"
 
 
 def resolve_seeds(seed):
@@ -169,22 +180,50 @@ def _box_grid(images, targets, class_names):
     return make
 
 
-def _test_metrics(model, data, split):
+def _test_metrics(model, data, split, baselines=None):
     """Metrics of one split, with boxes mapped back to each original image's normalised frame.
 
     IoU is invariant under the stretch resize but not under letterbox, so both the target and
-    the predicted box are mapped to the original frame before comparing them.
+    the predicted box are mapped to the original frame before comparing them. With
+    `baselines` (`fit_baselines`'s dict), the report also holds them scored on the same
+    images (`baselines`) and the model's lead over them (`margins`).
     """
     if split == "train":
         raise ValueError("metrics are computed on val or test (the train split is shuffled and subset)")
     arrays = predict_dataset(model, getattr(data, split))
     original_hw = np.asarray(data.original_hw[split])
     to_original = lambda boxes: boxes_to_original(boxes, original_hw, data.image_size, data.resize_policy)
-    report = localization_report(to_original(arrays["true_boxes"]), to_original(arrays["pred_boxes"]),
+    true_boxes = to_original(arrays["true_boxes"])
+    report = localization_report(true_boxes, to_original(arrays["pred_boxes"]),
                                  arrays["labels"], arrays["class_probs"], data.class_names)
     report["split"] = split
+    if baselines is not None:
+        report["baselines"] = score_baselines(baselines, true_boxes, arrays["labels"], list(data.class_names))
+        report["margins"] = margins(report, report["baselines"])
     report.update(data_report(data))
     return report
+
+
+def _feature_caches(model, data, config, seeds, steps_per_epoch, log):
+    """The frozen backbone's outputs for the training images (and flips) and val, computed once.
+
+    The training rows are read in the order of the image stream's table (`shuffle=False`), so
+    the cached stream with the same seed visits them in the same order as the image stream.
+    """
+    started = time.perf_counter()
+    model.backbone.trainable = False
+    if getattr(data, "train_stream", None) is not None:
+        rows = data.train_stream(0, shuffle=False).take(steps_per_epoch)
+    else:
+        rows = data.train
+    train = backbone_outputs(model.backbone, rows, flip=config.augment)
+    val = backbone_outputs(model.backbone, data.val)
+    log(f"cached the frozen backbone's features of {len(train['labels'])} training images"
+        + (" and their flips" if config.augment else "") + f" and {len(val['labels'])} val images "
+        f"in {time.perf_counter() - started:.0f} s (shape {list(train['features'].shape[1:])})")
+    stream = cached_train_stream(train, batch_size=config.batch_size, seed=seeds["data"],
+                                 flip_seed=seeds["augmenter"] if config.augment else None)
+    return stream, cached_dataset(val, batch_size=config.batch_size)
 
 
 def run_detect(config: DetectConfig, *, verbose=1, log=print, resume_hint=None):
@@ -234,27 +273,37 @@ def run_detect(config: DetectConfig, *, verbose=1, log=print, resume_hint=None):
     })
     write_json_atomic(os.path.join(out, "train_ids.json"), {"train_ids": list(data.train_ids)})
 
+    class_names = list(data.class_names)
+    train_targets = data.targets["train"]
+    baselines = fit_baselines(train_targets["boxes"], train_targets["labels"], class_names)
+    write_json_atomic(os.path.join(out, "baselines.json"), baselines)
     if state:
         log(f"resuming from {state['path']} (epoch {state['epoch']}"
             + (f", step {state['step']}" if state["step"] else "") + f" of {config.epochs} epochs)")
         model = load_checkpoint(state)
     else:
         augmenter = BoxAugmenter(seed=seeds["augmenter"]) if config.augment else None
-        model = BoxRegressor(backbone, num_classes=len(data.class_names), augmenter=augmenter,
-                             hidden_units=config.hidden_units, dropout=config.dropout, box_weight=config.box_weight,
+        class_weights = (balanced_class_weights(train_targets["labels"], len(class_names))
+                         if config.class_balance == "weight" else None)
+        model = BoxRegressor(backbone, num_classes=len(class_names), head=config.head, augmenter=augmenter,
+                             hidden_units=config.hidden_units, dropout=config.dropout,
+                             spatial_channels=config.spatial_channels, box_weight=config.box_weight,
                              giou_weight=config.giou_weight, l1_weight=config.l1_weight,
-                             class_weight=config.class_weight)
+                             class_weight=config.class_weight, class_weights=class_weights)
 
     sample_images, sample_targets = next(iter(data.val.take(1)))
     logs_dir = os.path.join(out, "logs")
+    best_weights, best_record = os.path.join(out, BEST_WEIGHTS), os.path.join(out, BEST_RECORD)
     callbacks = [
         LearningRateLogger(),
         keras.callbacks.TensorBoard(logs_dir, update_freq="epoch", write_graph=False),
         ImageSummary(logs_dir, "val_true_green_vs_predicted_red",
                      _box_grid(np.asarray(sample_images)[:6], np.asarray(sample_targets["boxes"])[:6], data.class_names)),
     ]
-    stream = _train_stream(data, config.augment)
-    val = _with_box_inputs(data.val, config.augment)
+    if config.model_selection == "best-val":
+        callbacks.append(BestEpoch(best_weights, best_record, monitor="val_mean_iou"))
+    image_stream = _train_stream(data, config.augment)
+    image_val = _with_box_inputs(data.val, config.augment)
     history = {}
     epoch, step = (state["epoch"], state["step"]) if state else (0, 0)
     if step >= steps_per_epoch:
@@ -268,7 +317,13 @@ def run_detect(config: DetectConfig, *, verbose=1, log=print, resume_hint=None):
                     continue
                 if not (state and (epoch > start or step > 0)):  # not resumed inside this phase
                     _enter_phase(model, config, finetune=finetune, epochs=end - start, steps_per_epoch=steps_per_epoch)
-                log(f"{'fine-tuning' if finetune else 'training the head (backbone frozen)'}: epochs {epoch + 1}-{end}")
+                cached = not finetune and config.cache_features
+                if cached:
+                    stream, val = _feature_caches(model, data, config, seeds, steps_per_epoch, log)
+                else:
+                    stream, val = image_stream, image_val
+                log(f"{'fine-tuning' if finetune else 'training the head (backbone frozen)'}: epochs {epoch + 1}-{end}"
+                    + (" on cached features" if cached else ""))
                 ran = fit_resumable(model, stream, epochs=end, steps_per_epoch=steps_per_epoch, checkpoints=checkpoints,
                                     start=(epoch, step), callbacks=callbacks, stop_request=request,
                                     validation_data=val, verbose=verbose)
@@ -282,6 +337,11 @@ def run_detect(config: DetectConfig, *, verbose=1, log=print, resume_hint=None):
         raise NonFiniteLossError(f"{error}; start a new run with a lower --learning-rate "
                                  f"(this one used {config.learning_rate:g})") from None
 
+    selection = {"model_selection": config.model_selection, "selected_epoch": config.epochs}
+    record = read_best_epoch(best_record) if config.model_selection == "best-val" else None
+    if record is not None:
+        model.load_weights(best_weights)
+        selection.update(selected_epoch=record["epoch"], selected_val_mean_iou=record["value"])
     save_model_atomic(model, os.path.join(out, "model.keras"))
     exported = None
     if config.export:
@@ -289,7 +349,8 @@ def run_detect(config: DetectConfig, *, verbose=1, log=print, resume_hint=None):
             exported = export_detector(model, os.path.join(out, "savedmodel"))
         except ExportError as error:
             log(f"SavedModel export skipped: {error}")
-    metrics = _test_metrics(model, data, "test")
+    metrics = _test_metrics(model, data, "test", baselines)
+    metrics.update(selection)
     metrics.update({
         "backbone": backbone_description,
         "mode": config.mode,
@@ -358,8 +419,12 @@ def evaluate_run(run_dir, *, data=None, split="test"):
         split: str, `"val"` or `"test"`. Defaults to `"test"`.
 
     Returns:
-        The metrics dict, as in the run's metrics.json.
+        The metrics dict, as in the run's metrics.json, with the baselines fitted on the run's
+        own labelled train subset (its `baselines.json`) scored on the same images.
     """
     model, record = load_run(run_dir)
+    baselines_path = os.path.join(run_dir, "baselines.json")
+    baselines = read_json(baselines_path) if os.path.isfile(baselines_path) else None
     # The other splits are not needed for metrics, and may not exist in `data`.
-    return _test_metrics(model, _load_data(record["options"], record["seeds"], data, splits=(split,)), split)
+    data = _load_data(record["options"], record["seeds"], data, splits=(split,))
+    return _test_metrics(model, data, split, baselines)

@@ -18,8 +18,7 @@ The backbone of a `BoxRegressor` is a nested model, and a sub-model from the reg
 input to a layer *inside* the backbone fails with "Graph disconnected". So the feature map is
 read from a model built inside the backbone's own graph, `backbone input -> [A, pooled
 features]` (recursing through wrapped backbones, e.g. `build_backbone`'s rescaling wrapper),
-and the head (`hidden`, `dropout_layer`, `class_output`, `box_output`) is applied to the pooled
-features by hand.
+and the regressor's head (`box_heads.py`) is applied to the backbone output by hand.
 
 This is an analysis tool, not model code: the gradient is taken with the backend's own
 autodiff (`tf.GradientTape` on TensorFlow, `torch.autograd` on PyTorch); JAX is not supported.
@@ -34,11 +33,12 @@ import keras
 import numpy as np
 from PIL import Image
 
-from ssl_keras.box_regressor import BoxRegressor
+from ssl_keras.box_heads import boxes_from_center_size
 
 TARGETS = ("class", "box")
-"""`"class"`: the logit of the predicted (or given) class. `"box"`: the raw (pre-sigmoid)
-height + width outputs of the box head, i.e. the evidence that makes the predicted box large."""
+"""`"class"`: the logit of the predicted (or given) class. `"box"`: the evidence that makes the
+predicted box large: the raw (pre-sigmoid) height + width outputs of the pooled head, the
+predicted height + width of the spatial head."""
 
 _MAX_LISTED_CANDIDATES = 12
 
@@ -298,19 +298,24 @@ def _upsample(maps, image_hw, geometry):
 # Gradients.
 
 
-def _head(model, pooled):
-    x = pooled
-    if model.hidden is not None:
-        x = model.hidden(x)
-    x = model.dropout_layer(x, training=False)
-    box_raw = keras.ops.cast(model.box_output(x), "float32")
-    logits = keras.ops.cast(model.class_output(x), "float32")
-    return box_raw, logits
+def _head(model, features):
+    """`(box_evidence [N], boxes [N, 4], logits [N, C])` of the head on backbone features.
+
+    The box evidence is what makes the predicted box large: the raw (pre-sigmoid) height +
+    width outputs of the pooled head, the predicted height + width of the spatial head.
+    """
+    head = model.head
+    if hasattr(head, "raw_outputs"):
+        box_raw, logits = head.raw_outputs(features, training=False)
+        return box_raw[:, 2] + box_raw[:, 3], boxes_from_center_size(box_raw), logits
+    boxes, logits = head(features, training=False)
+    boxes, logits = keras.ops.cast(boxes, "float32"), keras.ops.cast(logits, "float32")
+    return (boxes[:, 2] - boxes[:, 0]) + (boxes[:, 3] - boxes[:, 1]), boxes, logits
 
 
-def _score(target, box_raw, logits, class_index):
+def _score(target, box_evidence, logits, class_index):
     if target == "box":
-        return keras.ops.sum(box_raw[:, 2:4])
+        return keras.ops.sum(box_evidence)
     one_hot = keras.ops.one_hot(keras.ops.convert_to_tensor(class_index, "int32"), keras.ops.shape(logits)[-1])
     return keras.ops.sum(logits * one_hot)
 
@@ -336,9 +341,9 @@ def _gradients(feature_model, model, images, target, class_index):
             # Watching the input records every op, frozen (non-trainable) backbones included.
             tape.watch(x)
             feature_map, pooled = feature_model(x, training=False)
-            box_raw, logits = _head(model, pooled)
+            box_evidence, boxes, logits = _head(model, pooled)
             index = _resolve_class_index(class_index, keras.ops.convert_to_numpy(logits))
-            score = _score(target, box_raw, logits, index)
+            score = _score(target, box_evidence, logits, index)
         grads = tape.gradient(score, feature_map)
     elif backend == "torch":
         import torch
@@ -346,15 +351,15 @@ def _gradients(feature_model, model, images, target, class_index):
         x = keras.ops.convert_to_tensor(images, "float32").detach().requires_grad_(True)
         with torch.enable_grad():
             feature_map, pooled = feature_model(x, training=False)
-            box_raw, logits = _head(model, pooled)
+            box_evidence, boxes, logits = _head(model, pooled)
             index = _resolve_class_index(class_index, keras.ops.convert_to_numpy(logits))
-            score = _score(target, box_raw, logits, index)
+            score = _score(target, box_evidence, logits, index)
             grads = torch.autograd.grad(score, feature_map)[0]
     else:
         raise GradCAMError(f"Grad-CAM runs on the TensorFlow and PyTorch backends; set KERAS_BACKEND=tensorflow "
                            f"(or torch). Received: backend={backend}")
     to_np = lambda t: keras.ops.convert_to_numpy(keras.ops.cast(t, "float32"))
-    return to_np(feature_map), to_np(grads), to_np(logits), to_np(box_raw), index
+    return to_np(feature_map), to_np(grads), to_np(logits), to_np(boxes), index
 
 
 def _normalize(maps):
@@ -367,8 +372,7 @@ class GradCAM:
     """Grad-CAM heatmaps of a `BoxRegressor`, with the feature model built once.
 
     Args:
-        model: a `BoxRegressor` (or a model with the same `backbone`, `hidden`,
-            `dropout_layer`, `box_output` and `class_output` attributes).
+        model: a `BoxRegressor` (or a model with the same `backbone` and `head` attributes).
         layer_name: str or None, the backbone layer whose feature map is used: a layer name or a
             nested path (`"efficientnetb0/top_activation"`). Defaults to None: the last layer with
             a 4-D feature map larger than 1x1 (see `feature_layer_candidates`), e.g.
@@ -382,10 +386,9 @@ class GradCAM:
     """
 
     def __init__(self, model, *, layer_name=None):
-        missing = [a for a in ("backbone", "dropout_layer", "box_output", "class_output") if not hasattr(model, a)]
-        if missing or not hasattr(model, "hidden"):
-            raise GradCAMError(f"Grad-CAM needs a BoxRegressor; {type(model).__name__} lacks "
-                               f"{', '.join(missing) or 'hidden'}")
+        missing = [a for a in ("backbone", "head") if not hasattr(model, a)]
+        if missing:
+            raise GradCAMError(f"Grad-CAM needs a BoxRegressor; {type(model).__name__} lacks {', '.join(missing)}")
         self.model = model
         self.layer_name = _resolve_layer(model.backbone, layer_name)
         self.feature_model = _feature_model(model.backbone, self.layer_name)
@@ -425,7 +428,7 @@ class GradCAM:
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
             index = None if per_image_index is None else per_image_index[start:start + batch_size]
-            feature_map, grads, logits, box_raw, index = _gradients(self.feature_model, self.model, chunk,
+            feature_map, grads, logits, box_batch, index = _gradients(self.feature_model, self.model, chunk,
                                                                     target, index)
             if feature_map.shape[1] * feature_map.shape[2] <= 1:
                 raise GradCAMError(
@@ -437,7 +440,7 @@ class GradCAM:
             maps.append(np.maximum(np.einsum("nhwc,nc->nhw", feature_map, alpha), 0.0))
             indices.append(index)
             probs.append(keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1)))
-            boxes.append(keras.ops.convert_to_numpy(BoxRegressor.boxes_from_center_size(box_raw)))
+            boxes.append(box_batch)
         maps = np.concatenate(maps).astype("float32")
         geometry = None
         if upsample:

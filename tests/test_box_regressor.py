@@ -56,13 +56,13 @@ def test_freeze_keeps_backbone_weights_and_finetune_changes_them(mode, changes):
     config = DetectConfig(mode=mode, learning_rate=1e-2, epochs=1)
     _enter_phase(m, config, finetune=mode == "finetune", epochs=1, steps_per_epoch=2)
     before = backbone_state(m)
-    head_before = np.array(m.box_output.kernel)
+    head_before = np.array(m.head.box_output.kernel)
     m.fit(images, {"boxes": boxes, "labels": labels}, batch_size=8, epochs=1, verbose=0)
     after = backbone_state(m)
     # Includes the BatchNorm moving statistics: frozen BN runs in inference mode.
     same = all(np.array_equal(a, b) for a, b in zip(before, after))
     assert same != changes
-    assert not np.array_equal(head_before, np.array(m.box_output.kernel))
+    assert not np.array_equal(head_before, np.array(m.head.box_output.kernel))
 
 
 def test_finetune_moves_the_backbone_less_than_the_head_learning_rate():
@@ -73,10 +73,10 @@ def test_finetune_moves_the_backbone_less_than_the_head_learning_rate():
     _enter_phase(m, DetectConfig(learning_rate=1e-2, backbone_lr_multiplier=0.1, weight_decay=0.0),
                  finetune=True, epochs=1, steps_per_epoch=1)
     kernel = m.backbone.get_layer("conv1").kernel
-    before_backbone, before_head = np.array(kernel), np.array(m.class_output.kernel)
+    before_backbone, before_head = np.array(kernel), np.array(m.head.class_output.kernel)
     m.fit(images, {"boxes": boxes, "labels": labels}, batch_size=8, epochs=1, verbose=0)
     backbone_step = np.abs(np.array(kernel) - before_backbone).max()
-    head_step = np.abs(np.array(m.class_output.kernel) - before_head).max()
+    head_step = np.abs(np.array(m.head.class_output.kernel) - before_head).max()
     assert backbone_step == pytest.approx(1e-3, rel=0.05)
     assert head_step == pytest.approx(1e-2, rel=0.05)
 

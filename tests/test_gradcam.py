@@ -85,7 +85,7 @@ def test_matches_the_closed_form_for_a_linear_head():
         peak = maps.max(axis=(1, 2), keepdims=True)
         return np.where(peak > 0, maps / np.where(peak > 0, peak, 1.0), 0.0)
 
-    class_kernel = keras.ops.convert_to_numpy(model.class_output.kernel)
+    class_kernel = keras.ops.convert_to_numpy(model.head.class_output.kernel)
     predicted = logits.argmax(-1)
     expected = normalized(np.einsum("nhwk,kn->nhw", feature_map, class_kernel[:, predicted]))
     result = GradCAM(model, layer_name="relu2").explain(images, upsample=False)
@@ -95,7 +95,7 @@ def test_matches_the_closed_form_for_a_linear_head():
     expected = normalized(np.einsum("nhwk,k->nhw", feature_map, class_kernel[:, 2]))
     np.testing.assert_allclose(gradcam(model, images, class_index=2, upsample=False), expected, atol=1e-5)
 
-    box_kernel = keras.ops.convert_to_numpy(model.box_output.kernel)
+    box_kernel = keras.ops.convert_to_numpy(model.head.box_output.kernel)
     expected = normalized(np.einsum("nhwk,k->nhw", feature_map, box_kernel[:, 2] + box_kernel[:, 3]))
     np.testing.assert_allclose(gradcam(model, images, target="box", upsample=False), expected, atol=1e-5)
     backbone.trainable = False  # a frozen backbone (no watched variables) gives the same maps
@@ -177,8 +177,8 @@ def test_nested_and_wrapped_backbones_give_the_same_maps():
     model(images)
     wrapped_model = BoxRegressor(wrapped, num_classes=3, augmenter=None, hidden_units=16, dropout=0.0)
     wrapped_model(images)
-    for a, b in zip((wrapped_model.hidden, wrapped_model.class_output, wrapped_model.box_output),
-                    (model.hidden, model.class_output, model.box_output)):
+    for a, b in zip((wrapped_model.head.hidden, wrapped_model.head.class_output, wrapped_model.head.box_output),
+                    (model.head.hidden, model.head.class_output, model.head.box_output)):
         a.set_weights(b.get_weights())
     cam = GradCAM(wrapped_model)
     assert cam.layer_name == "tiny_backbone/relu2"

@@ -97,8 +97,10 @@ class LocalizationData:
         train_stream: function `start_batch -> tf.data.Dataset`, the training split as an
             endless stream of `(image, targets)` batches whose pass p is ordered by
             `(seed, p)`, startable at any batch (see `epoch_stream.py`); every pass holds
-            every training image, in `ceil(N / batch_size)` batches. None for TFDS sources
-            and when train was not read.
+            every training image, in `ceil(N / batch_size)` batches. `shuffle=False` gives
+            the rows of the stream's table in order (row r of every pass is table row r), so
+            per-row data computed from one such pass lines up with the shuffled stream of the
+            same seed. None for TFDS sources and when train was not read.
         repaired: dict split -> dict reason -> count of what was read after a fix (image
             conversions, sizes fixed from the image, clipped boxes; see
             `voc.load_voc_records`). Defaults to empty.
@@ -913,7 +915,8 @@ def load_localization_data(
         resize_policy=resize,
         image_size=image_size,
         description=description,
-        train_stream=(lambda start_batch: datasets["train_stream"](start_batch=start_batch))
+        train_stream=(lambda start_batch, shuffle=True: datasets["train_stream"](start_batch=start_batch,
+                                                                                 shuffle=shuffle))
         if "train_stream" in datasets else None,
         repaired={split: dict(scanned[split].repaired) for split in splits},
         # An id listed in two image sets has one line.

@@ -1,0 +1,203 @@
+"""Box and class heads of `BoxRegressor`: one on pooled features, one on the feature map.
+
+Both map backbone features to `(boxes, class_logits)`: boxes `[N, 4]` normalized
+`(ymin, xmin, ymax, xmax)` inside the image, logits `[N, C]`.
+
+- `PooledBoxHead` averages the feature map away (or takes a backbone's pooled vector) and
+  regresses the box from it, so it cannot say *where* a feature fired.
+- `SpatialBoxHead` keeps the map. Every cell proposes a box (its distances to the four sides,
+  measured from the cell centre) and a score; the output box is the softmax-weighted mean of
+  the cells' boxes (a soft argmax, as in heatmap keypoint regression). It is built from 1x1
+  convolutions, so it has the same few parameters at every image size.
+"""
+
+import keras
+from keras import ops
+
+HEADS = ("pooled", "spatial")
+
+
+def boxes_from_center_size(raw):
+    """Maps 4 unconstrained outputs `(cy, cx, h, w)` through a sigmoid to a box in [0, 1]."""
+    center_size = ops.sigmoid(raw)
+    cy, cx, h, w = [center_size[:, i] for i in range(4)]
+    boxes = ops.stack([cy - h / 2, cx - w / 2, cy + h / 2, cx + w / 2], axis=-1)
+    return ops.clip(boxes, 0.0, 1.0)
+
+
+def _check_head_args(num_classes, hidden_units, dropout):
+    if int(num_classes) < 1:
+        raise ValueError(f"`num_classes` must be >= 1. Received: num_classes={num_classes}")
+    if int(hidden_units) < 0:
+        raise ValueError(f"`hidden_units` must be >= 0. Received: hidden_units={hidden_units}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout}")
+
+
+@keras.saving.register_keras_serializable(package="ssl_keras")
+class PooledBoxHead(keras.layers.Layer):
+    """Box and class from globally average-pooled features.
+
+    The shared hidden layer feeds a box output, read as sigmoid centre and size
+    `(cy, cx, h, w)`, and the class logits.
+
+    Args:
+        num_classes: int, number of classes.
+        hidden_units: int, width of the shared hidden layer (0 for none). Defaults to 256.
+        dropout: float, dropout before the outputs. Defaults to 0.2.
+
+    Example:
+
+    >>> head = PooledBoxHead(num_classes=20)
+    >>> boxes, logits = head(features)  # features [N, C] or [N, h, w, C]
+    """
+
+    def __init__(self, *, num_classes, hidden_units=256, dropout=0.2, **kwargs):
+        super().__init__(**kwargs)
+        _check_head_args(num_classes, hidden_units, dropout)
+        self.num_classes = int(num_classes)
+        self.hidden_units = int(hidden_units)
+        self.dropout = float(dropout)
+        self.pool = keras.layers.GlobalAveragePooling2D(name="head_pool")
+        self.hidden = keras.layers.Dense(hidden_units, activation="relu", name="head_hidden") if hidden_units else None
+        self.dropout_layer = keras.layers.Dropout(dropout, name="head_dropout")
+        self.box_output = keras.layers.Dense(4, name="box_output")
+        self.class_output = keras.layers.Dense(num_classes, name="class_output")
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        if len(shape) == 4:
+            shape = (shape[0], shape[-1])
+        if self.hidden is not None:
+            self.hidden.build(shape)
+            shape = self.hidden.compute_output_shape(shape)
+        self.box_output.build(shape)
+        self.class_output.build(shape)
+        self.built = True
+
+    def raw_outputs(self, features, training=None):
+        """`(box_raw [N, 4], class_logits [N, C])`, before the box's sigmoid (for Grad-CAM)."""
+        if len(features.shape) == 4:
+            features = self.pool(features)
+        if self.hidden is not None:
+            features = self.hidden(features)
+        features = self.dropout_layer(features, training=training)
+        return (ops.cast(self.box_output(features), "float32"),
+                ops.cast(self.class_output(features), "float32"))
+
+    def call(self, features, training=None):
+        box_raw, logits = self.raw_outputs(features, training=training)
+        return boxes_from_center_size(box_raw), logits
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 4), (input_shape[0], self.num_classes)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_classes": self.num_classes, "hidden_units": self.hidden_units, "dropout": self.dropout})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="ssl_keras")
+class SpatialBoxHead(keras.layers.Layer):
+    """Box by a soft argmax over the feature map's cells; class from the pooled map.
+
+    For each cell `(i, j)` of an `h x w` map, with centre `(c_y, c_x) = ((i + 0.5) / h,
+    (j + 0.5) / w)`, a 1x1 convolution reduces the features to `channels` (ReLU); from them a
+    score `s_ij` and the distances `d = softplus(raw) / 2` to the top, left, bottom and right
+    sides give the cell's box `(c_y - d_t, c_x - d_l, c_y + d_b, c_x + d_r)`. The output box
+    is `sum_ij softmax(s)_ij * box_ij`, clipped to the image. A cell can propose a box of any
+    size, so the weights say *where* the object is and the distances how large it is.
+
+    Args:
+        num_classes: int, number of classes.
+        channels: int, width of the 1x1 reduction. Defaults to 128.
+        hidden_units: int, width of the class branch's hidden layer (0 for none). Defaults
+            to 256.
+        dropout: float, dropout on the feature map and before the class output. Defaults to 0.2.
+
+    Example:
+
+    >>> head = SpatialBoxHead(num_classes=20)
+    >>> boxes, logits = head(feature_map)  # feature_map [N, h, w, C]
+    """
+
+    def __init__(self, *, num_classes, channels=128, hidden_units=256, dropout=0.2, **kwargs):
+        super().__init__(**kwargs)
+        _check_head_args(num_classes, hidden_units, dropout)
+        if int(channels) < 1:
+            raise ValueError(f"`channels` must be >= 1. Received: channels={channels}")
+        self.num_classes = int(num_classes)
+        self.channels = int(channels)
+        self.hidden_units = int(hidden_units)
+        self.dropout = float(dropout)
+        self.map_dropout = keras.layers.Dropout(dropout, name="head_map_dropout")
+        self.reduce = keras.layers.Conv2D(channels, 1, activation="relu", name="head_reduce")
+        self.cell_scores = keras.layers.Conv2D(1, 1, name="box_cell_scores")
+        self.cell_sides = keras.layers.Conv2D(4, 1, name="box_cell_sides")
+        self.pool = keras.layers.GlobalAveragePooling2D(name="head_pool")
+        self.hidden = keras.layers.Dense(hidden_units, activation="relu", name="head_hidden") if hidden_units else None
+        self.dropout_layer = keras.layers.Dropout(dropout, name="head_dropout")
+        self.class_output = keras.layers.Dense(num_classes, name="class_output")
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        if len(shape) != 4:
+            raise ValueError(
+                "SpatialBoxHead needs a feature map [N, h, w, C]; the backbone gives pooled features. "
+                f"Use `feature_map_backbone(backbone)` or head='pooled'. Received: input_shape={shape}"
+            )
+        self.reduce.build(shape)
+        reduced = self.reduce.compute_output_shape(shape)
+        self.cell_scores.build(reduced)
+        self.cell_sides.build(reduced)
+        pooled = (shape[0], shape[-1])
+        if self.hidden is not None:
+            self.hidden.build(pooled)
+            pooled = self.hidden.compute_output_shape(pooled)
+        self.class_output.build(pooled)
+        self.built = True
+
+    def cell_outputs(self, feature_map, training=None):
+        """Per-cell `(weights [N, h*w], boxes [N, h*w, 4])` of the soft argmax."""
+        x = self.reduce(self.map_dropout(feature_map, training=training))
+        shape = ops.shape(x)
+        n, h, w = shape[0], shape[1], shape[2]
+        scores = ops.reshape(ops.cast(self.cell_scores(x), "float32"), (n, h * w))
+        sides = ops.reshape(ops.softplus(ops.cast(self.cell_sides(x), "float32")) / 2.0, (n, h * w, 4))
+        ys = (ops.arange(h, dtype="float32") + 0.5) / ops.cast(h, "float32")
+        xs = (ops.arange(w, dtype="float32") + 0.5) / ops.cast(w, "float32")
+        cy = ops.reshape(ops.repeat(ops.expand_dims(ys, 1), w, axis=1), (1, h * w))
+        cx = ops.reshape(ops.repeat(ops.expand_dims(xs, 0), h, axis=0), (1, h * w))
+        boxes = ops.stack([cy - sides[..., 0], cx - sides[..., 1], cy + sides[..., 2], cx + sides[..., 3]], axis=-1)
+        return ops.softmax(scores, axis=-1), boxes
+
+    def class_logits(self, feature_map, training=None):
+        x = self.pool(feature_map)
+        if self.hidden is not None:
+            x = self.hidden(x)
+        return ops.cast(self.class_output(self.dropout_layer(x, training=training)), "float32")
+
+    def call(self, feature_map, training=None):
+        weights, boxes = self.cell_outputs(feature_map, training=training)
+        box = ops.clip(ops.sum(boxes * ops.expand_dims(weights, -1), axis=1), 0.0, 1.0)
+        return box, self.class_logits(feature_map, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 4), (input_shape[0], self.num_classes)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_classes": self.num_classes, "channels": self.channels,
+                       "hidden_units": self.hidden_units, "dropout": self.dropout})
+        return config
+
+
+def make_head(head, *, num_classes, hidden_units=256, dropout=0.2, channels=128):
+    """`PooledBoxHead` or `SpatialBoxHead` by name (`HEADS`)."""
+    if head == "pooled":
+        return PooledBoxHead(num_classes=num_classes, hidden_units=hidden_units, dropout=dropout, name="pooled_head")
+    if head == "spatial":
+        return SpatialBoxHead(num_classes=num_classes, channels=channels, hidden_units=hidden_units, dropout=dropout,
+                              name="spatial_head")
+    raise ValueError(f"`head` must be one of {', '.join(HEADS)}. Received: head={head!r}")
