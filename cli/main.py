@@ -67,6 +67,7 @@ DETECT_HELP = {
     "batch_size": "Images per batch.",
     "learning_rate": "Peak learning rate of the head (cosine decay per phase).",
     "backbone_lr_multiplier": "Backbone learning rate as a fraction of the head's when fine-tuning.",
+    "bn_momentum": "BatchNorm moving-average momentum while fine-tuning (Keras's is 0.99, which lags).",
     "weight_decay": "AdamW weight decay (not on biases or BatchNorm).",
     "head": "spatial (soft argmax over the feature map's cells: sees where the object is) or pooled "
             "(box from globally pooled features).",

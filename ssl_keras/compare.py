@@ -7,8 +7,9 @@ OUT/compare.json                  the grid's options, written before anything tr
 OUT/cells/{label}/{mode}/frac{fraction}/seed{seed}/
                                   one ordinary detect run directory per cell
 OUT/skipped.json                  {label: reason} for backbones that cannot be had
-OUT/results.csv                   one row per finished cell
-OUT/results.md                    mean ± std over seeds per backbone × mode × fraction
+OUT/results.csv                   one row per finished cell, then the baseline rows
+OUT/results.md                    mean ± std over seeds per backbone × mode × fraction, with the
+                                  baselines and each backbone's margin over them
 OUT/plot_mean_iou.png             metric vs label fraction, one subplot per mode
 OUT/plot_loc_acc_0.5.png
 OUT/report.md                     grid, findings, table, plots, skipped backbones, Grad-CAM
@@ -17,6 +18,13 @@ OUT/report.md                     grid, findings, table, plots, skipped backbone
 A cell is finished when its `metrics.json` exists (detect writes it last). Running the same
 grid again on the same OUT skips finished cells, resumes cells that hold a `config.json`, and
 trains the rest, so an interrupted comparison is continued by repeating the command.
+
+Every output also shows the trivial baselines of `ssl_keras.box_baselines`, read from the
+cells' metrics.json: `prior_box` (one constant box) and `majority_class` (always the most
+frequent classes), both fitted on the cell's labelled training subset without looking at an
+image. They depend on the label fraction and seed but not on the backbone, so they form one
+row per mode × fraction × seed, under the backbone names `prior_box` and `majority_class`.
+Cells written before the baselines existed are read as before, without them.
 """
 
 import csv
@@ -32,6 +40,7 @@ import keras
 import numpy as np
 
 from ssl_keras.backbone import BackboneWeightsError
+from ssl_keras.box_baselines import BOX_METRICS, CLASS_METRICS, MAJORITY_CLASS, PRIOR_BOX
 from ssl_keras.config import DETECT_MODES, ConfigError, DetectConfig, _check, to_dict
 from ssl_keras.detect import resolve_backbone, run_detect
 from ssl_keras.run_directory import (RunDirectoryError, environment_info, read_json, write_json_atomic,
@@ -39,9 +48,30 @@ from ssl_keras.run_directory import (RunDirectoryError, environment_info, read_j
 
 METRICS = ("mean_iou", "loc_acc@0.5", "loc_acc@0.7", "top1", "top3", "cls_loc_acc@0.5")
 METRIC_TITLES = {"mean_iou": "mean IoU", "loc_acc@0.5": "loc acc@0.5", "loc_acc@0.7": "loc acc@0.7",
-                 "top1": "top-1", "top3": "top-3", "cls_loc_acc@0.5": "cls+loc acc@0.5"}
+                 "top1": "top-1", "top3": "top-3", "cls_loc_acc@0.5": "cls+loc acc@0.5",
+                 "balanced_top1": "balanced top-1"}
+MARGIN_SUFFIX = "_margin"
+# A model's lead over the baseline of the same cell, per seed: box metrics over prior_box,
+# class metrics over majority_class (see `ssl_keras.box_baselines.margins`).
+MARGIN_METRICS = ("mean_iou", "loc_acc@0.5", "loc_acc@0.7", "top1", "top3")
+MARGINS = tuple(metric + MARGIN_SUFFIX for metric in MARGIN_METRICS)
+# Everything `aggregate` averages over seeds; the baseline rows hold only their own metrics.
+AGGREGATED = METRICS + ("balanced_top1",) + MARGINS
 CSV_COLUMNS = ("backbone", "mode", "label_fraction", "seed", "num_train_images") + METRICS + (
-    "num_test_images", "wall_seconds", "run_dir")
+    "balanced_top1",) + MARGINS + ("num_test_images", "wall_seconds", "run_dir")
+BASELINES = (PRIOR_BOX, MAJORITY_CLASS)
+BASELINE_METRICS = {PRIOR_BOX: BOX_METRICS, MAJORITY_CLASS: CLASS_METRICS}
+BASELINE_TITLES = {PRIOR_BOX: "the constant prior box", MAJORITY_CLASS: "the majority class"}
+BASELINE_PLOT_LABELS = {PRIOR_BOX: "prior box (no image)", MAJORITY_CLASS: "majority class (no image)"}
+# results.md: the margins shown beside each backbone's metrics, as (margin key, column title).
+MARGIN_COLUMNS = (("mean_iou_margin", "Δ IoU vs prior"), ("loc_acc@0.5_margin", "Δ LocAcc@0.5 vs prior"),
+                  ("top1_margin", "Δ top-1 vs majority"))
+BASELINES_NOTE = (
+    "Baselines: `prior_box` predicts one constant box for every image (the box with the best mean IoU "
+    "over the training boxes) and `majority_class` always predicts the most frequent training classes. "
+    "Both are fitted on each cell's labelled training subset, so they change with the label fraction and "
+    "seed, and never look at an image; a backbone has learned something about the images only where it "
+    "beats them. A margin is the backbone's metric minus the baseline's on the same test images, per seed.")
 PLOTTED_METRICS = ("mean_iou", "loc_acc@0.5")
 MODE_TITLES = {"freeze": "frozen backbone", "finetune": "fine-tuned",
                "freeze-then-finetune": "frozen, then fine-tuned"}
@@ -117,6 +147,10 @@ class CompareConfig:
         labelled, seen = [], {}
         for entry in self.backbones:
             label, spec = backbone_label(entry)
+            if label in BASELINES:
+                # The baseline rows of results.csv carry these names in the backbone column.
+                raise ConfigError(f"--backbones {entry!r}: the label {label!r} is reserved for a baseline row of "
+                                  f"the results; name it otherwise with NAME=SPEC, e.g. mine={spec}")
             if label in seen:
                 raise ConfigError(f"--backbones: {seen[label]!r} and {entry!r} both get the label {label!r}; "
                                   f"name them with NAME=SPEC, e.g. {label}2={spec}")
@@ -222,8 +256,9 @@ def run_compare(config: CompareConfig, *, log=print, verbose=0, gradcam=None):
 
     Returns:
         A dict: `out`, `cells` (one dict per cell with its `status`: done, trained, resumed or
-        skipped), `skipped` ({label: reason}), `table` (see `aggregate`), `findings`,
-        `wall_seconds` and `outputs` (paths of the files written).
+        skipped), `skipped` ({label: reason}), `rows` and `baseline_rows` (results.csv's rows),
+        `table` (see `aggregate`, baselines included), `findings` (`describe_results`, then
+        `describe_baselines`), `wall_seconds` and `outputs` (paths of the files written).
 
     Example:
 
@@ -351,7 +386,12 @@ def _remove_if_empty(path):
 
 
 def collect_rows(config):
-    """One dict per finished cell (CSV_COLUMNS), read from the cells' metrics.json, in grid order."""
+    """One dict per finished cell (CSV_COLUMNS), read from the cells' metrics.json, in grid order.
+
+    `balanced_top1` and the margin columns are None where the cell's metrics.json predates
+    them. Each row also keeps the cell's scored baselines under `baselines` (None when absent;
+    not a CSV column), from which `baseline_rows` builds the baseline rows.
+    """
     out = os.path.abspath(os.fspath(config.out))
     rows = []
     for cell in grid_cells(config):
@@ -362,9 +402,74 @@ def collect_rows(config):
         row = {"backbone": cell.label, "mode": cell.mode, "label_fraction": cell.label_fraction, "seed": cell.seed,
                "num_train_images": metrics["num_train_images"], "num_test_images": metrics["num_test_images"],
                "wall_seconds": _cell_wall_seconds(os.path.join(out, cell.run_dir), metrics), "run_dir": cell.run_dir}
-        row.update({metric: float(metrics[metric]) for metric in METRICS})
+        row.update({metric: _number(metrics.get(metric)) for metric in METRICS + ("balanced_top1",)})
+        margins = metrics.get("margins") or {}
+        row.update({metric + MARGIN_SUFFIX: _number(margins.get(metric)) for metric in MARGIN_METRICS})
+        row["baselines"] = metrics.get("baselines")
         rows.append(row)
     return rows
+
+
+def _number(value):
+    return None if value is None else float(value)
+
+
+def _present(value):
+    """A metric cell holds a value: not None, and not the empty string of a results.csv cell."""
+    return value is not None and value != ""
+
+
+def baseline_rows(rows, *, log=None):
+    """The baseline rows of results.csv: `prior_box` and `majority_class` per mode × fraction × seed.
+
+    The baselines are fitted on the labelled training subset, which the label fraction and seed
+    fix, so every backbone's cell of a mode × fraction × seed holds the same ones; the first
+    cell (in grid order) that has them gives the row. Should another cell disagree, the first
+    is kept and the disagreement is logged.
+
+    Args:
+        rows: dicts from `collect_rows` (cells without `baselines` are passed over).
+        log: None, or a callable taking one string, told of disagreeing cells. Defaults to None.
+
+    Returns:
+        A list of dicts with the CSV_COLUMNS: for each group, first its `prior_box` row (the
+        box metrics; the class metrics and margins None), then its `majority_class` row (top1,
+        top3, balanced_top1; the box metrics None). `run_dir` is the cell they were read from.
+    """
+    kept = {}
+    for row in rows:
+        scored = row.get("baselines")
+        if not scored:
+            continue
+        key = (row["mode"], float(row["label_fraction"]), int(row["seed"]))
+        if key not in kept:
+            kept[key] = (row, scored)
+            continue
+        first_row, first = kept[key]
+        for name in BASELINES:
+            differing = [metric for metric in BASELINE_METRICS[name]
+                         if not _same_number((first.get(name) or {}).get(metric), (scored.get(name) or {}).get(metric))]
+            if differing and log is not None:
+                log(f"[compare] {row['run_dir']} and {first_row['run_dir']} disagree on the {name} baseline "
+                    f"({', '.join(differing)}), though both are fitted on the same labelled subset; "
+                    f"results.csv keeps the first ({first_row['run_dir']})")
+    table = []
+    for (mode, fraction, seed), (row, scored) in kept.items():
+        for name in BASELINES:
+            values = scored.get(name) or {}
+            entry = {column: None for column in CSV_COLUMNS}
+            entry.update(backbone=name, mode=mode, label_fraction=fraction, seed=seed,
+                         num_train_images=row["num_train_images"], num_test_images=row["num_test_images"],
+                         run_dir=row["run_dir"])
+            entry.update({metric: _number(values.get(metric)) for metric in BASELINE_METRICS[name]})
+            table.append(entry)
+    return table
+
+
+def _same_number(a, b):
+    if not (_present(a) and _present(b)):
+        return _present(a) == _present(b)
+    return bool(np.isclose(float(a), float(b), rtol=0.0, atol=1e-9, equal_nan=True))
 
 
 def _cell_wall_seconds(run_dir, metrics):
@@ -388,13 +493,15 @@ def aggregate(rows):
 
     Args:
         rows: dicts with `backbone`, `mode`, `label_fraction`, `seed`, `num_train_images` and
-            the METRICS (as in results.csv).
+            the AGGREGATED metrics (as in results.csv); a metric that is None or empty is
+            missing from that row. Baseline rows (`baseline_rows`) are aggregated alike.
 
     Returns:
         A list of dicts, sorted by mode, fraction and backbone (modes and backbones in order of
-        first appearance): `backbone`, `mode`, `label_fraction`, `n`, `seeds`,
-        `num_train_images` (mean), and for each metric `m` present, `m` (mean) and `m_std`
-        (standard deviation with ddof=1; 0.0 when n == 1, where no spread is measured).
+        first appearance, the baselines last): `backbone`, `mode`, `label_fraction`, `n`,
+        `seeds`, `num_train_images` (mean), and for each metric `m` that some member holds, `m`
+        (mean over the members that hold it) and `m_std` (standard deviation with ddof=1; 0.0
+        when only one value, where no spread is measured).
     """
     groups = {}
     for row in rows:
@@ -406,22 +513,31 @@ def aggregate(rows):
         entry = {"backbone": backbone, "mode": mode, "label_fraction": fraction, "n": len(members),
                  "seeds": sorted(int(m["seed"]) for m in members),
                  "num_train_images": float(np.mean([float(m["num_train_images"]) for m in members]))}
-        for metric in METRICS:
-            if metric not in members[0]:
+        for metric in AGGREGATED:
+            values = np.asarray([float(m[metric]) for m in members if _present(m.get(metric))])
+            if not len(values):
                 continue
-            values = np.asarray([float(m[metric]) for m in members])
             entry[metric] = float(values.mean())
             entry[metric + "_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
         table.append(entry)
-    table.sort(key=lambda e: (mode_order.index(e["mode"]), e["label_fraction"], backbone_order.index(e["backbone"])))
+    table.sort(key=lambda e: (mode_order.index(e["mode"]), e["label_fraction"], e["backbone"] in BASELINES,
+                              backbone_order.index(e["backbone"])))
     return table
 
 
+def is_baseline(entry):
+    """True for the rows of the `prior_box` and `majority_class` baselines."""
+    return entry["backbone"] in BASELINES
+
+
 def best_backbones(table, metric):
-    """{(mode, label_fraction): set of backbones with the highest mean}, for groups of >= 2 backbones."""
+    """{(mode, label_fraction): set of backbones with the highest mean}, for groups of >= 2 backbones.
+
+    The baselines do not compete: they are the level to beat, not backbones.
+    """
     best = {}
     for key in dict.fromkeys((e["mode"], e["label_fraction"]) for e in table):
-        group = [e for e in table if (e["mode"], e["label_fraction"]) == key and metric in e]
+        group = [e for e in table if (e["mode"], e["label_fraction"]) == key and metric in e and not is_baseline(e)]
         if len(group) < 2:
             continue
         top = max(e[metric] for e in group)
@@ -433,48 +549,112 @@ def _percent(fraction):
     return f"{fraction * 100:g}%"
 
 
+def _mean_std(entry, metric, *, signed=False):
+    sign = "+" if signed else ""
+    if entry["n"] > 1:
+        return f"{entry[metric]:{sign}.3f} ± {entry[metric + '_std']:.3f}"
+    return f"{entry[metric]:{sign}.3f} ±0"
+
+
 def format_results_md(table, metrics=METRICS):
     """Markdown tables (one per mode) of mean ± std over seeds; the best mean per column in bold.
 
     A column is one metric within one mode and label fraction; bold needs >= 2 backbones there.
+    Each mode × fraction block ends with the `prior_box` and `majority_class` rows when the
+    cells hold baselines, and then each backbone row also shows its margins over them
+    (MARGIN_COLUMNS, mean ± std over seeds of the per-seed margin). A dash marks a metric that
+    a row does not have (a class metric of the prior box, a box metric of the majority class).
     """
     if not table:
         return "No cell has finished yet.\n"
-    metrics = [m for m in metrics if m in table[0]]
-    best = {metric: best_backbones(table, metric) for metric in metrics}
+    metrics = [m for m in metrics if any(m in e for e in table)]
+    margins = [(key, title) for key, title in MARGIN_COLUMNS if any(key in e for e in table)]
+    columns = metrics + [key for key, _ in margins]
+    best = {column: best_backbones(table, column) for column in columns}
     lines = []
     for mode in dict.fromkeys(e["mode"] for e in table):
+        titles = [METRIC_TITLES.get(m, m) for m in metrics] + [title for _, title in margins]
         lines += [f"### {mode} ({MODE_TITLES.get(mode, mode)})", "",
-                  "| labels | backbone | n | train images | " + " | ".join(METRIC_TITLES.get(m, m) for m in metrics) + " |",
-                  "|---|---|---:|---:|" + "---:|" * len(metrics)]
+                  "| labels | backbone | n | train images | " + " | ".join(titles) + " |",
+                  "|---|---|---:|---:|" + "---:|" * len(columns)]
         for e in (e for e in table if e["mode"] == mode):
             cells = []
-            for metric in metrics:
-                text = f"{e[metric]:.3f} ± {e[metric + '_std']:.3f}" if e["n"] > 1 else f"{e[metric]:.3f} ±0"
-                if e["backbone"] in best[metric].get((mode, e["label_fraction"]), ()):
+            for column in columns:
+                if column not in e:
+                    cells.append("—")
+                    continue
+                text = _mean_std(e, column, signed=column.endswith(MARGIN_SUFFIX))
+                if e["backbone"] in best[column].get((mode, e["label_fraction"]), ()):
                     text = f"**{text}**"
                 cells.append(text)
             lines.append(f"| {_percent(e['label_fraction'])} | {e['backbone']} | {e['n']} | "
                          f"{e['num_train_images']:g} | " + " | ".join(cells) + " |")
         lines.append("")
     lines.append("Mean ± sample standard deviation (ddof=1) over seeds; ±0 marks n=1 (one seed: spread not "
-                 "measured). Bold: the best mean of a column within its mode and label fraction.")
+                 "measured). Bold: the best mean of a column among the backbones within its mode and label "
+                 "fraction.")
+    if any(is_baseline(e) for e in table):
+        lines += ["", "prior_box: one constant box; majority_class: always the most frequent training classes. "
+                  "Both are fitted on the cell's labelled training subset and never look at an image. "
+                  "Δ columns: the backbone's metric minus the baseline's, per seed."]
     return "\n".join(lines) + "\n"
+
+
+def _baseline_of(metric):
+    """The baseline a metric is compared with, or None (cls+loc has none)."""
+    if metric in BOX_METRICS:
+        return PRIOR_BOX
+    if metric in CLASS_METRICS:
+        return MAJORITY_CLASS
+    return None
+
+
+def beats_baseline(entry, metric):
+    """Whether a backbone's mean margin on `metric` is above 0 by more than its std over seeds.
+
+    Returns None when the entry has no margin for `metric` (its cells predate the baselines).
+    With one seed the std is 0, so any positive margin counts (and the sentences say that the
+    noise is not measured).
+    """
+    key = metric + MARGIN_SUFFIX
+    if key not in entry:
+        return None
+    return entry[key] > 0 and entry[key] > entry[key + "_std"]
+
+
+def _margin_text(entry, metric):
+    key = metric + MARGIN_SUFFIX
+    if entry["n"] > 1:
+        return f"margin {entry[key]:+.3f} ± {entry[key + '_std']:.3f}"
+    return f"margin {entry[key]:+.3f}, one seed so the noise is not measured"
 
 
 def describe_results(table, metric="mean_iou"):
     """One sentence per mode × fraction: the best backbone, its lead over the next, and if it beats noise.
 
     The lead counts as real when it exceeds the larger of the two standard deviations over
-    seeds; with a single seed the noise is not measured and the sentence says so.
+    seeds; with a single seed the noise is not measured and the sentence says so. When the
+    cells hold baselines and no backbone beats the metric's baseline (`beats_baseline`), the
+    sentence says so instead of naming a best backbone: the ranking of backbones that all
+    stay at the level of a guess that ignores the image shows nothing about them.
     """
     title = METRIC_TITLES.get(metric, metric)
+    baseline = _baseline_of(metric)
     sentences = []
-    for mode, fraction in dict.fromkeys((e["mode"], e["label_fraction"]) for e in table):
-        group = sorted((e for e in table if (e["mode"], e["label_fraction"]) == (mode, fraction)),
-                       key=lambda e: -e[metric])
+    for mode, fraction in dict.fromkeys((e["mode"], e["label_fraction"]) for e in table if not is_baseline(e)):
+        group = sorted((e for e in table if (e["mode"], e["label_fraction"]) == (mode, fraction)
+                        and not is_baseline(e) and metric in e), key=lambda e: -e[metric])
+        if not group:
+            continue
         where = f"{mode}, {_percent(fraction)} of the labels"
         best = group[0]
+        verdicts = [beats_baseline(e, metric) for e in group]
+        if baseline is not None and any(v is not None for v in verdicts) and not any(verdicts):
+            ranked = "the only backbone" if len(group) == 1 else "the best"
+            sentences.append(f"{where}: no backbone beats {BASELINE_TITLES[baseline]} on {title} ({ranked}, "
+                             f"{best['backbone']}, has {best[metric]:.3f}, {_margin_text(best, metric)}), "
+                             f"so no backbone wins here.")
+            continue
         if len(group) == 1:
             sentences.append(f"{where}: only {best['backbone']} finished ({title} {best[metric]:.3f}).")
             continue
@@ -487,6 +667,9 @@ def describe_results(table, metric="mean_iou"):
             verdict = f"the gap exceeds the std over seeds ({noise:.3f})"
         else:
             verdict = f"within noise (std over seeds {noise:.3f})"
+        if verdicts[0] is False:
+            verdict += (f"; {best['backbone']} itself does not beat {BASELINE_TITLES[baseline]} "
+                        f"({_margin_text(best, metric)})")
         if gap == 0:
             sentences.append(f"{where}: {best['backbone']} and {second['backbone']} tie on {title} "
                              f"({best[metric]:.3f}).")
@@ -496,44 +679,77 @@ def describe_results(table, metric="mean_iou"):
     return sentences
 
 
+def describe_baselines(table, box_metric="mean_iou", class_metric="top1"):
+    """One sentence per backbone × mode × fraction: does it beat the prior box, and the majority class?
+
+    A backbone beats a baseline when its mean margin is above 0 by more than the margin's std
+    over seeds (`beats_baseline`). Backbones whose cells hold no baselines get no sentence.
+
+    Example: "freeze, 10% of the labels, ssl: mean IoU 0.418 does not beat the constant prior
+    box (margin +0.003 ± 0.010; prior 0.415); top-1 0.700 beats the majority class (margin
+    +0.400 ± 0.020; majority 0.300)."
+    """
+    baselines = {(e["backbone"], e["mode"], e["label_fraction"]): e for e in table if is_baseline(e)}
+    sentences = []
+    for e in table:
+        if is_baseline(e):
+            continue
+        clauses = []
+        for metric in (box_metric, class_metric):
+            verdict = beats_baseline(e, metric)
+            if verdict is None or metric not in e:
+                continue
+            name = _baseline_of(metric)
+            reference = baselines.get((name, e["mode"], e["label_fraction"]), {})
+            level = f"; {'prior' if name == PRIOR_BOX else 'majority'} {reference[metric]:.3f}" if metric in reference else ""
+            clauses.append(f"{METRIC_TITLES.get(metric, metric)} {e[metric]:.3f} "
+                           f"{'beats' if verdict else 'does not beat'} {BASELINE_TITLES[name]} "
+                           f"({_margin_text(e, metric)}{level})")
+        if clauses:
+            sentences.append(f"{e['mode']}, {_percent(e['label_fraction'])} of the labels, {e['backbone']}: "
+                             + "; ".join(clauses) + ".")
+    return sentences
+
+
 def plot_filename(metric):
     """`plot_mean_iou.png`, `plot_loc_acc_0.5.png`, ..."""
     return "plot_" + re.sub(r"[^A-Za-z0-9._-]", "_", metric) + ".png"
 
 
-def plot_metric(table, metric, path, *, dpi=100, subplot_size=(5.0, 4.0)):
-    """Plots `metric` vs label fraction: one subplot per mode, one line per backbone, std error bars.
+def metric_figure(table, metric, *, dpi=100, subplot_size=(5.0, 4.0)):
+    """The figure of `plot_metric`, not yet saved: a matplotlib `Figure` with one axes per mode.
 
-    Args:
-        table: rows from `aggregate`.
-        metric: string, a metric key, e.g. `"mean_iou"`.
-        path: the PNG file to write.
-        dpi: int. Defaults to 100.
-        subplot_size: (width, height) in inches of each subplot. Defaults to (5, 4), so the
-            image is `(500 * num_modes, 400)` pixels.
-
-    Returns:
-        `path`.
+    Each backbone is a line with std error bars. The metric's baseline, where the table holds
+    it (the prior box for box metrics, the majority class for top-1 and top-3), is a dashed
+    gray line across the label fractions labelled "prior box (no image)" or "majority class
+    (no image)".
     """
     # Figure without pyplot: no global backend switch, and Agg renders PNG headless.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     modes = list(dict.fromkeys(e["mode"] for e in table))
-    backbones = list(dict.fromkeys(e["backbone"] for e in table))
+    backbones = list(dict.fromkeys(e["backbone"] for e in table if not is_baseline(e)))
     fractions = sorted({e["label_fraction"] for e in table})
+    baseline = _baseline_of(metric)
     figure = Figure(figsize=(subplot_size[0] * max(len(modes), 1), subplot_size[1]), dpi=dpi)
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, max(len(modes), 1), sharey=True, squeeze=False)[0]
     title = METRIC_TITLES.get(metric, metric)
     for ax, mode in zip(axes, modes):
         for backbone in backbones:
-            points = sorted((e for e in table if e["mode"] == mode and e["backbone"] == backbone),
+            points = sorted((e for e in table if e["mode"] == mode and e["backbone"] == backbone and metric in e),
                             key=lambda e: e["label_fraction"])
             if not points:
                 continue
             ax.errorbar([e["label_fraction"] for e in points], [e[metric] for e in points],
                         yerr=[e[metric + "_std"] for e in points], marker="o", capsize=3, label=backbone)
+        reference = sorted((e for e in table if e["mode"] == mode and e["backbone"] == baseline and metric in e),
+                           key=lambda e: e["label_fraction"])
+        if reference:
+            # A flat marker keeps the level visible where a single fraction leaves no line to draw.
+            ax.plot([e["label_fraction"] for e in reference], [e[metric] for e in reference], linestyle="--",
+                    color="gray", marker="_", markersize=14, label=BASELINE_PLOT_LABELS[baseline])
         if fractions and max(fractions) / min(fractions) >= 10:
             ax.set_xscale("log")
         ax.set_xticks(fractions)
@@ -547,6 +763,27 @@ def plot_metric(table, metric, path, *, dpi=100, subplot_size=(5.0, 4.0)):
         axes[0].legend()
     figure.suptitle(f"{title} vs label fraction (mean ± std over seeds)")
     figure.tight_layout()
+    return figure
+
+
+def plot_metric(table, metric, path, *, dpi=100, subplot_size=(5.0, 4.0)):
+    """Plots `metric` vs label fraction: one subplot per mode, one line per backbone, std error bars.
+
+    The baseline of the metric, when the table holds its rows, is a dashed gray line (see
+    `metric_figure`).
+
+    Args:
+        table: rows from `aggregate`.
+        metric: string, a metric key, e.g. `"mean_iou"`.
+        path: the PNG file to write.
+        dpi: int. Defaults to 100.
+        subplot_size: (width, height) in inches of each subplot. Defaults to (5, 4), so the
+            image is `(500 * num_modes, 400)` pixels.
+
+    Returns:
+        `path`.
+    """
+    figure = metric_figure(table, metric, dpi=dpi, subplot_size=subplot_size)
     tmp = os.path.join(os.path.dirname(os.path.abspath(path)), ".tmp-" + os.path.basename(path))
     figure.savefig(tmp, dpi=dpi, format=os.path.splitext(path)[1].lstrip(".") or "png")
     os.replace(tmp, path)
@@ -560,17 +797,20 @@ def summarize_compare(config, *, skipped=None, gradcam=None, log=print):
     `skipped` defaults to the stored skipped.json; see `run_compare` for `gradcam`.
 
     Returns:
-        A dict: `out`, `skipped`, `rows`, `table`, `findings`, `outputs`.
+        A dict: `out`, `skipped`, `rows` (one per finished cell), `baseline_rows` (see
+        `baseline_rows`), `table` (`aggregate` of both), `findings` (`describe_results`, then
+        `describe_baselines`), `outputs`.
     """
     out = os.path.abspath(os.fspath(config.out))
     skipped_path = os.path.join(out, "skipped.json")
     if skipped is None:
         skipped = read_json(skipped_path) if os.path.isfile(skipped_path) else {}
     rows = collect_rows(config)
-    table = aggregate(rows)
+    baselines = baseline_rows(rows, log=log)
+    table = aggregate(rows + baselines)
     outputs = {"compare": os.path.join(out, "compare.json"), "skipped": skipped_path,
                "results_csv": os.path.join(out, "results.csv"), "results_md": os.path.join(out, "results.md")}
-    write_results_csv(rows, outputs["results_csv"])
+    write_results_csv(rows + baselines, outputs["results_csv"])
     results_md = format_results_md(table)
     _write_text(outputs["results_md"], "# Results\n\n" + results_md)
     plots = {}
@@ -594,25 +834,39 @@ def summarize_compare(config, *, skipped=None, gradcam=None, log=print):
         outputs["gradcam"] = os.fspath(gradcam_path)
 
     findings = describe_results(table) if table else []
+    baseline_findings = describe_baselines(table)
     outputs["report"] = os.path.join(out, "report.md")
     _write_text(outputs["report"], format_report(config, rows=rows, table=table, results_md=results_md,
                                                  findings=findings, skipped=skipped, plots=plots,
-                                                 gradcam=gradcam_path, gradcam_note=gradcam_note, out=out))
-    for sentence in findings:
+                                                 gradcam=gradcam_path, gradcam_note=gradcam_note, out=out,
+                                                 baseline_findings=baseline_findings))
+    for sentence in findings + baseline_findings:
         log(f"[compare] {sentence}")
     log(f"[compare] {len(rows)} of {len(grid_cells(config))} cells finished; report: {outputs['report']}")
-    return {"out": out, "skipped": dict(skipped), "rows": rows, "table": table, "findings": findings,
-            "outputs": outputs}
+    return {"out": out, "skipped": dict(skipped), "rows": rows, "baseline_rows": baselines, "table": table,
+            "findings": findings + baseline_findings, "outputs": outputs}
 
 
-def format_report(config, *, rows, table, results_md, findings, skipped, plots, gradcam, gradcam_note, out):
-    """report.md: the exact grid, what it shows, the table, plots, skipped backbones and Grad-CAM."""
+def format_report(config, *, rows, table, results_md, findings, skipped, plots, gradcam, gradcam_note, out,
+                  baseline_findings=()):
+    """report.md: the exact grid, what it shows, the table, plots, skipped backbones and Grad-CAM.
+
+    `rows` are the finished cells (`collect_rows`); `findings` are `describe_results`'
+    sentences and `baseline_findings` `describe_baselines`' (one per backbone × mode ×
+    fraction, under "Against the baselines"). What the baselines are is said near the top when
+    `table` holds them, and that the cells have none otherwise.
+    """
     cells = grid_cells(config)
     finished = {r["run_dir"] for r in rows}
     lines = [f"# Backbone comparison on {config.data}", "",
              f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} by `ssl_keras.compare`; "
-             f"{len(finished)} of {len(cells)} cells finished.", "",
-             "## Grid", "",
+             f"{len(finished)} of {len(cells)} cells finished.", ""]
+    if any(is_baseline(e) for e in table):
+        lines += [BASELINES_NOTE, ""]
+    elif rows:
+        lines += ["The finished cells predate the trivial baselines (their metrics.json has no `baselines`), so "
+                  "nothing here says whether a backbone beats a constant box or the majority class.", ""]
+    lines += ["## Grid", "",
              "| backbone | spec |", "|---|---|"]
     lines += [f"| {label} | `{spec}`{' (skipped)' if label in skipped else ''} |"
               for label, spec in config.labelled_backbones()]
@@ -627,6 +881,11 @@ def format_report(config, *, rows, table, results_md, findings, skipped, plots, 
               *(f"{key} = {value!r}" for key, value in to_dict(config).items()), "```", "",
               "## What it shows", ""]
     lines += [f"- {sentence}" for sentence in findings] or ["No cell has finished yet."]
+    if baseline_findings:
+        lines += ["", "### Against the baselines", "",
+                  "A backbone beats a baseline when its mean margin over seeds is above 0 by more than the "
+                  "margin's std over seeds.", ""]
+        lines += [f"- {sentence}" for sentence in baseline_findings]
     lines += ["", "## Results", "",
               "Test-split metrics; per cell in [results.csv](results.csv), this table also in "
               "[results.md](results.md).", "", results_md, "## Plots", ""]

@@ -215,6 +215,7 @@ class DetectConfig:
     batch_size: int = 32
     learning_rate: float = 1e-3
     backbone_lr_multiplier: float = 0.1
+    bn_momentum: Optional[float] = 0.9  # None: keep the backbone's (Keras: 0.99)
     weight_decay: float = 1e-4
     head: str = "spatial"
     spatial_channels: int = 128
@@ -253,6 +254,7 @@ class DetectConfig:
         _check(self.learning_rate > 0, "learning_rate", self.learning_rate, "a number > 0")
         _check(0 < self.backbone_lr_multiplier <= 1, "backbone_lr_multiplier", self.backbone_lr_multiplier, "in (0, 1]")
         _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
+        _check(self.bn_momentum is None or 0 < self.bn_momentum < 1, "bn_momentum", self.bn_momentum, "in (0, 1)")
         _check(0 <= self.dropout < 1, "dropout", self.dropout, "in [0, 1)")
         _check(self.resize in ("stretch", "letterbox"), "resize", self.resize, "stretch or letterbox")
         for name in ("box_weight", "giou_weight", "l1_weight", "class_weight"):

@@ -27,7 +27,7 @@ import time
 import keras
 import numpy as np
 
-from ssl_keras.backbone import BackboneWeightsError, make_backbone
+from ssl_keras.backbone import BackboneWeightsError, make_backbone, set_batch_norm_momentum
 from ssl_keras.box_augmenter import BoxAugmenter
 from ssl_keras.box_baselines import fit_baselines, margins, score_baselines
 from ssl_keras.box_drawing import PRED_COLOR, TRUE_COLOR, draw_boxes
@@ -116,6 +116,8 @@ def _phase_optimizer(config, steps, finetune):
 def _enter_phase(model, config, *, finetune, epochs, steps_per_epoch):
     # Frozen: Keras runs a non-trainable BatchNormalization in inference mode as well.
     model.backbone.trainable = finetune
+    if finetune and config.bn_momentum is not None:
+        set_batch_norm_momentum(model.backbone, config.bn_momentum)
     model.compile(optimizer=_phase_optimizer(config, epochs * steps_per_epoch, finetune),
                   jit_compile=resolved_jit_compile())
 

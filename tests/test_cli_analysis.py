@@ -25,10 +25,13 @@ def test_compare_command_writes_the_report_with_a_gradcam_grid(tmp_path):
             "--backbone-name", "tiny", "--out", str(out), "--gradcam-images", "2"]
     result = invoke(args)
     assert result.exit_code == 0, result.output
-    rows = list(csv.DictReader(open(out / "results.csv")))
-    assert sorted(r["backbone"] for r in rows) == ["scratch", "ssl"]
+    table = list(csv.DictReader(open(out / "results.csv")))
+    # One row per cell, then the trivial baselines of its one fraction x seed.
+    assert [r["backbone"] for r in table] == ["ssl", "scratch", "prior_box", "majority_class"]
+    rows = table[:2]
     report = (out / "report.md").read_text()
     assert "plot_mean_iou.png" in report and "gradcam_grid.png" in report
+    assert "Baselines: `prior_box`" in report and "the constant prior box (margin" in report
     with Image.open(out / "gradcam" / "gradcam_grid.png") as grid:
         assert grid.width > 200 and grid.height > 200
     # Running it again trains nothing and keeps the finished cells.

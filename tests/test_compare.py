@@ -11,8 +11,10 @@ from PIL import Image
 
 from ssl_keras import compare
 from ssl_keras.backbone import BackboneWeightsError, tiny_backbone
-from ssl_keras.compare import (CompareConfig, aggregate, backbone_label, describe_results, format_results_md,
-                               grid_cells, plot_metric, run_compare)
+from ssl_keras.box_baselines import margins
+from ssl_keras.compare import (CompareConfig, aggregate, backbone_label, baseline_rows, describe_baselines,
+                               describe_results, format_results_md, grid_cells, metric_figure, plot_metric,
+                               run_compare, summarize_compare)
 from ssl_keras.config import ConfigError, build_config
 from ssl_keras.run_directory import RunDirectoryError
 
@@ -58,6 +60,7 @@ def test_config_parses_lists_and_labels():
     ({"modes": "freeze,frozen"}, "--modes must be a comma-separated list of freeze, finetune"),
     ({"seeds": 0}, "--seeds must be an integer >= 1"),
     ({"backbones": "ssl:a,ssl:b"}, "both get the label 'ssl'"),
+    ({"backbones": "prior_box=scratch"}, "the label 'prior_box' is reserved for a baseline row"),
     ({"epochs": 0}, "--epochs must be an integer >= 1"),  # caught by the cells' DetectConfig
     ({"image_size": 16}, "--image-size must be an integer >= 32"),
 ])
@@ -117,6 +120,204 @@ def test_plot_metric_writes_png_of_expected_size(tmp_path):
         assert image.format == "PNG" and image.size == (1000, 400)  # two modes, 5 x 4 inches each at 100 dpi
 
 
+# The baselines, from hand-written cells (no training)
+
+
+def _baselines(prior_iou, majority_top1):
+    return {"prior_box": {"box": [0.2, 0.2, 0.8, 0.8], "mean_iou": prior_iou, "loc_acc@0.5": prior_iou - 0.1,
+                          "loc_acc@0.7": 0.05},
+            "majority_class": {"classes": ["dog", "cat", "car"], "top1": majority_top1, "top3": 0.6,
+                               "balanced_top1": 0.25}}
+
+
+def _write_cell(out, backbone, fraction, seed, *, mean_iou, top1, baselines=None, mode="freeze"):
+    """A finished cell's metrics.json as detect writes it; `baselines=None` writes an old one."""
+    metrics = {"mean_iou": mean_iou, "loc_acc@0.5": mean_iou - 0.1, "loc_acc@0.7": 0.1, "top1": top1, "top3": 0.9,
+               "cls_loc_acc@0.5": 0.2, "num_train_images": int(100 * fraction), "num_test_images": 50,
+               "selected_epoch": 1}
+    if baselines is not None:
+        metrics.update(balanced_top1=top1 - 0.05, classes_predicted=3, baselines=baselines)
+        metrics["margins"] = margins(metrics, baselines)
+    run_dir = out / "cells" / backbone / mode / f"frac{fraction}" / f"seed{seed}"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    (run_dir / "timing.json").write_text(json.dumps({"wall_seconds": 2.0}))
+
+
+# Per fraction and seed: the prior box's and the model's mean IoU, and top-1s. At 10%, ssl beats
+# the prior (margins +0.2, +0.2) and scratch does not (+0.010, -0.004: +0.003 ± 0.010); at 100%
+# neither does. ssl's top-1 beats the majority class (0.7 vs 0.3); scratch's equals it.
+PRIOR = {(0.1, 0): 0.40, (0.1, 1): 0.42, (1.0, 0): 0.45, (1.0, 1): 0.45}
+MODEL_IOU = {("ssl", 0.1, 0): 0.60, ("ssl", 0.1, 1): 0.62, ("scratch", 0.1, 0): 0.41, ("scratch", 0.1, 1): 0.416,
+             ("ssl", 1.0, 0): 0.44, ("ssl", 1.0, 1): 0.45, ("scratch", 1.0, 0): 0.43, ("scratch", 1.0, 1): 0.44}
+MODEL_TOP1 = {"ssl": 0.7, "scratch": 0.3}
+
+
+@pytest.fixture
+def written_grid(tmp_path):
+    out = tmp_path / "out"
+    config = CompareConfig(**{**TINY, "backbones": "ssl:runs/p1,scratch", "label_fractions": "0.1,1", "seeds": 2,
+                              "out": str(out)})
+    for (backbone, fraction, seed), mean_iou in MODEL_IOU.items():
+        _write_cell(out, backbone, fraction, seed, mean_iou=mean_iou, top1=MODEL_TOP1[backbone],
+                    baselines=_baselines(PRIOR[fraction, seed], 0.3))
+    logs = []
+    return config, summarize_compare(config, log=logs.append), logs
+
+
+def _csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_results_csv_has_margins_and_one_baseline_row_pair_per_fraction_and_seed(written_grid):
+    config, summary, _ = written_grid
+    rows = _csv(summary["outputs"]["results_csv"])
+    assert list(rows[0]) == list(compare.CSV_COLUMNS)
+    assert [r["backbone"] for r in rows] == ["ssl", "scratch"] * 4 + ["prior_box", "majority_class"] * 4
+    ssl = next(r for r in rows if (r["backbone"], r["label_fraction"], r["seed"]) == ("ssl", "0.1", "1"))
+    assert float(ssl["mean_iou_margin"]) == pytest.approx(0.62 - 0.42)
+    assert float(ssl["loc_acc@0.5_margin"]) == pytest.approx(0.52 - 0.32)
+    assert float(ssl["top1_margin"]) == pytest.approx(0.4) and float(ssl["top3_margin"]) == pytest.approx(0.3)
+    assert float(ssl["loc_acc@0.7_margin"]) == pytest.approx(0.05) and float(ssl["balanced_top1"]) == pytest.approx(0.65)
+    baselines = {(r["backbone"], r["label_fraction"], r["seed"]): r for r in rows if r["backbone"] in ("prior_box", "majority_class")}
+    assert len(baselines) == 8
+    prior = baselines["prior_box", "0.1", "1"]
+    assert float(prior["mean_iou"]) == pytest.approx(0.42) and float(prior["loc_acc@0.5"]) == pytest.approx(0.32)
+    assert prior["mode"] == "freeze" and prior["num_train_images"] == "10"
+    assert all(prior[c] == "" for c in ("top1", "top3", "balanced_top1", "cls_loc_acc@0.5", "mean_iou_margin"))
+    majority = baselines["majority_class", "1.0", "0"]
+    assert [float(majority[c]) for c in ("top1", "top3", "balanced_top1")] == pytest.approx([0.3, 0.6, 0.25])
+    assert all(majority[c] == "" for c in ("mean_iou", "loc_acc@0.5", "loc_acc@0.7", "top1_margin"))
+    # The summary's rows are the cells only: the Grad-CAM hook and the report count them.
+    assert len(summary["rows"]) == 8 and len(summary["baseline_rows"]) == 8
+
+
+def test_results_md_has_baseline_rows_and_margin_columns(written_grid):
+    _, summary, _ = written_grid
+    text = open(summary["outputs"]["results_md"]).read()
+    header = next(line for line in text.splitlines() if line.startswith("| labels |"))
+    assert header.endswith("| Δ IoU vs prior | Δ LocAcc@0.5 vs prior | Δ top-1 vs majority |")
+    lines = text.splitlines()
+    block = lines[lines.index(header):]
+    labels = [line.split(" | ")[:2] for line in block if line.startswith("| 10%") or line.startswith("| 100%")]
+    assert labels == [["| 10%", "ssl"], ["| 10%", "scratch"], ["| 10%", "prior_box"], ["| 10%", "majority_class"],
+                      ["| 100%", "ssl"], ["| 100%", "scratch"], ["| 100%", "prior_box"], ["| 100%", "majority_class"]]
+    row = lambda start: next(line for line in lines if line.startswith(start))
+    ssl, scratch = row("| 10% | ssl |"), row("| 10% | scratch |")
+    # Margins over seeds: ssl +0.2 twice; scratch +0.010 and -0.004 -> +0.003 ± 0.010 (ddof=1).
+    assert ssl.endswith("| **+0.200 ± 0.000** | **+0.200 ± 0.000** | **+0.400 ± 0.000** |")
+    assert scratch.endswith("| +0.003 ± 0.010 | +0.003 ± 0.010 | +0.000 ± 0.000 |")
+    prior = row("| 10% | prior_box |").split(" | ")
+    # labels, backbone, n, images, mean IoU, loc@0.5, loc@0.7, top-1, top-3, cls+loc, 3 margins.
+    assert prior[2:7] == ["2", "10", "0.410 ± 0.014", "0.310 ± 0.014", "0.050 ± 0.000"]
+    assert prior[7:] == ["—", "—", "—", "—", "—", "— |"]
+    majority = row("| 10% | majority_class |").split(" | ")
+    assert majority[4:7] == ["—", "—", "—"] and majority[7:9] == ["0.300 ± 0.000", "0.600 ± 0.000"]
+    # The baselines are never bold: they are not backbones.
+    assert "**" not in row("| 100% | prior_box |") + row("| 100% | majority_class |")
+
+
+def test_report_says_which_backbone_beats_the_baselines(written_grid):
+    _, summary, logs = written_grid
+    report = open(summary["outputs"]["report"]).read()
+    assert report.index("Baselines: `prior_box` predicts one constant box") < report.index("## Grid")
+    assert ("freeze, 10% of the labels, ssl: mean IoU 0.610 beats the constant prior box (margin +0.200 ± 0.000; "
+            "prior 0.410); top-1 0.700 beats the majority class (margin +0.400 ± 0.000; majority 0.300).") in report
+    assert ("freeze, 10% of the labels, scratch: mean IoU 0.413 does not beat the constant prior box "
+            "(margin +0.003 ± 0.010; prior 0.410); top-1 0.300 does not beat the majority class "
+            "(margin +0.000 ± 0.000; majority 0.300).") in report
+    assert "freeze, 100% of the labels, ssl: mean IoU 0.445 does not beat the constant prior box" in report
+    # 10%: ssl beats the prior, so the best-backbone sentence stands; 100%: nobody beats it, so no winner.
+    assert "freeze, 10% of the labels: ssl has the best mean IoU, 0.610 vs 0.413 for scratch (+0.197)" in report
+    assert ("freeze, 100% of the labels: no backbone beats the constant prior box on mean IoU (the best, ssl, "
+            "has 0.445, margin -0.005 ± 0.007), so no backbone wins here.") in report
+    assert "100% of the labels: ssl has the best" not in report
+    assert any("scratch: mean IoU 0.413 does not beat" in line for line in logs)
+
+
+def test_describe_results_names_a_best_backbone_that_does_not_beat_the_prior():
+    rows = [dict(_row(b, "freeze", 0.1, s, v), mean_iou_margin=m)
+            for b, s, v, m in [("a", 0, 0.50, 0.02), ("a", 1, 0.52, 0.30), ("b", 0, 0.45, 0.10), ("b", 1, 0.46, 0.11)]]
+    # a: margin 0.16 ± 0.20 does not beat the prior; b: 0.105 ± 0.007 does, so a best is still named.
+    sentence, = describe_results(aggregate(rows))
+    assert sentence.startswith("freeze, 10% of the labels: a has the best mean IoU, 0.510 vs 0.455 for b")
+    assert sentence.endswith("; a itself does not beat the constant prior box (margin +0.160 ± 0.198).")
+
+
+def test_plot_draws_the_baseline_as_a_dashed_gray_line(written_grid, tmp_path):
+    _, summary, _ = written_grid
+    table = summary["table"]
+
+    def baseline_lines(metric, label):
+        ax = metric_figure(table, metric).axes[0]
+        return [line for line in ax.get_lines() if line.get_label() == label]
+
+    prior, = baseline_lines("mean_iou", "prior box (no image)")
+    assert prior.get_linestyle() == "--" and prior.get_color() == "gray"
+    np.testing.assert_allclose(prior.get_xdata(), [0.1, 1.0])
+    np.testing.assert_allclose(prior.get_ydata(), [0.41, 0.45])
+    prior_loc, = baseline_lines("loc_acc@0.5", "prior box (no image)")
+    np.testing.assert_allclose(prior_loc.get_ydata(), [0.31, 0.35])
+    majority, = baseline_lines("top1", "majority class (no image)")
+    np.testing.assert_allclose(majority.get_ydata(), [0.3, 0.3])
+    assert baseline_lines("mean_iou", "majority class (no image)") == []
+    legend = [text.get_text() for text in metric_figure(table, "mean_iou").axes[0].get_legend().get_texts()]
+    # The baselines are drawn once, as reference lines, not as backbones with error bars.
+    assert sorted(legend) == ["prior box (no image)", "scratch", "ssl"]
+    with Image.open(plot_metric(table, "mean_iou", str(tmp_path / "p.png"))) as image:
+        assert image.size == (500, 400)
+
+
+def test_old_cells_without_baselines_are_read_as_before(tmp_path):
+    out = tmp_path / "out"
+    config = CompareConfig(**{**TINY, "backbones": "ssl:runs/p1,scratch", "out": str(out)})
+    _write_cell(out, "ssl", 0.5, 0, mean_iou=0.6, top1=0.5)
+    _write_cell(out, "scratch", 0.5, 0, mean_iou=0.5, top1=0.5)
+    summary = summarize_compare(config, log=lambda line: None)
+    rows = _csv(summary["outputs"]["results_csv"])
+    assert [r["backbone"] for r in rows] == ["ssl", "scratch"]
+    assert all(r[c] == "" for r in rows for c in ("balanced_top1",) + compare.MARGINS)
+    assert float(rows[0]["mean_iou"]) == pytest.approx(0.6)
+    md = open(summary["outputs"]["results_md"]).read()
+    assert "Δ" not in md and "prior_box" not in md and "| 50% | ssl | 1 | 50 | **0.600 ±0** |" in md
+    report = open(summary["outputs"]["report"]).read()
+    assert "predate the trivial baselines" in report and "Baselines: `prior_box`" not in report
+    assert summary["findings"] == ["freeze, 50% of the labels: ssl has the best mean IoU, 0.600 vs 0.500 for "
+                                   "scratch (+0.100); one seed only, so the noise is not measured."]
+    assert [line.get_label() for line in metric_figure(summary["table"], "mean_iou").axes[0].get_lines()
+            if line.get_linestyle() == "--"] == []
+
+
+def test_a_grid_of_old_and_new_cells_takes_the_baselines_from_the_new_ones(tmp_path):
+    out = tmp_path / "out"
+    config = CompareConfig(**{**TINY, "backbones": "ssl:runs/p1,scratch", "out": str(out)})
+    _write_cell(out, "ssl", 0.5, 0, mean_iou=0.6, top1=0.5)
+    _write_cell(out, "scratch", 0.5, 0, mean_iou=0.5, top1=0.5, baselines=_baselines(0.45, 0.2))
+    summary = summarize_compare(config, log=lambda line: None)
+    rows = _csv(summary["outputs"]["results_csv"])
+    assert [r["backbone"] for r in rows] == ["ssl", "scratch", "prior_box", "majority_class"]
+    assert rows[2]["run_dir"] == rows[1]["run_dir"] and float(rows[2]["mean_iou"]) == pytest.approx(0.45)
+    assert describe_baselines(summary["table"]) == [
+        "freeze, 50% of the labels, scratch: mean IoU 0.500 beats the constant prior box (margin +0.050, one seed "
+        "so the noise is not measured; prior 0.450); top-1 0.500 beats the majority class (margin +0.300, one seed "
+        "so the noise is not measured; majority 0.200)."]
+
+
+def test_disagreeing_baselines_of_one_fraction_and_seed_keep_the_first():
+    first = dict(_row("a", "freeze", 0.1, 0, 0.5), run_dir="cells/a", baselines=_baselines(0.40, 0.3))
+    second = dict(_row("b", "freeze", 0.1, 0, 0.5), run_dir="cells/b", baselines=_baselines(0.43, 0.3))
+    other_seed = dict(_row("b", "freeze", 0.1, 1, 0.5), run_dir="cells/c", baselines=_baselines(0.47, 0.3))
+    old = dict(_row("c", "freeze", 0.1, 0, 0.5), run_dir="cells/d", baselines=None)
+    logs = []
+    table = baseline_rows([first, old, second, other_seed], log=logs.append)
+    assert [(r["backbone"], r["seed"], r["run_dir"], r["mean_iou"]) for r in table] == [
+        ("prior_box", 0, "cells/a", 0.40), ("majority_class", 0, "cells/a", None),
+        ("prior_box", 1, "cells/c", 0.47), ("majority_class", 1, "cells/c", None)]
+    assert len(logs) == 1 and "cells/b and cells/a disagree on the prior_box baseline (mean_iou, loc_acc@0.5)" in logs[0]
+    assert baseline_rows([first, second]) == table[:2]  # without a log, silently
+
+
 # The grid, end to end (tiny backbone, synthetic data)
 
 
@@ -172,10 +373,18 @@ def test_grid_runs_cells_and_skips_unavailable_backbone(grid):
     assert json.load(open(os.path.join(out, "compare.json")))["options"]["backbones"] == config.backbones
     with open(os.path.join(out, "results.csv"), newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [r["backbone"] for r in rows] == ["scratch", "ssl"] and list(rows[0]) == list(compare.CSV_COLUMNS)
+    assert [r["backbone"] for r in rows] == ["scratch", "ssl", "prior_box", "majority_class"]
+    assert list(rows[0]) == list(compare.CSV_COLUMNS)
     metrics = json.load(open(os.path.join(out, rows[1]["run_dir"], "metrics.json")))
     assert float(rows[1]["mean_iou"]) == pytest.approx(metrics["mean_iou"])
-    assert [(e["backbone"], e["n"]) for e in summary["table"]] == [("scratch", 1), ("ssl", 1)]
+    assert float(rows[1]["mean_iou_margin"]) == pytest.approx(metrics["margins"]["mean_iou"])
+    # The baseline rows come from the first cell of their fraction x seed, as detect scored them.
+    first = json.load(open(os.path.join(out, rows[0]["run_dir"], "metrics.json")))["baselines"]
+    assert rows[2]["run_dir"] == rows[0]["run_dir"]
+    assert float(rows[2]["mean_iou"]) == pytest.approx(first["prior_box"]["mean_iou"]) and rows[2]["top1"] == ""
+    assert float(rows[3]["top1"]) == pytest.approx(first["majority_class"]["top1"]) and rows[3]["mean_iou"] == ""
+    assert [(e["backbone"], e["n"]) for e in summary["table"]] == [
+        ("scratch", 1), ("ssl", 1), ("prior_box", 1), ("majority_class", 1)]
 
 
 def test_report_links_table_plots_and_skipped(grid):
