@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from voc_devkit import copy_devkit
 
 from ssl_keras.backbone import tiny_backbone
 from ssl_keras.cli.main import main
@@ -63,6 +64,14 @@ def test_detect_writes_all_outputs(detect_run, ssl_run):
     assert (out / "checkpoints" / "state.json").is_file()
     assert any("tfevents" in f for _, _, files in os.walk(out / "logs") for f in files)
     assert "mean_iou" in output and "loc_acc@0.5" in output
+    # The baselines, fitted on the run's own train subset, sit beside the model's numbers.
+    baselines = json.loads((out / "baselines.json").read_text())
+    assert baselines["num_train_images"] == len(train_ids)
+    assert metrics["baselines"]["prior_box"]["box"] == baselines["prior_box"]["box"]
+    assert metrics["baselines"]["majority_class"]["classes"][0] == "person"
+    assert metrics["margins"]["mean_iou"] == pytest.approx(metrics["mean_iou"] - metrics["baselines"]["prior_box"]["mean_iou"])
+    assert "prior_box" in output and "majority_class" in output and "margin over prior_box" in output
+    assert 1 <= metrics["selected_epoch"] <= 2 and (out / "best_epoch.json").is_file()
 
 
 def test_savedmodel_endpoint_equals_inference(detect_run):
@@ -86,6 +95,26 @@ def test_evaluate_reproduces_metrics_json(detect_run, tmp_path):
     for key in ("mean_iou", "loc_acc@0.5", "loc_acc@0.7", "top1", "top3", "cls_loc_acc@0.5", "num_test_images"):
         assert again[key] == pytest.approx(saved[key], abs=1e-6), key
     assert again["per_class"].keys() == saved["per_class"].keys()
+
+
+def test_evaluate_on_a_folder_with_only_a_test_set(detect_run, shared_data, tmp_path):
+    out, _ = detect_run
+    root = tmp_path / "VOC2007"
+    listed = copy_devkit(shared_data / "voc2007", root, sizes={"test": 297})  # only ImageSets/Main/test.txt
+    assert len(listed["test"]) == 297 and not (root / "ImageSets" / "Main" / "train.txt").exists()
+    target = tmp_path / "test_only.json"
+    result = invoke(["evaluate", "--model", str(out), "--data", f"voc:{root}", "--out", str(target)])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "metrics.json").read_text())
+    again = json.loads(target.read_text())
+    for key in ("mean_iou", "loc_acc@0.5", "top1", "num_test_images"):
+        assert again[key] == pytest.approx(saved[key], abs=1e-6), key
+    # The baselines come from the run's own train subset (baselines.json), not from this folder.
+    for name in ("prior_box", "majority_class"):
+        for key, value in saved["baselines"][name].items():
+            assert again["baselines"][name][key] == (pytest.approx(value) if isinstance(value, float) else value)
+    result = CliRunner().invoke(main, ["evaluate", "--model", str(out), "--data", f"voc:{root}", "--split", "val"])
+    assert result.exit_code != 0 and "val.txt" in result.output and "Traceback" not in result.output
 
 
 def test_predict_draws_pngs_and_rejects_unreadable_files(detect_run, shared_data, tmp_path):

@@ -126,6 +126,27 @@ def test_detect_sigint_then_resume_matches_an_uninterrupted_run(tmp_path):
         assert abs(resumed[key] - uninterrupted[key]) <= 1e-6
 
 
+def test_frozen_detect_on_cached_features_resumes_exactly(tmp_path):
+    # The frozen head trains on cached features with seeded flips; a resumed run must draw the
+    # same batches and flips, and keep the best val epoch of its first part.
+    args = [*DETECT[:-8], "--epochs", "10", "--mode", "freeze", "--seed", "5", "--quiet", "--no-export"]
+    reference = tmp_path / "reference"
+    result = invoke(["detect", "--out", str(reference), *args])
+    assert result.exit_code == 0, result.output
+    assert "on cached features" in result.output
+    out = tmp_path / "interrupted"
+    code, output = signal_during_epoch_2(start(["detect", "--out", str(out), *args]), out, signal.SIGINT, delay=0.05)
+    assert code == 130 and "Traceback" not in output, output
+    result = invoke(["detect", "--out", str(out), "--resume", "--quiet"])
+    assert result.exit_code == 0, result.output
+    difference = max_difference(weights(out / "model.keras"), weights(reference / "model.keras"))
+    assert difference <= TOLERANCE, difference
+    resumed, uninterrupted = (json.loads((run / "metrics.json").read_text()) for run in (out, reference))
+    assert resumed["selected_epoch"] == uninterrupted["selected_epoch"]
+    for key in ("mean_iou", "loc_acc@0.5", "top1"):
+        assert abs(resumed[key] - uninterrupted[key]) <= 1e-6
+
+
 def test_nan_loss_stops_with_the_step_and_keeps_no_bad_checkpoint(photos, tmp_path):
     out = tmp_path / "nan"
     result = CliRunner().invoke(main, ["pretrain", "--data", str(photos), "--out", str(out), "--backbone", "tiny",
