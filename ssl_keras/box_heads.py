@@ -104,10 +104,13 @@ class SpatialBoxHead(keras.layers.Layer):
 
     For each cell `(i, j)` of an `h x w` map, with centre `(c_y, c_x) = ((i + 0.5) / h,
     (j + 0.5) / w)`, a 1x1 convolution reduces the features to `channels` (ReLU); from them a
-    score `s_ij` and the distances `d = softplus(raw) / 2` to the top, left, bottom and right
-    sides give the cell's box `(c_y - d_t, c_x - d_l, c_y + d_b, c_x + d_r)`. The output box
-    is `sum_ij softmax(s)_ij * box_ij`, clipped to the image. A cell can propose a box of any
-    size, so the weights say *where* the object is and the distances how large it is.
+    score `s_ij` and four reaches `r = sigmoid(raw)` in (0, 1) give the cell's box
+    `(c_y (1 - r_t), c_x (1 - r_l), c_y + (1 - c_y) r_b, c_x + (1 - c_x) r_r)`: each side
+    goes a fraction of the way from the centre to the image border. The output box is
+    `sum_ij softmax(s)_ij * box_ij`. A cell can propose any box that contains its centre, so
+    the weights say *where* the object is and the reaches how far it extends; every box lies
+    inside the image by construction, so no clipping zeroes the gradient (a clipped head can
+    get stuck on the whole image).
 
     Args:
         num_classes: int, number of classes.
@@ -164,12 +167,15 @@ class SpatialBoxHead(keras.layers.Layer):
         shape = ops.shape(x)
         n, h, w = shape[0], shape[1], shape[2]
         scores = ops.reshape(ops.cast(self.cell_scores(x), "float32"), (n, h * w))
-        sides = ops.reshape(ops.softplus(ops.cast(self.cell_sides(x), "float32")) / 2.0, (n, h * w, 4))
+        reach = ops.reshape(ops.sigmoid(ops.cast(self.cell_sides(x), "float32")), (n, h * w, 4))
         ys = (ops.arange(h, dtype="float32") + 0.5) / ops.cast(h, "float32")
         xs = (ops.arange(w, dtype="float32") + 0.5) / ops.cast(w, "float32")
         cy = ops.reshape(ops.repeat(ops.expand_dims(ys, 1), w, axis=1), (1, h * w))
         cx = ops.reshape(ops.repeat(ops.expand_dims(xs, 0), h, axis=0), (1, h * w))
-        boxes = ops.stack([cy - sides[..., 0], cx - sides[..., 1], cy + sides[..., 2], cx + sides[..., 3]], axis=-1)
+        # Each side reaches a fraction of the way from the centre to the image border, so every
+        # cell's box lies inside the image and no clipping cuts its gradient.
+        boxes = ops.stack([cy * (1.0 - reach[..., 0]), cx * (1.0 - reach[..., 1]),
+                           cy + (1.0 - cy) * reach[..., 2], cx + (1.0 - cx) * reach[..., 3]], axis=-1)
         return ops.softmax(scores, axis=-1), boxes
 
     def class_logits(self, feature_map, training=None):
@@ -180,7 +186,8 @@ class SpatialBoxHead(keras.layers.Layer):
 
     def call(self, feature_map, training=None):
         weights, boxes = self.cell_outputs(feature_map, training=training)
-        box = ops.clip(ops.sum(boxes * ops.expand_dims(weights, -1), axis=1), 0.0, 1.0)
+        # A weighted mean of boxes inside the image is inside the image: nothing to clip.
+        box = ops.sum(boxes * ops.expand_dims(weights, -1), axis=1)
         return box, self.class_logits(feature_map, training=training)
 
     def compute_output_shape(self, input_shape):

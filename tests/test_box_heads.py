@@ -9,10 +9,6 @@ from ssl_keras.box_heads import PooledBoxHead, SpatialBoxHead, make_head
 from ssl_keras.box_regressor import BoxRegressor
 
 
-def softplus(x):
-    return np.log1p(np.exp(x))
-
-
 def numpy_spatial_box(head, feature_map):
     """The documented formula, written out cell by cell."""
     reduce_kernel, reduce_bias = [np.asarray(w) for w in head.reduce.get_weights()]
@@ -26,12 +22,12 @@ def numpy_spatial_box(head, feature_map):
             for x in range(w):
                 r = np.maximum(feature_map[i, y, x] @ reduce_kernel[0, 0] + reduce_bias, 0.0)
                 scores.append(r @ score_kernel[0, 0, :, 0] + score_bias[0])
-                top, left, bottom, right = softplus(r @ side_kernel[0, 0] + side_bias) / 2
+                top, left, bottom, right = 1.0 / (1.0 + np.exp(-(r @ side_kernel[0, 0] + side_bias)))
                 cy, cx = (y + 0.5) / h, (x + 0.5) / w
-                boxes.append([cy - top, cx - left, cy + bottom, cx + right])
+                boxes.append([cy * (1 - top), cx * (1 - left), cy + (1 - cy) * bottom, cx + (1 - cx) * right])
         weights = np.exp(np.asarray(scores) - max(scores))
         weights /= weights.sum()
-        out[i] = np.clip((weights[:, None] * np.asarray(boxes)).sum(axis=0), 0.0, 1.0)
+        out[i] = (weights[:, None] * np.asarray(boxes)).sum(axis=0)
     return out
 
 
@@ -48,13 +44,32 @@ def test_spatial_box_follows_the_dominant_cell():
     # One cell's score dominates: the box is that cell's own box, so it moves with the cell.
     head = SpatialBoxHead(num_classes=2, channels=1, hidden_units=0, dropout=0.0)
     feature_map = np.zeros((1, 4, 4, 1), "float32")
-    feature_map[0, 3, 0, 0] = 1.0  # bottom-left cell
+    feature_map[0, 3, 0, 0] = 1.0  # bottom-left cell, centre (0.875, 0.125)
     head(feature_map)
     head.reduce.set_weights([np.ones((1, 1, 1, 1), "float32"), np.zeros(1, "float32")])
     head.cell_scores.set_weights([np.full((1, 1, 1, 1), 50.0, "float32"), np.zeros(1, "float32")])
-    head.cell_sides.set_weights([np.zeros((1, 1, 1, 4), "float32"), np.full(4, -20.0, "float32")])
+    # Reaches 0 (sigmoid(-20)) upwards and leftwards, 1 (sigmoid(20)) down and right.
+    head.cell_sides.set_weights([np.zeros((1, 1, 1, 4), "float32"), np.array([-20, -20, 20, 20], "float32")])
     box = np.asarray(head(feature_map)[0])[0]
-    np.testing.assert_allclose(box, [0.875, 0.125, 0.875, 0.125], atol=1e-4)  # the cell centre, zero size
+    np.testing.assert_allclose(box, [0.875, 0.125, 1.0, 1.0], atol=1e-4)
+
+
+def test_spatial_box_keeps_a_gradient_when_every_cell_reaches_the_borders():
+    # The clipped formulation got stuck on the whole image: once every side passed the
+    # border, clipping zeroed the gradient. Saturated reaches still leave one here.
+    import tensorflow as tf
+
+    head = SpatialBoxHead(num_classes=2, channels=2, hidden_units=0, dropout=0.0)
+    feature_map = np.random.default_rng(0).normal(size=(1, 3, 3, 4)).astype("float32")
+    head(feature_map)
+    kernel, _ = head.cell_sides.get_weights()
+    head.cell_sides.set_weights([kernel, np.full(4, 4.0, "float32")])  # every side ~98% of the way out
+    with tf.GradientTape() as tape:
+        box, _ = head(feature_map)
+        area = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
+    grads = tape.gradient(area, head.cell_sides.trainable_variables)
+    assert float(np.asarray(box)[0, 2] - np.asarray(box)[0, 0]) > 0.95
+    assert all(np.abs(np.asarray(g)).max() > 1e-4 for g in grads)
 
 
 def test_spatial_head_works_at_any_feature_map_size():
