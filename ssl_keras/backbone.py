@@ -311,6 +311,11 @@ def is_feature_map_backbone(model):
     return len(model.outputs[0].shape) == 4
 
 
+def _one_input(model):
+    # A list of one input makes Keras warn on every call with a plain tensor.
+    return model.inputs[0] if len(model.inputs) == 1 else model.inputs
+
+
 def feature_map_backbone(model):
     """The backbone without its final global pooling: images -> feature map `[N, h, w, C]`.
 
@@ -339,7 +344,7 @@ def feature_map_backbone(model):
         return model
     last = model.layers[-1]
     if isinstance(last, _GLOBAL_POOLING):
-        return keras.Model(model.inputs, last.input, name=f"{model.name}_feature_map")
+        return keras.Model(_one_input(model), last.input, name=f"{model.name}_feature_map")
     if isinstance(last, keras.Model):
         inner = feature_map_backbone(last)
         # clone_function=identity: the clone shares every layer with `model`; only the call
@@ -347,7 +352,7 @@ def feature_map_backbone(model):
         clone = keras.models.clone_model(
             model, clone_function=lambda layer: layer,
             call_function=lambda layer, *args, **kwargs: (inner if layer is last else layer)(*args, **kwargs))
-        return keras.Model(clone.inputs, clone.outputs, name=f"{model.name}_feature_map")
+        return keras.Model(_one_input(clone), clone.outputs[0], name=f"{model.name}_feature_map")
     raise ValueError(
         f"backbone {model.name!r} does not end in a global pooling layer (its last layer is "
         f"{last.name!r}, {type(last).__name__}); pass a backbone whose output is a feature map or "
