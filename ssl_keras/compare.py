@@ -106,9 +106,15 @@ class CompareConfig:
     batch_size: int = _DETECT.batch_size
     learning_rate: float = _DETECT.learning_rate
     backbone_lr_multiplier: float = _DETECT.backbone_lr_multiplier
+    bn_momentum: Optional[float] = _DETECT.bn_momentum
     weight_decay: float = _DETECT.weight_decay
+    head: str = _DETECT.head
+    spatial_channels: int = _DETECT.spatial_channels
     hidden_units: int = _DETECT.hidden_units
     dropout: float = _DETECT.dropout
+    cache_features: bool = _DETECT.cache_features
+    class_balance: str = _DETECT.class_balance
+    model_selection: str = _DETECT.model_selection
     box_weight: float = _DETECT.box_weight
     giou_weight: float = _DETECT.giou_weight
     l1_weight: float = _DETECT.l1_weight

@@ -397,7 +397,13 @@ def test_report_links_table_plots_and_skipped(grid):
         assert os.path.getsize(os.path.join(out, name)) > 0
     assert "| 50% | ssl | 1 |" in report
     assert "- imagenet (`imagenet`, all its cells): ImageNet weights for tiny cannot be downloaded" in report
-    assert "freeze, 50% of the labels:" in report and "one seed only" in report
+    assert "freeze, 50% of the labels:" in report
+    # Which sentence is right depends on whether a backbone beat the prior box in this tiny grid.
+    margins = [e["mean_iou_margin"] for e in summary["table"] if e["backbone"] in ("ssl", "scratch")]
+    if any(m > 0 for m in margins):
+        assert "one seed only" in report
+    else:
+        assert "no backbone beats the constant prior box on mean IoU" in report and "so no backbone wins here" in report
     assert "Unfinished cells" not in report
 
 
