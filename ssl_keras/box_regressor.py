@@ -105,17 +105,30 @@ class BoxRegressor(keras.Model):
             self.head.build(self.backbone.compute_output_shape(input_shape))
         self.built = True
 
-    def compile(self, optimizer="adamw", **kwargs):
-        """Compiles; a `BackboneAdamW` optimizer is told which variables are the backbone's."""
-        kwargs.pop("loss", None)
-        kwargs.pop("metrics", None)
+    def compile(self, optimizer="adamw", loss=None, metrics=None, **kwargs):
+        """Compiles; a `BackboneAdamW` optimizer is told which variables are the backbone's.
+
+        Args:
+            optimizer: optimizer instance or name. Defaults to `"adamw"`.
+            loss: None. The loss (GIoU + L1 + cross-entropy, weighted by the constructor's
+                arguments) is part of the model; any other value is refused.
+            metrics: None. The model always reports its box metrics (mean IoU, LocAcc@0.5/0.7,
+                top-1/3, cls+loc); any other value is refused.
+            **kwargs: passed to `keras.Model.compile`.
+        """
+        if loss is not None or metrics is not None:
+            raise ValueError("BoxRegressor computes its own loss (box_weight * (GIoU + L1) + class_weight * "
+                             "cross-entropy) and box metrics; set the weights in the constructor and leave "
+                             f"loss and metrics out. Received: loss={loss!r}, metrics={metrics!r}")
         super().compile(optimizer=optimizer, **kwargs)
         if hasattr(self.optimizer, "set_backbone_variables"):
             self.optimizer.set_backbone_variables(self.backbone.trainable_variables)
 
     def compile_from_config(self, config):
         config = keras.saving.deserialize_keras_object(config)
-        self.compile(**config)
+        config.pop("loss", None)
+        config.pop("metrics", None)
+        self.compile(**{k: v for k, v in config.items() if k in ("optimizer", "jit_compile", "steps_per_execution")})
         if self.built:
             self.optimizer.build(self.trainable_variables)
 

@@ -153,3 +153,11 @@ def test_balanced_class_weights():
     weights = balanced_class_weights([0, 0, 0, 0, 2], 3)
     np.testing.assert_allclose(weights, [5 / 8, 0.0, 5 / 2])
     assert np.mean([weights[c] for c in [0, 0, 0, 0, 2]]) == pytest.approx(1.0)
+
+
+def test_compile_refuses_a_loss_or_metrics():
+    model = BoxRegressor(tiny_backbone(width=4), num_classes=3, augmenter=None)
+    with pytest.raises(ValueError, match="its own loss"):
+        model.compile(optimizer="adam", loss="mse")
+    with pytest.raises(ValueError, match="Received: loss=None, metrics=\\['mae'\\]"):
+        model.compile(metrics=["mae"])
