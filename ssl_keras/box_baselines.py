@@ -14,7 +14,7 @@ Both are fitted on the labelled training targets alone and never look at an imag
 
 import numpy as np
 
-from ssl_keras.box_metrics import MEAN_IOU, REPORT_IOU_THRESHOLDS, box_iou_numpy, class_rank_numpy
+from ssl_keras.box_metrics import MEAN_IOU, REPORT_IOU_THRESHOLDS, balanced_top1, box_iou_numpy, class_rank_numpy
 
 PRIOR_BOX = "prior_box"
 MAJORITY_CLASS = "majority_class"
@@ -148,13 +148,6 @@ def score_baselines(fitted, true_boxes, true_labels, class_names):
     majority = {"classes": fitted[MAJORITY_CLASS]["ranking"][:3], "top1": float((rank < 1).mean()),
                 "top3": float((rank < 3).mean()), "balanced_top1": balanced_top1(true_labels, rank < 1)}
     return {PRIOR_BOX: prior, MAJORITY_CLASS: majority}
-
-
-def balanced_top1(labels, correct):
-    """Mean over the classes present of each class's top-1 (mean recall); 1/C for one class."""
-    labels = np.asarray(labels).reshape(-1)
-    correct = np.asarray(correct, dtype="float64").reshape(-1)
-    return float(np.mean([correct[labels == c].mean() for c in np.unique(labels)]))
 
 
 def margins(report, baselines):

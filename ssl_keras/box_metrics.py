@@ -350,6 +350,21 @@ def class_rank_numpy(labels, scores):
     return before.sum(axis=1)
 
 
+def balanced_top1(labels, correct):
+    """Mean over the classes present of each class's top-1 (mean recall); 1/K for one class of K.
+
+    Args:
+        labels: int array `[N]`, true class indices.
+        correct: bool array `[N]`, whether each image's top-1 class is right.
+
+    Returns:
+        float.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    correct = np.asarray(correct, dtype="float64").reshape(-1)
+    return float(np.mean([correct[labels == c].mean() for c in np.unique(labels)]))
+
+
 def localization_report(true_boxes, pred_boxes, true_labels, class_probs, class_names):
     """Evaluates single-object localization predictions with NumPy only.
 
@@ -412,8 +427,7 @@ def localization_report(true_boxes, pred_boxes, true_labels, class_probs, class_
             _top_k_name(1): float(top1[mask].mean()),
         }
     report["per_class"] = per_class
-    # Mean per-class top-1 (mean recall): always predicting one class gives 1 / (classes present).
-    report["balanced_top1"] = float(np.mean([entry[_top_k_name(1)] for entry in per_class.values()]))
+    report["balanced_top1"] = balanced_top1(true_labels, top1)
     report["classes_predicted"] = int(len(np.unique(np.argmax(class_probs, axis=-1))))
     return report
 

@@ -187,7 +187,6 @@ def to_dict(config):
 
 
 DETECT_MODES = ("freeze", "finetune", "freeze-then-finetune")
-DETECT_HEADS = ("pooled", "spatial")
 CLASS_BALANCE = ("none", "weight")
 MODEL_SELECTION = ("best-val", "last")
 
@@ -236,7 +235,9 @@ class DetectConfig:
 
     def validate(self):
         _check(self.mode in DETECT_MODES, "mode", self.mode, "one of " + ", ".join(DETECT_MODES))
-        _check(self.head in DETECT_HEADS, "head", self.head, "one of " + ", ".join(DETECT_HEADS))
+        from ssl_keras.box_heads import HEADS
+
+        _check(self.head in HEADS, "head", self.head, "one of " + ", ".join(HEADS))
         _check(self.spatial_channels >= 1, "spatial_channels", self.spatial_channels, "an integer >= 1")
         _check(self.hidden_units >= 0, "hidden_units", self.hidden_units, "an integer >= 0")
         _check(self.class_balance in CLASS_BALANCE, "class_balance", self.class_balance,
