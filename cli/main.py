@@ -296,6 +296,7 @@ COMPARE_HELP = dict(DETECT_HELP, **{
     "seeds": "Number of seeds per cell (0..N-1).",
     "out": "Comparison directory; running the same command again continues an interrupted grid.",
     "export": "Write a SavedModel for every cell.",
+    "freeze_epochs": "Epochs of the freeze cells (default: --epochs).",
 })
 
 
@@ -330,6 +331,35 @@ def _gradcam_hook(config, num_images):
         return gradcam_for_report(out_dir, cell_dirs, data=config.data, num_images=num_images)
 
     return hook
+
+
+@main.command()
+@click.argument("experiment_file", type=click.Path(dir_okay=False))
+@click.option("--check", is_flag=True, help="Only parse and validate the file, print its grid, and exit.")
+@user_errors_as_click
+def experiment(experiment_file, check):
+    """Runs an experiment file: pretraining stages, the comparison grid, labels saved, Grad-CAM.
+
+    Running the same command again continues an interrupted experiment (finished stages and
+    cells are kept). Example: ssl-keras experiment experiments/paper_cpu.yaml
+    """
+    from ssl_keras.compare import grid_cells
+    from ssl_keras.experiment import load_experiment, run_experiment
+
+    loaded = load_experiment(experiment_file)
+    cells = grid_cells(loaded.compare)
+    click.echo(f"[experiment] {loaded.name}: pretrain stages {', '.join(loaded.pretrain) or 'none'}; "
+               f"{len(cells)} detect cells ({', '.join(label for label, _ in loaded.compare.labelled_backbones())} x "
+               f"{', '.join(loaded.compare.modes)} x fractions {', '.join(map(str, loaded.compare.label_fractions))} "
+               f"x {loaded.compare.seeds} seeds) -> {os.path.abspath(loaded.out)}")
+    if check:
+        return
+    summary = run_experiment(loaded, log=click.echo)
+    for line in summary["analysis"].get("headline", []):
+        click.echo(line)
+    click.echo(f"[experiment] wall time {summary['wall_seconds'] / 60:.1f} min this time, "
+               f"{summary['total_wall_seconds'] / 60:.1f} min over {summary['invocations']} invocation(s)")
+    click.echo(f"report: {summary['analysis']['report']}")
 
 
 @main.command()

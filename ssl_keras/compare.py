@@ -76,7 +76,7 @@ PLOTTED_METRICS = ("mean_iou", "loc_acc@0.5")
 MODE_TITLES = {"freeze": "frozen backbone", "finetune": "fine-tuned",
                "freeze-then-finetune": "frozen, then fine-tuned"}
 GRADCAM_FILE = "gradcam_grid.png"
-_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _DETECT = DetectConfig()
 
 
@@ -90,7 +90,9 @@ class CompareConfig:
     its label; otherwise `ssl:DIR` is labelled `ssl`, `imagenet` and `scratch` themselves, and a
     path its basename. Seeds are `0 .. seeds - 1`. The remaining fields are passed to every
     cell's `DetectConfig` and default to its defaults, except `export` (off: cells are for
-    measurement, and a SavedModel per cell costs time and disk).
+    measurement, and a SavedModel per cell costs time and disk). `freeze_epochs` sets the epochs
+    of the `freeze` cells (None: `epochs`), since their epochs on cached features are cheap
+    while a fine-tuning epoch costs a full backbone pass.
     """
 
     data: str = "synthetic"
@@ -101,6 +103,7 @@ class CompareConfig:
     out: str = "runs/compare"
     backbone_name: str = _DETECT.backbone_name
     epochs: int = _DETECT.epochs
+    freeze_epochs: Optional[int] = None
     head_epochs: Optional[int] = _DETECT.head_epochs
     image_size: int = _DETECT.image_size
     batch_size: int = _DETECT.batch_size
@@ -196,15 +199,17 @@ def backbone_label(entry):
     """
     entry = str(entry).strip()
     name, sep, rest = entry.partition("=")
-    if sep and _LABEL.match(name) and rest:
+    if sep and LABEL_PATTERN.match(name) and rest:
         label, spec = name, rest
     elif entry.startswith("ssl:"):
         label, spec = "ssl", entry
     elif entry in ("imagenet", "scratch"):
         label, spec = entry, entry
+    elif entry.startswith("imagenet:"):
+        label, spec = "imagenet", entry
     else:
         label, spec = os.path.basename(os.path.normpath(entry)), entry
-    if not _LABEL.match(label):
+    if not LABEL_PATTERN.match(label):
         raise ConfigError(f"--backbones {entry!r}: the label {label!r} is not usable as a folder name; "
                           f"give one with NAME=SPEC (letters, digits, . _ + -), e.g. mine={entry}")
     return label, spec
@@ -242,6 +247,9 @@ def cell_config(config, cell, *, resume=False):
     """The validated `DetectConfig` of one cell."""
     shared = {field.name: getattr(config, field.name) for field in dataclasses.fields(DetectConfig)
               if hasattr(config, field.name) and field.name not in ("out", "resume")}
+    if cell.mode == "freeze" and config.freeze_epochs is not None:
+        shared["epochs"] = config.freeze_epochs
+        shared["head_epochs"] = None
     shared.update(backbone=cell.spec, mode=cell.mode, label_fraction=cell.label_fraction, seed=cell.seed,
                   num_labeled=None, backbone_weights=None, out=os.path.join(config.out, cell.run_dir),
                   resume=resume)

@@ -195,7 +195,8 @@ MODEL_SELECTION = ("best-val", "last")
 class DetectConfig:
     """Options of `ssl-keras detect` (transfer to single-object localization).
 
-    `backbone` is a pretrain run directory, an `encoder.keras` file, `imagenet` or `scratch`;
+    `backbone` is a pretrain run directory, an `encoder.keras` file, `imagenet` (downloaded),
+    `imagenet:FILE` (a local ImageNet weights file) or `scratch`;
     `backbone_weights` (a local weights file) overrides it with `backbone_name` initialised
     from that file.
     """
@@ -250,7 +251,7 @@ class DetectConfig:
         _check(self.head_epochs is None or 0 <= self.head_epochs <= self.epochs, "head_epochs", self.head_epochs,
                f"in [0, epochs={self.epochs}]")
         _check_image_size(self.image_size, self.backbone_name if self.backbone in ("scratch", "imagenet")
-                          or self.backbone_weights else None)
+                          or self.backbone.startswith("imagenet:") or self.backbone_weights else None)
         _check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         _check(self.learning_rate > 0, "learning_rate", self.learning_rate, "a number > 0")
         _check(0 < self.backbone_lr_multiplier <= 1, "backbone_lr_multiplier", self.backbone_lr_multiplier, "in (0, 1]")

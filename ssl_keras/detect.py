@@ -80,6 +80,11 @@ def resolve_backbone(config):
         return make_backbone(config.backbone_name, weights=None), f"{config.backbone_name}, random initialisation"
     if spec == "imagenet":
         return make_backbone(config.backbone_name, weights="imagenet"), f"{config.backbone_name}, ImageNet weights"
+    if spec.startswith("imagenet:"):
+        # A local copy of the ImageNet weights (e.g. Keras's efficientnetb1_notop.h5), for offline machines.
+        weights = spec[len("imagenet:"):]
+        return (make_backbone(config.backbone_name, weights=weights),
+                f"{config.backbone_name}, ImageNet weights from {os.path.abspath(weights)}")
     if spec.startswith("ssl:"):
         spec = spec[4:]
     path = os.path.join(spec, "encoder.keras") if os.path.isdir(spec) else spec
