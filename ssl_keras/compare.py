@@ -8,9 +8,10 @@ OUT/cells/{label}/{mode}/frac{fraction}/seed{seed}/
                                   one ordinary detect run directory per cell
 OUT/skipped.json                  {label: reason} for backbones that cannot be had
 OUT/results.csv                   one row per finished cell, then the baseline rows
-OUT/results.md                    mean ± std over seeds per backbone × mode × fraction, with the
-                                  baselines and each backbone's margin over them
-OUT/plot_mean_iou.png             metric vs label fraction, one subplot per mode
+OUT/results.md                    mean ± std over seeds per backbone × mode × fraction (the mean
+                                  alone for a single seed), with the baselines and each
+                                  backbone's margin over them
+OUT/plot_mean_iou.png             metric vs label fraction (log), one subplot per mode, shared y
 OUT/plot_loc_acc_0.5.png
 OUT/report.md                     grid, findings, table, plots, skipped backbones, Grad-CAM
 ```
@@ -514,8 +515,9 @@ def aggregate(rows):
         A list of dicts, sorted by mode, fraction and backbone (modes and backbones in order of
         first appearance, the baselines last): `backbone`, `mode`, `label_fraction`, `n`,
         `seeds`, `num_train_images` (mean), and for each metric `m` that some member holds, `m`
-        (mean over the members that hold it) and `m_std` (standard deviation with ddof=1; 0.0
-        when only one value, where no spread is measured).
+        (mean over the members that hold it), `m_std` (standard deviation with ddof=1; 0.0
+        when only one value, where no spread is measured) and `m_n` (how many members hold
+        it: `n`, unless some cells predate the metric).
     """
     groups = {}
     for row in rows:
@@ -533,6 +535,7 @@ def aggregate(rows):
                 continue
             entry[metric] = float(values.mean())
             entry[metric + "_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            entry[metric + "_n"] = int(len(values))
         table.append(entry)
     table.sort(key=lambda e: (mode_order.index(e["mode"]), e["label_fraction"], e["backbone"] in BASELINES,
                               backbone_order.index(e["backbone"])))
@@ -559,19 +562,59 @@ def best_backbones(table, metric):
     return best
 
 
-def _percent(fraction):
+def percent(fraction):
+    """A label fraction as a percentage: `percent(0.1) == "10%"`, `percent(0.25) == "25%"`."""
     return f"{fraction * 100:g}%"
 
 
+def metric_count(entry, metric):
+    """How many seeds an `aggregate` entry's `metric` is averaged over (`n` for older tables)."""
+    return int(entry.get(metric + "_n", entry["n"]))
+
+
+def within_noise(first, second, *, metric):
+    """Whether two `aggregate` entries differ on `metric` by no more than the seed-to-seed spread.
+
+    The spread is the larger of the two sample standard deviations over seeds: a difference
+    that is not larger than it is not told apart from seed noise.
+
+    Args:
+        first: dict, an entry of `aggregate`.
+        second: dict, another entry of `aggregate`.
+        metric: string, a key both entries hold, e.g. `"mean_iou"`.
+
+    Returns:
+        True or False; None when either side has a single seed (the noise is not measured).
+
+    Example:
+
+    >>> a = {"n": 3, "mean_iou": 0.60, "mean_iou_std": 0.10}
+    >>> b = {"n": 3, "mean_iou": 0.50, "mean_iou_std": 0.05}
+    >>> within_noise(a, b, metric="mean_iou")
+    True
+    """
+    if min(metric_count(first, metric), metric_count(second, metric)) < 2:
+        return None
+    noise = max(first[metric + "_std"], second[metric + "_std"])
+    return bool(abs(first[metric] - second[metric]) <= noise)
+
+
 def _mean_std(entry, metric, *, signed=False):
+    """`mean ± std`; a single seed shows the mean alone (its std is not measured, not 0)."""
     sign = "+" if signed else ""
-    if entry["n"] > 1:
+    count = metric_count(entry, metric)
+    if count > 1:
         return f"{entry[metric]:{sign}.3f} ± {entry[metric + '_std']:.3f}"
-    return f"{entry[metric]:{sign}.3f} ±0"
+    # The n column gives the row's seeds; say so here only where this metric has fewer.
+    return f"{entry[metric]:{sign}.3f}" + (f" (n = {count})" if count != entry["n"] else "")
 
 
 def format_results_md(table, metrics=METRICS):
     """Markdown tables (one per mode) of mean ± std over seeds; the best mean per column in bold.
+
+    The `n` column is the number of seeds of a row; a single seed shows the mean alone (no
+    "± 0": its spread is not measured), and a metric held by fewer seeds than its row says
+    so, e.g. "0.400 (n = 1)".
 
     A column is one metric within one mode and label fraction; bold needs >= 2 backbones there.
     Each mode × fraction block ends with the `prior_box` and `majority_class` rows when the
@@ -601,12 +644,12 @@ def format_results_md(table, metrics=METRICS):
                 if e["backbone"] in best[column].get((mode, e["label_fraction"]), ()):
                     text = f"**{text}**"
                 cells.append(text)
-            lines.append(f"| {_percent(e['label_fraction'])} | {e['backbone']} | {e['n']} | "
+            lines.append(f"| {percent(e['label_fraction'])} | {e['backbone']} | {e['n']} | "
                          f"{e['num_train_images']:g} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines.append("Mean ± sample standard deviation (ddof=1) over seeds; ±0 marks n=1 (one seed: spread not "
-                 "measured). Bold: the best mean of a column among the backbones within its mode and label "
-                 "fraction.")
+    lines.append("Mean ± sample standard deviation (ddof=1) over the n seeds; a value without ± is a single "
+                 "seed (n = 1), whose spread is not measured. Bold: the best mean of a column among the "
+                 "backbones within its mode and label fraction.")
     if any(is_baseline(e) for e in table):
         lines += ["", "prior_box: one constant box; majority_class: always the most frequent training classes. "
                   "Both are fitted on the cell's labelled training subset and never look at an image. "
@@ -623,34 +666,94 @@ def _baseline_of(metric):
     return None
 
 
-def beats_baseline(entry, metric):
-    """Whether a backbone's mean margin on `metric` is above 0 by more than its std over seeds.
+def baseline_noise(entry, metric):
+    """The seed-to-seed spread that a margin over the baseline must exceed to count as a win.
 
-    Returns None when the entry has no margin for `metric` (its cells predate the baselines).
-    With one seed the std is 0, so any positive margin counts (and the sentences say that the
-    noise is not measured).
+    The larger of the margin's sample std over seeds and the backbone's own std on `metric`
+    (the baseline is fitted per seed, so the backbone's spread is the side that carries
+    noise). None when the margin is missing or averaged over a single seed.
+    """
+    key = metric + MARGIN_SUFFIX
+    if key not in entry or metric_count(entry, key) < 2:
+        return None
+    return max(entry[key + "_std"], entry.get(metric + "_std", 0.0))
+
+
+def baseline_verdict(entry, metric):
+    """How a backbone's mean margin on `metric` stands against the metric's baseline.
+
+    Args:
+        entry: dict, a backbone's entry of `aggregate`.
+        metric: string, a metric with a baseline, e.g. `"mean_iou"` or `"top1"`.
+
+    Returns:
+        None when the entry has no margin for `metric` (its cells predate the baselines);
+        otherwise `"beats"` (the margin is above 0 by more than `baseline_noise`),
+        `"within noise"` (the margin is not larger than a non-zero `baseline_noise` either way)
+        or `"does not beat"` (the margin is below that, or 0 with no spread). With one seed
+        the noise is not measured, so any positive margin beats (and the sentences say that
+        the noise is not measured).
+
+    Example:
+
+    >>> entry = {"n": 2, "mean_iou": 0.413, "mean_iou_std": 0.004,
+    ...          "mean_iou_margin": 0.003, "mean_iou_margin_std": 0.010}
+    >>> baseline_verdict(entry, "mean_iou")
+    'within noise'
     """
     key = metric + MARGIN_SUFFIX
     if key not in entry:
         return None
-    return entry[key] > 0 and entry[key] > entry[key + "_std"]
+    margin, noise = entry[key], baseline_noise(entry, metric) or 0.0
+    if margin > 0 and margin > noise:
+        return "beats"
+    if noise > 0 and abs(margin) <= noise:
+        return "within noise"
+    return "does not beat"
+
+
+def beats_baseline(entry, metric):
+    """Whether a backbone's mean margin on `metric` is above 0 by more than the seed noise.
+
+    The noise is `baseline_noise`: the larger of the margin's std and the backbone's own std
+    over seeds. Returns None when the entry has no margin for `metric` (its cells predate the
+    baselines). With one seed the noise is not measured, so any positive margin counts (and
+    the sentences say that the noise is not measured). See `baseline_verdict`.
+    """
+    verdict = baseline_verdict(entry, metric)
+    return None if verdict is None else verdict == "beats"
 
 
 def _margin_text(entry, metric):
     key = metric + MARGIN_SUFFIX
-    if entry["n"] > 1:
+    if metric_count(entry, key) > 1:
         return f"margin {entry[key]:+.3f} ± {entry[key + '_std']:.3f}"
     return f"margin {entry[key]:+.3f}, one seed so the noise is not measured"
+
+
+def _baseline_clause(entry, metric, verdict):
+    """`beats the constant prior box`, `is within noise of the majority class`, ..."""
+    target = BASELINE_TITLES[_baseline_of(metric)]
+    if verdict == "within noise":
+        return f"is within noise of {target}"
+    return f"{verdict} {target}"
+
+
+def _names(entries):
+    names = [e["backbone"] for e in entries]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def describe_results(table, metric="mean_iou"):
     """One sentence per mode × fraction: the best backbone, its lead over the next, and if it beats noise.
 
-    The lead counts as real when it exceeds the larger of the two standard deviations over
-    seeds; with a single seed the noise is not measured and the sentence says so. When the
-    cells hold baselines and no backbone beats the metric's baseline (`beats_baseline`), the
-    sentence says so instead of naming a best backbone: the ranking of backbones that all
-    stay at the level of a guess that ignores the image shows nothing about them.
+    The lead counts as real when it exceeds the larger of the two sample standard deviations
+    over seeds (`within_noise`); when it does not, the sentence names the backbones within
+    noise of the best and says that none of them wins. With a single seed the noise is not
+    measured and the sentence says so. When the cells hold baselines and no backbone beats the
+    metric's baseline (`beats_baseline`), the sentence says so instead of naming a best
+    backbone: the ranking of backbones that all stay at the level of a guess that ignores the
+    image shows nothing about them.
     """
     title = METRIC_TITLES.get(metric, metric)
     baseline = _baseline_of(metric)
@@ -660,7 +763,7 @@ def describe_results(table, metric="mean_iou"):
                         and not is_baseline(e) and metric in e), key=lambda e: -e[metric])
         if not group:
             continue
-        where = f"{mode}, {_percent(fraction)} of the labels"
+        where = f"{mode}, {percent(fraction)} of the labels"
         best = group[0]
         verdicts = [beats_baseline(e, metric) for e in group]
         if baseline is not None and any(v is not None for v in verdicts) and not any(verdicts):
@@ -675,33 +778,44 @@ def describe_results(table, metric="mean_iou"):
         second = group[1]
         gap = best[metric] - second[metric]
         noise = max(best[metric + "_std"], second[metric + "_std"])
-        if min(best["n"], second["n"]) < 2:
-            verdict = "one seed only, so the noise is not measured"
-        elif gap > noise:
-            verdict = f"the gap exceeds the std over seeds ({noise:.3f})"
-        else:
-            verdict = f"within noise (std over seeds {noise:.3f})"
+        own = ""
         if verdicts[0] is False:
-            verdict += (f"; {best['backbone']} itself does not beat {BASELINE_TITLES[baseline]} "
-                        f"({_margin_text(best, metric)})")
+            own = (f"; {best['backbone']} itself {_baseline_clause(best, metric, baseline_verdict(best, metric))} "
+                   f"({_margin_text(best, metric)})")
         if gap == 0:
             sentences.append(f"{where}: {best['backbone']} and {second['backbone']} tie on {title} "
                              f"({best[metric]:.3f}).")
+            continue
+        close = within_noise(best, second, metric=metric)
+        if close:
+            tied = [best] + [e for e in group[1:] if within_noise(best, e, metric=metric)]
+            noise = max(e[metric + "_std"] for e in tied)
+            values = " vs ".join(f"{e[metric]:.3f}" for e in tied)
+            lead = " and ".join(f"+{best[metric] - e[metric]:.3f}" for e in tied[1:])
+            neither = "neither wins" if len(tied) == 2 else "none of them wins"
+            sentences.append(f"{where}: {_names(tied)} are within noise on {title}, {values} ({lead}, not larger "
+                             f"than the std over seeds {noise:.3f}), so {neither} here{own}.")
+            continue
+        if close is None:
+            verdict = "one seed only, so the noise is not measured"
         else:
-            sentences.append(f"{where}: {best['backbone']} has the best {title}, {best[metric]:.3f} vs "
-                             f"{second[metric]:.3f} for {second['backbone']} (+{gap:.3f}); {verdict}.")
+            verdict = f"the gap exceeds the std over seeds ({noise:.3f})"
+        sentences.append(f"{where}: {best['backbone']} has the best {title}, {best[metric]:.3f} vs "
+                         f"{second[metric]:.3f} for {second['backbone']} (+{gap:.3f}); {verdict}{own}.")
     return sentences
 
 
 def describe_baselines(table, box_metric="mean_iou", class_metric="top1"):
     """One sentence per backbone × mode × fraction: does it beat the prior box, and the majority class?
 
-    A backbone beats a baseline when its mean margin is above 0 by more than the margin's std
-    over seeds (`beats_baseline`). Backbones whose cells hold no baselines get no sentence.
+    A backbone beats a baseline when its mean margin is above 0 by more than the seed noise,
+    the larger of the margin's std and the backbone's own std over seeds; a margin not larger
+    than that noise is "within noise" of the baseline, not a win (`baseline_verdict`).
+    Backbones whose cells hold no baselines get no sentence.
 
-    Example: "freeze, 10% of the labels, ssl: mean IoU 0.418 does not beat the constant prior
-    box (margin +0.003 ± 0.010; prior 0.415); top-1 0.700 beats the majority class (margin
-    +0.400 ± 0.020; majority 0.300)."
+    Example: "freeze, 10% of the labels, ssl: mean IoU 0.418 is within noise of the constant
+    prior box (margin +0.003 ± 0.010; prior 0.415); top-1 0.700 beats the majority class
+    (margin +0.400 ± 0.020; majority 0.300)."
     """
     baselines = {(e["backbone"], e["mode"], e["label_fraction"]): e for e in table if is_baseline(e)}
     sentences = []
@@ -710,17 +824,20 @@ def describe_baselines(table, box_metric="mean_iou", class_metric="top1"):
             continue
         clauses = []
         for metric in (box_metric, class_metric):
-            verdict = beats_baseline(e, metric)
+            verdict = baseline_verdict(e, metric)
             if verdict is None or metric not in e:
                 continue
             name = _baseline_of(metric)
             reference = baselines.get((name, e["mode"], e["label_fraction"]), {})
             level = f"; {'prior' if name == PRIOR_BOX else 'majority'} {reference[metric]:.3f}" if metric in reference else ""
+            noise = baseline_noise(e, metric)
+            # Say which spread decided it where it is the backbone's own rather than the margin's.
+            spread = (f", not larger than the std over seeds {noise:.3f}"
+                      if verdict == "within noise" and noise > e[metric + MARGIN_SUFFIX + "_std"] else "")
             clauses.append(f"{METRIC_TITLES.get(metric, metric)} {e[metric]:.3f} "
-                           f"{'beats' if verdict else 'does not beat'} {BASELINE_TITLES[name]} "
-                           f"({_margin_text(e, metric)}{level})")
+                           f"{_baseline_clause(e, metric, verdict)} ({_margin_text(e, metric)}{spread}{level})")
         if clauses:
-            sentences.append(f"{e['mode']}, {_percent(e['label_fraction'])} of the labels, {e['backbone']}: "
+            sentences.append(f"{e['mode']}, {percent(e['label_fraction'])} of the labels, {e['backbone']}: "
                              + "; ".join(clauses) + ".")
     return sentences
 
@@ -730,13 +847,75 @@ def plot_filename(metric):
     return "plot_" + re.sub(r"[^A-Za-z0-9._-]", "_", metric) + ".png"
 
 
+MIN_Y_SPAN = 0.1
+
+
+def metric_y_limits(values, *, min_span=MIN_Y_SPAN, pad=0.05):
+    """The y range of a metric plot: all `values` padded, at least `min_span` tall.
+
+    A nearly flat set of means would otherwise fill the axes, so that seed noise of 0.01
+    looks like a trend. The range is widened around the data's middle to `min_span`, and
+    shifted (not clipped) to stay inside [0, 1] when the data are.
+
+    Args:
+        values: numbers that must be visible: means, mean ± std, baseline levels.
+        min_span: float, the smallest height of the range. Defaults to 0.1.
+        pad: float, the margin added above and below, as a fraction of the data's span
+            (at least of `min_span`). Defaults to 0.05.
+
+    Returns:
+        `(low, high)`, or None when `values` holds no finite number.
+
+    Example:
+
+    >>> metric_y_limits([0.41, 0.42])
+    (0.365, 0.465)
+    """
+    values = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    if not len(values):
+        return None
+    data_low, data_high = float(values.min()), float(values.max())
+    margin = pad * max(data_high - data_low, min_span)
+    low, high = data_low - margin, data_high + margin
+    if high - low < min_span:
+        middle = (low + high) / 2
+        low, high = middle - min_span / 2, middle + min_span / 2
+    # Metrics in [0, 1] keep their range inside it: shift the window, clip only if taller than 1.
+    if data_low >= 0 and low < 0:
+        low, high = 0.0, high - low
+    if data_high <= 1 and high > 1:
+        low, high = low - (high - 1), 1.0
+        if data_low >= 0:
+            low = max(low, 0.0)
+    return round(low, 12), round(high, 12)
+
+
 def metric_figure(table, metric, *, dpi=100, subplot_size=(5.0, 4.0)):
     """The figure of `plot_metric`, not yet saved: a matplotlib `Figure` with one axes per mode.
 
-    Each backbone is a line with std error bars. The metric's baseline, where the table holds
-    it (the prior box for box metrics, the majority class for top-1 and top-3), is a dashed
-    gray line across the label fractions labelled "prior box (no image)" or "majority class
-    (no image)".
+    The subplots (one per mode, side by side: frozen, fine-tuned, ...) share the y axis. The
+    x axis is the label fraction on a log scale, with a tick at each measured fraction. Each
+    backbone is a line (the same colour in every subplot) with error bars of the sample std
+    over seeds; a point of a single seed has no bar, since its spread is not measured. The
+    metric's baseline, where the table holds it (the prior box for box metrics, the majority
+    class for top-1 and top-3), is a dashed gray line across the label fractions labelled
+    "prior box (no image)" or "majority class (no image)". The y range holds every mean,
+    error bar and baseline level and is at least 0.1 tall (`metric_y_limits`), so that seed
+    noise does not look like a trend.
+
+    Args:
+        table: rows from `aggregate`.
+        metric: string, a metric key, e.g. `"mean_iou"`.
+        dpi: int. Defaults to 100.
+        subplot_size: (width, height) in inches of each subplot. Defaults to (5, 4).
+
+    Returns:
+        A matplotlib `Figure` with an Agg canvas; `figure.axes` holds one axes per mode.
+
+    Example:
+
+    >>> figure = metric_figure(aggregate(rows), "mean_iou")
+    >>> figure.axes[0].get_ylim()
     """
     # Figure without pyplot: no global backend switch, and Agg renders PNG headless.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -744,38 +923,54 @@ def metric_figure(table, metric, *, dpi=100, subplot_size=(5.0, 4.0)):
 
     modes = list(dict.fromkeys(e["mode"] for e in table))
     backbones = list(dict.fromkeys(e["backbone"] for e in table if not is_baseline(e)))
+    colors = {backbone: f"C{index % 10}" for index, backbone in enumerate(backbones)}
     fractions = sorted({e["label_fraction"] for e in table})
     baseline = _baseline_of(metric)
     figure = Figure(figsize=(subplot_size[0] * max(len(modes), 1), subplot_size[1]), dpi=dpi)
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, max(len(modes), 1), sharey=True, squeeze=False)[0]
     title = METRIC_TITLES.get(metric, metric)
+    shown = []  # every y value that must be inside the limits
     for ax, mode in zip(axes, modes):
         for backbone in backbones:
             points = sorted((e for e in table if e["mode"] == mode and e["backbone"] == backbone and metric in e),
                             key=lambda e: e["label_fraction"])
             if not points:
                 continue
-            ax.errorbar([e["label_fraction"] for e in points], [e[metric] for e in points],
-                        yerr=[e[metric + "_std"] for e in points], marker="o", capsize=3, label=backbone)
+            means = np.asarray([e[metric] for e in points])
+            spread = np.asarray([e[metric + "_std"] if metric_count(e, metric) > 1 else np.nan for e in points])
+            measured = ~np.isnan(spread)
+            ax.errorbar([e["label_fraction"] for e in points], means,
+                        yerr=np.where(measured, spread, 0.0) if measured.any() else None,
+                        errorevery=measured if measured.any() else 1,
+                        marker="o", capsize=3, color=colors[backbone], label=backbone)
+            shown += list(means) + list((means + spread)[measured]) + list((means - spread)[measured])
         reference = sorted((e for e in table if e["mode"] == mode and e["backbone"] == baseline and metric in e),
                            key=lambda e: e["label_fraction"])
         if reference:
             # A flat marker keeps the level visible where a single fraction leaves no line to draw.
             ax.plot([e["label_fraction"] for e in reference], [e[metric] for e in reference], linestyle="--",
                     color="gray", marker="_", markersize=14, label=BASELINE_PLOT_LABELS[baseline])
-        if fractions and max(fractions) / min(fractions) >= 10:
-            ax.set_xscale("log")
+            shown += [e[metric] for e in reference]
+        ax.set_xscale("log")
+        if fractions:
+            # Room for the end markers: a quarter of a decade, or more with one fraction.
+            ax.set_xlim(min(fractions) / 10 ** 0.25, max(fractions) * 10 ** 0.25)
         ax.set_xticks(fractions)
-        ax.set_xticklabels([_percent(f) for f in fractions])
+        ax.set_xticklabels([percent(f) for f in fractions])
         ax.minorticks_off()
         ax.set_title(MODE_TITLES.get(mode, mode))
-        ax.set_xlabel("label fraction")
+        ax.set_xlabel("label fraction (log scale)")
         ax.grid(alpha=0.3)
+    limits = metric_y_limits(shown)
+    if limits is not None:
+        axes[0].set_ylim(*limits)  # shared: every subplot gets them
     axes[0].set_ylabel(title)
     if modes:
-        axes[0].legend()
-    figure.suptitle(f"{title} vs label fraction (mean ± std over seeds)")
+        # Translucent and small: with several fractions "best" may still have to cover a point.
+        axes[0].legend(fontsize="small", framealpha=0.7)
+    # Two lines, so that a single subplot's width still holds it.
+    figure.suptitle(f"{title} vs label fraction\nmean ± sample std over seeds; no bar: one seed", fontsize=10)
     figure.tight_layout()
     return figure
 
@@ -886,7 +1081,7 @@ def format_report(config, *, rows, table, results_md, findings, skipped, plots, 
               for label, spec in config.labelled_backbones()]
     lines += ["",
               f"- modes: {', '.join(config.modes)}",
-              f"- label fractions: {', '.join(_percent(f) for f in config.label_fractions)}",
+              f"- label fractions: {', '.join(percent(f) for f in config.label_fractions)}",
               f"- seeds: {', '.join(str(s) for s in range(config.seeds))}",
               f"- per cell: `{config.backbone_name}`, {config.epochs} epoch(s), image size {config.image_size}, "
               f"batch {config.batch_size}, learning rate {config.learning_rate:g}",
@@ -897,8 +1092,9 @@ def format_report(config, *, rows, table, results_md, findings, skipped, plots, 
     lines += [f"- {sentence}" for sentence in findings] or ["No cell has finished yet."]
     if baseline_findings:
         lines += ["", "### Against the baselines", "",
-                  "A backbone beats a baseline when its mean margin over seeds is above 0 by more than the "
-                  "margin's std over seeds.", ""]
+                  "A backbone beats a baseline when its mean margin over seeds is above 0 by more than the seed "
+                  "noise: the larger of the margin's and the backbone's own sample std over seeds. A margin not "
+                  "larger than that is within noise, not a win.", ""]
         lines += [f"- {sentence}" for sentence in baseline_findings]
     lines += ["", "## Results", "",
               "Test-split metrics; per cell in [results.csv](results.csv), this table also in "

@@ -20,6 +20,11 @@ read from a model built inside the backbone's own graph, `backbone input -> [A, 
 features]` (recursing through wrapped backbones, e.g. `build_backbone`'s rescaling wrapper),
 and the regressor's head (`box_heads.py`) is applied to the backbone output by hand.
 
+To put a number on "looks at the whole object", `inbox_mass` measures the share of a
+heatmap inside the ground-truth box (pixels cut by the box count by covered area), against
+`box_area_share`, what a flat map would get; `gradcam_mass_summary` averages it over a
+run's test split and `gradcam_across_backbones` compares runs on the same images.
+
 This is an analysis tool, not model code: the gradient is taken with the backend's own
 autodiff (`tf.GradientTape` on TensorFlow, `torch.autograd` on PyTorch); JAX is not supported.
 
@@ -607,6 +612,119 @@ def _save_png(array, path):
     os.replace(tmp, path)
 
 
+# In-box mass: how much of a heatmap falls on the object.
+
+
+def _check_boxes(box, name):
+    box = np.asarray(box, dtype="float64")
+    if box.shape[-1:] != (4,) or box.ndim not in (1, 2):
+        raise ValueError(f"`{name}` must be one (ymin, xmin, ymax, xmax) box [4] or boxes [N, 4]. "
+                         f"Received: {name} of shape {box.shape}")
+    if not np.isfinite(box).all():
+        raise ValueError(f"`{name}` must be finite. Received: {name}={box.tolist()}")
+    flipped = (box[..., 2] < box[..., 0]) | (box[..., 3] < box[..., 1])
+    if flipped.any():
+        first = box.reshape(-1, 4)[int(np.flatnonzero(flipped.reshape(-1))[0])]
+        raise ValueError(f"`{name}` must be (ymin, xmin, ymax, xmax) with ymin <= ymax and xmin <= xmax; "
+                         f"is it in (xmin, ymin, xmax, ymax) order? Received: box {first.tolist()}")
+    return box
+
+
+def _coverage(low, high, size):
+    """`[N, size]`: the covered fraction of each of `size` unit pixels by `[low, high]` (normalised)."""
+    edges = np.arange(size + 1, dtype="float64")
+    low = np.clip(low[:, None] * size, 0.0, size)
+    high = np.clip(high[:, None] * size, 0.0, size)
+    return np.clip(np.minimum(high, edges[None, 1:]) - np.maximum(low, edges[None, :-1]), 0.0, 1.0)
+
+
+def box_area_share(box):
+    """The share of the image a normalised box covers: the in-box mass of a flat heatmap.
+
+    The part of a box outside `[0, 1]` is cut off first, so the result is exactly
+    `inbox_mass` of a uniform heatmap, the chance level of an attention map that does not
+    look at the object.
+
+    Args:
+        box: float array `[4]` (one box) or `[N, 4]`, normalised `(ymin, xmin, ymax, xmax)`.
+
+    Returns:
+        A float for one box, or float64 array `[N]`, in [0, 1].
+
+    Example:
+
+    >>> box_area_share([0.25, 0.0, 0.75, 0.5])
+    0.25
+    """
+    box = np.clip(_check_boxes(box, "box"), 0.0, 1.0)
+    share = (box[..., 2] - box[..., 0]) * (box[..., 3] - box[..., 1])
+    return float(share) if box.ndim == 1 else share
+
+
+def inbox_mass(heatmap, box):
+    """The fraction of a non-negative heatmap's total mass that lies inside a box.
+
+    Pixel `(i, j)` of an `H x W` map covers `[i / H, (i + 1) / H] x [j / W, (j + 1) / W]` in
+    normalised coordinates (the convention of `draw_boxes` and of the data pipeline's boxes),
+    and a pixel the box cuts counts with the covered share of its area:
+
+    ```
+    mass = sum_ij cover_ij * heatmap_ij / sum_ij heatmap_ij
+    ```
+
+    so a uniform heatmap gets exactly `box_area_share(box)`, and a map that is zero outside
+    a pixel-aligned box gets exactly 1. The part of a box outside the image is ignored.
+
+    Args:
+        heatmap: float array `[H, W]`, or `[N, H, W]` for a batch, non-negative (e.g.
+            Grad-CAM maps in [0, 1]).
+        box: float array `[4]` for one map, `[N, 4]` for a batch: normalised
+            `(ymin, xmin, ymax, xmax)` in the heatmap's frame.
+
+    Returns:
+        A float in [0, 1] for one map, or float64 array `[N]`. A map whose total is zero
+        (all-zero: Grad-CAM found no positive evidence) has no defined share and gives NaN;
+        callers count those apart (as `gradcam_mass_summary` does).
+
+    Raises:
+        ValueError: the heatmap has negative or non-finite values, the shapes do not match,
+            or a box has ymin > ymax or xmin > xmax.
+
+    Example:
+
+    >>> inbox_mass(np.ones((4, 4)), [0.125, 0.0, 0.625, 1.0])   # flat map: the box's area share
+    0.5
+    >>> heatmap = np.zeros((4, 4)); heatmap[1:3, 1:3] = 1.0
+    >>> inbox_mass(heatmap, [0.25, 0.25, 0.75, 0.75])
+    1.0
+    """
+    heatmap = np.asarray(heatmap, dtype="float64")
+    box = _check_boxes(box, "box")
+    single = heatmap.ndim == 2
+    if single:
+        heatmap = heatmap[None]
+    if heatmap.ndim != 3:
+        raise ValueError(f"`heatmap` must be [H, W] or [N, H, W]. Received: heatmap of shape {heatmap.shape}")
+    boxes = box.reshape(-1, 4)
+    if (single and box.ndim != 1) or (not single and (box.ndim != 2 or len(boxes) != len(heatmap))):
+        expected = "[4]" if single else f"[{len(heatmap)}, 4]"
+        raise ValueError(f"`box` must be {expected} for heatmaps of shape {heatmap.shape[int(single):]}. "
+                         f"Received: box of shape {box.shape}")
+    if not np.isfinite(heatmap).all():
+        raise ValueError("`heatmap` must be finite; replace NaN/inf (e.g. np.nan_to_num) first")
+    if heatmap.size and heatmap.min() < 0.0:
+        raise ValueError(f"`heatmap` must be non-negative (mass is a share of the total); clip it "
+                         f"(np.maximum(heatmap, 0)) first. Received: minimum {heatmap.min():.4g}")
+    rows = _coverage(boxes[:, 0], boxes[:, 2], heatmap.shape[1])
+    cols = _coverage(boxes[:, 1], boxes[:, 3], heatmap.shape[2])
+    inside = np.einsum("nh,nhw,nw->n", rows, heatmap, cols)
+    total = heatmap.sum(axis=(1, 2))
+    mass = np.full(len(heatmap), np.nan)
+    np.divide(inside, total, out=mass, where=total > 0)
+    mass = np.clip(mass, 0.0, 1.0)  # rounding only; NaN stays NaN
+    return float(mass[0]) if single else mass
+
+
 # Command.
 
 
@@ -745,3 +863,294 @@ def gradcam_for_report(out_dir, cell_dirs, *, data, num_images=3):
     result = run_gradcam([chosen[k][2] for k in keys], images, target,
                          model_titles=[f"{label}, {_SHORT_MODES.get(mode, mode)}" for label, mode in keys])
     return result["grid"]
+
+
+# In-box mass over a test split, and the same images across backbones.
+
+EXPLAINED_CLASSES = ("predicted", "label")
+"""Which class `target="class"` explains in the mass summaries: the model's prediction (as the
+figures do) or the image's ground-truth label."""
+
+MASS_FILE = "gradcam_mass.json"
+"""The file `gradcam_across_backbones` writes in its output folder."""
+
+
+def _check_targets(targets):
+    targets = tuple(targets) if not isinstance(targets, str) else (targets,)
+    if not targets or any(t not in TARGETS for t in targets) or len(set(targets)) != len(targets):
+        raise GradCAMError(f"targets must be distinct values of {', '.join(TARGETS)}. Received: targets={targets!r}")
+    return targets
+
+
+def _check_count(value, name):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"`{name}` must be an int >= 1 or None (all test images). Received: {name}={value!r}")
+    return value
+
+
+def _load_test_split(spec, options, batch_size):
+    from ssl_keras.data.localization import load_localization_data
+
+    return load_localization_data(spec, image_size=int(options["image_size"]), batch_size=batch_size,
+                                  resize=options["resize"], splits=("test",))
+
+
+def _finite_stats(values):
+    values = np.asarray(values, dtype="float64")
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return None, None
+    return float(values.mean()), float(values.std())
+
+
+def _mass_pass(model, test, *, targets, num_images, keep, layer_name, batch_size, explained_class):
+    """Streams the test split through Grad-CAM once: masses of the first `num_images` (None:
+    all) and the images, boxes and heatmaps of the first `keep`, without holding the split."""
+    cam = GradCAM(model, layer_name=layer_name)
+    available = test.num_images["test"]
+    count = available if num_images is None else min(num_images, available)
+    keep = min(keep, available)
+    wanted = max(count, keep)
+    masses, shares = {t: [] for t in targets}, []
+    kept = {"images": [], "boxes": [], "heatmaps": {t: [] for t in targets}}
+    seen = 0
+    for images, truth in test.test.as_numpy_iterator():
+        if seen >= wanted:
+            break
+        images, boxes, labels = (np.asarray(a)[:wanted - seen] for a in (images, truth["boxes"], truth["labels"]))
+        shares.append(box_area_share(boxes))
+        room = max(keep - seen, 0)
+        kept["images"].append(images[:room])
+        kept["boxes"].append(boxes[:room])
+        for t in targets:
+            class_index = labels if t == "class" and explained_class == "label" else None
+            heatmaps = cam.explain(images, target=t, class_index=class_index, batch_size=batch_size)["heatmaps"]
+            masses[t].append(inbox_mass(heatmaps, boxes))
+            kept["heatmaps"][t].append(heatmaps[:room])
+        seen += len(images)
+    masses = {t: np.concatenate(m) for t, m in masses.items()}
+    kept = {"images": np.concatenate(kept["images"]), "boxes": np.concatenate(kept["boxes"]),
+            "heatmaps": {t: np.concatenate(h) for t, h in kept["heatmaps"].items()},
+            "masses": {t: m[:keep] for t, m in masses.items()},
+            "image_ids": list(test.image_ids["test"][:keep])}
+    masses = {t: m[:count] for t, m in masses.items()}
+    shares = np.concatenate(shares)[:count]
+    summary = {}
+    for t in targets:
+        finite = np.isfinite(masses[t])
+        mean, std = _finite_stats(masses[t])
+        summary[t] = {"mean": mean, "std": std, "n": int(finite.sum()), "skipped": int((~finite).sum()),
+                      "box_share": _finite_stats(shares[finite])[0]}
+    result = {"layer": cam.layer_name, "num_images": count, "image_ids": list(test.image_ids["test"][:count]),
+              "box_share": {"mean": _finite_stats(shares)[0], "n": count}, "targets": summary,
+              "masses": masses, "box_shares": shares}
+    return result, kept
+
+
+def _check_explained_class(explained_class):
+    if explained_class not in EXPLAINED_CLASSES:
+        raise GradCAMError(f"explained_class must be one of {', '.join(EXPLAINED_CLASSES)}. "
+                           f"Received: explained_class={explained_class!r}")
+
+
+def gradcam_mass_summary(run_dir, *, data=None, num_images=None, targets=("box", "class"), explained_class="predicted",
+                         layer_name=None, batch_size=16):
+    """How much of a detect run's Grad-CAM falls inside the ground-truth box, over the test split.
+
+    The test images are read as the run was trained (its `config.json`: `image_size`,
+    `resize`) and explained in the model's own input frame, where the data pipeline puts the
+    ground-truth box of each image's target; `inbox_mass` of each heatmap is then averaged
+    over images. The reference is `box_share`, the mean `box_area_share` of the same images:
+    what a flat heatmap, one that ignores the object, would score. The split is streamed in
+    batches, so all of VOC's test set fits in memory.
+
+    Args:
+        run_dir: str, a finished `ssl-keras detect` run directory.
+        data: str or None, the source spec whose test split is used (`voc:PATH`,
+            `tfds:voc/2007`, `synthetic:N`, ...). Defaults to None: the run's own `data`.
+        num_images: int or None, use the first `num_images` test images (dataset order).
+            Defaults to None (all).
+        targets: tuple of `TARGETS` values. Defaults to `("box", "class")`.
+        explained_class: `"predicted"` (each image's predicted class, as in the figures) or
+            `"label"` (its ground-truth class), for `target="class"`. Defaults to
+            `"predicted"`.
+        layer_name: str or None, the feature layer (see `GradCAM`). Defaults to None (automatic).
+        batch_size: int, images per pass. Defaults to 16.
+
+    Returns:
+        A dict: `"run"`, `"data"` (the spec used), `"layer"`, `"image_size"`, `"resize"`,
+        `"num_images"` (images used), `"image_ids"` (their ids, in order), `"box_share"`
+        (`{"mean", "n"}` over all of them), `"targets"`: `{target: {"mean", "std", "n",
+        "skipped", "box_share"}}` where `mean`/`std` (population std) are of the in-box
+        mass over the `n` images with a non-zero heatmap, `skipped` counts the all-zero
+        maps (left out: their mass is undefined), and `box_share` is the mean area share of
+        those same `n` images (None when `n` is 0, as are `mean` and `std`); and the
+        per-image values, `"masses"` (`{target: float64 [num_images]}`, NaN where skipped)
+        and `"box_shares"` (float64 `[num_images]`).
+
+    Example:
+
+    >>> summary = gradcam_mass_summary("runs/detect_ssl", data="voc:VOCdevkit/VOC2007")
+    >>> summary["targets"]["box"]["mean"], summary["box_share"]["mean"]   # vs. chance
+    """
+    from ssl_keras.detect import load_run
+
+    targets = _check_targets(targets)
+    _check_count(num_images, "num_images")
+    _check_explained_class(explained_class)
+    model, record = load_run(os.fspath(run_dir))
+    options = record["options"]
+    spec = data or options.get("data")
+    if not spec:
+        raise ValueError(f"run {run_dir}: config.json names no data source; pass data=SPEC "
+                         "(e.g. data='voc:VOCdevkit/VOC2007')")
+    test = _load_test_split(spec, options, batch_size)
+    result, _ = _mass_pass(model, test, targets=targets, num_images=num_images, keep=0, layer_name=layer_name,
+                           batch_size=batch_size, explained_class=explained_class)
+    return {"run": os.fspath(run_dir), "data": spec, "image_size": int(options["image_size"]),
+            "resize": options["resize"], **result}
+
+
+def _mass_caption(mass):
+    return "no evidence" if not np.isfinite(mass) else f"in box {mass:.2f}"
+
+
+def _json_floats(values):
+    return [None if not np.isfinite(v) else round(float(v), 4) for v in values]
+
+
+def gradcam_across_backbones(models, *, data, out_dir, num_images=4, mass_images=None, targets=("box", "class"),
+                             log=print, explained_class="predicted", layer_name=None, batch_size=16):
+    """Grad-CAM of several detect runs on the same test images, and how much lands on the object.
+
+    For each target, one grid of the first `num_images` test images of `data` (rows) by
+    model (columns), each overlay in that model's own input frame (its `image_size` and
+    `resize`) with the ground-truth box drawn and captioned with its in-box mass; and, per
+    model and target, the `gradcam_mass_summary` numbers over the first `mass_images` test
+    images. Every model sees the same images: the test split of the one `data` spec, in
+    dataset order (synthetic sources: the held-out last 15% of the scenes; VOC: the `test`
+    image set). Outputs are recomputed and replaced on every call.
+
+    Writes `out_dir/gradcam_<target>.png` and `out_dir/gradcam_mass.json` (the returned
+    dict plus `"models"` (title -> run dir), `"layers"`, `"data"`, `"explained_class"`,
+    `"model_box_share"` (title -> `{"mean", "n"}` in that model's frame), and `"per_image"`:
+    the mass images' ids, area shares and per-model, per-target masses, null where skipped,
+    for paired comparisons).
+
+    Args:
+        models: mapping (e.g. `dict`, kept in order) of column title -> detect run directory.
+        data: str, the source spec whose test split is shown and measured.
+        out_dir: str, output folder, created if missing.
+        num_images: int, grid rows: the first `num_images` test images. Defaults to 4.
+        mass_images: int or None, the in-box mass uses the first `mass_images` test images.
+            Defaults to None (all).
+        targets: tuple of `TARGETS` values. Defaults to `("box", "class")`.
+        log: function taking one line of text, or None. Defaults to `print`.
+        explained_class: `"predicted"` or `"label"` (see `gradcam_mass_summary`). Defaults
+            to `"predicted"`.
+        layer_name: str or None, the feature layer of every model (see `GradCAM`). Defaults
+            to None (automatic, per model).
+        batch_size: int, images per pass. Defaults to 16.
+
+    Returns:
+        A dict: `"grids"`: `{target: png path}`; `"mass"`: `{title: {target: {"mean",
+        "std", "n", "skipped", "box_share"}}}` (as in `gradcam_mass_summary`); `"box_share"`:
+        `{"mean", "n"}`, the chance level, over all mass images in the first model's frame
+        (the same for every model when they share `image_size` and `resize`); `"images"`:
+        the ids of the grid's images, top to bottom; `"json"`: the path of
+        `gradcam_mass.json`.
+
+    Example:
+
+    >>> result = gradcam_across_backbones({"SSL": "runs/ssl", "ImageNet": "runs/imagenet"},
+    ...                                   data="voc:VOCdevkit/VOC2007", out_dir="report/gradcam")
+    >>> result["mass"]["SSL"]["box"]["mean"], result["box_share"]["mean"]
+    """
+    from ssl_keras.box_drawing import TRUE_COLOR, draw_boxes
+    from ssl_keras.detect import load_run
+    from ssl_keras.run_directory import write_json_atomic
+
+    log = log or (lambda line: None)
+    if not hasattr(models, "items") or not models:
+        raise ValueError("`models` must be a non-empty mapping of column title -> detect run directory, "
+                         f"e.g. {{'SSL': 'runs/ssl'}}. Received: models={models!r}")
+    titles = [str(title) for title in models]
+    if len(set(titles)) != len(titles):
+        raise ValueError(f"`models` titles must be distinct as strings. Received: titles={titles}")
+    run_dirs = [os.fspath(d) for d in models.values()]
+    if not data:
+        raise ValueError("`data` must name the source whose test split is shown, e.g. data='voc:VOCdevkit/VOC2007'")
+    targets = _check_targets(targets)
+    _check_count(num_images, "num_images")
+    if num_images is None:
+        raise ValueError("`num_images` must be an int >= 1 (the grid's rows). Received: num_images=None")
+    _check_count(mass_images, "mass_images")
+    _check_explained_class(explained_class)
+    for run_dir in run_dirs:  # every run is checked before any work
+        for name in ("config.json", "model.keras"):
+            if not os.path.isfile(os.path.join(run_dir, name)):
+                raise FileNotFoundError(f"model {run_dir}: {name} is missing; is it a finished detect run?")
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    os.makedirs(out_dir, exist_ok=True)
+
+    splits, runs = {}, []  # the test split is read once per (image_size, resize)
+    for title, run_dir in zip(titles, run_dirs):
+        model, record = load_run(run_dir)
+        options = record["options"]
+        frame = (int(options["image_size"]), options["resize"])
+        if frame not in splits:
+            splits[frame] = _load_test_split(data, options, batch_size)
+        summary, kept = _mass_pass(model, splits[frame], targets=targets, num_images=mass_images, keep=num_images,
+                                   layer_name=layer_name, batch_size=batch_size, explained_class=explained_class)
+        del model
+        if runs and (summary["image_ids"] != runs[0][1]["image_ids"] or kept["image_ids"] != runs[0][2]["image_ids"]):
+            raise ValueError(f"model {title!r} ({run_dir}) reads other test images from {data!r} than "
+                             f"{titles[0]!r}; the comparison needs the same images in every column")
+        for t in targets:
+            row = summary["targets"][t]
+            shown = "no non-zero map" if row["mean"] is None else f"{row['mean']:.3f} +- {row['std']:.3f}"
+            log(f"[gradcam] {title}: {t} in-box mass {shown} (n={row['n']}, skipped {row['skipped']}; "
+                f"flat map {summary['box_share']['mean']:.3f})")
+        runs.append((title, summary, kept))
+
+    image_ids = runs[0][2]["image_ids"]
+    grids = {}
+    for t in targets:
+        rows = [[] for _ in image_ids]
+        captions = [[] for _ in image_ids]
+        for j, (title, _, kept) in enumerate(runs):
+            for i, image_id in enumerate(image_ids):
+                image = np.clip(np.round(kept["images"][i]), 0, 255).astype("uint8")
+                line = max(1, round(image.shape[0] / 96))
+                drawn = draw_boxes(overlay(image, kept["heatmaps"][t][i]), kept["boxes"][i][None],
+                                   colors=[TRUE_COLOR], width=line)
+                rows[i].append(drawn)
+                caption = _mass_caption(kept["masses"][t][i])
+                captions[i].append(f"{image_id}\n{caption}" if j == 0 else caption)
+        grids[t] = os.path.join(out_dir, f"gradcam_{t}.png")
+        gradcam_grid(rows, titles=captions, column_titles=titles, path=grids[t], tile_inches=1.6, dpi=80)
+
+    first = runs[0][1]
+    result = {
+        "grids": grids,
+        "mass": {title: summary["targets"] for title, summary, _ in runs},
+        "box_share": first["box_share"],
+        "images": list(image_ids),
+        "json": os.path.join(out_dir, MASS_FILE),
+    }
+    record = {
+        **{k: v for k, v in result.items() if k != "json"},
+        "data": data,
+        "explained_class": explained_class,
+        "models": dict(zip(titles, run_dirs)),
+        "layers": {title: summary["layer"] for title, summary, _ in runs},
+        "model_box_share": {title: summary["box_share"] for title, summary, _ in runs},
+        "per_image": {
+            "image_ids": first["image_ids"],
+            "box_share": _json_floats(first["box_shares"]),
+            "mass": {title: {t: _json_floats(summary["masses"][t]) for t in targets} for title, summary, _ in runs},
+        },
+    }
+    write_json_atomic(result["json"], record)
+    log(f"[gradcam] wrote {', '.join(os.path.basename(p) for p in grids.values())} and {MASS_FILE} in {out_dir}")
+    return result

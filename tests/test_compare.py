@@ -96,19 +96,65 @@ def test_results_md_marks_best_mean_per_column():
     assert "**0.600 ± 0.100**" in ssl_row and "| 0.500 ± 0.100 |" in scratch_row
     assert "| 0.300 ± 0.100 |" in ssl_row and "**0.600 ± 0.000**" in scratch_row
     assert "| 3 | 40 |" in ssl_row
-    # n=1: shown as ±0, best of its own (mode, fraction) column only.
-    assert "**0.800 ±0**" in finetune and "| 0.300 ±0 |" in finetune
+    # n=1: the mean alone (no "± 0": the spread is not measured), n shown; best of its own column only.
+    ssl_single = next(line for line in finetune.splitlines() if line.startswith("| 100% | ssl |"))
+    assert ssl_single.startswith("| 100% | ssl | 1 | 40 | **0.800** |") and "| 0.300 |" in finetune
+    assert "±0" not in text and "± 0 " not in text and "± 0.000" not in finetune
+    assert "a value without ± is a single seed (n = 1)" in text
+
+
+def test_results_md_marks_a_metric_with_fewer_seeds_than_its_row():
+    rows = [dict(_row("a", "freeze", 0.1, 0, 0.5), balanced_top1=0.4), _row("a", "freeze", 0.1, 1, 0.7)]
+    table = aggregate(rows)
+    assert table[0]["n"] == 2 and table[0]["mean_iou_n"] == 2 and table[0]["balanced_top1_n"] == 1
+    line = next(line for line in format_results_md(table, metrics=("mean_iou", "balanced_top1")).splitlines()
+                if line.startswith("| 10% | a |"))
+    assert line == "| 10% | a | 2 | 40 | 0.600 ± 0.141 | 0.400 (n = 1) |"
 
 
 def test_describe_results_reports_gap_and_noise():
     table = aggregate(KNOWN_ROWS)
     freeze, finetune = describe_results(table)
-    # ssl 0.6 ± 0.1 vs scratch 0.5 ± 0.1: gap 0.1 does not exceed the std 0.1.
-    assert "ssl has the best mean IoU, 0.600 vs 0.500 for scratch (+0.100); within noise" in freeze
-    assert "one seed only" in finetune and "+0.500" in finetune
+    # ssl 0.6 ± 0.1 vs scratch 0.5 ± 0.1: gap 0.1 does not exceed the std 0.1, so no winner is named.
+    assert freeze == ("freeze, 10% of the labels: ssl and scratch are within noise on mean IoU, 0.600 vs 0.500 "
+                      "(+0.100, not larger than the std over seeds 0.100), so neither wins here.")
+    assert "has the best" not in freeze
+    assert "one seed only" in finetune and "+0.500" in finetune and "ssl has the best mean IoU" in finetune
     wide = aggregate([_row("a", "freeze", 0.1, s, v) for s, v in enumerate((0.8, 0.82))]
                      + [_row("b", "freeze", 0.1, s, v) for s, v in enumerate((0.5, 0.52))])
-    assert "the gap exceeds the std over seeds" in describe_results(wide)[0]
+    assert "a has the best mean IoU, 0.810 vs 0.510 for b (+0.300); the gap exceeds the std over seeds" in (
+        describe_results(wide)[0])
+
+
+def test_describe_results_lists_every_backbone_within_noise_of_the_best():
+    values = {"a": (0.60, 0.70), "b": (0.58, 0.66), "c": (0.30, 0.31)}
+    table = aggregate([_row(b, "freeze", 0.1, s, v) for b, pair in values.items() for s, v in enumerate(pair)])
+    sentence, = describe_results(table)
+    # a 0.650 ± 0.071, b 0.620 ± 0.057: within noise; c 0.305 is far below both and is not named.
+    assert sentence == ("freeze, 10% of the labels: a and b are within noise on mean IoU, 0.650 vs 0.620 "
+                        "(+0.030, not larger than the std over seeds 0.071), so neither wins here.")
+
+
+def test_a_margin_within_the_backbones_own_seed_noise_is_not_a_win():
+    # The prior box moves with the seed's labelled subset: margins +0.02 twice (std 0), but the
+    # backbone's own mean IoU spreads by 0.071 over the seeds, which the margin does not exceed.
+    rows = [dict(_row("a", "freeze", 0.1, s, v), mean_iou_margin=0.02) for s, v in enumerate((0.42, 0.52))]
+    rows += [dict(_row("b", "freeze", 0.1, s, v), mean_iou_margin=m) for s, v, m in [(0, 0.30, -0.2), (1, 0.31, -0.19)]]
+    table = aggregate(rows)
+    a, b = table
+    assert compare.baseline_verdict(a, "mean_iou") == "within noise" and compare.beats_baseline(a, "mean_iou") is False
+    assert compare.baseline_verdict(b, "mean_iou") == "does not beat"
+    first, second = describe_baselines(table)
+    assert first == ("freeze, 10% of the labels, a: mean IoU 0.470 is within noise of the constant prior box "
+                     "(margin +0.020 ± 0.000, not larger than the std over seeds 0.071).")
+    assert second == ("freeze, 10% of the labels, b: mean IoU 0.305 does not beat the constant prior box "
+                      "(margin -0.195 ± 0.007).")
+    # Neither beats the prior, so no best backbone is named, however far apart a and b are.
+    assert "no backbone beats the constant prior box on mean IoU" in describe_results(table)[0]
+    # One seed: the noise is not measured, so a positive margin still counts (and is said to be unmeasured).
+    single = aggregate(rows[:1])[0]
+    assert compare.baseline_verdict(single, "mean_iou") == "beats"
+    assert "one seed so the noise is not measured" in describe_baselines([single])[0]
 
 
 def test_plot_metric_writes_png_of_expected_size(tmp_path):
@@ -118,6 +164,59 @@ def test_plot_metric_writes_png_of_expected_size(tmp_path):
     with Image.open(path) as image:
         image.load()
         assert image.format == "PNG" and image.size == (1000, 400)  # two modes, 5 x 4 inches each at 100 dpi
+
+
+def _error_bars(ax, label):
+    """{x: (low, high)} of the error bars drawn for the backbone `label`."""
+    container, = [c for c in ax.containers if c.get_label() == label]
+    bars = {}
+    for collection in container.lines[2]:
+        for segment in collection.get_segments():
+            bars[round(float(segment[0][0]), 6)] = tuple(sorted(float(y) for y in segment[:, 1]))
+    return bars
+
+
+def test_plot_of_nearly_flat_data_spans_at_least_0_1_and_shows_the_prior():
+    # Means within 0.004 of each other and a prior box 0.06 below them: a tight y axis would turn
+    # seed noise into a trend and drop the prior off the plot.
+    rows = [_row(b, mode, f, s, v) for mode in ("freeze", "finetune")
+            for b, f, values in [("ssl", 0.1, (0.421, 0.423)), ("ssl", 1.0, (0.424, 0.425)),
+                                 ("scratch", 0.1, (0.420, 0.422)), ("scratch", 1.0, (0.422,))]
+            for s, v in enumerate(values)]
+    rows += [dict(_row("prior_box", mode, f, s, 0.36), **{m: None for m in ("top1", "top3", "cls_loc_acc@0.5")})
+             for mode in ("freeze", "finetune") for f in (0.1, 1.0) for s in (0, 1)]
+    table = aggregate(rows)
+    figure = metric_figure(table, "mean_iou")
+    frozen, finetuned = figure.axes
+    assert [ax.get_title() for ax in figure.axes] == ["frozen backbone", "fine-tuned"]
+    assert frozen.get_ylim() == finetuned.get_ylim()  # one shared y axis
+    low, high = frozen.get_ylim()
+    assert high - low >= 0.1 - 1e-9
+    assert low < 0.36 and high > 0.425  # the prior line and every mean are inside
+    for ax in figure.axes:
+        assert ax.get_xscale() == "log"
+        np.testing.assert_allclose(ax.get_xticks(), [0.1, 1.0])
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["10%", "100%"]
+        # ssl has two seeds everywhere: bars of ± the sample std; scratch at 100% has one: no bar.
+        bars = _error_bars(ax, "ssl")
+        std = np.std([0.421, 0.423], ddof=1)
+        np.testing.assert_allclose(bars[0.1], [0.422 - std, 0.422 + std])
+        assert sorted(_error_bars(ax, "scratch")) == [0.1]
+        assert all(low <= y <= high for pair in bars.values() for y in pair)
+    prior, = [line for line in frozen.get_lines() if line.get_label() == "prior box (no image)"]
+    assert prior.get_linestyle() == "--"
+
+
+def test_plot_y_limits_hold_wide_error_bars_and_stay_in_0_1():
+    rows = [_row("a", "freeze", 0.5, s, v) for s, v in enumerate((0.02, 0.30))]
+    low, high = metric_figure(aggregate(rows), "mean_iou").axes[0].get_ylim()
+    mean, std = 0.16, np.std([0.02, 0.30], ddof=1)
+    # The bar reaches below 0 (0.16 - 0.198): it is shown whole rather than cut at 0.
+    assert low <= mean - std and high >= mean + std
+    assert compare.metric_y_limits([0.01, 0.02]) == (0.0, 0.1)  # shifted up, not below 0
+    assert compare.metric_y_limits([0.985, 0.99]) == (0.9, 1.0)
+    assert compare.metric_y_limits([0.41, 0.42]) == pytest.approx((0.365, 0.465))
+    assert compare.metric_y_limits([]) is None
 
 
 # The baselines, from hand-written cells (no training)
@@ -224,25 +323,28 @@ def test_report_says_which_backbone_beats_the_baselines(written_grid):
     assert report.index("Baselines: `prior_box` predicts one constant box") < report.index("## Grid")
     assert ("freeze, 10% of the labels, ssl: mean IoU 0.610 beats the constant prior box (margin +0.200 ± 0.000; "
             "prior 0.410); top-1 0.700 beats the majority class (margin +0.400 ± 0.000; majority 0.300).") in report
-    assert ("freeze, 10% of the labels, scratch: mean IoU 0.413 does not beat the constant prior box "
+    # scratch: margin +0.003 ± 0.010 is within the seed noise, not a win; a margin of exactly 0 with no
+    # spread at all is a tie, which does not beat the baseline either.
+    assert ("freeze, 10% of the labels, scratch: mean IoU 0.413 is within noise of the constant prior box "
             "(margin +0.003 ± 0.010; prior 0.410); top-1 0.300 does not beat the majority class "
             "(margin +0.000 ± 0.000; majority 0.300).") in report
-    assert "freeze, 100% of the labels, ssl: mean IoU 0.445 does not beat the constant prior box" in report
+    assert "freeze, 100% of the labels, ssl: mean IoU 0.445 is within noise of the constant prior box" in report
+    assert "the larger of the margin's and the backbone's own sample std over seeds" in report
     # 10%: ssl beats the prior, so the best-backbone sentence stands; 100%: nobody beats it, so no winner.
     assert "freeze, 10% of the labels: ssl has the best mean IoU, 0.610 vs 0.413 for scratch (+0.197)" in report
     assert ("freeze, 100% of the labels: no backbone beats the constant prior box on mean IoU (the best, ssl, "
             "has 0.445, margin -0.005 ± 0.007), so no backbone wins here.") in report
     assert "100% of the labels: ssl has the best" not in report
-    assert any("scratch: mean IoU 0.413 does not beat" in line for line in logs)
+    assert any("scratch: mean IoU 0.413 is within noise of" in line for line in logs)
 
 
 def test_describe_results_names_a_best_backbone_that_does_not_beat_the_prior():
     rows = [dict(_row(b, "freeze", 0.1, s, v), mean_iou_margin=m)
             for b, s, v, m in [("a", 0, 0.50, 0.02), ("a", 1, 0.52, 0.30), ("b", 0, 0.45, 0.10), ("b", 1, 0.46, 0.11)]]
-    # a: margin 0.16 ± 0.20 does not beat the prior; b: 0.105 ± 0.007 does, so a best is still named.
+    # a: margin 0.16 ± 0.20 is within noise of the prior; b: 0.105 ± 0.007 beats it, so a best is still named.
     sentence, = describe_results(aggregate(rows))
     assert sentence.startswith("freeze, 10% of the labels: a has the best mean IoU, 0.510 vs 0.455 for b")
-    assert sentence.endswith("; a itself does not beat the constant prior box (margin +0.160 ± 0.198).")
+    assert sentence.endswith("; a itself is within noise of the constant prior box (margin +0.160 ± 0.198).")
 
 
 def test_plot_draws_the_baseline_as_a_dashed_gray_line(written_grid, tmp_path):
@@ -280,7 +382,7 @@ def test_old_cells_without_baselines_are_read_as_before(tmp_path):
     assert all(r[c] == "" for r in rows for c in ("balanced_top1",) + compare.MARGINS)
     assert float(rows[0]["mean_iou"]) == pytest.approx(0.6)
     md = open(summary["outputs"]["results_md"]).read()
-    assert "Δ" not in md and "prior_box" not in md and "| 50% | ssl | 1 | 50 | **0.600 ±0** |" in md
+    assert "Δ" not in md and "prior_box" not in md and "| 50% | ssl | 1 | 50 | **0.600** |" in md
     report = open(summary["outputs"]["report"]).read()
     assert "predate the trivial baselines" in report and "Baselines: `prior_box`" not in report
     assert summary["findings"] == ["freeze, 50% of the labels: ssl has the best mean IoU, 0.600 vs 0.500 for "
