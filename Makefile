@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 # Lower-priority warnings from TensorFlow's C++ start-up are noise in logs.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test test-fast env benchmark clean
+.PHONY: demo experiment test test-fast env benchmark clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ env: $(VENV)/.installed
 
 demo: env
 	$(VENV)/bin/ssl-keras demo
+
+# The paper's comparison on this repository's shared data (see experiments/paper_cpu.yaml); rerun to continue.
+experiment: env
+	$(VENV)/bin/ssl-keras experiment experiments/paper_cpu.yaml
 
 test: env
 	$(PY) -m pytest -q --durations=15

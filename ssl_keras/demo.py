@@ -1,0 +1,120 @@
+"""`ssl-keras demo`: a miniature of the paper's experiment on the embedded synthetic scenes.
+
+The same experiment runner as `experiments/paper_cpu.yaml`, on data that needs no download:
+"photos" are synthetic scenes written to a folder (with their main object's class as the
+folder, for the supervised stand-in), the localization task is the synthetic scene set, and
+the grid is SSL vs supervised vs scratch, frozen and fine-tuned, on two label fractions. The
+experiment file is written to OUT/demo.yaml, so `ssl-keras experiment OUT/demo.yaml` reruns
+or continues it.
+
+The scenes are easy, so the miniature must show learning: `LEARNING_BAR` is the margin over
+the constant prior box that its best cell has to reach on mean IoU.
+"""
+
+import os
+
+import numpy as np
+
+LEARNING_BAR = 0.15
+"""Mean IoU margin over `prior_box` that the demo's best cell must reach on the synthetic test scenes."""
+
+PHOTO_OFFSET = 200_000
+"""Scene indices of the pretraining photos start here: past every localization split."""
+
+
+def write_demo_photos(folder, *, num_images, image_size=64):
+    """Writes `num_images` synthetic scenes as PNG files under `folder/<main object class>/`.
+
+    Scenes `PHOTO_OFFSET ..` are disjoint from the localization set's scenes, as unlabeled photos
+    would be. Existing files are kept, so a continued demo writes nothing again.
+
+    Returns:
+        The number of files written now.
+    """
+    from PIL import Image
+
+    from ssl_keras.data.synthetic import SYNTHETIC_CLASSES, make_synthetic_scene
+
+    written = 0
+    for i in range(num_images):
+        index = PHOTO_OFFSET + i
+        image, _, labels = make_synthetic_scene(index, image_size=image_size)
+        label = SYNTHETIC_CLASSES[int(labels[0])]  # the main (largest) object's class
+        path = os.path.join(folder, label, f"scene_{index}.png")
+        if os.path.exists(path):
+            continue
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(path)
+        written += 1
+    return written
+
+
+def demo_experiment_text(out, *, backbone="EfficientNetB1", pretrain_epochs=8, detect_epochs=12, photos=1024):
+    """The demo's experiment file (YAML text)."""
+    photos_dir = os.path.join(out, "photos")
+    return f"""\
+# The miniature of experiments/paper_cpu.yaml that `ssl-keras demo` runs on the embedded synthetic scenes.
+# Continue or rerun it with: ssl-keras experiment {os.path.join(out, 'demo.yaml')}
+name: demo
+description: >
+  SimCLR vs supervised pretraining vs random init on {photos} synthetic "photos" ({backbone}, {pretrain_epochs} epochs at
+  64 px), transferred to synthetic-scene localization with 25% and 100% of the labels, frozen and fine-tuned, one seed.
+out: {out}
+pretrain:
+  ssl: {{method: simclr, data: "{photos_dir}", backbone: {backbone}, epochs: {pretrain_epochs}, image_size: 64,
+        batch_size: 64, export: false}}
+  supervised: {{method: supervised, data: "folder:{photos_dir}", backbone: {backbone}, epochs: {pretrain_epochs},
+               image_size: 64, batch_size: 64, export: false}}
+compare:
+  data: "synthetic:640"
+  backbones: [ssl=pretrain:ssl, supervised=pretrain:supervised, scratch]
+  label_fractions: [0.25, 1.0]
+  modes: [freeze, finetune]
+  seeds: 1
+  backbone_name: {backbone}
+  image_size: 64
+  batch_size: 32
+  freeze_epochs: 40
+  epochs: {detect_epochs}
+  learning_rate: 0.002
+  backbone_lr_multiplier: 1.0
+analysis: {{reference: ssl, at: [0.25], metric: mean_iou, gradcam_images: 3, gradcam_mass_images: 48}}
+"""
+
+
+def learning_check(summary):
+    """Whether the miniature learned: its best cell's mean IoU margin over the prior box, and that
+    cell's Grad-CAM in-box mass against a flat map.
+
+    Args:
+        summary: `run_experiment`'s result.
+
+    Returns:
+        A dict: `best` (backbone, mode, label_fraction, mean_iou, margin), `bar`, `passed`,
+        `lines` (to print).
+    """
+    from ssl_keras.experiment_report import paired_excess
+
+    rows = [r for r in summary["compare"]["rows"] if r.get("mean_iou_margin") is not None]
+    if not rows:
+        return {"best": None, "bar": LEARNING_BAR, "passed": False,
+                "lines": ["learning check: no finished cell to check"]}
+    best = max(rows, key=lambda r: r["mean_iou_margin"])
+    passed = best["mean_iou_margin"] >= LEARNING_BAR
+    lines = [f"learning check: the best cell ({best['backbone']}, {best['mode']}, {best['label_fraction']:.0%} of the "
+             f"labels) has mean IoU {best['mean_iou']:.3f}, {best['mean_iou_margin']:+.3f} over the constant prior box; "
+             f"the bar is +{LEARNING_BAR:.2f}: {'PASSED' if passed else 'NOT MET: the miniature did not learn enough'}"]
+    gradcam = (summary["analysis"].get("gradcam") or {}).get(best["mode"])
+    if gradcam and best["backbone"] in gradcam["mass"]:
+        for target in gradcam["mass"][best["backbone"]]:
+            excess = paired_excess(gradcam, best["backbone"], target)
+            value = gradcam["mass"][best["backbone"]][target]
+            if value.get("mean") is None or excess is None or excess[1] is None:
+                continue
+            clear = excess[0] > 2 * excess[1]
+            lines.append(f"learning check: its Grad-CAM ({target} target) puts {value['mean']:.3f} of the heatmap "
+                         f"inside the box, against {gradcam['box_share']['mean']:.3f} for a flat map "
+                         f"(excess {excess[0]:+.3f} ± {excess[1]:.3f}): "
+                         + ("clearly above" if clear else "NOT clearly above"))
+    return {"best": {k: best[k] for k in ("backbone", "mode", "label_fraction", "mean_iou", "mean_iou_margin")},
+            "bar": LEARNING_BAR, "passed": passed, "lines": lines}
