@@ -354,7 +354,16 @@ def experiment(experiment_file, check):
                f"x {loaded.compare.seeds} seeds) -> {os.path.abspath(loaded.out)}")
     if check:
         return
-    summary = run_experiment(loaded, log=click.echo)
+    from ssl_keras.training import TrainingInterrupted
+
+    try:
+        summary = run_experiment(loaded, log=click.echo)
+    except (TrainingInterrupted, KeyboardInterrupt) as error:
+        detail = f"{error}. " if str(error) else "stopped at once; files already written are complete. "
+        click.echo(f"Interrupted: {detail}Continue the experiment with the same command: ssl-keras experiment "
+                   f"{experiment_file} (finished stages and cells are kept, an interrupted one resumes from its "
+                   "checkpoint)", err=True)
+        raise click.exceptions.Exit(INTERRUPTED_EXIT_CODE) from None
     for line in summary["analysis"].get("headline", []):
         click.echo(line)
     click.echo(f"[experiment] wall time {summary['wall_seconds'] / 60:.1f} min this time, "
@@ -408,41 +417,33 @@ def probe(backbone, data, out, method, image_size, batch_size, max_per_class, ba
 
 @main.command()
 @click.option("--out", default=None, help="Demo output folder [default: runs/demo-TIMESTAMP].")
-@click.option("--epochs", default=3, show_default=True, type=click.IntRange(min=1), help="Pretraining epochs.")
-@click.option("--detect-epochs", default=3, show_default=True, type=click.IntRange(min=1))
-@click.option("--backbone", default="EfficientNetB1", show_default=True)
+@click.option("--epochs", default=None, type=click.IntRange(min=1),
+              help="Pretraining epochs [default: the demo's, see ssl_keras.demo].")
+@click.option("--detect-epochs", default=None, type=click.IntRange(min=1),
+              help="Epochs of the fine-tuned cells [default: the demo's].")
+@click.option("--backbone", default=None, help="Backbone [default: MobileNetV3Small; EfficientNetB1 is the paper's, "
+                                                "and needs far more than the demo's budget to learn on 2 CPU cores].")
 @user_errors_as_click
 def demo(out, epochs, detect_epochs, backbone):
-    """Runs the pipeline on the embedded synthetic dataset (no network, about 10 minutes on 2 CPU cores).
+    """A miniature of the paper's experiment on the embedded synthetic scenes (no network, < 10 min on 2 cores).
 
-    SimCLR pretraining on synthetic scenes, then a small comparison: localization with the SSL
-    backbone and with a randomly initialised one, frozen-then-fine-tuned on 25% and 100% of the
-    labels, with a Grad-CAM grid and a report.md.
+    SimCLR and supervised pretraining on synthetic "photos", then SSL vs supervised vs scratch,
+    frozen and fine-tuned, on 25% and 100% of the labels, with the prior box, labels saved,
+    Grad-CAM and a learning check. The experiment file is written to OUT/demo.yaml.
     """
-    from ssl_keras.config import DetectConfig, PretrainConfig, build_config
-    from ssl_keras.detect import run_detect
-    from ssl_keras.pretrain import run_pretrain
+    from ssl_keras.demo import run_demo
 
     out = out or os.path.join("runs", "demo-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    pretrain_config = build_config(PretrainConfig, data="synthetic:512", out=os.path.join(out, "pretrain"),
-                                   backbone=backbone, epochs=epochs, batch_size=32, image_size=64,
-                                   warmup_epochs=1.0, temperature=0.2)
-    click.echo(f"[demo] 1/2 SimCLR pretraining on synthetic scenes -> {pretrain_config.out}")
-    _print_pretrain_result(run_pretrain(pretrain_config, log=click.echo))
-    from ssl_keras.compare import CompareConfig, run_compare
-
-    compare_config = build_config(CompareConfig, data="synthetic:640",
-                                  backbones=f"ssl=ssl:{pretrain_config.out},scratch", label_fractions="0.25,1.0",
-                                  modes="freeze-then-finetune", seeds=1, out=os.path.join(out, "compare"),
-                                  backbone_name=backbone, epochs=detect_epochs, image_size=64, batch_size=32,
-                                  learning_rate=2e-3)
-    click.echo(f"[demo] 2/2 localization: SSL vs scratch backbone, 25% and 100% of the labels -> {compare_config.out}")
-    summary = run_compare(compare_config, log=click.echo, gradcam=_gradcam_hook(compare_config, 3))
+    result = run_demo(out, backbone=backbone, pretrain_epochs=epochs, detect_epochs=detect_epochs, log=click.echo)
     click.echo("\n[demo] test metrics on synthetic scenes:")
-    with open(os.path.join(summary["out"], "results.md"), encoding="utf-8") as f:
+    with open(result["results_md"], encoding="utf-8") as f:
         click.echo(f.read())
-    click.echo(f"[demo] report: {os.path.abspath(os.path.join(summary['out'], 'report.md'))}")
-    click.echo(f"[demo] outputs are in {os.path.abspath(out)}")
+    for line in result["headline"] + result["learning"]["lines"]:
+        click.echo(f"[demo] {line}")
+    click.echo(f"[demo] wall time {result['wall_seconds'] / 60:.1f} min")
+    click.echo(f"[demo] report: {os.path.abspath(result['report'])}")
+    click.echo(f"[demo] outputs are in {os.path.abspath(out)}; continue or rerun with: "
+               f"ssl-keras experiment {os.path.join(out, 'demo.yaml')}")
 
 
 if __name__ == "__main__":

@@ -135,6 +135,7 @@ def test_tiny_experiment_interrupted_mid_grid_continues_to_the_same_tables(tmp_p
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 130 and "Traceback" not in stdout + stderr, stdout + stderr
+    assert f"Continue the experiment with the same command: ssl-keras experiment {interrupted}" in stderr
     assert not (interrupted_out / "report.md").exists()
     finished = len(list(interrupted_out.glob("compare/cells/**/metrics.json")))
     assert 1 <= finished < 8
