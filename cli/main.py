@@ -359,6 +359,7 @@ def experiment(experiment_file, check):
     try:
         summary = run_experiment(loaded, log=click.echo)
     except (TrainingInterrupted, KeyboardInterrupt) as error:
+        # The message of an interrupted training run already says how to continue; say it for the experiment.
         detail = f"{error}. " if str(error) else "stopped at once; files already written are complete. "
         click.echo(f"Interrupted: {detail}Continue the experiment with the same command: ssl-keras experiment "
                    f"{experiment_file} (finished stages and cells are kept, an interrupted one resumes from its "

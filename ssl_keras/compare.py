@@ -257,7 +257,7 @@ def cell_config(config, cell, *, resume=False):
     return DetectConfig(**shared).validate()
 
 
-def run_compare(config: CompareConfig, *, log=print, verbose=0, gradcam=None):
+def run_compare(config: CompareConfig, *, log=print, verbose=0, gradcam=None, resume_hint=None):
     """Runs (or continues) the grid of detect runs and writes the tables, plots and report.
 
     Args:
@@ -268,6 +268,8 @@ def run_compare(config: CompareConfig, *, log=print, verbose=0, gradcam=None):
             image to link from the report (or None); `cell_dirs` maps `(label, mode,
             label_fraction, seed)` to the absolute run directory of every finished cell.
             Without it, `OUT/gradcam_grid.png` is linked if it exists. Defaults to None.
+        resume_hint: str, how to continue after an interruption, for the message. Defaults to
+            running the same `ssl-keras compare` command again.
 
     Returns:
         A dict: `out`, `cells` (one dict per cell with its `status`: done, trained, resumed or
@@ -311,7 +313,8 @@ def run_compare(config: CompareConfig, *, log=print, verbose=0, gradcam=None):
         log(f"{name}: {'resuming' if resume else 'training'}")
         try:
             metrics = run_detect(cell_config(config, cell, resume=resume), verbose=verbose, log=log,
-                                 resume_hint="the same ssl-keras compare command again (finished cells are kept)")
+                                 resume_hint=resume_hint or "the same ssl-keras compare command again (finished cells "
+                                                            "are kept)")
         except BackboneWeightsError as error:
             skipped[cell.label] = str(error)
             write_json_atomic(os.path.join(out, "skipped.json"), skipped)

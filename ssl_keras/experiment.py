@@ -325,7 +325,9 @@ def run_experiment(experiment, *, log=print, verbose=0):
     log(f"[experiment] comparison -> {os.path.abspath(experiment.compare.out)}")
     stage_started = time.perf_counter()
     try:
-        summary = run_compare(experiment.compare, log=log, verbose=verbose)
+        summary = run_compare(experiment.compare, log=log, verbose=verbose,
+                              resume_hint="the same ssl-keras experiment command again (finished stages and cells "
+                                          "are kept)")
     finally:
         save("compare", stage_started)
 
