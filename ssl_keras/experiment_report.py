@@ -8,12 +8,31 @@ import os
 
 import numpy as np
 
-from ssl_keras.compare import MODE_TITLES
+from ssl_keras.compare import MODE_TITLES, baseline_verdict, is_baseline
 from ssl_keras.labels_saved import format_labels_saved_md, headline, labels_saved
 from ssl_keras.run_directory import read_json, write_json_atomic, write_text_atomic
 
 GRADCAM_FOLDER = "gradcam"
 ANALYSIS_FILE = "analysis.json"
+
+
+def with_prior_caveat(rows, table):
+    """Marks the labels-saved rows whose reference does not beat the constant prior box.
+
+    Where the reference's own curve sits at the prior box, matching it says nothing about
+    labels: every backbone "matches" a model that has learned no more than a constant box. Each
+    row gets `reference_vs_prior` (`baseline_verdict`) and, unless it is "beats", a caveat at
+    the end of its `text`.
+    """
+    for row in rows:
+        entry = next((e for e in table if not is_baseline(e) and e["backbone"] == row["reference"]
+                      and e["mode"] == row["mode"] and e["label_fraction"] == row["at"]), None)
+        verdict = baseline_verdict(entry, row["metric"]) if entry else None
+        row["reference_vs_prior"] = verdict
+        if verdict is not None and verdict != "beats":
+            row["text"] += (f" [caveat: {row['reference']} {'is within noise of' if verdict == 'within noise' else 'does not beat'}"
+                            f" the constant prior box here, so this compares noise around the prior, not labels saved]")
+    return rows
 
 
 def gradcam_models(cells, mode):
@@ -189,7 +208,8 @@ def write_experiment_report(experiment, summary, *, log=print):
     analysis = experiment.analysis
     table = summary["table"]
     try:
-        saved = labels_saved(table, reference=analysis.reference, at=analysis.at, metric=analysis.metric)
+        saved = with_prior_caveat(labels_saved(table, reference=analysis.reference, at=analysis.at,
+                                               metric=analysis.metric), table)
         lines = headline(saved)
     except ValueError as error:  # e.g. the reference backbone was skipped, so there is nothing to measure
         saved, lines = [], [f"labels saved: not measured ({error})"]

@@ -174,3 +174,26 @@ def test_continuing_with_a_changed_file_is_refused_and_changes_nothing(tmp_path)
     assert result.exit_code == 1 and "holds an experiment with other options" in result.output
     assert "compare.epochs: 2 there, 3 now" in result.output
     assert (out / "experiment.json").read_text() == before
+
+
+def test_labels_saved_rows_are_flagged_where_the_reference_does_not_beat_the_prior_box():
+    from ssl_keras.compare import aggregate
+    from ssl_keras.experiment_report import with_prior_caveat
+    from ssl_keras.labels_saved import labels_saved
+
+    def row(backbone, fraction, seed, iou, margin):
+        return {"backbone": backbone, "mode": "freeze", "label_fraction": fraction, "seed": seed,
+                "num_train_images": 40, "num_test_images": 20, "wall_seconds": 1.0, "run_dir": "x",
+                "mean_iou": iou, "mean_iou_margin": margin}
+
+    # At 10% ssl is 0.10 above the prior on both seeds; at 25% it sits on the prior (margins -0.01, +0.01).
+    rows = [row("ssl", 0.1, 0, 0.50, 0.10), row("ssl", 0.1, 1, 0.52, 0.10),
+            row("ssl", 0.25, 0, 0.40, -0.01), row("ssl", 0.25, 1, 0.42, 0.01),
+            row("scratch", 0.1, 0, 0.30, -0.1), row("scratch", 0.1, 1, 0.32, -0.1),
+            row("scratch", 0.25, 0, 0.36, -0.05), row("scratch", 0.25, 1, 0.38, -0.05),
+            row("scratch", 1.0, 0, 0.60, 0.2), row("scratch", 1.0, 1, 0.62, 0.2)]
+    saved = with_prior_caveat(labels_saved(aggregate(rows), reference="ssl", at=[0.1, 0.25]), aggregate(rows))
+    by_fraction = {r["at"]: r for r in saved}
+    assert by_fraction[0.1]["reference_vs_prior"] == "beats" and "caveat" not in by_fraction[0.1]["text"]
+    assert by_fraction[0.25]["reference_vs_prior"] == "within noise"
+    assert "caveat: ssl is within noise of the constant prior box here" in by_fraction[0.25]["text"]
