@@ -574,3 +574,25 @@ def test_all_backbones_unavailable_is_an_error(tmp_path, monkeypatch):
     assert "imagenet: ImageNet weights" in str(error.value) and "no such pretrain run" in str(error.value)
     assert calls == []
     assert set(json.load(open(tmp_path / "out" / "skipped.json"))) == {"imagenet", "ssl"}
+
+
+def test_imagenet_from_a_local_weights_file_is_labelled_imagenet_and_loads_that_file(tmp_path):
+    import keras
+
+    from ssl_keras.config import DetectConfig
+    from ssl_keras.detect import resolve_backbone
+
+    network = keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(None, None, 3),
+                                                  pooling="avg")
+    path = tmp_path / "mobilenet_v3_small_notop.weights.h5"
+    network.save_weights(path)
+    assert backbone_label(f"imagenet:{path}") == ("imagenet", f"imagenet:{path}")
+    config = DetectConfig(backbone=f"imagenet:{path}", backbone_name="MobileNetV3Small", image_size=32).validate()
+    backbone, description = resolve_backbone(config)
+    assert "ImageNet weights from" in description and str(path) in description
+    for loaded, saved in zip(backbone.get_weights(), network.get_weights()):
+        np.testing.assert_array_equal(loaded, saved)
+    missing = DetectConfig(backbone=f"imagenet:{tmp_path / 'none.h5'}", backbone_name="MobileNetV3Small",
+                           image_size=32).validate()
+    with pytest.raises(BackboneWeightsError, match="does not exist"):
+        resolve_backbone(missing)
