@@ -49,13 +49,16 @@ def write_demo_photos(folder, *, num_images, image_size=64):
     return written
 
 
-DEFAULTS = {"backbone": "MobileNetV3Small", "pretrain_epochs": 15, "detect_epochs": 25, "photos": 1024}
+DEFAULTS = {"backbone": "MobileNetV3Small", "pretrain_epochs": 8, "detect_epochs": 25, "photos": 1024,
+            "image_size": 64, "freeze_epochs": 20, "scenes": 640}
 """The demo's budget. MobileNetV3Small, because EfficientNetB1 from random init fine-tuned for 10 epochs
 at 64 px on these scenes is still below the prior box (val mean IoU 0.474), while MobileNetV3Small
-reaches 0.75 in 40 epochs at 96 px (RESULTS.md, the demo)."""
+reaches 0.75 in 40 epochs at 96 px. At 64 px the demo takes 11.5 min on an idle 2-core machine (96 px: 15
+min; 480 scenes, 5 pretraining and 10 frozen epochs: 10.0 min, but only +0.13 over the prior and a Grad-CAM no
+better than a flat map); RESULTS.md section 2."""
 
 
-def demo_experiment_text(out, *, backbone, pretrain_epochs, detect_epochs, photos):
+def demo_experiment_text(out, *, backbone, pretrain_epochs, detect_epochs, photos, image_size, freeze_epochs, scenes):
     """The demo's experiment file (YAML text)."""
     photos_dir = os.path.join(out, "photos")
     return f"""\
@@ -64,7 +67,7 @@ def demo_experiment_text(out, *, backbone, pretrain_epochs, detect_epochs, photo
 name: demo
 description: >
   SimCLR vs supervised pretraining vs random init on {photos} synthetic "photos" ({backbone}, {pretrain_epochs} epochs at
-  64 px), transferred to synthetic-scene localization with 25% and 100% of the labels, frozen and fine-tuned, one seed.
+  64 px), transferred at {image_size} px to synthetic-scene localization with 25% and 100% of the labels, frozen and fine-tuned, one seed.
 out: {os.path.join(out, "experiment")}
 pretrain:
   ssl: {{method: simclr, data: "{photos_dir}", backbone: {backbone}, epochs: {pretrain_epochs}, image_size: 64,
@@ -72,15 +75,15 @@ pretrain:
   supervised: {{method: supervised, data: "folder:{photos_dir}", backbone: {backbone}, epochs: {pretrain_epochs},
                image_size: 64, batch_size: 64, export: false}}
 compare:
-  data: "synthetic:640"
+  data: "synthetic:{scenes}"
   backbones: [ssl=pretrain:ssl, supervised=pretrain:supervised, scratch]
   label_fractions: [0.25, 1.0]
   modes: [freeze, finetune]
   seeds: 1
   backbone_name: {backbone}
-  image_size: 96
+  image_size: {image_size}
   batch_size: 32
-  freeze_epochs: 40
+  freeze_epochs: {freeze_epochs}
   epochs: {detect_epochs}
   learning_rate: 0.002
   backbone_lr_multiplier: 1.0
