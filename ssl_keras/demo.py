@@ -144,6 +144,7 @@ def run_demo(out, *, backbone=None, pretrain_epochs=None, detect_epochs=None, lo
     import time
 
     from ssl_keras.experiment import load_experiment, run_experiment
+    from ssl_keras.run_directory import RunDirectoryError, write_text_atomic
 
     started = time.perf_counter()
     settings = dict(DEFAULTS)
@@ -155,19 +156,13 @@ def run_demo(out, *, backbone=None, pretrain_epochs=None, detect_epochs=None, lo
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
             if f.read() != text:
-                from ssl_keras.run_directory import RunDirectoryError
-
                 raise RunDirectoryError(f"--out {out} holds a demo with other settings ({path}); choose another --out "
                                         "(nothing there was changed)")
     elif os.path.isdir(out) and os.listdir(out):
-        from ssl_keras.run_directory import RunDirectoryError
-
         raise RunDirectoryError(f"--out {out} exists and is not empty; choose another --out (nothing there was changed)")
     os.makedirs(out, exist_ok=True)
     written = write_demo_photos(os.path.join(out, "photos"), num_images=settings["photos"])
     log(f"[demo] {settings['photos']} synthetic photos in {os.path.join(out, 'photos')} ({written} written now)")
-    from ssl_keras.run_directory import write_text_atomic
-
     write_text_atomic(path, text)
     summary = run_experiment(load_experiment(path), log=log)
     learning = learning_check(summary)

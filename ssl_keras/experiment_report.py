@@ -127,10 +127,13 @@ def paired_excess(result, label, target):
     standard errors above 0 says the backbone looks at the object more than chance does.
     Returns None where the per-image masses are not available.
     """
-    path = result.get("json")
-    if not path or not os.path.isfile(path):
-        return None
-    per_image = read_json(path).get("per_image") or {}
+    per_image = result.get("per_image")
+    if per_image is None:
+        path = result.get("json")
+        if not path or not os.path.isfile(path):
+            return None
+        # Read once: the tables, the findings and the demo's check all ask for it.
+        per_image = result["per_image"] = read_json(path).get("per_image") or {}
     masses = ((per_image.get("mass") or {}).get(label) or {}).get(target)
     shares = per_image.get("box_share")
     if not masses or not shares:
@@ -224,7 +227,8 @@ def write_experiment_report(experiment, summary, *, log=print):
     write_text_atomic(report_path, format_experiment_report(experiment, summary, saved, lines, gradcam, pretrain))
     analysis_path = os.path.join(out, ANALYSIS_FILE)
     write_json_atomic(analysis_path, {"labels_saved": saved, "headline": lines, "pretrain": pretrain,
-                                      "gradcam": {mode: {k: v for k, v in result.items() if k != "grids"}
+                                      "gradcam": {mode: {k: v for k, v in result.items()
+                                                         if k not in ("grids", "per_image")}
                                                   for mode, result in gradcam.items()}})
     return {"labels_saved": saved, "gradcam": gradcam, "headline": lines, "report": report_path,
             "analysis": analysis_path}
