@@ -306,8 +306,10 @@ COMPARE_HELP = dict(DETECT_HELP, **{
               help="JSON or YAML file of option values; options given here override it.")
 @click.option("--gradcam-images", default=3, show_default=True, type=click.IntRange(min=0),
               help="Test images in the report's Grad-CAM grid (0: none).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Cells trained at once, each in its own process; the results do not depend on it.")
 @user_errors_as_click
-def compare(config_file, gradcam_images, **options):
+def compare(config_file, gradcam_images, workers, **options):
     """Grid of detect runs: backbones x label fractions x modes x seeds, with a report.
 
     Example: ssl-keras compare --data voc:../shared/data/voc2007 --backbones ssl:runs/p1,scratch
@@ -318,7 +320,7 @@ def compare(config_file, gradcam_images, **options):
 
     config = build_config(CompareConfig, config_file=config_file, **options)
     hook = _gradcam_hook(config, gradcam_images) if gradcam_images else None
-    summary = run_compare(config, log=click.echo, gradcam=hook)
+    summary = run_compare(config, log=click.echo, gradcam=hook, workers=workers)
     click.echo(f"report: {os.path.join(summary['out'], 'report.md')}")
 
 
@@ -336,8 +338,11 @@ def _gradcam_hook(config, num_images):
 @main.command()
 @click.argument("experiment_file", type=click.Path(dir_okay=False))
 @click.option("--check", is_flag=True, help="Only parse and validate the file, print its grid, and exit.")
+@click.option("--workers", default=None, type=click.IntRange(min=1),
+              help="Stages and cells trained at once, each in its own process [default: the file's workers, or "
+                   "1]; the results do not depend on it.")
 @user_errors_as_click
-def experiment(experiment_file, check):
+def experiment(experiment_file, check, workers):
     """Runs an experiment file: pretraining stages, the comparison grid, labels saved, Grad-CAM.
 
     Running the same command again continues an interrupted experiment (finished stages and
@@ -357,7 +362,7 @@ def experiment(experiment_file, check):
     from ssl_keras.training import TrainingInterrupted
 
     try:
-        summary = run_experiment(loaded, log=click.echo)
+        summary = run_experiment(loaded, log=click.echo, workers=workers)
     except (TrainingInterrupted, KeyboardInterrupt) as error:
         # The message of an interrupted training run already says how to continue; say it for the experiment.
         detail = f"{error}. " if str(error) else "stopped at once; files already written are complete. "
@@ -424,8 +429,11 @@ def probe(backbone, data, out, method, image_size, batch_size, max_per_class, ba
               help="Epochs of the fine-tuned cells [default: the demo's].")
 @click.option("--backbone", default=None, help="Backbone [default: MobileNetV3Small; EfficientNetB1 is the paper's, "
                                                 "and needs far more than the demo's budget to learn on 2 CPU cores].")
+@click.option("--workers", default=None, type=click.IntRange(min=1),
+              help="Stages and cells trained at once, each in its own process [default: 2]; the results do not "
+                   "depend on it.")
 @user_errors_as_click
-def demo(out, epochs, detect_epochs, backbone):
+def demo(out, epochs, detect_epochs, backbone, workers):
     """A miniature of the paper's experiment on the embedded synthetic scenes (no network, about 12 min on 2 cores).
 
     SimCLR and supervised pretraining on synthetic "photos", then SSL vs supervised vs scratch,
@@ -435,7 +443,8 @@ def demo(out, epochs, detect_epochs, backbone):
     from ssl_keras.demo import run_demo
 
     out = out or os.path.join("runs", "demo-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    result = run_demo(out, backbone=backbone, pretrain_epochs=epochs, detect_epochs=detect_epochs, log=click.echo)
+    result = run_demo(out, backbone=backbone, pretrain_epochs=epochs, detect_epochs=detect_epochs, workers=workers,
+                      log=click.echo)
     click.echo("\n[demo] test metrics on synthetic scenes:")
     with open(result["results_md"], encoding="utf-8") as f:
         click.echo(f.read())

@@ -257,7 +257,38 @@ def cell_config(config, cell, *, resume=False):
     return DetectConfig(**shared).validate()
 
 
-def run_compare(config: CompareConfig, *, log=print, verbose=0, gradcam=None, resume_hint=None):
+def run_cell(config, *, verbose=0, log=print, resume_hint=None):
+    """Runs one cell's detect run (in this process or a worker) and frees its graphs."""
+    try:
+        return run_detect(config, verbose=verbose, log=log, resume_hint=resume_hint)
+    finally:
+        # Each cell builds a new model; without this, graphs pile up over a long grid.
+        keras.backend.clear_session()
+
+
+def _run_cells_in_workers(todo, workers, *, start, done, unavailable, names, verbose, hint, log):
+    from ssl_keras.parallel_runs import run_parallel
+
+    by_key = {cell.key: cell for cell in todo}
+
+    def prepare(key):
+        cell_options = start(by_key[key])
+        if cell_options is None:
+            return None
+        return "ssl_keras.compare:run_cell", dict(config=cell_options, verbose=verbose, resume_hint=hint)
+
+    def on_error(key, error):
+        if isinstance(error, BackboneWeightsError):
+            unavailable(by_key[key], error)
+            return True
+        return False
+
+    run_parallel(list(by_key), workers=workers, prepare=prepare, on_error=on_error,
+                 on_log=lambda key, line: log(f"  [{names[key].split(' ')[1]}] {line}"),
+                 on_done=lambda key, metrics: done(by_key[key], metrics))
+
+
+def run_compare(config: CompareConfig, *, log=print, verbose=0, gradcam=None, resume_hint=None, workers=1):
     """Runs (or continues) the grid of detect runs and writes the tables, plots and report.
 
     Args:
@@ -270,6 +301,9 @@ def run_compare(config: CompareConfig, *, log=print, verbose=0, gradcam=None, re
             Without it, `OUT/gradcam_grid.png` is linked if it exists. Defaults to None.
         resume_hint: str, how to continue after an interruption, for the message. Defaults to
             running the same `ssl-keras compare` command again.
+        workers: int, cells trained at once, each in its own process (see
+            `ssl_keras.parallel_runs`). The results do not depend on it. Defaults to 1 (in this
+            process).
 
     Returns:
         A dict: `out`, `cells` (one dict per cell with its `status`: done, trained, resumed or
@@ -297,42 +331,62 @@ def run_compare(config: CompareConfig, *, log=print, verbose=0, gradcam=None, re
             + f" (also in {os.path.join(out, 'skipped.json')})"
         )
 
-    statuses = []
-    for index, cell in enumerate(cells, start=1):
-        name = f"[compare] {index}/{len(cells)} {cell.run_dir[len('cells/'):]}"
-        run_dir = os.path.join(out, cell.run_dir)
+    hint = resume_hint or "the same ssl-keras compare command again (finished cells are kept)"
+    names = {cell.key: f"[compare] {index}/{len(cells)} {cell.run_dir[len('cells/'):]}"
+             for index, cell in enumerate(cells, start=1)}
+    statuses = {}
+    todo = []
+    for cell in cells:
         if finished(cell):
-            log(f"{name}: done, skipped")
-            statuses.append("done")
-            continue
+            log(f"{names[cell.key]}: done, skipped")
+            statuses[cell.key] = "done"
+        elif cell.label in skipped:
+            log(f"{names[cell.key]}: backbone unavailable, skipped")
+            statuses[cell.key] = "skipped"
+        else:
+            todo.append(cell)
+
+    def start(cell):
+        # Asked just before a cell trains: an earlier cell may have found its backbone missing.
         if cell.label in skipped:
-            log(f"{name}: backbone unavailable, skipped")
-            statuses.append("skipped")
-            continue
-        resume = os.path.isfile(os.path.join(run_dir, "config.json"))
-        log(f"{name}: {'resuming' if resume else 'training'}")
-        try:
-            metrics = run_detect(cell_config(config, cell, resume=resume), verbose=verbose, log=log,
-                                 resume_hint=resume_hint or "the same ssl-keras compare command again (finished cells "
-                                                            "are kept)")
-        except BackboneWeightsError as error:
-            skipped[cell.label] = str(error)
-            write_json_atomic(os.path.join(out, "skipped.json"), skipped)
-            log(f"{name}: backbone {cell.label} unavailable ({error}); its remaining cells are skipped")
-            _remove_if_empty(run_dir)
-            statuses.append("skipped")
-            continue
-        finally:
-            # Each cell builds a new model; without this, graphs pile up over a long grid.
-            keras.backend.clear_session()
-        log(f"{name}: mean IoU {metrics['mean_iou']:.4f}, loc acc@0.5 {metrics['loc_acc@0.5']:.4f} "
+            log(f"{names[cell.key]}: backbone unavailable, skipped")
+            statuses[cell.key] = "skipped"
+            return None
+        resume = os.path.isfile(os.path.join(out, cell.run_dir, "config.json"))
+        statuses[cell.key] = "resumed" if resume else "trained"
+        log(f"{names[cell.key]}: {'resuming' if resume else 'training'}")
+        return cell_config(config, cell, resume=resume)
+
+    def done(cell, metrics):
+        log(f"{names[cell.key]}: mean IoU {metrics['mean_iou']:.4f}, loc acc@0.5 {metrics['loc_acc@0.5']:.4f} "
             f"({metrics['wall_seconds']:.0f} s)")
-        statuses.append("resumed" if resume else "trained")
+
+    def unavailable(cell, error):
+        skipped[cell.label] = str(error)
+        write_json_atomic(os.path.join(out, "skipped.json"), skipped)
+        log(f"{names[cell.key]}: backbone {cell.label} unavailable ({error}); its remaining cells are skipped")
+        _remove_if_empty(os.path.join(out, cell.run_dir))
+        statuses[cell.key] = "skipped"
+
+    if workers > 1 and len(todo) > 1:
+        _run_cells_in_workers(todo, workers, start=start, done=done, unavailable=unavailable, names=names,
+                              verbose=verbose, hint=hint, log=log)
+    else:
+        for cell in todo:
+            cell_options = start(cell)
+            if cell_options is None:
+                continue
+            try:
+                metrics = run_cell(cell_options, verbose=verbose, log=log, resume_hint=hint)
+            except BackboneWeightsError as error:
+                unavailable(cell, error)
+                continue
+            done(cell, metrics)
 
     summary = summarize_compare(config, skipped=skipped, gradcam=gradcam, log=log)
     summary["cells"] = [dict(backbone=cell.label, spec=cell.spec, mode=cell.mode, label_fraction=cell.label_fraction,
-                             seed=cell.seed, run_dir=os.path.join(out, cell.run_dir), status=status)
-                        for cell, status in zip(cells, statuses)]
+                             seed=cell.seed, run_dir=os.path.join(out, cell.run_dir), status=statuses[cell.key])
+                        for cell in cells]
     summary["wall_seconds"] = time.perf_counter() - started
     return summary
 

@@ -50,7 +50,7 @@ def write_demo_photos(folder, *, num_images, image_size=64):
 
 
 DEFAULTS = {"backbone": "MobileNetV3Small", "pretrain_epochs": 8, "detect_epochs": 25, "photos": 1024,
-            "image_size": 64, "freeze_epochs": 20, "scenes": 640}
+            "image_size": 64, "freeze_epochs": 20, "scenes": 640, "workers": 2}
 """The demo's budget. MobileNetV3Small, because EfficientNetB1 from random init fine-tuned for 10 epochs
 at 64 px on these scenes is still below the prior box (val mean IoU 0.474), while MobileNetV3Small
 reaches 0.75 in 40 epochs at 96 px. At 64 px the demo takes 11.5 min on an idle 2-core machine (96 px: 15
@@ -58,8 +58,9 @@ min; 480 scenes, 5 pretraining and 10 frozen epochs: 10.0 min, but only +0.13 ov
 better than a flat map); RESULTS.md section 2."""
 
 
-def demo_experiment_text(out, *, backbone, pretrain_epochs, detect_epochs, photos, image_size, freeze_epochs, scenes):
-    """The demo's experiment file (YAML text)."""
+def demo_experiment_text(out, *, backbone, pretrain_epochs, detect_epochs, photos, image_size, freeze_epochs, scenes,
+                         workers):
+    """The demo's experiment file (YAML text); `workers` is the file's default, which `--workers` overrides."""
     photos_dir = os.path.join(out, "photos")
     return f"""\
 # The miniature of experiments/paper_cpu.yaml that `ssl-keras demo` runs on the embedded synthetic scenes.
@@ -88,6 +89,7 @@ compare:
   learning_rate: 0.002
   backbone_lr_multiplier: 1.0
 analysis: {{reference: ssl, at: [0.25], metric: mean_iou, gradcam_images: 3, gradcam_mass_images: null}}
+workers: {workers}
 """
 
 
@@ -129,12 +131,13 @@ def learning_check(summary):
             "bar": LEARNING_BAR, "passed": passed, "lines": lines}
 
 
-def run_demo(out, *, backbone=None, pretrain_epochs=None, detect_epochs=None, log=print):
+def run_demo(out, *, backbone=None, pretrain_epochs=None, detect_epochs=None, workers=None, log=print):
     """Writes the photos and OUT/demo.yaml, runs the experiment and checks that it learned.
 
     Args:
         out: the demo's folder (continued if it holds the same demo).
         backbone, pretrain_epochs, detect_epochs: None for `DEFAULTS`.
+        workers: None (`DEFAULTS`), or the number of stages and cells trained at once.
         log: callable taking one string. Defaults to `print`.
 
     Returns:
@@ -164,7 +167,8 @@ def run_demo(out, *, backbone=None, pretrain_epochs=None, detect_epochs=None, lo
     written = write_demo_photos(os.path.join(out, "photos"), num_images=settings["photos"])
     log(f"[demo] {settings['photos']} synthetic photos in {os.path.join(out, 'photos')} ({written} written now)")
     write_text_atomic(path, text)
-    summary = run_experiment(load_experiment(path), log=log)
+    # A rerun with other workers is the same demo: the file keeps the default, the run uses `workers`.
+    summary = run_experiment(load_experiment(path), log=log, workers=workers)
     learning = learning_check(summary)
     return {"summary": summary, "learning": learning, "headline": summary["analysis"]["headline"],
             "results_md": os.path.join(summary["compare"]["out"], "results.md"),

@@ -21,6 +21,7 @@ analysis:
   metric: mean_iou
   gradcam_images: 4            # the grid's rows
   gradcam_mass_images: null    # test images averaged for the in-box mass (null: all)
+workers: 1                     # stages and cells trained at once, each in its own process
 ```
 
 `pretrain:NAME` in `backbones` is the encoder that stage writes (`ssl:DIR` for SimCLR, the
@@ -30,6 +31,10 @@ run directory for supervised); `imagenet:FILE` uses a local Keras weights file, 
 Running the same command again continues an interrupted experiment: finished stages and cells
 are kept, an unfinished pretraining run resumes from its checkpoint, and the tables are
 rebuilt from every finished cell.
+
+`workers` (also `--workers`) is how the experiment runs, not what it measures: it is not part
+of the options a continued run must match, and the results do not depend on it
+(`ssl_keras.parallel_runs`). Two workers fill a 2-core CPU that one small model leaves half idle.
 """
 
 import dataclasses
@@ -42,7 +47,7 @@ from ssl_keras.compare import CompareConfig, backbone_label
 from ssl_keras.config import ConfigError, PretrainConfig, read_config_file, to_dict
 from ssl_keras.run_directory import RunDirectoryError, read_json, write_json_atomic
 
-EXPERIMENT_KEYS = ("name", "description", "out", "pretrain", "compare", "analysis")
+EXPERIMENT_KEYS = ("name", "description", "out", "pretrain", "compare", "analysis", "workers")
 PRETRAIN_REFERENCE = "pretrain:"
 # Set by the experiment itself, so a file that gives them is refused rather than silently overridden.
 _OWNED = {"pretrain": ("out", "resume"), "compare": ("out",)}
@@ -91,6 +96,7 @@ class Experiment:
     compare: CompareConfig
     analysis: AnalysisConfig
     description: str = ""
+    workers: int = 1
 
     def record(self):
         """The resolved options, as stored in OUT/experiment.json and compared on continuation."""
@@ -148,8 +154,11 @@ def load_experiment(path):
     if analysis.reference not in labels:
         raise ConfigError(f"{section}: reference {analysis.reference!r} is not one of the compared backbones "
                           f"({', '.join(labels)})")
+    workers = values.get("workers", 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"{where}: workers must be an integer >= 1; got {workers!r}")
     return Experiment(path=os.path.abspath(path), name=name, out=out, pretrain=pretrain, compare=compare,
-                      analysis=analysis, description=str(values.get("description") or "").strip())
+                      analysis=analysis, description=str(values.get("description") or "").strip(), workers=workers)
 
 
 def _is_label(text):
@@ -271,27 +280,40 @@ def _differences(stored, given, prefix=""):
     return found
 
 
-def run_experiment(experiment, *, log=print, verbose=0):
+def run_stage(config, *, verbose=0, log=print):
+    """Runs one pretraining stage (in this process or a worker) and frees its graphs."""
+    import keras
+
+    from ssl_keras.pretrain import run_pretrain
+
+    try:
+        return run_pretrain(config, verbose=verbose, log=log)
+    finally:
+        keras.backend.clear_session()
+
+
+def run_experiment(experiment, *, log=print, verbose=0, workers=None):
     """Runs (or continues) every stage of `experiment`, then its analysis and report.
 
     Args:
         experiment: an `Experiment` from `load_experiment`.
         log: callable taking one string, for progress lines. Defaults to `print`.
         verbose: int, Keras progress verbosity of the training stages. Defaults to 0.
+        workers: None (the file's `workers`), or int: pretraining stages and cells trained at
+            once, each in its own process.
 
     Returns:
         A dict: `out`, `pretrain` ({stage: status}), `compare` (run_compare's summary),
         `analysis` (see `analyze_experiment`), `wall_seconds` of this invocation and
         `total_wall_seconds` over every invocation.
     """
-    import keras
-
     from ssl_keras.compare import run_compare
-    from ssl_keras.pretrain import run_pretrain
 
+    workers = experiment.workers if workers is None else workers
     started = time.perf_counter()
     out, record = prepare_experiment_directory(experiment, log=log)
-    invocation = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stages": {}, "finished": False}
+    invocation = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "workers": workers, "stages": {},
+                  "finished": False}
     record.setdefault("invocations", []).append(invocation)
     record_path = os.path.join(out, "experiment.json")
 
@@ -302,30 +324,15 @@ def run_experiment(experiment, *, log=print, verbose=0):
         write_json_atomic(record_path, record)
 
     save()
-    statuses = {}
-    for index, (stage, config) in enumerate(experiment.pretrain.items(), start=1):
-        name = f"[experiment] pretrain {index}/{len(experiment.pretrain)} {stage}"
-        directory = os.path.abspath(config.out)
-        if os.path.isfile(os.path.join(directory, "result.json")):
-            log(f"{name}: done, skipped")
-            statuses[stage] = "done"
-            continue
-        resume = os.path.isfile(os.path.join(directory, "config.json"))
-        log(f"{name} ({config.method}, {config.epochs} epochs at {config.image_size} px): "
-            f"{'resuming' if resume else 'training'} -> {directory}")
-        stage_started = time.perf_counter()
-        try:
-            result = run_pretrain(dataclasses.replace(config, resume=resume), verbose=verbose, log=log)
-        finally:
-            save(f"pretrain:{stage}", stage_started)
-            keras.backend.clear_session()
-        log(f"{name}: done in {result.get('wall_seconds', 0):.0f} s")
-        statuses[stage] = "resumed" if resume else "trained"
+    try:
+        statuses = _run_pretrain_stages(experiment, workers=workers, verbose=verbose, save=save, log=log)
+    finally:
+        save()
 
     log(f"[experiment] comparison -> {os.path.abspath(experiment.compare.out)}")
     stage_started = time.perf_counter()
     try:
-        summary = run_compare(experiment.compare, log=log, verbose=verbose,
+        summary = run_compare(experiment.compare, log=log, verbose=verbose, workers=workers,
                               resume_hint="the same ssl-keras experiment command again (finished stages and cells "
                                           "are kept)")
     finally:
@@ -339,6 +346,55 @@ def run_experiment(experiment, *, log=print, verbose=0):
     return {"out": out, "pretrain": statuses, "compare": summary, "analysis": analysis,
             "wall_seconds": time.perf_counter() - started, "total_wall_seconds": total,
             "invocations": len(record["invocations"])}
+
+
+def _run_pretrain_stages(experiment, *, workers, verbose, save, log):
+    """Runs the unfinished pretraining stages, `workers` at a time; returns {stage: status}."""
+    statuses, names, todo = {}, {}, []
+    for index, (stage, config) in enumerate(experiment.pretrain.items(), start=1):
+        names[stage] = f"[experiment] pretrain {index}/{len(experiment.pretrain)} {stage}"
+        if os.path.isfile(os.path.join(os.path.abspath(config.out), "result.json")):
+            log(f"{names[stage]}: done, skipped")
+            statuses[stage] = "done"
+        else:
+            todo.append(stage)
+    started = {}
+
+    def start(stage):
+        config = experiment.pretrain[stage]
+        directory = os.path.abspath(config.out)
+        resume = os.path.isfile(os.path.join(directory, "config.json"))
+        log(f"{names[stage]} ({config.method}, {config.epochs} epochs at {config.image_size} px): "
+            f"{'resuming' if resume else 'training'} -> {directory}")
+        statuses[stage] = "resumed" if resume else "trained"
+        started[stage] = time.perf_counter()
+        return dataclasses.replace(config, resume=resume)
+
+    def done(stage, result):
+        save(f"pretrain:{stage}", started[stage])
+        log(f"{names[stage]}: done in {result.get('wall_seconds', 0):.0f} s")
+
+    if workers > 1 and len(todo) > 1:
+        from ssl_keras.parallel_runs import run_parallel
+
+        def on_error(stage, error):
+            save(f"pretrain:{stage}", started[stage])
+            return False
+
+        run_parallel(todo, workers=workers, on_done=done, on_error=on_error,
+                     prepare=lambda stage: ("ssl_keras.experiment:run_stage",
+                                            dict(config=start(stage), verbose=verbose)),
+                     on_log=lambda stage, line: log(f"  [{stage}] {line}"))
+        return statuses
+    for stage in todo:
+        config = start(stage)
+        try:
+            result = run_stage(config, verbose=verbose, log=log)
+        except BaseException:
+            save(f"pretrain:{stage}", started[stage])
+            raise
+        done(stage, result)
+    return statuses
 
 
 def analyze_experiment(experiment, summary, *, log=print):

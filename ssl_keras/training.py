@@ -46,6 +46,14 @@ class TrainingInterrupted(Exception):
         super().__init__(message)
         self.checkpoint, self.epoch, self.step = checkpoint, epoch, step
 
+    def __reduce__(self):
+        # Keyword-only arguments: without this, pickling (from a worker process) loses them.
+        return _training_interrupted, (str(self), self.checkpoint, self.epoch, self.step)
+
+
+def _training_interrupted(message, checkpoint, epoch, step):
+    return TrainingInterrupted(message, checkpoint=checkpoint, epoch=epoch, step=step)
+
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; nothing was saved after the last good checkpoint."""

@@ -80,6 +80,7 @@ def write(tmp_path, text, name="exp.yaml"):
     (lambda t: t.replace("modes: [freeze]", "modes: [frozen]"), "--modes must be a comma-separated list"),
     (lambda t: t.replace("compare:", "compare: [").replace("analysis:", "]\nanalysis:"), "not valid YAML"),
     (lambda t: t.split("compare:")[0], "the key 'compare' is missing"),
+    (lambda t: t + "workers: 0\n", "workers must be an integer >= 1; got 0"),
 ])
 def test_bad_experiment_file_gets_a_clear_error_naming_the_file(tmp_path, edit, message):
     path = write(tmp_path, edit(GOOD.format(out=tmp_path / "out")))
@@ -115,6 +116,8 @@ def result_rows(out):
 
 
 def test_tiny_experiment_interrupted_mid_grid_continues_to_the_same_tables(tmp_path):
+    # The reference runs in this process; the interrupted run and its continuation in two worker
+    # processes, so this also checks that the workers give the same tables.
     reference_out, interrupted_out = tmp_path / "reference", tmp_path / "interrupted"
     reference = write(tmp_path, GOOD.format(out=reference_out), "reference.yaml")
     interrupted = write(tmp_path, GOOD.format(out=interrupted_out), "interrupted.yaml")
@@ -123,7 +126,7 @@ def test_tiny_experiment_interrupted_mid_grid_continues_to_the_same_tables(tmp_p
     assert result.exit_code == 0, result.output
     assert "labels saved:" in result.output
 
-    process = start(["experiment", str(interrupted)], cwd=tmp_path)
+    process = start(["experiment", str(interrupted), "--workers", "2"], cwd=tmp_path)
     deadline = time.time() + 300
     # SIGINT once the first cell has finished and the second has started.
     while time.time() < deadline and process.poll() is None:
@@ -140,13 +143,14 @@ def test_tiny_experiment_interrupted_mid_grid_continues_to_the_same_tables(tmp_p
     finished = len(list(interrupted_out.glob("compare/cells/**/metrics.json")))
     assert 1 <= finished < 8
 
-    result = CliRunner().invoke(main, ["experiment", str(interrupted)], catch_exceptions=False)
+    result = CliRunner().invoke(main, ["experiment", str(interrupted), "--workers", "2"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "pretrain 1/1 ssl: done, skipped" in result.output and "done, skipped" in result.output
     assert result_rows(interrupted_out) == result_rows(reference_out)
     record = json.loads((interrupted_out / "experiment.json").read_text())
     assert len(record["invocations"]) == 2 and record["invocations"][-1]["finished"]
     assert not record["invocations"][0]["finished"]
+    assert [item["workers"] for item in record["invocations"]] == [2, 2]
 
     report = (interrupted_out / "report.md").read_text()
     for heading in ("How many labels does the reference save?", "## Pretraining", "## Transfer", "## Grad-CAM"):
