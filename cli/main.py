@@ -434,7 +434,7 @@ def probe(backbone, data, out, method, image_size, batch_size, max_per_class, ba
                    "depend on it.")
 @user_errors_as_click
 def demo(out, epochs, detect_epochs, backbone, workers):
-    """A miniature of the paper's experiment on the embedded synthetic scenes (no network, about 12 min on 2 cores).
+    """A miniature of the paper's experiment on the embedded synthetic scenes (no network, about 8 min on 2 cores).
 
     SimCLR and supervised pretraining on synthetic "photos", then SSL vs supervised vs scratch,
     frozen and fine-tuned, on 25% and 100% of the labels, with the prior box, labels saved,

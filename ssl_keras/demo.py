@@ -53,9 +53,10 @@ DEFAULTS = {"backbone": "MobileNetV3Small", "pretrain_epochs": 8, "detect_epochs
             "image_size": 64, "freeze_epochs": 20, "scenes": 640, "workers": 2}
 """The demo's budget. MobileNetV3Small, because EfficientNetB1 from random init fine-tuned for 10 epochs
 at 64 px on these scenes is still below the prior box (val mean IoU 0.474), while MobileNetV3Small
-reaches 0.75 in 40 epochs at 96 px. At 64 px the demo takes 11.5 min on an idle 2-core machine (96 px: 15
-min; 480 scenes, 5 pretraining and 10 frozen epochs: 10.0 min, but only +0.13 over the prior and a Grad-CAM no
-better than a flat map); RESULTS.md section 2."""
+reaches 0.75 in 40 epochs at 96 px. At 64 px with two workers the demo takes 7.7 min on an idle 2-core
+machine (one worker: 11.5 min, same results; 96 px: 15 min; 480 scenes, 5 pretraining and 10 frozen
+epochs: 10.0 min, but only +0.13 over the prior and a Grad-CAM no better than a flat map); RESULTS.md
+section 2."""
 
 
 def demo_experiment_text(out, *, backbone, pretrain_epochs, detect_epochs, photos, image_size, freeze_epochs, scenes,
