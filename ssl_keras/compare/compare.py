@@ -20,7 +20,7 @@ A cell is finished when its `metrics.json` exists (detect writes it last). Runni
 grid again on the same OUT skips finished cells, resumes cells that hold a `config.json`, and
 trains the rest, so an interrupted comparison is continued by repeating the command.
 
-Every output also shows the trivial baselines of `ssl_keras.box_baselines`, read from the
+Every output also shows the trivial baselines of `ssl_keras.localization.box_baselines`, read from the
 cells' metrics.json: `prior_box` (one constant box) and `majority_class` (always the most
 frequent classes), both fitted on the cell's labelled training subset without looking at an
 image. They depend on the label fraction and seed but not on the backbone, so they form one
@@ -41,10 +41,10 @@ import keras
 import numpy as np
 
 from ssl_keras.backbone import BackboneWeightsError
-from ssl_keras.box_baselines import BOX_METRICS, CLASS_METRICS, MAJORITY_CLASS, PRIOR_BOX
-from ssl_keras.config import DETECT_MODES, ConfigError, DetectConfig, _check, to_dict
-from ssl_keras.detect import resolve_backbone, run_detect
-from ssl_keras.run_directory import (RunDirectoryError, environment_info, read_json, write_json_atomic,
+from ssl_keras.localization.box_baselines import BOX_METRICS, CLASS_METRICS, MAJORITY_CLASS, PRIOR_BOX
+from ssl_keras.runs.config import DETECT_MODES, ConfigError, DetectConfig, _check, to_dict
+from ssl_keras.localization.detect import resolve_backbone, run_detect
+from ssl_keras.runs.run_directory import (RunDirectoryError, environment_info, read_json, write_json_atomic,
                                      write_text_atomic)
 
 METRICS = ("mean_iou", "loc_acc@0.5", "loc_acc@0.7", "top1", "top3", "cls_loc_acc@0.5")
@@ -53,7 +53,7 @@ METRIC_TITLES = {"mean_iou": "mean IoU", "loc_acc@0.5": "loc acc@0.5", "loc_acc@
                  "balanced_top1": "balanced top-1"}
 MARGIN_SUFFIX = "_margin"
 # A model's lead over the baseline of the same cell, per seed: box metrics over prior_box,
-# class metrics over majority_class (see `ssl_keras.box_baselines.margins`).
+# class metrics over majority_class (see `ssl_keras.localization.box_baselines.margins`).
 MARGIN_METRICS = ("mean_iou", "loc_acc@0.5", "loc_acc@0.7", "top1", "top3")
 MARGINS = tuple(metric + MARGIN_SUFFIX for metric in MARGIN_METRICS)
 # Everything `aggregate` averages over seeds; the baseline rows hold only their own metrics.
@@ -267,7 +267,7 @@ def run_cell(config, *, verbose=0, log=print, resume_hint=None):
 
 
 def _run_cells_in_workers(todo, workers, *, start, done, unavailable, names, verbose, hint, log):
-    from ssl_keras.parallel_runs import run_parallel
+    from ssl_keras.runs.parallel_runs import run_parallel
 
     by_key = {cell.key: cell for cell in todo}
 
@@ -275,7 +275,7 @@ def _run_cells_in_workers(todo, workers, *, start, done, unavailable, names, ver
         cell_options = start(by_key[key])
         if cell_options is None:
             return None
-        return "ssl_keras.compare:run_cell", dict(config=cell_options, verbose=verbose, resume_hint=hint)
+        return "ssl_keras.compare.compare:run_cell", dict(config=cell_options, verbose=verbose, resume_hint=hint)
 
     def on_error(key, error):
         if isinstance(error, BackboneWeightsError):
@@ -302,7 +302,7 @@ def run_compare(config: CompareConfig, *, log=print, verbose=0, gradcam=None, re
         resume_hint: str, how to continue after an interruption, for the message. Defaults to
             running the same `ssl-keras compare` command again.
         workers: int, cells trained at once, each in its own process (see
-            `ssl_keras.parallel_runs`). The results do not depend on it. Defaults to 1 (in this
+            `ssl_keras.runs.parallel_runs`). The results do not depend on it. Defaults to 1 (in this
             process).
 
     Returns:
@@ -1125,7 +1125,7 @@ def format_report(config, *, rows, table, results_md, findings, skipped, plots, 
     cells = grid_cells(config)
     finished = {r["run_dir"] for r in rows}
     lines = [f"# Backbone comparison on {config.data}", "",
-             f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} by `ssl_keras.compare`; "
+             f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} by `ssl_keras.compare.compare`; "
              f"{len(finished)} of {len(cells)} cells finished.", ""]
     if any(is_baseline(e) for e in table):
         lines += [BASELINES_NOTE, ""]

@@ -21,7 +21,7 @@ import typing
 import tensorflow as tf
 
 from ssl_keras.data import epoch_stream
-from ssl_keras.data import image_folder
+from ssl_keras.data import image_files
 from ssl_keras.data import synthetic
 
 DEFAULT_SYNTHETIC_IMAGES = 512
@@ -77,7 +77,7 @@ class ImageSource:
             pass p is ordered by `(seed, p)` and which can start at any batch (see
             `epoch_stream.py`), for resumable training; None for TFDS sources.
         repaired: dict, repair reason -> count of files read after a conversion (e.g.
-            `"grayscale converted to RGB"`; see `image_folder.REPAIRS`).
+            `"grayscale converted to RGB"`; see `image_files.REPAIRS`).
         repaired_files: list of `(path, reason)`, the files read after a conversion.
     """
 
@@ -233,7 +233,7 @@ def _existing_folder(path, spec, what):
 
 
 def _files_source(paths, spec, *, image_size, batch_size, seed, shuffle, description):
-    scan = image_folder.scan_images(paths, image_size=image_size)
+    scan = image_files.scan_images(paths, image_size=image_size)
     good_paths, skipped, skipped_files = scan.good_paths, scan.skipped, scan.skipped_files
     if not good_paths:
         examples = "; ".join(f"{path}: {reason}" for path, reason in skipped_files[:3])
@@ -244,13 +244,13 @@ def _files_source(paths, spec, *, image_size, batch_size, seed, shuffle, descrip
             "or point to another folder"
         )
     check_batch_size(len(good_paths), batch_size, f"source {spec!r}")
-    dataset = image_folder.image_dataset(
+    dataset = image_files.image_dataset(
         good_paths, image_size=image_size, batch_size=batch_size, shuffle=shuffle, seed=seed
     )
     stream = functools.partial(
         epoch_stream.epoch_stream,
         tf.constant(good_paths),
-        functools.partial(image_folder.read_image, image_size=image_size),
+        functools.partial(image_files.read_image, image_size=image_size),
         num_items=len(good_paths),
         batch_size=batch_size,
         seed=seed or 0,
@@ -274,9 +274,9 @@ def _files_source(paths, spec, *, image_size, batch_size, seed, shuffle, descrip
 
 def _folder_source(parsed, **kwargs):
     _existing_folder(parsed.path, parsed.spec, "folder")
-    paths = image_folder.list_image_files(parsed.path)
+    paths = image_files.list_image_files(parsed.path)
     if not paths:
-        extensions = ", ".join(image_folder.IMAGE_EXTENSIONS)
+        extensions = ", ".join(image_files.IMAGE_EXTENSIONS)
         others = sum(len(names) for _, _, names in os.walk(parsed.path))
         found = f"only {others} other file{'s' if others != 1 else ''}" if others else "nothing"
         raise SourceError(
@@ -298,7 +298,7 @@ def _voc_source(parsed, **kwargs):
             "VOCdevkit year folder, e.g. voc:VOCdevkit/VOC2007"
         )
     if parsed.split is None:
-        paths = image_folder.list_image_files(jpeg_dir)
+        paths = image_files.list_image_files(jpeg_dir)
         description = f"VOC {parsed.path} (all JPEGImages)"
     else:
         from ssl_keras.data.voc import read_image_set  # voc imports this module

@@ -104,7 +104,7 @@ def learning_check(summary):
         A dict: `best` (backbone, mode, label_fraction, mean_iou, margin), `bar`, `passed`,
         `lines` (to print).
     """
-    from ssl_keras.experiment_report import paired_excess
+    from ssl_keras.experiment.experiment_report import paired_excess
 
     rows = [r for r in summary["compare"]["rows"] if r.get("mean_iou_margin") is not None]
     if not rows:
@@ -146,8 +146,8 @@ def run_demo(out, *, backbone=None, pretrain_epochs=None, detect_epochs=None, wo
     """
     import time
 
-    from ssl_keras.experiment import load_experiment, run_experiment
-    from ssl_keras.run_directory import RunDirectoryError, write_text_atomic
+    from ssl_keras.experiment.experiment import load_experiment, run_experiment
+    from ssl_keras.runs.run_directory import RunDirectoryError, write_text_atomic
 
     started = time.perf_counter()
     settings = dict(DEFAULTS)

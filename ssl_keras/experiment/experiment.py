@@ -34,7 +34,7 @@ rebuilt from every finished cell.
 
 `workers` (also `--workers`) is how the experiment runs, not what it measures: it is not part
 of the options a continued run must match, and the results do not depend on it
-(`ssl_keras.parallel_runs`). Two workers fill a 2-core CPU that one small model leaves half idle.
+(`ssl_keras.runs.parallel_runs`). Two workers fill a 2-core CPU that one small model leaves half idle.
 """
 
 import dataclasses
@@ -43,9 +43,9 @@ import time
 import typing
 from typing import Dict, List, Optional
 
-from ssl_keras.compare import CompareConfig, backbone_label
-from ssl_keras.config import ConfigError, PretrainConfig, read_config_file, to_dict
-from ssl_keras.run_directory import RunDirectoryError, read_json, write_json_atomic
+from ssl_keras.compare.compare import CompareConfig, backbone_label
+from ssl_keras.runs.config import ConfigError, PretrainConfig, read_config_file, to_dict
+from ssl_keras.runs.run_directory import RunDirectoryError, read_json, write_json_atomic
 
 EXPERIMENT_KEYS = ("name", "description", "out", "pretrain", "compare", "analysis", "workers")
 PRETRAIN_REFERENCE = "pretrain:"
@@ -70,7 +70,7 @@ class AnalysisConfig:
     gradcam_mass_images: Optional[int] = None
 
     def validate(self):
-        from ssl_keras.compare import METRICS
+        from ssl_keras.compare.compare import METRICS
 
         if self.metric not in METRICS:
             raise ConfigError(f"analysis.metric must be one of {', '.join(METRICS)}; got {self.metric!r}")
@@ -162,7 +162,7 @@ def load_experiment(path):
 
 
 def _is_label(text):
-    from ssl_keras.compare import LABEL_PATTERN
+    from ssl_keras.compare.compare import LABEL_PATTERN
 
     return bool(LABEL_PATTERN.match(text))
 
@@ -260,7 +260,7 @@ def prepare_experiment_directory(experiment, *, log=print):
         log(f"[experiment] continuing {experiment.name} in {out}")
         return out, stored
     os.makedirs(out, exist_ok=True)
-    from ssl_keras.run_directory import environment_info
+    from ssl_keras.runs.run_directory import environment_info
 
     stored = {"command": "experiment", "file": experiment.path, "options": experiment.record(),
               "environment": environment_info(), "invocations": []}
@@ -284,7 +284,7 @@ def run_stage(config, *, verbose=0, log=print):
     """Runs one pretraining stage (in this process or a worker) and frees its graphs."""
     import keras
 
-    from ssl_keras.pretrain import run_pretrain
+    from ssl_keras.pretraining.pretrain import run_pretrain
 
     try:
         return run_pretrain(config, verbose=verbose, log=log)
@@ -307,7 +307,7 @@ def run_experiment(experiment, *, log=print, verbose=0, workers=None):
         `analysis` (see `analyze_experiment`), `wall_seconds` of this invocation and
         `total_wall_seconds` over every invocation.
     """
-    from ssl_keras.compare import run_compare
+    from ssl_keras.compare.compare import run_compare
 
     workers = experiment.workers if workers is None else workers
     started = time.perf_counter()
@@ -375,14 +375,14 @@ def _run_pretrain_stages(experiment, *, workers, verbose, save, log):
         log(f"{names[stage]}: done in {result.get('wall_seconds', 0):.0f} s")
 
     if workers > 1 and len(todo) > 1:
-        from ssl_keras.parallel_runs import run_parallel
+        from ssl_keras.runs.parallel_runs import run_parallel
 
         def on_error(stage, error):
             save(f"pretrain:{stage}", started[stage])
             return False
 
         run_parallel(todo, workers=workers, on_done=done, on_error=on_error,
-                     prepare=lambda stage: ("ssl_keras.experiment:run_stage",
+                     prepare=lambda stage: ("ssl_keras.experiment.experiment:run_stage",
                                             dict(config=start(stage), verbose=verbose)),
                      on_log=lambda stage, line: log(f"  [{stage}] {line}"))
         return statuses
@@ -403,6 +403,6 @@ def analyze_experiment(experiment, summary, *, log=print):
     Returns a dict with `labels_saved` (list of dicts), `gradcam` (dict or None) and
     `report` (path of OUT/report.md).
     """
-    from ssl_keras import experiment_report
+    from ssl_keras.experiment import experiment_report
 
     return experiment_report.write_experiment_report(experiment, summary, log=log)

@@ -8,9 +8,9 @@ import os
 
 import numpy as np
 
-from ssl_keras.compare import MODE_TITLES, baseline_verdict, is_baseline
-from ssl_keras.labels_saved import format_labels_saved_md, headline, labels_saved
-from ssl_keras.run_directory import read_json, write_json_atomic, write_text_atomic
+from ssl_keras.compare.compare import MODE_TITLES, baseline_verdict, is_baseline
+from ssl_keras.experiment.labels_saved import format_labels_saved_md, headline, labels_saved
+from ssl_keras.runs.run_directory import read_json, write_json_atomic, write_text_atomic
 
 GRADCAM_FOLDER = "gradcam"
 ANALYSIS_FILE = "analysis.json"
@@ -177,7 +177,7 @@ def gradcam_findings(results):
 
 def run_gradcam_analysis(experiment, cells, *, log=print):
     """Grad-CAM grids and in-box mass per mode; {mode: gradcam_across_backbones result}."""
-    from ssl_keras.gradcam import gradcam_across_backbones
+    from ssl_keras.gradcam.gradcam import gradcam_across_backbones
 
     analysis = experiment.analysis
     results = {}

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ssl_keras.compare import METRIC_TITLES, is_baseline, metric_count, percent, within_noise
+from ssl_keras.compare.compare import METRIC_TITLES, is_baseline, metric_count, percent, within_noise
 
 # Short mode names for one-line sentences ("frozen: scratch needs ...").
 MODE_NAMES = {"freeze": "frozen", "finetune": "fine-tuned", "freeze-then-finetune": "frozen, then fine-tuned"}
@@ -159,7 +159,7 @@ def labels_saved(table, *, reference, at, metric="mean_iou", modes=None):
     >>> rows = [{"backbone": b, "mode": "freeze", "label_fraction": f, "seed": 0,
     ...          "num_train_images": 10, "mean_iou": v}
     ...         for b, f, v in [("ssl", 0.1, 0.431), ("scratch", 0.1, 0.30), ("scratch", 1.0, 0.50)]]
-    >>> from ssl_keras.compare import aggregate
+    >>> from ssl_keras.compare.compare import aggregate
     >>> row, = labels_saved(aggregate(rows), reference="ssl", at=[0.1])
     >>> row["fraction_needed"], row["bound"]  # 10 ** (-1 + (0.431 - 0.30) / (0.50 - 0.30))
     (0.4518..., 'inside')

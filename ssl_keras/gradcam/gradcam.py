@@ -38,7 +38,7 @@ import keras
 import numpy as np
 from PIL import Image
 
-from ssl_keras.box_heads import boxes_from_center_size
+from ssl_keras.localization.box_heads import boxes_from_center_size
 
 TARGETS = ("class", "box")
 """`"class"`: the logit of the predicted (or given) class. `"box"`: the evidence that makes the
@@ -763,8 +763,8 @@ def run_gradcam(model_dirs, image_paths, out, *, target="class", layer_name=None
         of dicts with image, model, output, class, score.
     """
     from ssl_keras.data.localization import resize_example
-    from ssl_keras.detect import load_run
-    from ssl_keras.predict import read_rgb
+    from ssl_keras.localization.detect import load_run
+    from ssl_keras.localization.predict import read_rgb
 
     model_dirs = [os.fspath(d) for d in model_dirs]
     image_paths = [os.fspath(p) for p in image_paths]
@@ -993,7 +993,7 @@ def gradcam_mass_summary(run_dir, *, data=None, num_images=None, targets=("box",
     >>> summary = gradcam_mass_summary("runs/detect_ssl", data="voc:VOCdevkit/VOC2007")
     >>> summary["targets"]["box"]["mean"], summary["box_share"]["mean"]   # vs. chance
     """
-    from ssl_keras.detect import load_run
+    from ssl_keras.localization.detect import load_run
 
     targets = _check_targets(targets)
     _check_count(num_images, "num_images")
@@ -1066,9 +1066,9 @@ def gradcam_across_backbones(models, *, data, out_dir, num_images=4, mass_images
     ...                                   data="voc:VOCdevkit/VOC2007", out_dir="report/gradcam")
     >>> result["mass"]["SSL"]["box"]["mean"], result["box_share"]["mean"]
     """
-    from ssl_keras.box_drawing import TRUE_COLOR, draw_boxes
-    from ssl_keras.detect import load_run
-    from ssl_keras.run_directory import write_json_atomic
+    from ssl_keras.localization.box_drawing import TRUE_COLOR, draw_boxes
+    from ssl_keras.localization.detect import load_run
+    from ssl_keras.runs.run_directory import write_json_atomic
 
     log = log or (lambda line: None)
     if not hasattr(models, "items") or not models:

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from ssl_keras.simclr_augmenter import _transposed_matmul
+from ssl_keras.pretraining.simclr_augmenter import _transposed_matmul
 
 # Images are float in [0, 255] throughout ssl_keras.
 _MAX_VALUE = 255.0

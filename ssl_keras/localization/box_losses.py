@@ -7,7 +7,7 @@ a GIoU loss, but importing keras-cv imports TensorFlow; these run on every backe
 import keras
 from keras import ops
 
-from ssl_keras.box_metrics import _box_area, _intersection_and_union
+from ssl_keras.localization.box_metrics import _box_area, _intersection_and_union
 
 
 def _check_weight(name, value):

@@ -5,10 +5,10 @@ import numpy as np
 from keras import ops
 
 from ssl_keras.backbone import feature_map_backbone, is_feature_map_backbone
-from ssl_keras.box_augmenter import BoxAugmenter
-from ssl_keras.box_heads import HEADS, make_head
-from ssl_keras.box_losses import box_loss
-from ssl_keras.box_metrics import BoxMeanIoU, ClassAndBoxAccuracy, LocalizationAccuracy, TopKClassAccuracy
+from ssl_keras.localization.box_augmenter import BoxAugmenter
+from ssl_keras.localization.box_heads import HEADS, make_head
+from ssl_keras.localization.box_losses import box_loss
+from ssl_keras.localization.box_metrics import BoxMeanIoU, ClassAndBoxAccuracy, LocalizationAccuracy, TopKClassAccuracy
 
 
 @keras.saving.register_keras_serializable(package="ssl_keras")

@@ -28,21 +28,21 @@ import keras
 import numpy as np
 
 from ssl_keras.backbone import BackboneWeightsError, make_backbone, set_batch_norm_momentum
-from ssl_keras.box_augmenter import BoxAugmenter
-from ssl_keras.box_baselines import fit_baselines, margins, score_baselines
-from ssl_keras.box_drawing import PRED_COLOR, TRUE_COLOR, draw_boxes
-from ssl_keras.box_metrics import format_per_class_table, localization_report
-from ssl_keras.box_regressor import BoxRegressor, balanced_class_weights
-from ssl_keras.callbacks import BestEpoch, ImageSummary, LearningRateLogger, image_grid, read_best_epoch
-from ssl_keras.config import DetectConfig, to_dict
+from ssl_keras.localization.box_augmenter import BoxAugmenter
+from ssl_keras.localization.box_baselines import fit_baselines, margins, score_baselines
+from ssl_keras.localization.box_drawing import PRED_COLOR, TRUE_COLOR, draw_boxes
+from ssl_keras.localization.box_metrics import format_per_class_table, localization_report
+from ssl_keras.localization.box_regressor import BoxRegressor, balanced_class_weights
+from ssl_keras.runs.callbacks import BestEpoch, ImageSummary, LearningRateLogger, image_grid, read_best_epoch
+from ssl_keras.runs.config import DetectConfig, to_dict
 from ssl_keras.data.feature_cache import backbone_outputs, cached_dataset, cached_train_stream
 from ssl_keras.data.localization import boxes_to_original, load_localization_data
-from ssl_keras.export import ExportError, export_serving
+from ssl_keras.runs.export import ExportError, export_serving
 from ssl_keras.optimizers import BackboneAdamW, WarmupCosineDecay
-from ssl_keras.run_directory import (environment_info, prepare_run_directory, read_json,
+from ssl_keras.runs.run_directory import (environment_info, prepare_run_directory, read_json,
                                      resolved_jit_compile, save_model_atomic, write_json_atomic,
                                      write_text_atomic)
-from ssl_keras.training import (NonFiniteLossError, StopRequest, TrainingInterrupted, checkpoint_state,
+from ssl_keras.runs.resumable import (NonFiniteLossError, StopRequest, TrainingInterrupted, checkpoint_state,
                                 fit_resumable, load_checkpoint, stop_on_signals)
 
 
@@ -134,7 +134,7 @@ def _with_box_inputs(dataset, augment):
 
 
 def _train_stream(data, augment):
-    """`start_batch -> dataset` of the training split, resumable at any batch (see `training.py`)."""
+    """`start_batch -> dataset` of the training split, resumable at any batch (see `runs/resumable.py`)."""
     if getattr(data, "train_stream", None) is not None:
         return lambda start_batch: _with_box_inputs(data.train_stream(start_batch), augment)
     # TFDS: tf.data's shuffle order restarts with the process.

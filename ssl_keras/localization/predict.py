@@ -1,6 +1,6 @@
 """`predict_images`: draw a detect run's predicted box, class and score on image files.
 
-Inputs are read as training reads them (`image_folder.decode_rgb`: grayscale to RGB, alpha
+Inputs are read as training reads them (`image_files.decode_rgb`: grayscale to RGB, alpha
 dropped, 16-bit as `value >> 8`, CMYK and palettes to RGB). An input that cannot be read is
 skipped, printed with its reason and counted in `predictions.json`; the run stops, before
 the model is loaded, only when no input is usable.
@@ -13,16 +13,16 @@ import keras
 import numpy as np
 from PIL import Image
 
-from ssl_keras.box_drawing import draw_boxes
-from ssl_keras.data import image_folder
-from ssl_keras.detect import load_run
-from ssl_keras.run_directory import write_json_atomic
+from ssl_keras.localization.box_drawing import draw_boxes
+from ssl_keras.data import image_files
+from ssl_keras.localization.detect import load_run
+from ssl_keras.runs.run_directory import write_json_atomic
 
 PREDICTIONS_FILE = "predictions.json"
 """The file `predict_images` writes in its output folder."""
 
 NO_IMAGES_IN_FOLDER = "folder holds no image files"
-"""The skip reason of a folder input without any `image_folder.IMAGE_EXTENSIONS` file."""
+"""The skip reason of a folder input without any `image_files.IMAGE_EXTENSIONS` file."""
 
 
 class UnreadableImageError(ValueError):
@@ -30,7 +30,7 @@ class UnreadableImageError(ValueError):
 
     Attributes:
         path: str or None, the file.
-        reason: str or None, why (an `image_folder` reason such as `"truncated"`).
+        reason: str or None, why (an `image_files` reason such as `"truncated"`).
     """
 
     def __init__(self, message, *, path=None, reason=None):
@@ -41,14 +41,14 @@ class UnreadableImageError(ValueError):
 
 def _load(path, image_size=None):
     """`(rgb, repair_reason)` of one file; raises `UnreadableImageError`."""
-    reason, repair = image_folder.inspect_image_file(path, image_size=image_size)
+    reason, repair = image_files.inspect_image_file(path, image_size=image_size)
     if reason is None:
         try:
-            return image_folder.load_rgb(path, image_size=image_size), repair
+            return image_files.load_rgb(path, image_size=image_size), repair
         except OSError:
-            reason = image_folder.UNREADABLE
+            reason = image_files.UNREADABLE
         except ValueError:
-            reason = image_folder.CORRUPT_DATA
+            reason = image_files.CORRUPT_DATA
     raise UnreadableImageError(f"image {path}: {reason}", path=path, reason=reason)
 
 
@@ -85,7 +85,7 @@ def expand_inputs(paths):
     files, skipped_files = [], []
     for path in map(os.fspath, paths):
         if os.path.isdir(path):
-            found = image_folder.list_image_files(path)
+            found = image_files.list_image_files(path)
             files += found
             if not found:
                 skipped_files.append((path, NO_IMAGES_IN_FOLDER))
@@ -126,7 +126,7 @@ def predict_images(run_dir, paths, out, *, log=None):
     `resize` policy); the predicted box is mapped back to the original image and drawn there
     with its class name and probability. Inputs that cannot be read are skipped and counted;
     those read after a conversion (grayscale, alpha, 16-bit, ...) are reported once. A very
-    large JPEG (over `image_folder.LARGE_IMAGE_PIXELS`) is decoded, and drawn, at reduced
+    large JPEG (over `image_files.LARGE_IMAGE_PIXELS`) is decoded, and drawn, at reduced
     size, so a 12000x9000 photo needs tens of MB instead of GBs. `OUT/predictions.json`
     holds the rows and both reports.
 
@@ -156,7 +156,7 @@ def predict_images(run_dir, paths, out, *, log=None):
             f"--out {out}: {PREDICTIONS_FILE} exists; choose a new --out (nothing was overwritten)"
         )
     files, skipped_files = expand_inputs(paths)
-    checks = [(path, image_folder.check_image_file(path)) for path in files]
+    checks = [(path, image_files.check_image_file(path)) for path in files]
     usable = [path for path, reason in checks if reason is None]
     skipped_files += [(path, reason) for path, reason in checks if reason]
     if not usable:
@@ -166,7 +166,7 @@ def predict_images(run_dir, paths, out, *, log=None):
     model, record = load_run(run_dir)
     options, class_names = record["options"], record["resolved"]["class_names"]
     image_size = options["image_size"]
-    repairs = [(path, image_folder.inspect_image_file(path, image_size=image_size)[1]) for path in usable]
+    repairs = [(path, image_files.inspect_image_file(path, image_size=image_size)[1]) for path in usable]
     repaired_files = [(path, repair) for path, repair in repairs if repair]
     for path, reason in skipped_files:
         log(f"image {path}: skipped, {reason}")

@@ -24,21 +24,21 @@ import keras
 import numpy as np
 
 from ssl_keras.backbone import configure_backbone, make_backbone
-from ssl_keras.callbacks import ImageSummary, LearningRateLogger, Throughput, image_grid
-from ssl_keras.collapse import CollapseMonitor
-from ssl_keras.config import PretrainConfig, to_dict
+from ssl_keras.runs.callbacks import ImageSummary, LearningRateLogger, Throughput, image_grid
+from ssl_keras.pretraining.collapse import CollapseMonitor
+from ssl_keras.runs.config import PretrainConfig, to_dict
 from ssl_keras.data.labelled_images import load_labelled_source
-from ssl_keras.data.sources import load_image_source, repaired_report, skipped_report
-from ssl_keras.export import ExportError, export_encoder
+from ssl_keras.data.unlabeled_images import load_image_source, repaired_report, skipped_report
+from ssl_keras.runs.export import ExportError, export_encoder
 from ssl_keras.optimizers import (WarmupCosineDecay, build_optimizer, default_learning_rate, default_weight_decay,
                                   resolve_optimizer_name)
-from ssl_keras.projection_head import ProjectionHead
-from ssl_keras.run_directory import (environment_info, prepare_run_directory, read_json,
+from ssl_keras.pretraining.projection_head import ProjectionHead
+from ssl_keras.runs.run_directory import (environment_info, prepare_run_directory, read_json,
                                      resolved_jit_compile, save_model_atomic, write_json_atomic)
-from ssl_keras.simclr import SimCLR
-from ssl_keras.simclr_augmenter import SimCLRAugmenter
-from ssl_keras.supervised import SupervisedPretrainer, supervised_augmenter
-from ssl_keras.training import (NonFiniteLossError, TrainingInterrupted, checkpoint_state, fit_resumable,
+from ssl_keras.pretraining.simclr import SimCLR
+from ssl_keras.pretraining.simclr_augmenter import SimCLRAugmenter
+from ssl_keras.pretraining.supervised import SupervisedPretrainer, supervised_augmenter
+from ssl_keras.runs.resumable import (NonFiniteLossError, TrainingInterrupted, checkpoint_state, fit_resumable,
                                 load_checkpoint)
 
 
@@ -227,7 +227,7 @@ def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
         callbacks.append(ImageSummary(logs_dir, "augmented_view_pairs",
                                       _view_pairs(sample, model.augmenter.get_config(), seeds["view_grid"])))
     if config.probe_data:
-        from ssl_keras.probe import ProbeMonitor, probe_data
+        from ssl_keras.probing.probe import ProbeMonitor, probe_data
 
         monitor_data = probe_data(config.probe_data, image_size=config.image_size, batch_size=config.batch_size,
                                   max_per_class=config.probe_max_per_class, seed=seeds["global"])

@@ -3,11 +3,11 @@
 import keras
 from keras import ops
 
-from ssl_keras.collapse import effective_rank, normalized_std
-from ssl_keras.ntxent_loss import NTXentLoss, nt_xent_logits
+from ssl_keras.pretraining.collapse import effective_rank, normalized_std
+from ssl_keras.pretraining.ntxent_loss import NTXentLoss, nt_xent_logits
 from ssl_keras.optimizers import AdamW
-from ssl_keras.projection_head import ProjectionHead
-from ssl_keras.simclr_augmenter import SimCLRAugmenter
+from ssl_keras.pretraining.projection_head import ProjectionHead
+from ssl_keras.pretraining.simclr_augmenter import SimCLRAugmenter
 
 
 @keras.saving.register_keras_serializable(package="ssl_keras")
@@ -19,7 +19,7 @@ class SimCLR(keras.Model):
     augmentation runs on the accelerator), encodes both views in one pass, projects them and
     minimises the NT-Xent loss. It logs `loss`, `contrastive_accuracy` (how often an
     anchor's most similar other projection is its positive; chance is 1 / (2N - 1)), and two
-    collapse metrics of the projections (`ssl_keras/collapse.py`): `projection_std`, about
+    collapse metrics of the projections (`pretraining/collapse.py`): `projection_std`, about
     1/sqrt(D) when healthy and 0 when collapsed, and `projection_rank`, their effective rank.
 
     Calling the model returns the projections of two augmented views, stacked as [2N, D]
@@ -59,7 +59,7 @@ class SimCLR(keras.Model):
         self.temperature = float(temperature)
         self.contrastive_loss = NTXentLoss(temperature=self.temperature)
         self.contrastive_accuracy = keras.metrics.Mean(name="contrastive_accuracy")
-        # Collapse monitor (ssl_keras/collapse.py): ~1/sqrt(D) and high when healthy, 0 and 1 when collapsed.
+        # Collapse monitor (pretraining/collapse.py): ~1/sqrt(D) and high when healthy, 0 and 1 when collapsed.
         self.projection_std = keras.metrics.Mean(name="projection_std")
         self.projection_rank = keras.metrics.Mean(name="projection_rank")
 

@@ -9,7 +9,7 @@ import keras
 from keras import ops
 
 from ssl_keras.optimizers import AdamW
-from ssl_keras.simclr_augmenter import SimCLRAugmenter
+from ssl_keras.pretraining.simclr_augmenter import SimCLRAugmenter
 
 
 def supervised_augmenter(seed=None):

@@ -36,10 +36,10 @@ import tensorflow as tf
 
 from ssl_keras.data.labelled_images import (cap_per_class, keep_readable, labelled_dataset, parse_labelled_spec,
                                            read_class_folders, read_manifest)
-from ssl_keras.data import sources
+from ssl_keras.data import unlabeled_images
 from ssl_keras.data import synthetic
-from ssl_keras.data.sources import SourceError
-from ssl_keras.run_directory import environment_info, prepare_run_directory, write_json_atomic
+from ssl_keras.data.unlabeled_images import SourceError
+from ssl_keras.runs.run_directory import environment_info, prepare_run_directory, write_json_atomic
 
 METHODS = ("linear", "knn", "both")
 SPEC_FORMS = "voc:PATH, manifest:CSV (or a folder holding manifest.csv), folder:PATH (one sub-folder per class) or synthetic[:N]"
@@ -272,13 +272,13 @@ def _read_voc(path, *, max_per_class=None, seed=0):
 def _parse_probe_spec(spec):
     text = os.fspath(spec).strip()
     if text.startswith("voc:"):
-        parsed = sources.parse_source(text)
+        parsed = unlabeled_images.parse_source(text)
         if parsed.split is not None:
             raise SourceError(f"source {spec!r}: a probe uses the train and test image sets together; "
                               f"drop :{parsed.split} (voc:{parsed.path})")
         return "voc", parsed.path
     if text == "synthetic" or text.startswith("synthetic:"):
-        return "synthetic", sources.parse_source(text).num_images
+        return "synthetic", unlabeled_images.parse_source(text).num_images
     labelled = parse_labelled_spec(text)
     if labelled is not None:
         return labelled
@@ -288,7 +288,7 @@ def _parse_probe_spec(spec):
 def probe_data(spec, *, image_size, batch_size, max_per_class=None, seed=0):
     """Opens labelled train/test images for a probe (see the module docstring for the specs).
 
-    File sources are checked once with `image_folder.scan_images`; undecodable files are left
+    File sources are checked once with `image_files.scan_images`; undecodable files are left
     out and counted in `skipped`.
 
     Args:
@@ -399,7 +399,7 @@ def run_probe(backbone_spec, data_spec, out, *, method="linear", image_size=96, 
         The dict written to `probe.json`: `top1`, `top3` (of the first method), `results`
         (method -> `linear_probe`/`knn_probe` dict), counts, `feature_dim` and timings.
     """
-    from ssl_keras.detect import resolve_backbone
+    from ssl_keras.localization.detect import resolve_backbone
 
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {', '.join(METHODS)}. Received: method={method!r}")

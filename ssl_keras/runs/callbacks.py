@@ -1,6 +1,6 @@
 """Callbacks shared by the training commands: throughput, learning rate, images.
 
-Checkpoints, interruptions and NaN stops are in `training.py`.
+Checkpoints, interruptions and NaN stops are in `resumable.py`.
 
 These run on the host, outside the compiled step. TensorBoard image summaries need TensorFlow,
 imported lazily, as `keras.callbacks.TensorBoard` does.
@@ -123,7 +123,7 @@ class BestEpoch(keras.callbacks.Callback):
         return value > self.record["value"] if self.mode == "max" else value < self.record["value"]
 
     def on_epoch_end(self, epoch, logs=None):
-        from ssl_keras.run_directory import write_json_atomic
+        from ssl_keras.runs.run_directory import write_json_atomic
 
         value = (logs or {}).get(self.monitor)
         if value is None or not np.isfinite(float(value)) or not self._better(float(value)):

@@ -236,7 +236,7 @@ class DetectConfig:
 
     def validate(self):
         _check(self.mode in DETECT_MODES, "mode", self.mode, "one of " + ", ".join(DETECT_MODES))
-        from ssl_keras.box_heads import HEADS
+        from ssl_keras.localization.box_heads import HEADS
 
         _check(self.head in HEADS, "head", self.head, "one of " + ", ".join(HEADS))
         _check(self.spatial_channels >= 1, "spatial_channels", self.spatial_channels, "an integer >= 1")

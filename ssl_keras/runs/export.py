@@ -10,7 +10,7 @@ import shutil
 
 import keras
 
-from ssl_keras.run_directory import replace_path_atomic
+from ssl_keras.runs.run_directory import replace_path_atomic
 
 
 class ExportError(RuntimeError):

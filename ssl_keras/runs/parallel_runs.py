@@ -145,7 +145,7 @@ def run_parallel(keys, *, workers, prepare, on_log=None, on_done=None, on_error=
         The first unhandled error of a task (after the other workers were stopped), or
         `TrainingInterrupted` / `KeyboardInterrupt` when stopped by SIGINT or SIGTERM.
     """
-    from ssl_keras.training import TrainingInterrupted
+    from ssl_keras.runs.resumable import TrainingInterrupted
 
     pending = list(keys)
     done = {}

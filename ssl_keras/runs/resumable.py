@@ -27,7 +27,7 @@ import threading
 import keras
 import numpy as np
 
-from ssl_keras.run_directory import read_json, save_model_atomic, write_json_atomic
+from ssl_keras.runs.run_directory import read_json, save_model_atomic, write_json_atomic
 
 STATE_FILE = "state.json"
 _CHECKPOINT_NAME = re.compile(r"epoch-(\d{4,})(?:-step-(\d{6,}))?\.keras$")

@@ -16,17 +16,17 @@ from PIL import Image
 
 from ssl_keras.backbone import tiny_backbone
 from ssl_keras.cli.main import main
-from ssl_keras.data import image_folder
+from ssl_keras.data import image_files
 
 TINY_PRETRAIN = ["--backbone", "tiny", "--batch-size", "4", "--image-size", "32", "--epochs", "1",
                  "--warmup-epochs", "0", "--no-export", "--quiet"]
-SKIPPED = {"zero.jpg": image_folder.EMPTY, "truncated.jpg": image_folder.TRUNCATED}
+SKIPPED = {"zero.jpg": image_files.EMPTY, "truncated.jpg": image_files.TRUNCATED}
 REPAIRED = {
-    "actually_png.jpg": image_folder.WRONG_EXTENSION,
-    "cmyk.jpg": image_folder.CMYK,
-    "gray.jpg": image_folder.GRAYSCALE,
-    "sixteen_bit.png": image_folder.SIXTEEN_BIT,
-    "rgba.png": image_folder.ALPHA,
+    "actually_png.jpg": image_files.WRONG_EXTENSION,
+    "cmyk.jpg": image_files.CMYK,
+    "gray.jpg": image_files.GRAYSCALE,
+    "sixteen_bit.png": image_files.SIXTEEN_BIT,
+    "rgba.png": image_files.ALPHA,
 }
 READ_AS_IS = ["café_日本語_фото.jpg"]
 
@@ -85,7 +85,7 @@ def test_pretrain_on_the_matrix_skips_and_reports_each_file(photos, tmp_path):
     record = json.loads((out / "result.json").read_text())
     assert record["num_images"] == 8 + len(REPAIRED) + len(READ_AS_IS)
     assert record["skipped"] == {reason: 1 for reason in SKIPPED.values()}
-    # The run's log names each file once (`sources.skipped_report` / `repaired_report`).
+    # The run's log names each file once (`unlabeled_images.skipped_report` / `repaired_report`).
     for name, reason in SKIPPED.items():
         assert f"{name}: {reason}" in result.output, f"skipped file {name} is not named in the output"
     for name, reason in REPAIRED.items():
@@ -133,7 +133,7 @@ def test_predict_on_the_matrix_draws_the_readable_and_lists_the_rest(detect_run,
     record = json.loads((out / "predictions.json").read_text())
     assert record["num_images"] == len(readable) == len(record["predictions"])
     assert {os.path.basename(row["image"]) for row in record["predictions"]} == set(readable)
-    assert record["skipped"] == {image_folder.EMPTY: 1, image_folder.TRUNCATED: 1, image_folder.MISSING: 1,
+    assert record["skipped"] == {image_files.EMPTY: 1, image_files.TRUNCATED: 1, image_files.MISSING: 1,
                                  "folder holds no image files": 1}
     assert {(os.path.basename(f["image"]), f["reason"]) for f in record["skipped_files"]} >= set(SKIPPED.items())
     assert record["repaired"] == {reason: 1 for reason in REPAIRED.values()}
@@ -156,10 +156,10 @@ def test_predict_reads_a_huge_jpeg_at_reduced_size(detect_run, tmp_path):
     out = tmp_path / "pred"
     result = invoke(["predict", "--model", detect_run, huge, "--out", out])
     assert result.exit_code == 0, result.output
-    assert f"image {huge}: read, {image_folder.REDUCED}" in result.output
+    assert f"image {huge}: read, {image_files.REDUCED}" in result.output
     with Image.open(out / "huge_pred.png") as drawn:
         assert drawn.size == (1500, 1125)  # 1/8 of 12000x9000: drawn without holding 324 MB of pixels
     record = json.loads((out / "predictions.json").read_text())
-    assert record["repaired"] == {image_folder.REDUCED: 1} and record["num_images"] == 1
+    assert record["repaired"] == {image_files.REDUCED: 1} and record["num_images"] == 1
     x0, y0, x1, y1 = record["predictions"][0]["box"]
     assert 0.0 <= x0 <= x1 <= 1.0 and 0.0 <= y0 <= y1 <= 1.0

@@ -15,7 +15,7 @@ from voc_devkit import image_size
 from voc_devkit import write_annotation
 
 from ssl_keras.cli.main import main
-from ssl_keras.data import image_folder
+from ssl_keras.data import image_files
 from ssl_keras.data import voc
 
 
@@ -65,15 +65,15 @@ def test_detect_reads_what_it_can_and_reports_each_broken_file_once(devkit, tmp_
     metrics = json.loads((out / "metrics.json").read_text())
     # The flat totals and the per-split counts are written by `detect.data_report`.
     assert metrics["skipped"] == {
-        voc.MALFORMED: 1, image_folder.TRUNCATED: 1, voc.UNKNOWN_CLASS: 1, voc.NO_ANNOTATION: 1,
+        voc.MALFORMED: 1, image_files.TRUNCATED: 1, voc.UNKNOWN_CLASS: 1, voc.NO_ANNOTATION: 1,
         voc.ZERO_AREA: 1,
     }
     assert metrics["skipped_by_split"]["train"] == {
-        voc.NO_ANNOTATION: 1, image_folder.TRUNCATED: 1, voc.MALFORMED: 1, voc.UNKNOWN_CLASS: 1,
+        voc.NO_ANNOTATION: 1, image_files.TRUNCATED: 1, voc.MALFORMED: 1, voc.UNKNOWN_CLASS: 1,
     }
     assert metrics["skipped_by_split"]["val"] == {voc.ZERO_AREA: 1}
     assert metrics["skipped_by_split"]["test"] == {}
-    assert metrics["repaired"] == {voc.BOX_CLIPPED: 1, voc.SIZE_FROM_IMAGE: 1, image_folder.CMYK: 1}
+    assert metrics["repaired"] == {voc.BOX_CLIPPED: 1, voc.SIZE_FROM_IMAGE: 1, image_files.CMYK: 1}
     assert metrics["repaired_by_split"]["train"] == metrics["repaired"]
     assert len(metrics["data_messages"]) == len(broken)
     # 10 listed, 3 left out (malformed, truncated, no annotation); the repaired ones train.

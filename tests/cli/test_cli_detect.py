@@ -12,7 +12,7 @@ from voc_devkit import copy_devkit
 
 from ssl_keras.backbone import tiny_backbone
 from ssl_keras.cli.main import main
-from ssl_keras.export import load_serving
+from ssl_keras.runs.export import load_serving
 
 METRIC_KEYS = {"mean_iou", "loc_acc@0.5", "loc_acc@0.7", "top1", "top3", "cls_loc_acc@0.5", "num_test_images",
                "skipped", "per_class"}

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import ssl_keras.simclr  # noqa: F401 - registers the classes stored in checkpoints
+import ssl_keras.pretraining.simclr  # noqa: F401 - registers the classes stored in checkpoints
 from ssl_keras.cli.main import main
 
 PRETRAIN = ["--backbone", "tiny", "--batch-size", "8", "--image-size", "32", "--warmup-epochs", "0", "--quiet",
@@ -184,7 +184,7 @@ def test_run_directory_records_versions_backend_devices_and_commit(photos, pretr
     for key in ("python", "keras", "numpy", "tensorflow", "backend", "devices", "ssl_keras", "ssl_keras_git_commit"):
         assert key in environment, key
     assert environment["backend"] == keras.config.backend() and environment["devices"] == ["cpu"]
-    commit = subprocess.run(["git", "-C", os.path.dirname(ssl_keras.simclr.__file__), "rev-parse", "HEAD"],
+    commit = subprocess.run(["git", "-C", os.path.dirname(ssl_keras.pretraining.simclr.__file__), "rev-parse", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
     assert environment["ssl_keras_git_commit"] == (commit or None)
 

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from ssl_keras.cli.main import main
-from ssl_keras.export import load_serving
+from ssl_keras.runs.export import load_serving
 
 TINY = ["--backbone", "tiny", "--batch-size", "8", "--image-size", "32", "--warmup-epochs", "0", "--quiet"]
 

@@ -16,13 +16,13 @@ from click.testing import CliRunner
 
 from ssl_keras.backbone import tiny_backbone
 from ssl_keras.cli.main import main
-from ssl_keras.data.sources import load_image_source
-from ssl_keras.projection_head import ProjectionHead
-from ssl_keras.simclr import SimCLR
-from ssl_keras.simclr_augmenter import SimCLRAugmenter
+from ssl_keras.data.unlabeled_images import load_image_source
+from ssl_keras.pretraining.projection_head import ProjectionHead
+from ssl_keras.pretraining.simclr import SimCLR
+from ssl_keras.pretraining.simclr_augmenter import SimCLRAugmenter
 
 TINY = ["--backbone", "tiny", "--image-size", "32", "--quiet"]
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
 
 
 def invoke(args):

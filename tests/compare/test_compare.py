@@ -1,4 +1,4 @@
-"""Tests of `ssl_keras.compare`: config checks, aggregation, plots, and a tiny resumable grid."""
+"""Tests of `ssl_keras.compare.compare`: config checks, aggregation, plots, and a tiny resumable grid."""
 
 import csv
 import json
@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssl_keras import compare
+from ssl_keras.compare import compare
 from ssl_keras.backbone import BackboneWeightsError, tiny_backbone
-from ssl_keras.box_baselines import margins
-from ssl_keras.compare import (CompareConfig, aggregate, backbone_label, baseline_rows, describe_baselines,
+from ssl_keras.localization.box_baselines import margins
+from ssl_keras.compare.compare import (CompareConfig, aggregate, backbone_label, baseline_rows, describe_baselines,
                                describe_results, format_results_md, grid_cells, metric_figure, plot_metric,
                                run_compare, summarize_compare)
-from ssl_keras.config import ConfigError, build_config
-from ssl_keras.run_directory import RunDirectoryError
+from ssl_keras.runs.config import ConfigError, build_config
+from ssl_keras.runs.run_directory import RunDirectoryError
 
 TINY = dict(data="synthetic:120", backbone_name="tiny", label_fractions="0.5", modes="freeze", seeds=1, epochs=1,
             image_size=32, batch_size=16)
@@ -579,8 +579,8 @@ def test_all_backbones_unavailable_is_an_error(tmp_path, monkeypatch):
 def test_imagenet_from_a_local_weights_file_is_labelled_imagenet_and_loads_that_file(tmp_path):
     import keras
 
-    from ssl_keras.config import DetectConfig
-    from ssl_keras.detect import resolve_backbone
+    from ssl_keras.runs.config import DetectConfig
+    from ssl_keras.localization.detect import resolve_backbone
 
     network = keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(None, None, 3),
                                                   pooling="avg")

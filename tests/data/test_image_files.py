@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssl_keras.data import image_folder
-from ssl_keras.data.image_folder import image_dataset
-from ssl_keras.data.image_folder import list_image_files
-from ssl_keras.data.image_folder import scan_images
+from ssl_keras.data import image_files
+from ssl_keras.data.image_files import image_dataset
+from ssl_keras.data.image_files import list_image_files
+from ssl_keras.data.image_files import scan_images
 
 
 @pytest.fixture(scope="module")
@@ -69,15 +69,15 @@ def test_scan_reports_each_broken_file(messy_folder):
     good_paths, skipped, skipped_files = scan_images(list_image_files(root))
     assert len(good_paths) == good
     assert skipped == {
-        image_folder.EMPTY: 1,
-        image_folder.NOT_AN_IMAGE: 1,
-        image_folder.TRUNCATED: 1,
+        image_files.EMPTY: 1,
+        image_files.NOT_AN_IMAGE: 1,
+        image_files.TRUNCATED: 1,
     }
     reasons = {path.split("/")[-1]: reason for path, reason in skipped_files}
     assert reasons == {
-        "empty.jpg": image_folder.EMPTY,
-        "text.jpg": image_folder.NOT_AN_IMAGE,
-        "cut.jpg": image_folder.TRUNCATED,
+        "empty.jpg": image_files.EMPTY,
+        "text.jpg": image_files.NOT_AN_IMAGE,
+        "cut.jpg": image_files.TRUNCATED,
     }
 
 
@@ -91,7 +91,7 @@ def test_scan_flags_missing_and_unsupported(tmp_path, unlabeled_files):
     with Image.open(unlabeled_files[0][0]) as image:
         image.save(tmp_path / "tiff.jpg", format="TIFF")
     result = scan_images([tmp_path / "tiff.jpg", tmp_path / "gone.jpg"])
-    assert result.skipped == {image_folder.UNSUPPORTED: 1, image_folder.MISSING: 1}
+    assert result.skipped == {image_files.UNSUPPORTED: 1, image_files.MISSING: 1}
     assert result.good_paths == []
 
 

@@ -4,12 +4,12 @@ import time
 import numpy as np
 import pytest
 
-from ssl_keras.data import sources
-from ssl_keras.data.sources import SourceError
-from ssl_keras.data.sources import SourceSpec
-from ssl_keras.data.sources import load_image_source
-from ssl_keras.data.sources import parse_source
-from ssl_keras.data.sources import skipped_report
+from ssl_keras.data import unlabeled_images
+from ssl_keras.data.unlabeled_images import SourceError
+from ssl_keras.data.unlabeled_images import SourceSpec
+from ssl_keras.data.unlabeled_images import load_image_source
+from ssl_keras.data.unlabeled_images import parse_source
+from ssl_keras.data.unlabeled_images import skipped_report
 
 
 @pytest.mark.parametrize(
@@ -144,7 +144,7 @@ def test_synthetic_source():
 
 def test_tfds_offline_error_is_fast_and_suggests_voc(tmp_path, monkeypatch):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
-    if sources._network_available():
+    if unlabeled_images._network_available():
         pytest.skip("the network is reachable: TFDS would really download")
     start = time.monotonic()
     with pytest.raises(SourceError, match="cannot be downloaded offline") as error:

@@ -5,8 +5,8 @@ import os
 from PIL import Image
 
 from ssl_keras.data.synthetic import SYNTHETIC_CLASSES, make_synthetic_scene
-from ssl_keras.demo import DEFAULTS, LEARNING_BAR, PHOTO_OFFSET, demo_experiment_text, learning_check, write_demo_photos
-from ssl_keras.experiment import load_experiment
+from ssl_keras.experiment.demo import DEFAULTS, LEARNING_BAR, PHOTO_OFFSET, demo_experiment_text, learning_check, write_demo_photos
+from ssl_keras.experiment.experiment import load_experiment
 
 
 def test_demo_photos_are_unseen_scenes_filed_by_their_main_object_class(tmp_path):

@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 
 from ssl_keras.cli.main import main
-from ssl_keras.compare import grid_cells
-from ssl_keras.config import ConfigError
-from ssl_keras.experiment import load_experiment
+from ssl_keras.compare.compare import grid_cells
+from ssl_keras.runs.config import ConfigError
+from ssl_keras.experiment.experiment import load_experiment
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("name", ["paper_cpu.yaml", "paper_gpu.yaml"])
@@ -169,7 +169,7 @@ def test_tiny_experiment_interrupted_mid_grid_continues_to_the_same_tables(tmp_p
 def test_continuing_with_a_changed_file_is_refused_and_changes_nothing(tmp_path):
     out = tmp_path / "out"
     path = write(tmp_path, GOOD.format(out=out))
-    from ssl_keras.experiment import prepare_experiment_directory
+    from ssl_keras.experiment.experiment import prepare_experiment_directory
 
     prepare_experiment_directory(load_experiment(path), log=lambda _: None)
     before = (out / "experiment.json").read_text()
@@ -181,9 +181,9 @@ def test_continuing_with_a_changed_file_is_refused_and_changes_nothing(tmp_path)
 
 
 def test_labels_saved_rows_are_flagged_where_the_reference_does_not_beat_the_prior_box():
-    from ssl_keras.compare import aggregate
-    from ssl_keras.experiment_report import with_prior_caveat
-    from ssl_keras.labels_saved import labels_saved
+    from ssl_keras.compare.compare import aggregate
+    from ssl_keras.experiment.experiment_report import with_prior_caveat
+    from ssl_keras.experiment.labels_saved import labels_saved
 
     def row(backbone, fraction, seed, iou, margin):
         return {"backbone": backbone, "mode": "freeze", "label_fraction": fraction, "seed": seed,

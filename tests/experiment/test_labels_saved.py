@@ -1,12 +1,12 @@
-"""Tests of `ssl_keras.labels_saved` on hand-made curves and tables (no training)."""
+"""Tests of `ssl_keras.experiment.labels_saved` on hand-made curves and tables (no training)."""
 
 import math
 
 import numpy as np
 import pytest
 
-from ssl_keras.compare import aggregate
-from ssl_keras.labels_saved import Match, format_labels_saved_md, fraction_to_match, headline, labels_saved
+from ssl_keras.compare.compare import aggregate
+from ssl_keras.experiment.labels_saved import Match, format_labels_saved_md, fraction_to_match, headline, labels_saved
 
 # fraction_to_match
 

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from ssl_keras.backbone import make_backbone, tiny_backbone
-from ssl_keras.box_regressor import BoxRegressor
-from ssl_keras.gradcam import (GradCAM, GradCAMError, feature_geometry, feature_layer_candidates, gradcam,
+from ssl_keras.localization.box_regressor import BoxRegressor
+from ssl_keras.gradcam.gradcam import (GradCAM, GradCAMError, feature_geometry, feature_layer_candidates, gradcam,
                                gradcam_grid, heatmap_to_original, overlay, run_gradcam)
 
 COLORS = np.array([[255, 40, 40], [40, 255, 40], [40, 40, 255]], "float32")

@@ -7,11 +7,11 @@ import pytest
 from PIL import Image
 
 from ssl_keras.backbone import tiny_backbone
-from ssl_keras.box_regressor import BoxRegressor
+from ssl_keras.localization.box_regressor import BoxRegressor
 from ssl_keras.data.localization import load_localization_data
 from ssl_keras.data.synthetic import SYNTHETIC_CLASSES
-from ssl_keras.detect import load_run
-from ssl_keras.gradcam import (GradCAM, GradCAMError, box_area_share, gradcam_across_backbones,
+from ssl_keras.localization.detect import load_run
+from ssl_keras.gradcam.gradcam import (GradCAM, GradCAMError, box_area_share, gradcam_across_backbones,
                                gradcam_mass_summary, inbox_mass)
 
 DATA = "synthetic:40"  # 70/15/15: test = scenes 34..39

@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from ssl_keras.box_augmenter import BoxAugmenter
+from ssl_keras.localization.box_augmenter import BoxAugmenter
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 requires_tensorflow = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="needs the TensorFlow backend"
@@ -396,7 +396,7 @@ _OTHER_BACKEND_SCRIPT = textwrap.dedent(
     """
     import keras
     import numpy as np
-    from ssl_keras.box_augmenter import BoxAugmenter
+    from ssl_keras.localization.box_augmenter import BoxAugmenter
 
     assert keras.backend.backend() == "{backend}", keras.backend.backend()
     height, width = 32, 48

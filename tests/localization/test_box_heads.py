@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from ssl_keras.backbone import feature_map_backbone, tiny_backbone
-from ssl_keras.box_heads import PooledBoxHead, SpatialBoxHead, make_head
-from ssl_keras.box_regressor import BoxRegressor
+from ssl_keras.localization.box_heads import PooledBoxHead, SpatialBoxHead, make_head
+from ssl_keras.localization.box_regressor import BoxRegressor
 
 
 def numpy_spatial_box(head, feature_map):
@@ -147,7 +147,7 @@ def test_class_weights_weight_the_cross_entropy():
 
 
 def test_balanced_class_weights():
-    from ssl_keras.box_regressor import balanced_class_weights
+    from ssl_keras.localization.box_regressor import balanced_class_weights
 
     # 4 images of class 0, 1 of class 2, none of class 1: N / (K n_c) with K = 2 classes present.
     weights = balanced_class_weights([0, 0, 0, 0, 2], 3)

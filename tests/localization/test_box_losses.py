@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from ssl_keras.box_losses import BoxLoss, box_loss, giou_loss
+from ssl_keras.localization.box_losses import BoxLoss, box_loss, giou_loss
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 requires_tensorflow = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="needs the TensorFlow backend"
@@ -210,8 +210,8 @@ _TORCH_SCRIPT = textwrap.dedent(
     import keras
     import numpy as np
     import torch
-    from ssl_keras.box_losses import BoxLoss, giou_loss
-    from ssl_keras.box_metrics import localization_metrics
+    from ssl_keras.localization.box_losses import BoxLoss, giou_loss
+    from ssl_keras.localization.box_metrics import localization_metrics
 
     assert keras.backend.backend() == "torch", keras.backend.backend()
     y_true = np.array([[0, 0, 0.2, 0.2], [0, 0, 1, 1]], dtype="float32")

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from ssl_keras.box_losses import BoxLoss
-from ssl_keras.box_metrics import (
+from ssl_keras.localization.box_losses import BoxLoss
+from ssl_keras.localization.box_metrics import (
     BoxMeanIoU,
     ClassAndBoxAccuracy,
     LocalizationAccuracy,

@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 
 from ssl_keras.backbone import tiny_backbone
-from ssl_keras.box_augmenter import BoxAugmenter
-from ssl_keras.box_regressor import BoxRegressor
-from ssl_keras.detect import _enter_phase, export_detector
-from ssl_keras.config import DetectConfig
-from ssl_keras.export import load_serving
+from ssl_keras.localization.box_augmenter import BoxAugmenter
+from ssl_keras.localization.box_regressor import BoxRegressor
+from ssl_keras.localization.detect import _enter_phase, export_detector
+from ssl_keras.runs.config import DetectConfig
+from ssl_keras.runs.export import load_serving
 
 
 def data(n=16, size=32, seed=0):

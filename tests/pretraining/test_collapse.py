@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from ssl_keras.collapse import CollapseMonitor, collapse_reason, effective_rank, normalized_std
+from ssl_keras.pretraining.collapse import CollapseMonitor, collapse_reason, effective_rank, normalized_std
 
 
 def reference_effective_rank(z):

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from ssl_keras.ntxent_loss import NTXentLoss, nt_xent, nt_xent_logits
+from ssl_keras.pretraining.ntxent_loss import NTXentLoss, nt_xent, nt_xent_logits
 
 
 def reference_nt_xent(z1, z2, temperature):

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from ssl_keras.projection_head import ProjectionHead
+from ssl_keras.pretraining.projection_head import ProjectionHead
 
 
 def test_shapes_and_layer_count():

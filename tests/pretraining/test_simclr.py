@@ -9,9 +9,9 @@ import pytest
 
 from ssl_keras.backbone import tiny_backbone
 from ssl_keras.data.synthetic import make_synthetic_scene
-from ssl_keras.projection_head import ProjectionHead
-from ssl_keras.simclr import SimCLR
-from ssl_keras.simclr_augmenter import SimCLRAugmenter
+from ssl_keras.pretraining.projection_head import ProjectionHead
+from ssl_keras.pretraining.simclr import SimCLR
+from ssl_keras.pretraining.simclr_augmenter import SimCLRAugmenter
 
 
 def scenes(n, size=32):
@@ -96,9 +96,9 @@ def test_torch_backend_runs_the_training_step():
         import keras, numpy as np
         assert keras.config.backend() == "torch"
         from ssl_keras.backbone import tiny_backbone
-        from ssl_keras.projection_head import ProjectionHead
-        from ssl_keras.simclr import SimCLR
-        from ssl_keras.simclr_augmenter import SimCLRAugmenter
+        from ssl_keras.pretraining.projection_head import ProjectionHead
+        from ssl_keras.pretraining.simclr import SimCLR
+        from ssl_keras.pretraining.simclr_augmenter import SimCLRAugmenter
         keras.utils.set_random_seed(0)
         model = SimCLR(tiny_backbone(width=8), projection_head=ProjectionHead(output_dim=8),
                        augmenter=SimCLRAugmenter(seed=1))

@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from ssl_keras.simclr_augmenter import SimCLRAugmenter
+from ssl_keras.pretraining.simclr_augmenter import SimCLRAugmenter
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 requires_tensorflow = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="needs the TensorFlow backend"
@@ -308,7 +308,7 @@ _OTHER_BACKEND_SCRIPT = textwrap.dedent(
     """
     import keras
     import numpy as np
-    from ssl_keras.simclr_augmenter import SimCLRAugmenter
+    from ssl_keras.pretraining.simclr_augmenter import SimCLRAugmenter
 
     assert keras.backend.backend() == "{backend}", keras.backend.backend()
     images = np.repeat(np.random.uniform(0, 255, (1, 32, 32, 3)).astype("float32"), 4, axis=0)

@@ -6,7 +6,7 @@ import pytest
 
 from ssl_keras.backbone import tiny_backbone
 from ssl_keras.data.synthetic import make_synthetic_arrays
-from ssl_keras.supervised import SupervisedPretrainer, supervised_augmenter
+from ssl_keras.pretraining.supervised import SupervisedPretrainer, supervised_augmenter
 
 
 def labelled(n=64, size=32):

@@ -9,13 +9,13 @@ import tensorflow as tf
 from PIL import Image
 
 from ssl_keras.backbone import tiny_backbone
-from ssl_keras.data.sources import SourceError
-from ssl_keras.probe import (ProbeMonitor, extract_features, knn_probe, linear_probe, probe_data, read_class_folders,
+from ssl_keras.data.unlabeled_images import SourceError
+from ssl_keras.probing.probe import (ProbeMonitor, extract_features, knn_probe, linear_probe, probe_data, read_class_folders,
                              read_manifest, run_probe, topk_accuracy)
-from ssl_keras.projection_head import ProjectionHead
-from ssl_keras.run_directory import RunDirectoryError
-from ssl_keras.simclr import SimCLR
-from ssl_keras.simclr_augmenter import SimCLRAugmenter
+from ssl_keras.pretraining.projection_head import ProjectionHead
+from ssl_keras.runs.run_directory import RunDirectoryError
+from ssl_keras.pretraining.simclr import SimCLR
+from ssl_keras.pretraining.simclr_augmenter import SimCLRAugmenter
 
 NUM_CLASSES = 5
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from ssl_keras.backbone import tiny_backbone
-from ssl_keras.export import export_encoder, load_serving
+from ssl_keras.runs.export import export_encoder, load_serving
 
 
 def test_encoder_endpoint_equals_inference_mode(tmp_path):

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from ssl_keras.parallel_runs import run_parallel
-from ssl_keras.training import TrainingInterrupted
+from ssl_keras.runs.parallel_runs import run_parallel
+from ssl_keras.runs.resumable import TrainingInterrupted
 
 TARGET = "test_parallel_runs:task"
 

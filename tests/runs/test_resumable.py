@@ -1,4 +1,4 @@
-"""Resumable training: checkpoints, stop requests, RNG state, NaN stops (`ssl_keras/training.py`)."""
+"""Resumable training: checkpoints, stop requests, RNG state, NaN stops (`ssl_keras/runs/resumable.py`)."""
 
 import json
 import os
@@ -10,8 +10,8 @@ import tensorflow as tf
 
 from ssl_keras.data.epoch_stream import epoch_stream, pass_order, steps_per_pass
 from ssl_keras.optimizers import AdamW
-from ssl_keras.run_directory import save_model_atomic, write_json_atomic
-from ssl_keras.training import (NonFiniteLossError, RunCheckpoint, StopRequest, TrainingInterrupted,
+from ssl_keras.runs.run_directory import save_model_atomic, write_json_atomic
+from ssl_keras.runs.resumable import (NonFiniteLossError, RunCheckpoint, StopRequest, TrainingInterrupted,
                                 checkpoint_state, fit_resumable, load_checkpoint, seed_generator_states)
 
 STEPS = 5
