@@ -96,7 +96,7 @@ def _user_errors():
     from ssl_keras.gradcam.gradcam import GradCAMError
     from ssl_keras.localization.predict import UnreadableImageError
     from ssl_keras.runs.config import ConfigError
-    from ssl_keras.data.unlabeled_images import SourceError
+    from ssl_keras.data.source_spec import SourceError
     from ssl_keras.runs.export import ExportError
     from ssl_keras.runs.run_directory import RunDirectoryError
     from ssl_keras.runs.resumable import NonFiniteLossError

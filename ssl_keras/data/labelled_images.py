@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from ssl_keras.data import epoch_stream, image_files
-from ssl_keras.data.unlabeled_images import SourceError, check_batch_size
+from ssl_keras.data.source_spec import SourceError, check_batch_size
 
 MANIFEST_COLUMNS = ("file", "wnid", "imagenette_split")
 MANIFEST_SPLITS = {"train": "train", "val": "test"}

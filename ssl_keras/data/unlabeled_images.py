@@ -14,8 +14,6 @@ Spec forms:
 import dataclasses
 import functools
 import os
-import re
-import socket
 import typing
 
 import tensorflow as tf
@@ -23,42 +21,11 @@ import tensorflow as tf
 from ssl_keras.data import epoch_stream
 from ssl_keras.data import image_files
 from ssl_keras.data import synthetic
+from ssl_keras.data.source_spec import SourceError, SourceSpec, check_batch_size, existing_folder, parse_source
+from ssl_keras.data.tfds_builder import tfds_builder
+from ssl_keras.data.voc import read_image_set
 
-DEFAULT_SYNTHETIC_IMAGES = 512
-DEFAULT_TFDS_SPLIT = "train"
-SPEC_FORMS = "synthetic[:N], tfds:NAME[:SPLIT], voc:PATH[:SPLIT] or a folder path"
-
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9_+.-]+):")
-# A TFDS version right after the name ("3.0.2", "3.*.*") belongs to the name, not the split.
-_TFDS_SPEC = re.compile(r"^(?P<name>[^:]+(?::\d+(?:\.(?:\d+|\*)){0,2})?)(?::(?P<split>.+))?$")
-_NETWORK_PROBE = ("storage.googleapis.com", 443)
-_NETWORK_TIMEOUT_S = 3.0
 _MAX_SHUFFLE_BUFFER = 10_000
-
-
-class SourceError(ValueError):
-    """A source spec that cannot be used; the message names the input and the fix."""
-
-
-@dataclasses.dataclass(frozen=True)
-class SourceSpec:
-    """A parsed source spec.
-
-    Attributes:
-        kind: str, one of `"synthetic"`, `"tfds"`, `"voc"`, `"folder"`.
-        spec: str, the spec as given.
-        path: str or None, the folder (voc, folder).
-        name: str or None, the TFDS dataset name (tfds).
-        split: str or None, the TFDS split or VOC image set.
-        num_images: int or None, the synthetic set size.
-    """
-
-    kind: str
-    spec: str
-    path: str | None = None
-    name: str | None = None
-    split: str | None = None
-    num_images: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,72 +57,6 @@ class ImageSource:
     stream: typing.Optional[typing.Callable] = None
     repaired: dict = dataclasses.field(default_factory=dict)
     repaired_files: list = dataclasses.field(default_factory=list)
-
-
-def parse_source(spec):
-    """Parses a source spec string, without touching the disk or the network.
-
-    Args:
-        spec: str, one of `synthetic[:N]`, `tfds:NAME[:SPLIT]`, `voc:PATH[:SPLIT]` or a
-            folder path.
-
-    Returns:
-        A `SourceSpec`.
-
-    Raises:
-        SourceError: the spec is empty, malformed, or uses an unknown scheme.
-
-    Example:
-
-    >>> parse_source("voc:data/VOC2007:train")
-    SourceSpec(kind='voc', spec='voc:data/VOC2007:train', path='data/VOC2007', name=None, split='train', num_images=None)
-    """
-    spec = os.fspath(spec)
-    text = spec.strip()
-    if not text:
-        raise SourceError(f"empty source spec; use {SPEC_FORMS}")
-    if text == "synthetic" or text.startswith("synthetic:"):
-        count = text[len("synthetic:") :] if ":" in text else ""
-        if not count:
-            return SourceSpec("synthetic", spec, num_images=DEFAULT_SYNTHETIC_IMAGES)
-        if not count.isdigit() or int(count) <= 0:
-            raise SourceError(
-                f"source {spec!r}: N in synthetic:N must be a positive integer, "
-                f"e.g. synthetic:1024. Received: N={count!r}"
-            )
-        return SourceSpec("synthetic", spec, num_images=int(count))
-    if text.startswith("tfds:"):
-        match = _TFDS_SPEC.match(text[len("tfds:") :])
-        if not match or not match.group("name").strip():
-            raise SourceError(
-                f"source {spec!r}: expected tfds:NAME[:SPLIT], e.g. tfds:cifar10:train"
-            )
-        return SourceSpec(
-            "tfds",
-            spec,
-            name=match.group("name"),
-            split=match.group("split") or DEFAULT_TFDS_SPLIT,
-        )
-    if text.startswith("voc:"):
-        rest = text[len("voc:") :]
-        path, split = rest, None
-        head, sep, last = rest.rpartition(":")
-        # "voc:C:\\data\\VOC2007" keeps its drive letter: a split has no path separator and
-        # never follows a one-letter head.
-        if sep and len(head) > 1 and last and not re.search(r"[\\/]", last):
-            path, split = head, last
-        if not path:
-            raise SourceError(
-                f"source {spec!r}: expected voc:PATH[:SPLIT], e.g. voc:VOCdevkit/VOC2007:train"
-            )
-        return SourceSpec("voc", spec, path=path, split=split)
-    scheme = _SCHEME.match(text)
-    if scheme and not os.path.exists(text):
-        raise SourceError(
-            f"source {spec!r}: unknown scheme {scheme.group(1)!r} and no such folder; "
-            f"use {SPEC_FORMS}"
-        )
-    return SourceSpec("folder", spec, path=text)
 
 
 def _files_report(files, title, limit):
@@ -212,26 +113,6 @@ def _count_phrase(counts):
     return ", ".join(f"{count} {reason}" for reason, count in counts.items())
 
 
-def check_batch_size(num_images, batch_size, what):
-    if batch_size <= 0:
-        raise SourceError(f"batch_size must be > 0. Received: batch_size={batch_size}")
-    if num_images < batch_size:
-        raise SourceError(
-            f"{what} has {num_images} usable images, fewer than one batch of {batch_size}; "
-            "lower the batch size or add images"
-        )
-
-
-def _existing_folder(path, spec, what):
-    if not os.path.exists(path):
-        raise SourceError(
-            f"source {spec!r}: {what} {path} does not exist; check the path "
-            f"(relative paths start at {os.getcwd()})"
-        )
-    if not os.path.isdir(path):
-        raise SourceError(f"source {spec!r}: {path} is a file; give the folder that holds it")
-
-
 def _files_source(paths, spec, *, image_size, batch_size, seed, shuffle, description):
     scan = image_files.scan_images(paths, image_size=image_size)
     good_paths, skipped, skipped_files = scan.good_paths, scan.skipped, scan.skipped_files
@@ -273,7 +154,7 @@ def _files_source(paths, spec, *, image_size, batch_size, seed, shuffle, descrip
 
 
 def _folder_source(parsed, **kwargs):
-    _existing_folder(parsed.path, parsed.spec, "folder")
+    existing_folder(parsed.path, parsed.spec, "folder")
     paths = image_files.list_image_files(parsed.path)
     if not paths:
         extensions = ", ".join(image_files.IMAGE_EXTENSIONS)
@@ -290,7 +171,7 @@ def _folder_source(parsed, **kwargs):
 
 
 def _voc_source(parsed, **kwargs):
-    _existing_folder(parsed.path, parsed.spec, "VOC folder")
+    existing_folder(parsed.path, parsed.spec, "VOC folder")
     jpeg_dir = os.path.join(parsed.path, "JPEGImages")
     if not os.path.isdir(jpeg_dir):
         raise SourceError(
@@ -301,8 +182,6 @@ def _voc_source(parsed, **kwargs):
         paths = image_files.list_image_files(jpeg_dir)
         description = f"VOC {parsed.path} (all JPEGImages)"
     else:
-        from ssl_keras.data.voc import read_image_set  # voc imports this module
-
         ids = read_image_set(parsed.path, parsed.split)
         paths = [os.path.join(jpeg_dir, f"{image_id}.jpg") for image_id in ids]
         description = f"VOC {parsed.path} split {parsed.split}"
@@ -311,53 +190,6 @@ def _voc_source(parsed, **kwargs):
             f"source {parsed.spec!r}: no images listed in {parsed.path}; check the VOC folder"
         )
     return _files_source(paths, parsed.spec, description=description, **kwargs)
-
-
-def _network_available():
-    """Whether TFDS could reach its download host, answered within a few seconds."""
-    try:
-        with socket.create_connection(_NETWORK_PROBE, timeout=_NETWORK_TIMEOUT_S):
-            return True
-    except OSError:
-        return False
-
-
-def tfds_builder(name, *, context, unknown_hint, offline_hint, data_dir=None):
-    """A TFDS builder that is prepared or can be downloaded, decided within a few seconds.
-
-    Offline, TFDS retries downloads for minutes before failing; this checks first whether the
-    dataset is already prepared and, if not, whether the download host answers at all.
-
-    Args:
-        name: str, TFDS dataset name (with optional config/version).
-        context: str, what the error messages start with (the spec or the dataset).
-        unknown_hint: str, the fix shown when TFDS does not know the name.
-        offline_hint: str, the fix shown when the dataset is unprepared and offline.
-        data_dir: str or None, TFDS data dir; None reads `TFDS_DATA_DIR` now (tfds itself
-            reads it only once, at import).
-
-    Returns:
-        A `tfds.core.DatasetBuilder`, not necessarily prepared yet (but downloadable).
-
-    Raises:
-        SourceError: unknown name, or unprepared and the network is unreachable.
-    """
-    import tensorflow_datasets as tfds  # Slow import, and only TFDS sources need it.
-
-    data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except Exception as error:  # noqa: BLE001 - tfds raises several types for bad names.
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise SourceError(
-            f"{context}: TFDS cannot build dataset {name!r} ({first_line}); {unknown_hint}"
-        ) from error
-    if not builder.is_prepared() and not _network_available():
-        raise SourceError(
-            f"{context}: TFDS dataset {name!r} is not prepared in {builder.data_dir} and "
-            f"cannot be downloaded offline; {offline_hint}"
-        )
-    return builder
 
 
 def _tfds_source(parsed, *, image_size, batch_size, seed, shuffle):

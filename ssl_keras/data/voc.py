@@ -36,8 +36,8 @@ import tensorflow as tf
 from PIL import Image
 
 from ssl_keras.data import image_files
-from ssl_keras.data import unlabeled_images
-from ssl_keras.data.unlabeled_images import SourceError
+from ssl_keras.data.source_spec import SourceError, existing_folder
+from ssl_keras.data.tfds_builder import tfds_builder
 
 VOC_CLASSES = (
     "aeroplane",
@@ -417,7 +417,7 @@ def read_image_set(root, split):
             the missing file, the splits that do exist, and the fix.
     """
     root = os.fspath(root)
-    unlabeled_images._existing_folder(root, f"voc:{root}", "VOC folder")
+    existing_folder(root, f"voc:{root}", "VOC folder")
     sets_dir = os.path.join(root, "ImageSets", "Main")
     list_file = os.path.join(sets_dir, f"{split}.txt")
     if not os.path.isfile(list_file):
@@ -675,7 +675,7 @@ def tfds_voc_builder(name="voc/2007", *, data_dir=None):
         raise SourceError(
             f"TFDS dataset {name!r} is not Pascal VOC; use one of {', '.join(_TFDS_VOC_NAMES)}"
         )
-    builder = unlabeled_images.tfds_builder(
+    builder = tfds_builder(
         name,
         context=f"TFDS {name}",
         unknown_hint=f"use {' or '.join(_TFDS_VOC_NAMES)}, or voc:PATH with a VOCdevkit year folder",

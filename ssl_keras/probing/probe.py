@@ -36,9 +36,9 @@ import tensorflow as tf
 
 from ssl_keras.data.labelled_images import (cap_per_class, keep_readable, labelled_dataset, parse_labelled_spec,
                                            read_class_folders, read_manifest)
-from ssl_keras.data import unlabeled_images
+from ssl_keras.data import source_spec
 from ssl_keras.data import synthetic
-from ssl_keras.data.unlabeled_images import SourceError
+from ssl_keras.data.source_spec import SourceError
 from ssl_keras.runs.run_directory import environment_info, prepare_run_directory, write_json_atomic
 
 METHODS = ("linear", "knn", "both")
@@ -272,13 +272,13 @@ def _read_voc(path, *, max_per_class=None, seed=0):
 def _parse_probe_spec(spec):
     text = os.fspath(spec).strip()
     if text.startswith("voc:"):
-        parsed = unlabeled_images.parse_source(text)
+        parsed = source_spec.parse_source(text)
         if parsed.split is not None:
             raise SourceError(f"source {spec!r}: a probe uses the train and test image sets together; "
                               f"drop :{parsed.split} (voc:{parsed.path})")
         return "voc", parsed.path
     if text == "synthetic" or text.startswith("synthetic:"):
-        return "synthetic", unlabeled_images.parse_source(text).num_images
+        return "synthetic", source_spec.parse_source(text).num_images
     labelled = parse_labelled_spec(text)
     if labelled is not None:
         return labelled

@@ -20,7 +20,7 @@ from ssl_keras.data.image_files import jpeg_decode_ratio
 from ssl_keras.data.image_files import list_image_files
 from ssl_keras.data.image_files import read_image
 from ssl_keras.data.image_files import scan_images
-from ssl_keras.data.unlabeled_images import SourceError
+from ssl_keras.data.source_spec import SourceError
 from ssl_keras.data.unlabeled_images import load_image_source
 from ssl_keras.data.unlabeled_images import repaired_report
 from ssl_keras.localization.predict import UnreadableImageError

@@ -4,11 +4,11 @@ import time
 import numpy as np
 import pytest
 
-from ssl_keras.data import unlabeled_images
-from ssl_keras.data.unlabeled_images import SourceError
-from ssl_keras.data.unlabeled_images import SourceSpec
+from ssl_keras.data import tfds_builder
+from ssl_keras.data.source_spec import SourceError
+from ssl_keras.data.source_spec import SourceSpec
+from ssl_keras.data.source_spec import parse_source
 from ssl_keras.data.unlabeled_images import load_image_source
-from ssl_keras.data.unlabeled_images import parse_source
 from ssl_keras.data.unlabeled_images import skipped_report
 
 
@@ -144,7 +144,7 @@ def test_synthetic_source():
 
 def test_tfds_offline_error_is_fast_and_suggests_voc(tmp_path, monkeypatch):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
-    if unlabeled_images._network_available():
+    if tfds_builder.network_available():
         pytest.skip("the network is reachable: TFDS would really download")
     start = time.monotonic()
     with pytest.raises(SourceError, match="cannot be downloaded offline") as error:
@@ -156,7 +156,7 @@ def test_tfds_offline_error_is_fast_and_suggests_voc(tmp_path, monkeypatch):
 
 def test_tfds_offline_error_with_mocked_network(tmp_path, monkeypatch):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
-    monkeypatch.setattr(sources, "_network_available", lambda: False)
+    monkeypatch.setattr(tfds_builder, "network_available", lambda: False)
     with pytest.raises(SourceError, match="voc:PATH"):
         load_image_source("tfds:mnist:test", image_size=32, batch_size=8)
 

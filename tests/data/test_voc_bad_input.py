@@ -21,7 +21,7 @@ from ssl_keras.data import voc
 from ssl_keras.data.localization import NO_TARGET_LEFT
 from ssl_keras.data.localization import load_localization_data
 from ssl_keras.data.localization import select_target
-from ssl_keras.data.unlabeled_images import SourceError
+from ssl_keras.data.source_spec import SourceError
 from ssl_keras.data.voc import load_voc_records
 from ssl_keras.data.voc import voc_feature_dataset
 

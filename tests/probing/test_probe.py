@@ -9,7 +9,7 @@ import tensorflow as tf
 from PIL import Image
 
 from ssl_keras.backbone import tiny_backbone
-from ssl_keras.data.unlabeled_images import SourceError
+from ssl_keras.data.source_spec import SourceError
 from ssl_keras.probing.probe import (ProbeMonitor, extract_features, knn_probe, linear_probe, probe_data, read_class_folders,
                              read_manifest, run_probe, topk_accuracy)
 from ssl_keras.pretraining.projection_head import ProjectionHead
