@@ -65,7 +65,7 @@ def train_head(head_name, cache, val, test, *, num_classes, epochs, seed, batch_
     import keras
     import numpy as np
 
-    from ssl_keras.localization.box_metrics import box_iou_numpy
+    from ssl_keras.localization.box_iou import box_iou_numpy
     from ssl_keras.localization.box_regressor import BoxRegressor
     from ssl_keras.data.feature_cache import cached_train_stream
 

@@ -40,10 +40,10 @@ from typing import List, Optional, Union
 import keras
 import numpy as np
 
-from ssl_keras.backbone import BackboneWeightsError
+from ssl_keras.backbone import BackboneWeightsError, resolve_backbone
 from ssl_keras.localization.box_baselines import BOX_METRICS, CLASS_METRICS, MAJORITY_CLASS, PRIOR_BOX
-from ssl_keras.runs.config import DETECT_MODES, ConfigError, DetectConfig, _check, to_dict
-from ssl_keras.localization.detect import resolve_backbone, run_detect
+from ssl_keras.runs.config import DETECT_MODES, ConfigError, DetectConfig, check_option, to_dict
+from ssl_keras.localization.detect import run_detect
 from ssl_keras.runs.run_directory import (RunDirectoryError, environment_info, read_json, write_json_atomic,
                                      write_text_atomic)
 
@@ -133,18 +133,18 @@ class CompareConfig:
         self.label_fractions = [_to_fraction(value) for value in _split_list(self.label_fractions)]
 
     def validate(self):
-        _check(len(self.backbones) >= 1, "backbones", self.backbones,
+        check_option(len(self.backbones) >= 1, "backbones", self.backbones,
                "one or more backbone specs, e.g. ssl:runs/pretrain,imagenet,scratch")
-        _check(len(self.label_fractions) >= 1, "label_fractions", self.label_fractions, "one or more numbers in (0, 1]")
+        check_option(len(self.label_fractions) >= 1, "label_fractions", self.label_fractions, "one or more numbers in (0, 1]")
         for fraction in self.label_fractions:
-            _check(0.0 < fraction <= 1.0, "label_fractions", fraction, "numbers in (0, 1], e.g. 0.1,0.5,1")
-        _check(len(set(self.label_fractions)) == len(self.label_fractions), "label_fractions", self.label_fractions,
+            check_option(0.0 < fraction <= 1.0, "label_fractions", fraction, "numbers in (0, 1], e.g. 0.1,0.5,1")
+        check_option(len(set(self.label_fractions)) == len(self.label_fractions), "label_fractions", self.label_fractions,
                "distinct numbers")
-        _check(len(self.modes) >= 1, "modes", self.modes, "one or more of " + ", ".join(DETECT_MODES))
+        check_option(len(self.modes) >= 1, "modes", self.modes, "one or more of " + ", ".join(DETECT_MODES))
         for mode in self.modes:
-            _check(mode in DETECT_MODES, "modes", mode, "a comma-separated list of " + ", ".join(DETECT_MODES))
-        _check(len(set(self.modes)) == len(self.modes), "modes", self.modes, "distinct modes")
-        _check(isinstance(self.seeds, int) and self.seeds >= 1, "seeds", self.seeds,
+            check_option(mode in DETECT_MODES, "modes", mode, "a comma-separated list of " + ", ".join(DETECT_MODES))
+        check_option(len(set(self.modes)) == len(self.modes), "modes", self.modes, "distinct modes")
+        check_option(isinstance(self.seeds, int) and self.seeds >= 1, "seeds", self.seeds,
                "an integer >= 1 (the number of seeds, run as 0 .. seeds-1)")
         self.labelled_backbones()
         # Every cell's DetectConfig is checked now, so a bad value fails before anything trains.

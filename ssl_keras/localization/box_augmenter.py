@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from ssl_keras.pretraining.simclr_augmenter import _transposed_matmul
+from ssl_keras.resampling import transposed_matmul
 
 # Images are float in [0, 255] throughout ssl_keras.
 _MAX_VALUE = 255.0
@@ -272,7 +272,7 @@ class BoxAugmenter(keras.layers.Layer):
         resample_x, inside_x = _interpolation_matrix(
             *_source_map(transformation, 1, width, flip=transformation["flip"]), width
         )
-        outputs = _transposed_matmul(resample_x, _transposed_matmul(resample_y, images))
+        outputs = transposed_matmul(resample_x, transposed_matmul(resample_y, images))
         # Bilinear weight that falls outside the input goes to the constant fill value.
         inside = inside_y[:, :, None, None] * inside_x[:, None, :, None]
         outputs = outputs + (1.0 - inside) * self.fill_value

@@ -14,7 +14,8 @@ Both are fitted on the labelled training targets alone and never look at an imag
 
 import numpy as np
 
-from ssl_keras.localization.box_metrics import MEAN_IOU, REPORT_IOU_THRESHOLDS, balanced_top1, box_iou_numpy, class_rank_numpy
+from ssl_keras.localization.box_iou import box_iou_numpy
+from ssl_keras.localization.box_metrics import MEAN_IOU, REPORT_IOU_THRESHOLDS, balanced_top1, class_rank_numpy
 
 PRIOR_BOX = "prior_box"
 MAJORITY_CLASS = "majority_class"

@@ -7,7 +7,7 @@ a GIoU loss, but importing keras-cv imports TensorFlow; these run on every backe
 import keras
 from keras import ops
 
-from ssl_keras.localization.box_metrics import _box_area, _intersection_and_union
+from ssl_keras.localization.box_iou import box_area, intersection_and_union
 
 
 def _check_weight(name, value):
@@ -58,7 +58,7 @@ def giou_loss(y_true, y_pred):
     """
     y_true = ops.cast(y_true, "float32")
     y_pred = ops.cast(y_pred, "float32")
-    intersection, union = _intersection_and_union(y_true, y_pred)
+    intersection, union = intersection_and_union(y_true, y_pred)
     iou = _safe_divide(intersection, union)
     enclosing = ops.concatenate(
         [
@@ -67,7 +67,7 @@ def giou_loss(y_true, y_pred):
         ],
         axis=-1,
     )
-    enclosing_area = _box_area(enclosing)
+    enclosing_area = box_area(enclosing)
     giou = iou - _safe_divide(enclosing_area - union, enclosing_area)
     return 1.0 - giou
 

@@ -19,7 +19,6 @@ DIR/logs/              TensorBoard: losses, metrics, learning rate, predicted vs
 ```
 """
 
-import json
 import os
 import resource
 import time
@@ -27,7 +26,7 @@ import time
 import keras
 import numpy as np
 
-from ssl_keras.backbone import BackboneWeightsError, make_backbone, set_batch_norm_momentum
+from ssl_keras.backbone import resolve_backbone, set_batch_norm_momentum
 from ssl_keras.localization.box_augmenter import BoxAugmenter
 from ssl_keras.localization.box_baselines import fit_baselines, margins, score_baselines
 from ssl_keras.localization.box_drawing import PRED_COLOR, TRUE_COLOR, draw_boxes
@@ -66,51 +65,6 @@ def _load_data(options, seeds, data_spec=None, splits=("train", "val", "test")):
                                   resize=options["resize"], splits=splits)
 
 
-def resolve_backbone(config):
-    """Builds the backbone named by `config.backbone` / `config.backbone_weights`.
-
-    Returns:
-        `(backbone, description)`.
-    """
-    spec = config.backbone
-    if config.backbone_weights:
-        return (make_backbone(config.backbone_name, weights=config.backbone_weights),
-                f"{config.backbone_name} from weights file {os.path.abspath(config.backbone_weights)}")
-    if spec == "scratch":
-        return make_backbone(config.backbone_name, weights=None), f"{config.backbone_name}, random initialisation"
-    if spec == "imagenet":
-        return make_backbone(config.backbone_name, weights="imagenet"), f"{config.backbone_name}, ImageNet weights"
-    if spec.startswith("imagenet:"):
-        # A local copy of the ImageNet weights (e.g. Keras's efficientnetb1_notop.h5), for offline machines.
-        weights = spec[len("imagenet:"):]
-        return (make_backbone(config.backbone_name, weights=weights),
-                f"{config.backbone_name}, ImageNet weights from {os.path.abspath(weights)}")
-    if spec.startswith("ssl:"):
-        spec = spec[4:]
-    path = os.path.join(spec, "encoder.keras") if os.path.isdir(spec) else spec
-    if not os.path.isfile(path):
-        raise BackboneWeightsError(
-            f"--backbone {config.backbone}: no such pretrain run or encoder file ({path} not found); use a "
-            "pretrain run directory, an encoder.keras file, 'imagenet' or 'scratch'"
-        )
-    try:
-        backbone = keras.saving.load_model(path)
-    except Exception as error:  # keras raises several types for a bad archive
-        raise BackboneWeightsError(f"--backbone {path}: cannot be loaded as a Keras model ({error})") from error
-    return backbone, f"{_pretrain_method(path)} encoder {os.path.abspath(path)}"
-
-
-def _pretrain_method(encoder_path):
-    """`SimCLR` or `supervised`, from the config.json of the run that wrote `encoder_path`."""
-    config = os.path.join(os.path.dirname(os.path.abspath(encoder_path)), "config.json")
-    try:
-        with open(config, encoding="utf-8") as f:
-            method = json.load(f).get("options", {}).get("method", "simclr")
-    except (OSError, ValueError):
-        return "pretrained"
-    return {"simclr": "SimCLR", "supervised": "supervised"}.get(method, method)
-
-
 def _phase_optimizer(config, steps, finetune):
     schedule = WarmupCosineDecay(config.learning_rate, total_steps=max(steps, 1), warmup_steps=0, final_fraction=0.05)
     optimizer = BackboneAdamW(backbone_lr_multiplier=config.backbone_lr_multiplier if finetune else 1.0,
@@ -118,7 +72,8 @@ def _phase_optimizer(config, steps, finetune):
     return optimizer
 
 
-def _enter_phase(model, config, *, finetune, epochs, steps_per_epoch):
+def enter_phase(model, config, *, finetune, epochs, steps_per_epoch):
+    """Freezes or unfreezes the backbone and compiles `model` with the phase's optimizer and schedule."""
     # Frozen: Keras runs a non-trainable BatchNormalization in inference mode as well.
     model.backbone.trainable = finetune
     if finetune and config.bn_momentum is not None:
@@ -323,7 +278,7 @@ def run_detect(config: DetectConfig, *, verbose=1, log=print, resume_hint=None):
                 if end <= start or epoch >= end:
                     continue
                 if not (state and (epoch > start or step > 0)):  # not resumed inside this phase
-                    _enter_phase(model, config, finetune=finetune, epochs=end - start, steps_per_epoch=steps_per_epoch)
+                    enter_phase(model, config, finetune=finetune, epochs=end - start, steps_per_epoch=steps_per_epoch)
                 cached = not finetune and config.cache_features
                 if cached:
                     stream, val = _feature_caches(model, data, config, seeds, steps_per_epoch, log)

@@ -5,6 +5,8 @@ import math
 import keras
 from keras import ops
 
+from ssl_keras.resampling import transposed_matmul
+
 # Images are float in [0, 255] throughout ssl_keras.
 _MAX_VALUE = 255.0
 
@@ -344,7 +346,7 @@ class SimCLRAugmenter(keras.layers.Layer):
         resize_x = _bilinear_matrix(boxes[:, 1], boxes[:, 3], width)
         flip = ops.reshape(t["flip"], (-1, 1, 1))
         resize_x = flip * ops.flip(resize_x, axis=1) + (1.0 - flip) * resize_x
-        x = _transposed_matmul(resize_x, _transposed_matmul(resize_y, images))
+        x = transposed_matmul(resize_x, transposed_matmul(resize_y, images))
 
         x = self._color_jitter(x, t)
         gray = ops.reshape(t["grayscale"], (-1, 1, 1, 1))
@@ -352,7 +354,7 @@ class SimCLRAugmenter(keras.layers.Layer):
 
         blur_y = self._blur_matrix(t["blur_sigma"], t["blur"], height)
         blur_x = self._blur_matrix(t["blur_sigma"], t["blur"], width)
-        x = _transposed_matmul(blur_x, _transposed_matmul(blur_y, x))
+        x = transposed_matmul(blur_x, transposed_matmul(blur_y, x))
         return ops.clip(x, 0.0, _MAX_VALUE)
 
     def _color_jitter(self, x, t):
@@ -417,18 +419,6 @@ def _bilinear_matrix(start, length, size):
     source = start[:, None] + (position[None, :] + 0.5) * scale[:, None] - 0.5
     source = ops.clip(source, 0.0, size_f - 1.0)
     return ops.relu(1.0 - ops.abs(source[:, :, None] - position[None, None, :]))
-
-
-def _transposed_matmul(matrices, images):
-    """Applies [N, A, A] matrices along axis 1 of [N, A, B, C] images; returns [N, B, A, C].
-
-    Two calls apply a separable operator to both spatial axes and restore the layout.
-    """
-    shape = ops.shape(images)
-    batch, rows, columns, channels = shape[0], shape[1], shape[2], shape[3]
-    x = ops.matmul(matrices, ops.reshape(images, (batch, rows, -1)))
-    x = ops.reshape(x, (batch, rows, columns, channels))
-    return ops.transpose(x, (0, 2, 1, 3))
 
 
 def _grayscale(images):

@@ -399,7 +399,7 @@ def run_probe(backbone_spec, data_spec, out, *, method="linear", image_size=96, 
         The dict written to `probe.json`: `top1`, `top3` (of the first method), `results`
         (method -> `linear_probe`/`knn_probe` dict), counts, `feature_dim` and timings.
     """
-    from ssl_keras.localization.detect import resolve_backbone
+    from ssl_keras.backbone import resolve_backbone
 
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {', '.join(METHODS)}. Received: method={method!r}")

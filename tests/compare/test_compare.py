@@ -580,7 +580,7 @@ def test_imagenet_from_a_local_weights_file_is_labelled_imagenet_and_loads_that_
     import keras
 
     from ssl_keras.runs.config import DetectConfig
-    from ssl_keras.localization.detect import resolve_backbone
+    from ssl_keras.backbone import resolve_backbone
 
     network = keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(None, None, 3),
                                                   pooling="avg")

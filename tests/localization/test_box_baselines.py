@@ -5,7 +5,7 @@ import pytest
 
 from ssl_keras.localization.box_baselines import (best_constant_box, fit_baselines, majority_class_ranking, margins,
                                      score_baselines)
-from ssl_keras.localization.box_metrics import box_iou_numpy
+from ssl_keras.localization.box_iou import box_iou_numpy
 
 
 def test_constant_box_of_identical_targets_is_that_box():

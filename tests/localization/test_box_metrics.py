@@ -4,14 +4,13 @@ import keras
 import numpy as np
 import pytest
 
+from ssl_keras.localization.box_iou import box_iou, box_iou_numpy
 from ssl_keras.localization.box_losses import BoxLoss
 from ssl_keras.localization.box_metrics import (
     BoxMeanIoU,
     ClassAndBoxAccuracy,
     LocalizationAccuracy,
     TopKClassAccuracy,
-    box_iou,
-    box_iou_numpy,
     format_per_class_table,
     localization_metrics,
     localization_report,

@@ -5,7 +5,7 @@ import pytest
 from ssl_keras.backbone import tiny_backbone
 from ssl_keras.localization.box_augmenter import BoxAugmenter
 from ssl_keras.localization.box_regressor import BoxRegressor
-from ssl_keras.localization.detect import _enter_phase, export_detector
+from ssl_keras.localization.detect import enter_phase, export_detector
 from ssl_keras.runs.config import DetectConfig
 from ssl_keras.runs.export import load_serving
 
@@ -54,7 +54,7 @@ def test_freeze_keeps_backbone_weights_and_finetune_changes_them(mode, changes):
     m = model()
     m.build((None, 32, 32, 3))
     config = DetectConfig(mode=mode, learning_rate=1e-2, epochs=1)
-    _enter_phase(m, config, finetune=mode == "finetune", epochs=1, steps_per_epoch=2)
+    enter_phase(m, config, finetune=mode == "finetune", epochs=1, steps_per_epoch=2)
     before = backbone_state(m)
     head_before = np.array(m.head.box_output.kernel)
     m.fit(images, {"boxes": boxes, "labels": labels}, batch_size=8, epochs=1, verbose=0)
@@ -70,7 +70,7 @@ def test_finetune_moves_the_backbone_less_than_the_head_learning_rate():
     images, boxes, labels = data(8)
     m = model()
     m.build((None, 32, 32, 3))
-    _enter_phase(m, DetectConfig(learning_rate=1e-2, backbone_lr_multiplier=0.1, weight_decay=0.0),
+    enter_phase(m, DetectConfig(learning_rate=1e-2, backbone_lr_multiplier=0.1, weight_decay=0.0),
                  finetune=True, epochs=1, steps_per_epoch=1)
     kernel = m.backbone.get_layer("conv1").kernel
     before_backbone, before_head = np.array(kernel), np.array(m.head.class_output.kernel)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ssl_keras.localization.box_baselines import fit_baselines, score_baselines
-from ssl_keras.localization.box_metrics import box_iou_numpy
+from ssl_keras.localization.box_iou import box_iou_numpy
 from ssl_keras.runs.config import DetectConfig
 from ssl_keras.data.localization import load_localization_data
 from ssl_keras.localization.detect import _load_data, evaluate_run, load_run, predict_dataset, run_detect
