@@ -1,4 +1,4 @@
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="ssl_keras",
@@ -7,7 +7,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["ssl_keras", "ssl_keras.data", "ssl_keras.cli"],
+    # Every stage folder under ssl_keras/ (runs, pretraining, localization, ...) is a package.
+    packages=find_packages(include=["ssl_keras", "ssl_keras.*"]) + ["ssl_keras.cli"],
     # The click layer lives in the top-level cli/ folder but is imported as ssl_keras.cli,
     # so it can never clash with another distribution's top-level `cli` package.
     package_dir={"ssl_keras.cli": "cli"},

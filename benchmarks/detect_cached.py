@@ -35,8 +35,8 @@ def main():
     import keras
 
     from ssl_keras.backbone import feature_map_backbone, make_backbone
-    from ssl_keras.box_augmenter import BoxAugmenter
-    from ssl_keras.box_regressor import BoxRegressor
+    from ssl_keras.localization.box_augmenter import BoxAugmenter
+    from ssl_keras.localization.box_regressor import BoxRegressor
     from ssl_keras.data.feature_cache import backbone_outputs, cached_train_stream
     from ssl_keras.data.localization import load_localization_data
 

@@ -1,6 +1,6 @@
 """Input pipeline: the resumable epoch stream vs the tf.data shuffle pipeline, and huge images.
 
-- `shuffle`: `image_folder.image_dataset` (tf.data shuffle, reshuffled each pass), the pipeline
+- `shuffle`: `image_files.image_dataset` (tf.data shuffle, reshuffled each pass), the pipeline
   before epoch streams.
 - `stream`: the `ImageSource.stream` used for training now (stateless (seed, pass) order, one
   flat_map per pass), from batch 0.
@@ -38,12 +38,12 @@ def run_case(case, args):
     import numpy as np
     import tensorflow as tf
 
-    from ssl_keras.data import image_folder, sources
+    from ssl_keras.data import image_files, unlabeled_images
 
     if case.startswith("huge"):
         path = args.huge
         if case == "huge:reduced":
-            decode = tf.function(lambda p: image_folder.read_image(p, image_size=args.image_size))
+            decode = tf.function(lambda p: image_files.read_image(p, image_size=args.image_size))
         else:
             decode = tf.function(lambda p: tf.image.resize(
                 tf.io.decode_image(tf.io.read_file(p), channels=3, expand_animations=False),
@@ -56,11 +56,11 @@ def run_case(case, args):
         return {"case": case, "seconds_first": times[0], "seconds_median": float(np.median(times[1:])),
                 "peak_mb": _peak_mb()}
 
-    paths = image_folder.list_image_files(args.data)
-    source = sources.load_image_source(args.data, image_size=args.image_size, batch_size=args.batch_size, seed=2)
+    paths = image_files.list_image_files(args.data)
+    source = unlabeled_images.load_image_source(args.data, image_size=args.image_size, batch_size=args.batch_size, seed=2)
     steps = source.steps_per_epoch
     if case == "shuffle":
-        dataset = image_folder.image_dataset(paths, image_size=args.image_size, batch_size=args.batch_size, seed=2,
+        dataset = image_files.image_dataset(paths, image_size=args.image_size, batch_size=args.batch_size, seed=2,
                                              repeat=True)
         iterator = iter(dataset)
         first_start = time.perf_counter()

@@ -30,8 +30,8 @@ def run_case(case, backbone, image_size, batch_size, steps, warmup):
     import numpy as np
 
     from ssl_keras.backbone import make_backbone
-    from ssl_keras.simclr import SimCLR
-    from ssl_keras.simclr_augmenter import SimCLRAugmenter
+    from ssl_keras.pretraining.simclr import SimCLR
+    from ssl_keras.pretraining.simclr_augmenter import SimCLRAugmenter
 
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)

@@ -24,12 +24,12 @@ import keras
 import numpy as np
 
 from ssl_keras.backbone import configure_backbone, make_backbone
-from ssl_keras.collapse import CollapseMonitor
-from ssl_keras.data.sources import load_image_source
+from ssl_keras.pretraining.collapse import CollapseMonitor
+from ssl_keras.data.unlabeled_images import load_image_source
 from ssl_keras.optimizers import build_optimizer
-from ssl_keras.projection_head import ProjectionHead
-from ssl_keras.simclr import SimCLR
-from ssl_keras.simclr_augmenter import SimCLRAugmenter
+from ssl_keras.pretraining.projection_head import ProjectionHead
+from ssl_keras.pretraining.simclr import SimCLR
+from ssl_keras.pretraining.simclr_augmenter import SimCLRAugmenter
 
 BASE = {
     "backbone": "EfficientNetB1", "image_size": 64, "temperature": 0.1, "drop_connect_rate": None,

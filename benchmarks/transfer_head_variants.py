@@ -39,7 +39,7 @@ def flatten_head(num_classes):
     import keras
     from keras import ops
 
-    from ssl_keras.box_heads import boxes_from_center_size
+    from ssl_keras.localization.box_heads import boxes_from_center_size
 
     class FlattenHead(keras.layers.Layer):
         def __init__(self):
@@ -65,8 +65,8 @@ def train_head(head_name, cache, val, test, *, num_classes, epochs, seed, batch_
     import keras
     import numpy as np
 
-    from ssl_keras.box_metrics import box_iou_numpy
-    from ssl_keras.box_regressor import BoxRegressor
+    from ssl_keras.localization.box_iou import box_iou_numpy
+    from ssl_keras.localization.box_regressor import BoxRegressor
     from ssl_keras.data.feature_cache import cached_train_stream
 
     keras.utils.set_random_seed(seed)
@@ -110,7 +110,7 @@ def main():
 
     import keras
 
-    from ssl_keras.box_baselines import fit_baselines, score_baselines
+    from ssl_keras.localization.box_baselines import fit_baselines, score_baselines
     from ssl_keras.data.feature_cache import backbone_outputs
     from ssl_keras.data.localization import load_localization_data
 

@@ -93,13 +93,13 @@ DETECT_HELP = {
 
 def _user_errors():
     from ssl_keras.backbone import BackboneWeightsError
-    from ssl_keras.gradcam import GradCAMError
-    from ssl_keras.predict import UnreadableImageError
-    from ssl_keras.config import ConfigError
-    from ssl_keras.data.sources import SourceError
-    from ssl_keras.export import ExportError
-    from ssl_keras.run_directory import RunDirectoryError
-    from ssl_keras.training import NonFiniteLossError
+    from ssl_keras.gradcam.gradcam import GradCAMError
+    from ssl_keras.localization.predict import UnreadableImageError
+    from ssl_keras.runs.config import ConfigError
+    from ssl_keras.data.source_spec import SourceError
+    from ssl_keras.runs.export import ExportError
+    from ssl_keras.runs.run_directory import RunDirectoryError
+    from ssl_keras.runs.resumable import NonFiniteLossError
 
     return (BackboneWeightsError, ConfigError, SourceError, ExportError, RunDirectoryError, FileNotFoundError,
             FileExistsError, UnreadableImageError, GradCAMError, NonFiniteLossError)
@@ -119,7 +119,7 @@ def user_errors_as_click(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from ssl_keras.training import TrainingInterrupted
+        from ssl_keras.runs.resumable import TrainingInterrupted
 
         try:
             return command(*args, **kwargs)
@@ -147,7 +147,7 @@ def main():
 
 
 @main.command()
-@options_from(__import__("ssl_keras.config", fromlist=["PretrainConfig"]).PretrainConfig, PRETRAIN_HELP)
+@options_from(__import__("ssl_keras.runs.config", fromlist=["PretrainConfig"]).PretrainConfig, PRETRAIN_HELP)
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="JSON or YAML file of option values; options given here override it.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -158,8 +158,8 @@ def pretrain(config_file, quiet, **options):
     Example: ssl-keras pretrain --data ../shared/data/unlabeled --out runs/p1 --epochs 1
     --image-size 96 --batch-size 64
     """
-    from ssl_keras.config import PretrainConfig, build_config
-    from ssl_keras.pretrain import run_pretrain
+    from ssl_keras.runs.config import PretrainConfig, build_config
+    from ssl_keras.pretraining.pretrain import run_pretrain
 
     config = build_config(PretrainConfig, config_file=config_file, **options)
     result = run_pretrain(config, verbose=0 if quiet else 1, log=click.echo)
@@ -184,7 +184,7 @@ def _print_pretrain_result(result):
 
 
 @main.command()
-@options_from(__import__("ssl_keras.config", fromlist=["DetectConfig"]).DetectConfig, DETECT_HELP)
+@options_from(__import__("ssl_keras.runs.config", fromlist=["DetectConfig"]).DetectConfig, DETECT_HELP)
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="JSON or YAML file of option values; options given here override it.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -195,8 +195,8 @@ def detect(config_file, quiet, **options):
     Example: ssl-keras detect --data voc:../shared/data/voc2007 --backbone runs/p1 --out runs/d1
     --epochs 2 --image-size 128
     """
-    from ssl_keras.config import DetectConfig, build_config
-    from ssl_keras.detect import run_detect
+    from ssl_keras.runs.config import DetectConfig, build_config
+    from ssl_keras.localization.detect import run_detect
 
     config = build_config(DetectConfig, config_file=config_file, **options)
     metrics = run_detect(config, verbose=0 if quiet else 1, log=click.echo)
@@ -232,7 +232,7 @@ def metrics_row(metrics, *, header=False, label=""):
 
 def margin_lines(metrics):
     """The model's margins over the baselines, and a plain warning for each it does not beat."""
-    from ssl_keras.box_baselines import BOX_METRICS, CLASS_METRICS
+    from ssl_keras.localization.box_baselines import BOX_METRICS, CLASS_METRICS
 
     margins = metrics["margins"]
     box = ", ".join(f"{k} {margins[k]:+.4f}" for k in BOX_METRICS)
@@ -255,9 +255,9 @@ def margin_lines(metrics):
 @user_errors_as_click
 def evaluate(run_dir, data, split, out_file):
     """Recompute the metrics of a saved detect run (same numbers as its metrics.json)."""
-    from ssl_keras.box_metrics import format_per_class_table
-    from ssl_keras.detect import evaluate_run
-    from ssl_keras.run_directory import write_json_atomic
+    from ssl_keras.localization.box_metrics import format_per_class_table
+    from ssl_keras.localization.detect import evaluate_run
+    from ssl_keras.runs.run_directory import write_json_atomic
 
     if out_file and os.path.exists(out_file):
         raise click.ClickException(f"--out {out_file} exists; choose a new file (nothing was overwritten)")
@@ -279,7 +279,7 @@ def predict(run_dir, images, out):
 
     Unreadable images are skipped and listed; --out gets one PNG per image and predictions.json.
     """
-    from ssl_keras.predict import PREDICTIONS_FILE, predict_images
+    from ssl_keras.localization.predict import PREDICTIONS_FILE, predict_images
 
     result = predict_images(run_dir, images, out, log=click.echo)
     for row in result["predictions"]:
@@ -301,7 +301,7 @@ COMPARE_HELP = dict(DETECT_HELP, **{
 
 
 @main.command()
-@options_from(__import__("ssl_keras.compare", fromlist=["CompareConfig"]).CompareConfig, COMPARE_HELP)
+@options_from(__import__("ssl_keras.compare.compare", fromlist=["CompareConfig"]).CompareConfig, COMPARE_HELP)
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="JSON or YAML file of option values; options given here override it.")
 @click.option("--gradcam-images", default=3, show_default=True, type=click.IntRange(min=0),
@@ -315,8 +315,8 @@ def compare(config_file, gradcam_images, workers, **options):
     Example: ssl-keras compare --data voc:../shared/data/voc2007 --backbones ssl:runs/p1,scratch
     --label-fractions 0.25,1.0 --modes freeze,finetune --seeds 2 --out runs/cmp
     """
-    from ssl_keras.compare import CompareConfig, run_compare
-    from ssl_keras.config import build_config
+    from ssl_keras.compare.compare import CompareConfig, run_compare
+    from ssl_keras.runs.config import build_config
 
     config = build_config(CompareConfig, config_file=config_file, **options)
     hook = _gradcam_hook(config, gradcam_images) if gradcam_images else None
@@ -328,7 +328,7 @@ def _gradcam_hook(config, num_images):
     """Grad-CAM grid over the first seed's cells of the largest label fraction, one column per model."""
 
     def hook(out_dir, cell_dirs):
-        from ssl_keras.gradcam import gradcam_for_report
+        from ssl_keras.gradcam.gradcam import gradcam_for_report
 
         return gradcam_for_report(out_dir, cell_dirs, data=config.data, num_images=num_images)
 
@@ -348,8 +348,8 @@ def experiment(experiment_file, check, workers):
     Running the same command again continues an interrupted experiment (finished stages and
     cells are kept). Example: ssl-keras experiment experiments/paper_cpu.yaml
     """
-    from ssl_keras.compare import grid_cells
-    from ssl_keras.experiment import load_experiment, run_experiment
+    from ssl_keras.compare.compare import grid_cells
+    from ssl_keras.experiment.experiment import load_experiment, run_experiment
 
     loaded = load_experiment(experiment_file)
     cells = grid_cells(loaded.compare)
@@ -359,7 +359,7 @@ def experiment(experiment_file, check, workers):
                f"x {loaded.compare.seeds} seeds) -> {os.path.abspath(loaded.out)}")
     if check:
         return
-    from ssl_keras.training import TrainingInterrupted
+    from ssl_keras.runs.resumable import TrainingInterrupted
 
     try:
         summary = run_experiment(loaded, log=click.echo, workers=workers)
@@ -388,7 +388,7 @@ def experiment(experiment_file, check, workers):
 @user_errors_as_click
 def gradcam(model_dirs, images, out, target, layer_name):
     """Grad-CAM heatmaps of one or more detect runs on IMAGE files, and a side-by-side grid."""
-    from ssl_keras.gradcam import run_gradcam
+    from ssl_keras.gradcam.gradcam import run_gradcam
 
     result = run_gradcam(list(model_dirs), list(images), out, target=target, layer_name=layer_name)
     click.echo(f"layers: {', '.join(result['layers'])}")
@@ -412,7 +412,7 @@ def gradcam(model_dirs, images, out, target, layer_name):
 @user_errors_as_click
 def probe(backbone, data, out, method, image_size, batch_size, max_per_class, backbone_name, seed, estimate_bn):
     """Top-1/Top-3 of a linear (or kNN) classifier on frozen backbone features."""
-    from ssl_keras.probe import run_probe
+    from ssl_keras.probing.probe import run_probe
 
     result = run_probe(backbone, data, out, method=method, image_size=image_size, batch_size=batch_size,
                        max_per_class=max_per_class, seed=seed, backbone_name=backbone_name, estimate_bn=estimate_bn,
@@ -424,7 +424,7 @@ def probe(backbone, data, out, method, image_size, batch_size, max_per_class, ba
 @main.command()
 @click.option("--out", default=None, help="Demo output folder [default: runs/demo-TIMESTAMP].")
 @click.option("--epochs", default=None, type=click.IntRange(min=1),
-              help="Pretraining epochs [default: the demo's, see ssl_keras.demo].")
+              help="Pretraining epochs [default: the demo's, see ssl_keras.experiment.demo].")
 @click.option("--detect-epochs", default=None, type=click.IntRange(min=1),
               help="Epochs of the fine-tuned cells [default: the demo's].")
 @click.option("--backbone", default=None, help="Backbone [default: MobileNetV3Small; EfficientNetB1 is the paper's, "
@@ -440,7 +440,7 @@ def demo(out, epochs, detect_epochs, backbone, workers):
     frozen and fine-tuned, on 25% and 100% of the labels, with the prior box, labels saved,
     Grad-CAM and a learning check. The experiment file is written to OUT/demo.yaml.
     """
-    from ssl_keras.demo import run_demo
+    from ssl_keras.experiment.demo import run_demo
 
     out = out or os.path.join("runs", "demo-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
     result = run_demo(out, backbone=backbone, pretrain_epochs=epochs, detect_epochs=detect_epochs, workers=workers,

@@ -10,11 +10,11 @@ import sys
 
 import keras
 
-from ssl_keras.box_baselines import fit_baselines, margins, score_baselines
-from ssl_keras.box_metrics import localization_report
-from ssl_keras.box_regressor import BoxRegressor
+from ssl_keras.localization.box_baselines import fit_baselines, margins, score_baselines
+from ssl_keras.localization.box_metrics import localization_report
+from ssl_keras.localization.box_regressor import BoxRegressor
 from ssl_keras.data.localization import load_localization_data
-from ssl_keras.detect import predict_dataset
+from ssl_keras.localization.detect import predict_dataset
 
 encoder_path, data_spec = sys.argv[1], sys.argv[2]
 data = load_localization_data(data_spec, image_size=128, batch_size=16, label_fraction=0.25)

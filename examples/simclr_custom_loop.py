@@ -8,10 +8,10 @@ import sys
 import keras
 
 from ssl_keras.backbone import build_backbone
-from ssl_keras.data.sources import load_image_source
+from ssl_keras.data.unlabeled_images import load_image_source
 from ssl_keras.optimizers import build_optimizer
-from ssl_keras.simclr import SimCLR
-from ssl_keras.simclr_augmenter import SimCLRAugmenter
+from ssl_keras.pretraining.simclr import SimCLR
+from ssl_keras.pretraining.simclr_augmenter import SimCLRAugmenter
 
 source = load_image_source(sys.argv[1] if len(sys.argv) > 1 else "synthetic:256", image_size=64, batch_size=32)
 epochs = 2

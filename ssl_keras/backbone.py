@@ -1,5 +1,6 @@
 """Backbone factory: a `keras.applications` network that maps [0, 255] images to pooled features."""
 
+import json
 import os
 import socket
 
@@ -358,3 +359,48 @@ def feature_map_backbone(model):
         f"{last.name!r}, {type(last).__name__}); pass a backbone whose output is a feature map or "
         "that ends in GlobalAveragePooling2D"
     )
+
+
+def resolve_backbone(config):
+    """Builds the backbone named by `config.backbone` / `config.backbone_weights`.
+
+    Returns:
+        `(backbone, description)`.
+    """
+    spec = config.backbone
+    if config.backbone_weights:
+        return (make_backbone(config.backbone_name, weights=config.backbone_weights),
+                f"{config.backbone_name} from weights file {os.path.abspath(config.backbone_weights)}")
+    if spec == "scratch":
+        return make_backbone(config.backbone_name, weights=None), f"{config.backbone_name}, random initialisation"
+    if spec == "imagenet":
+        return make_backbone(config.backbone_name, weights="imagenet"), f"{config.backbone_name}, ImageNet weights"
+    if spec.startswith("imagenet:"):
+        # A local copy of the ImageNet weights (e.g. Keras's efficientnetb1_notop.h5), for offline machines.
+        weights = spec[len("imagenet:"):]
+        return (make_backbone(config.backbone_name, weights=weights),
+                f"{config.backbone_name}, ImageNet weights from {os.path.abspath(weights)}")
+    if spec.startswith("ssl:"):
+        spec = spec[4:]
+    path = os.path.join(spec, "encoder.keras") if os.path.isdir(spec) else spec
+    if not os.path.isfile(path):
+        raise BackboneWeightsError(
+            f"--backbone {config.backbone}: no such pretrain run or encoder file ({path} not found); use a "
+            "pretrain run directory, an encoder.keras file, 'imagenet' or 'scratch'"
+        )
+    try:
+        backbone = keras.saving.load_model(path)
+    except Exception as error:  # keras raises several types for a bad archive
+        raise BackboneWeightsError(f"--backbone {path}: cannot be loaded as a Keras model ({error})") from error
+    return backbone, f"{_pretrain_method(path)} encoder {os.path.abspath(path)}"
+
+
+def _pretrain_method(encoder_path):
+    """`SimCLR` or `supervised`, from the config.json of the run that wrote `encoder_path`."""
+    config = os.path.join(os.path.dirname(os.path.abspath(encoder_path)), "config.json")
+    try:
+        with open(config, encoding="utf-8") as f:
+            method = json.load(f).get("options", {}).get("method", "simclr")
+    except (OSError, ValueError):
+        return "pretrained"
+    return {"simclr": "SimCLR", "supervised": "supervised"}.get(method, method)

@@ -64,7 +64,7 @@ def test_bn_momentum_is_set_everywhere_and_moves_the_statistics_faster(images):
 def test_the_configured_copy_is_what_loading_its_file_gives_back(images, tmp_path):
     """A Dropout of rate 0 has no seed state once reloaded; the copy must not have one either,
     or a checkpoint's stored seed states no longer match the model that resumes from it."""
-    from ssl_keras.training import seed_generator_states
+    from ssl_keras.runs.resumable import seed_generator_states
 
     original = build_backbone("EfficientNetB0")
     model, _ = configure_backbone(original, drop_connect_rate=0.0, bn_momentum=0.9, zero_init_residual=True)
@@ -112,7 +112,7 @@ def test_partly_updated_statistics_make_all_features_alike_and_estimating_them_r
     import tensorflow as tf
 
     from ssl_keras.backbone import estimate_batch_norm_statistics
-    from ssl_keras.data.image_folder import read_image
+    from ssl_keras.data.image_files import read_image
 
     names = sorted(n for n in os.listdir(shared_data / "unlabeled") if n.endswith(".jpg"))[:32]
     images = np.stack([read_image(tf.constant(str(shared_data / "unlabeled" / n)), image_size=64).numpy()

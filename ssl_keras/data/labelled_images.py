@@ -21,8 +21,8 @@ import typing
 import numpy as np
 import tensorflow as tf
 
-from ssl_keras.data import epoch_stream, image_folder
-from ssl_keras.data.sources import SourceError, check_batch_size
+from ssl_keras.data import epoch_stream, image_files
+from ssl_keras.data.source_spec import SourceError, check_batch_size
 
 MANIFEST_COLUMNS = ("file", "wnid", "imagenette_split")
 MANIFEST_SPLITS = {"train": "train", "val": "test"}
@@ -114,7 +114,7 @@ def read_class_folders(path, *, max_per_class=None, seed=0, test_fraction=FOLDER
         folder = os.path.join(path, name)
         if name.startswith(".") or not os.path.isdir(folder):
             continue
-        found = image_folder.list_image_files(folder)
+        found = image_files.list_image_files(folder)
         if found:
             class_names.append(name)
             files[name] = found
@@ -165,13 +165,13 @@ def read_labelled(spec, *, max_per_class=None, seed=0):
 
 
 def keep_readable(items, *, image_size=None):
-    """The `(path, label)` items whose files decode (`image_folder.scan_images`), and the scan.
+    """The `(path, label)` items whose files decode (`image_files.scan_images`), and the scan.
 
     Returns:
         `(kept_items, scan)`: the items in their order, without the undecodable files, and the
         `ScanResult` with what was skipped or repaired.
     """
-    scan = image_folder.scan_images([p for p, _ in items], image_size=image_size)
+    scan = image_files.scan_images([p for p, _ in items], image_size=image_size)
     good = set(scan.good_paths)
     return [item for item in items if item[0] in good], scan
 
@@ -186,7 +186,7 @@ def labelled_dataset(items, *, image_size, batch_size):
     paths = [p for p, _ in items]
     labels = np.asarray([label for _, label in items], "int32")
     dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
-    dataset = dataset.map(lambda p, y: (image_folder.read_image(p, image_size=image_size), y),
+    dataset = dataset.map(lambda p, y: (image_files.read_image(p, image_size=image_size), y),
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE), labels
 
@@ -232,7 +232,7 @@ class LabelledSource:
 def load_labelled_source(spec, *, image_size, batch_size, seed=0):
     """Opens a labelled image source for supervised pretraining.
 
-    Every file is checked once (`image_folder.scan_images`); undecodable files are left out and
+    Every file is checked once (`image_files.scan_images`); undecodable files are left out and
     reported in `skipped_files`.
 
     Args:
@@ -265,7 +265,7 @@ def load_labelled_source(spec, *, image_size, batch_size, seed=0):
                               f"({len(scan.skipped_files)} left out)")
     train, test = splits["train"], splits["test"]
     check_batch_size(len(train), batch_size, f"labelled data {spec!r} (train split)")
-    read = functools.partial(image_folder.read_image, image_size=image_size)
+    read = functools.partial(image_files.read_image, image_size=image_size)
     items = (tf.constant([p for p, _ in train]), tf.constant([label for _, label in train], tf.int32))
     stream = functools.partial(epoch_stream.epoch_stream, items, lambda row: (read(row[0]), row[1]),
                                num_items=len(train), batch_size=batch_size, seed=seed, ignore_errors=True)

@@ -25,10 +25,10 @@ import numpy as np
 import tensorflow as tf
 
 from ssl_keras.data import epoch_stream
-from ssl_keras.data import sources
+from ssl_keras.data import source_spec
 from ssl_keras.data import synthetic
 from ssl_keras.data import voc
-from ssl_keras.data.sources import SourceError
+from ssl_keras.data.source_spec import SourceError
 
 NO_TARGET = "no non-difficult object"
 """The `skipped` reason of images whose objects are all marked difficult (or that have none)."""
@@ -505,7 +505,7 @@ def _image_sets_needed(splits):
 def _parse_spec(spec):
     text = os.fspath(spec).strip()
     try:
-        parsed = sources.parse_source(text)
+        parsed = source_spec.parse_source(text)
     except SourceError as error:
         raise SourceError(f"source {spec!r}: {error}; detect takes {SPEC_FORMS}") from None
     if parsed.kind == "folder":

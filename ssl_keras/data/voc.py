@@ -35,9 +35,9 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from ssl_keras.data import image_folder
-from ssl_keras.data import sources
-from ssl_keras.data.sources import SourceError
+from ssl_keras.data import image_files
+from ssl_keras.data.source_spec import SourceError, existing_folder
+from ssl_keras.data.tfds_builder import tfds_builder
 
 VOC_CLASSES = (
     "aeroplane",
@@ -66,7 +66,7 @@ VOC_CLASSES = (
 VOC_POSES = ("frontal", "rear", "left", "right", "unspecified")
 """The VOC pose names in TFDS order; `pose` in TFDS-style features indexes into this tuple."""
 
-# Reasons `load_voc_records` counts in `skipped`, besides image_folder's decodability reasons.
+# Reasons `load_voc_records` counts in `skipped`, besides image_files's decodability reasons.
 # Image-level: the image is left out.
 NO_IMAGE = "annotation without image"
 NO_ANNOTATION = "image without annotation"
@@ -81,7 +81,7 @@ UNKNOWN_CLASS = "box of unknown class dropped"
 DROP_REASONS = (ZERO_AREA, BAD_COORDINATES, OUTSIDE, UNKNOWN_CLASS)
 """The `skipped` reasons that count boxes, not images."""
 
-# Reasons `load_voc_records` counts in `repaired`, besides image_folder's conversions.
+# Reasons `load_voc_records` counts in `repaired`, besides image_files's conversions.
 SIZE_FROM_IMAGE = "size read from image"
 SIZE_FIXED = "size fixed from image"
 BOX_CLIPPED = "box clipped to image"  # Counts boxes.
@@ -119,10 +119,10 @@ class VOCRecords:
     Attributes:
         records: list of record dicts, in image-set order (see `load_voc_records`).
         skipped: dict reason -> count of what was left out: images (`NO_IMAGE`,
-            `NO_ANNOTATION`, `NO_FILES`, `MALFORMED`, or an image_folder reason such as
+            `NO_ANNOTATION`, `NO_FILES`, `MALFORMED`, or an image_files reason such as
             `"truncated"`) and boxes (`DROP_REASONS`, whose names say "box").
         repaired: dict reason -> count of what was read after a fix: images
-            (`SIZE_FROM_IMAGE`, `SIZE_FIXED`, `OTHER_EXTENSION`, or an image_folder
+            (`SIZE_FROM_IMAGE`, `SIZE_FIXED`, `OTHER_EXTENSION`, or an image_files
             conversion such as `"CMYK converted to RGB"`) and boxes (`BOX_CLIPPED`).
         messages: list of str, one line per affected file naming it, the problem and what
             was done, in image-set order.
@@ -417,7 +417,7 @@ def read_image_set(root, split):
             the missing file, the splits that do exist, and the fix.
     """
     root = os.fspath(root)
-    sources._existing_folder(root, f"voc:{root}", "VOC folder")
+    existing_folder(root, f"voc:{root}", "VOC folder")
     sets_dir = os.path.join(root, "ImageSets", "Main")
     list_file = os.path.join(sets_dir, f"{split}.txt")
     if not os.path.isfile(list_file):
@@ -443,7 +443,7 @@ def _images_by_id(images_dir):
     if os.path.isdir(images_dir):
         for file_name in sorted(os.listdir(images_dir)):
             stem, extension = os.path.splitext(file_name)
-            if extension.lower() in image_folder.IMAGE_EXTENSIONS and extension != ".jpg":
+            if extension.lower() in image_files.IMAGE_EXTENSIONS and extension != ".jpg":
                 found[stem].append(file_name)
     return found
 
@@ -457,7 +457,7 @@ def load_voc_records(root, split):
     - An id whose XML or image is missing is left out (`NO_IMAGE`, `NO_ANNOTATION`,
       `NO_FILES`); an image found as `<id>.png` (or another image extension) instead of
       `<id>.jpg` is used (`OTHER_EXTENSION`).
-    - Images are checked once with `image_folder.scan_images`, and left out or read after a
+    - Images are checked once with `image_files.scan_images`, and left out or read after a
       conversion exactly as in image folders (CMYK, grayscale, a PNG named `.jpg`, ...).
     - Annotations are read by `parse_voc_annotation` with the image's real size: malformed
       XML leaves the image out (`MALFORMED`); a missing or wrong `<size>` is fixed from the
@@ -514,7 +514,7 @@ def load_voc_records(root, split):
                 f"ImageSets/Main/{split}.txt: id {image_id} has neither JPEGImages/{image_id}.jpg "
                 f"nor Annotations/{image_id}.xml; skipped"
             )
-    scan = image_folder.scan_images([image_path for _, _, image_path in pairs])
+    scan = image_files.scan_images([image_path for _, _, image_path in pairs])
     id_of = {image_path: image_id for image_id, _, image_path in pairs}
     skipped.update(scan.skipped)
     for path, reason in scan.skipped_files:
@@ -552,7 +552,7 @@ def load_voc_records(root, split):
 
 def _read_image(path):
     # As image folders decode: the scan's conversions (CMYK, 16-bit, ...) are these.
-    image = image_folder.decode_rgb(tf.io.read_file(path))
+    image = image_files.decode_rgb(tf.io.read_file(path))
     image.set_shape((None, None, 3))
     return image
 
@@ -675,7 +675,7 @@ def tfds_voc_builder(name="voc/2007", *, data_dir=None):
         raise SourceError(
             f"TFDS dataset {name!r} is not Pascal VOC; use one of {', '.join(_TFDS_VOC_NAMES)}"
         )
-    builder = sources.tfds_builder(
+    builder = tfds_builder(
         name,
         context=f"TFDS {name}",
         unknown_hint=f"use {' or '.join(_TFDS_VOC_NAMES)}, or voc:PATH with a VOCdevkit year folder",

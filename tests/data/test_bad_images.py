@@ -13,29 +13,29 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from ssl_keras.data import image_folder
-from ssl_keras.data.image_folder import decode_rgb
-from ssl_keras.data.image_folder import image_dataset
-from ssl_keras.data.image_folder import jpeg_decode_ratio
-from ssl_keras.data.image_folder import list_image_files
-from ssl_keras.data.image_folder import read_image
-from ssl_keras.data.image_folder import scan_images
-from ssl_keras.data.sources import SourceError
-from ssl_keras.data.sources import load_image_source
-from ssl_keras.data.sources import repaired_report
-from ssl_keras.predict import UnreadableImageError
-from ssl_keras.predict import read_rgb
+from ssl_keras.data import image_files
+from ssl_keras.data.image_files import decode_rgb
+from ssl_keras.data.image_files import image_dataset
+from ssl_keras.data.image_files import jpeg_decode_ratio
+from ssl_keras.data.image_files import list_image_files
+from ssl_keras.data.image_files import read_image
+from ssl_keras.data.image_files import scan_images
+from ssl_keras.data.source_spec import SourceError
+from ssl_keras.data.unlabeled_images import load_image_source
+from ssl_keras.data.unlabeled_images import repaired_report
+from ssl_keras.localization.predict import UnreadableImageError
+from ssl_keras.localization.predict import read_rgb
 
 SKIP_REASONS = {
-    "zero_byte": image_folder.EMPTY,
-    "truncated_jpeg": image_folder.TRUNCATED,
+    "zero_byte": image_files.EMPTY,
+    "truncated_jpeg": image_files.TRUNCATED,
 }
 REPAIR_REASONS = {
-    "png_named_jpg": image_folder.WRONG_EXTENSION,
-    "cmyk_jpeg": image_folder.CMYK,
-    "grayscale": image_folder.GRAYSCALE,
-    "png16": image_folder.SIXTEEN_BIT,
-    "rgba_png": image_folder.ALPHA,
+    "png_named_jpg": image_files.WRONG_EXTENSION,
+    "cmyk_jpeg": image_files.CMYK,
+    "grayscale": image_files.GRAYSCALE,
+    "png16": image_files.SIXTEEN_BIT,
+    "rgba_png": image_files.ALPHA,
     "non_ascii_name": None,
 }
 
@@ -89,9 +89,9 @@ def test_scan_skips_and_repairs_each_matrix_case(matrix):
         else:
             assert path in scan.good_paths and path not in skipped, case
             assert repaired.get(path) == REPAIR_REASONS[case], case
-    assert scan.skipped == {image_folder.EMPTY: 1, image_folder.TRUNCATED: 1}
+    assert scan.skipped == {image_files.EMPTY: 1, image_files.TRUNCATED: 1}
     assert scan.repaired == {reason: 1 for reason in REPAIR_REASONS.values() if reason}
-    assert set(scan.repaired) <= set(image_folder.REPAIRS)
+    assert set(scan.repaired) <= set(image_files.REPAIRS)
     # Call sites written for the three-field result still unpack it.
     good_paths, skipped_counts, skipped_files = scan
     assert (good_paths, skipped_counts, skipped_files) == (scan.good_paths, scan.skipped, scan.skipped_files)
@@ -108,13 +108,13 @@ def test_header_only_variants(tmp_path):
     }
     scan = scan_images(list(built.values()))
     assert dict(scan.skipped_files) == {
-        built["palette_bmp"]: image_folder.UNSUPPORTED_BMP,
-        built["one_bit_bmp"]: image_folder.UNSUPPORTED_BMP,
-        built["bomb"]: image_folder.TOO_LARGE,
+        built["palette_bmp"]: image_files.UNSUPPORTED_BMP,
+        built["one_bit_bmp"]: image_files.UNSUPPORTED_BMP,
+        built["bomb"]: image_files.TOO_LARGE,
     }
     assert dict(scan.repaired_files) == {
-        built["rgb16"]: image_folder.SIXTEEN_BIT,  # Pillow calls it "RGB": the IHDR tells
-        built["palette"]: image_folder.PALETTE,
+        built["rgb16"]: image_files.SIXTEEN_BIT,  # Pillow calls it "RGB": the IHDR tells
+        built["palette"]: image_files.PALETTE,
     }
     assert scan.good_paths == [built["rgb16"], built["palette"], built["rgb_bmp"]]
 
@@ -174,7 +174,7 @@ def test_jpeg_decode_ratio_keeps_twice_the_target_size():
     assert jpeg_decode_ratio(9000, 12000, 1000) == 4  # 2250 >= 2000, 1125 < 2000
     assert jpeg_decode_ratio(9000, 12000, 2000) == 2
     assert jpeg_decode_ratio(9000, 12000, 3000) == 1
-    side = int(image_folder.LARGE_IMAGE_PIXELS**0.5) + 1
+    side = int(image_files.LARGE_IMAGE_PIXELS**0.5) + 1
     assert jpeg_decode_ratio(side, side, 32) == 8 and jpeg_decode_ratio(side - 2, side - 2, 32) == 1
 
 
@@ -183,7 +183,7 @@ def test_huge_image_is_read_at_reduced_size_and_reported(huge):
         warnings.simplefilter("error", Image.DecompressionBombWarning)  # accepted images stay quiet
         scan = scan_images([huge], image_size=96)
         full = scan_images([huge])
-    assert scan.good_paths == [huge] and scan.repaired_files == [(huge, image_folder.REDUCED)]
+    assert scan.good_paths == [huge] and scan.repaired_files == [(huge, image_files.REDUCED)]
     assert full.good_paths == [huge] and full.repaired == {}  # no image_size: decoded whole
     data = tf.io.read_file(huge)
     assert tuple(decode_rgb(data, image_size=96).shape) == (1125, 1500, 3)  # 1/8, shorter side >= 192
@@ -205,7 +205,7 @@ def test_image_source_counts_skips_and_repairs(matrix, shared_data, tmp_path):
         shutil.copy(path, folder / path.name)
     source = load_image_source(str(folder), image_size=24, batch_size=4, seed=0)
     assert source.num_images == 2 + len(REPAIR_REASONS)
-    assert source.skipped == {image_folder.EMPTY: 1, image_folder.TRUNCATED: 1}
+    assert source.skipped == {image_files.EMPTY: 1, image_files.TRUNCATED: 1}
     assert source.repaired == {reason: 1 for reason in REPAIR_REASONS.values() if reason}
     assert {os.path.basename(path) for path, _ in source.repaired_files} == {
         "actually_png.jpg", "cmyk.jpg", "gray.jpg", "sixteen_bit.png", "rgba.png"}

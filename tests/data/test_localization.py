@@ -8,8 +8,8 @@ import tensorflow as tf
 from voc_devkit import copy_devkit
 
 from ssl_keras.data import localization
-from ssl_keras.data import sources
 from ssl_keras.data import synthetic
+from ssl_keras.data import tfds_builder
 from ssl_keras.data import voc
 from ssl_keras.data.localization import NO_TARGET
 from ssl_keras.data.localization import boxes_to_original
@@ -20,7 +20,7 @@ from ssl_keras.data.localization import resize_example
 from ssl_keras.data.localization import select_target
 from ssl_keras.data.localization import select_target_tf
 from ssl_keras.data.localization import stratified_subset
-from ssl_keras.data.sources import SourceError
+from ssl_keras.data.source_spec import SourceError
 
 SPLITS = ("train", "val", "test")
 SPLIT_SIZES = {"train": 430, "val": 138, "test": 297}
@@ -578,8 +578,8 @@ def test_invalid_splits(splits, message):
 
 def test_tfds_offline_fails_fast(tmp_path, monkeypatch):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
-    if sources._network_available():
-        monkeypatch.setattr(sources, "_network_available", lambda: False)
+    if tfds_builder.network_available():
+        monkeypatch.setattr(tfds_builder, "network_available", lambda: False)
     start = time.monotonic()
     with pytest.raises(SourceError, match="voc:") as error:
         load_localization_data("tfds:voc/2007", image_size=32, batch_size=4)

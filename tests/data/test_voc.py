@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssl_keras.data import sources
+from ssl_keras.data import tfds_builder
 from ssl_keras.data import voc
-from ssl_keras.data.sources import SourceError
+from ssl_keras.data.source_spec import SourceError
 from ssl_keras.data.voc import VOCAnnotationError
 from ssl_keras.data.voc import load_tfds_voc
 from ssl_keras.data.voc import load_voc_records
@@ -301,7 +301,7 @@ def test_missing_and_broken_files_are_counted(tmp_path, voc_root):
 
 def test_tfds_voc_offline_fails_fast_with_alternatives(tmp_path, monkeypatch):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
-    if sources._network_available():
+    if tfds_builder.network_available():
         pytest.skip("the network is reachable: TFDS would really download VOC")
     start = time.monotonic()
     with pytest.raises(SourceError, match="cannot be downloaded offline") as error:
@@ -313,7 +313,7 @@ def test_tfds_voc_offline_fails_fast_with_alternatives(tmp_path, monkeypatch):
 
 def test_tfds_voc_mocked_offline_and_bad_name(tmp_path, monkeypatch):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
-    monkeypatch.setattr(sources, "_network_available", lambda: False)
+    monkeypatch.setattr(tfds_builder, "network_available", lambda: False)
     with pytest.raises(SourceError, match="tfds build voc/2012 --manual_dir"):
         load_tfds_voc("voc/2012", "train")
     with pytest.raises(SourceError, match="'cifar10' is not Pascal VOC"):

@@ -16,12 +16,12 @@ from voc_devkit import image_size
 from voc_devkit import object_xml
 from voc_devkit import write_annotation
 
-from ssl_keras.data import image_folder
+from ssl_keras.data import image_files
 from ssl_keras.data import voc
 from ssl_keras.data.localization import NO_TARGET_LEFT
 from ssl_keras.data.localization import load_localization_data
 from ssl_keras.data.localization import select_target
-from ssl_keras.data.sources import SourceError
+from ssl_keras.data.source_spec import SourceError
 from ssl_keras.data.voc import load_voc_records
 from ssl_keras.data.voc import voc_feature_dataset
 
@@ -261,14 +261,14 @@ def test_bad_image_files_are_skipped_or_read_as_in_image_folders(devkit, tmp_pat
     loaded = load_voc_records(root, "train")
     read = [i for i, (_, (_, outcome)) in cases.items() if outcome == bad_files.READ]
     assert [r["image_id"] for r in loaded.records] == read
-    assert loaded.skipped == {image_folder.EMPTY: 1, image_folder.TRUNCATED: 1}
+    assert loaded.skipped == {image_files.EMPTY: 1, image_files.TRUNCATED: 1}
     assert loaded.repaired == {
-        image_folder.WRONG_EXTENSION: 1, image_folder.CMYK: 1, image_folder.GRAYSCALE: 1,
-        image_folder.SIXTEEN_BIT: 1, image_folder.ALPHA: 1,
+        image_files.WRONG_EXTENSION: 1, image_files.CMYK: 1, image_files.GRAYSCALE: 1,
+        image_files.SIXTEEN_BIT: 1, image_files.ALPHA: 1,
     }
     by_case = {case: image_id for image_id, (case, _) in cases.items()}
-    assert f"image {by_case['zero_byte']}.jpg: {image_folder.EMPTY}; skipped" in loaded.messages
-    assert f"image {by_case['cmyk_jpeg']}.jpg: read, {image_folder.CMYK}" in loaded.messages
+    assert f"image {by_case['zero_byte']}.jpg: {image_files.EMPTY}; skipped" in loaded.messages
+    assert f"image {by_case['cmyk_jpeg']}.jpg: read, {image_files.CMYK}" in loaded.messages
     # One line per reported file; the non-ASCII-named JPEG, copied as <id>.jpg, is plain.
     assert len(loaded.messages) == 7
     for record, element in zip(loaded.records, voc_feature_dataset(loaded.records)):

@@ -1,0 +1,1 @@
+"""Experiments: pretraining stages followed by a comparison, their report, labels saved, and the demo."""

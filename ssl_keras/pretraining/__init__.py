@@ -1,0 +1,2 @@
+"""Pretraining: SimCLR (NT-Xent loss, projection head, augmenter), the supervised baseline, collapse
+monitors and the `pretrain` command."""

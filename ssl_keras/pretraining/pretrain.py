@@ -1,0 +1,281 @@
+"""`run_pretrain`: a complete, resumable pretraining run (SimCLR, or supervised) writing a run directory.
+
+`method="simclr"` trains on unlabeled images; `method="supervised"` trains the same backbone as
+a classifier on labelled ones (a manifest or class folders), the offline stand-in for ImageNet
+weights. Both write the same run directory, so `detect --backbone DIR` takes either.
+
+Run directory layout:
+
+```
+DIR/config.json            every resolved option, the seeds and the environment
+DIR/result.json            final loss, accuracy, collapse metrics, epochs, images/s, wall time, skips
+DIR/checkpoints/           epoch-NNNN.keras (+ state.json), used by --resume
+DIR/logs/                  TensorBoard: loss, contrastive_accuracy, learning_rate, view pairs
+DIR/encoder.keras          the backbone alone (keras.saving.load_model)
+DIR/encoder_savedmodel/    serve(images [N,H,W,3] float in [0,255]) -> pooled features
+```
+"""
+
+import os
+import resource
+import time
+
+import keras
+import numpy as np
+
+from ssl_keras.backbone import configure_backbone, make_backbone
+from ssl_keras.runs.callbacks import ImageSummary, LearningRateLogger, Throughput, image_grid
+from ssl_keras.pretraining.collapse import CollapseMonitor
+from ssl_keras.runs.config import PretrainConfig, to_dict
+from ssl_keras.data.labelled_images import load_labelled_source
+from ssl_keras.data.unlabeled_images import load_image_source, repaired_report, skipped_report
+from ssl_keras.runs.export import ExportError, export_encoder
+from ssl_keras.optimizers import (WarmupCosineDecay, build_optimizer, default_learning_rate, default_weight_decay,
+                                  resolve_optimizer_name)
+from ssl_keras.pretraining.projection_head import ProjectionHead
+from ssl_keras.runs.run_directory import (environment_info, prepare_run_directory, read_json,
+                                     resolved_jit_compile, save_model_atomic, write_json_atomic)
+from ssl_keras.pretraining.simclr import SimCLR
+from ssl_keras.pretraining.simclr_augmenter import SimCLRAugmenter
+from ssl_keras.pretraining.supervised import SupervisedPretrainer, supervised_augmenter
+from ssl_keras.runs.resumable import (NonFiniteLossError, TrainingInterrupted, checkpoint_state, fit_resumable,
+                                load_checkpoint)
+
+
+COLLAPSE_KEYS = ("projection_std", "projection_rank", "feature_std", "feature_rank")
+"""The collapse metrics copied from the last epoch's logs into result.json (`collapse`)."""
+
+
+MONITOR_IMAGES = 256
+"""The collapse monitor's fixed batch: the first batch of the data, up to this many images."""
+
+
+def resolve_seeds(seed):
+    """Derives the seeds of every random source from the run seed, recorded in config.json."""
+    return {"global": seed, "augmenter": seed + 1, "data_shuffle": seed + 2, "view_grid": seed + 3}
+
+
+def build_encoder(config):
+    """The backbone of a `PretrainConfig`, with its stochastic depth, residual init and BN momentum."""
+    encoder = make_backbone(config.backbone, weights=config.backbone_weights)
+    encoder, _ = configure_backbone(encoder, drop_connect_rate=config.drop_connect_rate,
+                                    zero_init_residual=config.resolved_zero_init_residual(),
+                                    bn_momentum=config.bn_momentum)
+    return encoder
+
+
+def simclr_augmenter(config, seed):
+    """The SimCLR augmenter of a `PretrainConfig` (blur sigma scaled to the image size)."""
+    return SimCLRAugmenter(jitter_strength=config.jitter_strength, crop_area_min=config.crop_area_min,
+                           blur_sigma_range=config.resolved_blur_sigma_range(), seed=seed)
+
+
+def build_simclr(config, *, seeds):
+    """Builds the (uncompiled) SimCLR model described by a `PretrainConfig`."""
+    head = ProjectionHead(output_dim=config.projection_dim, hidden_dim=config.projection_hidden_dim,
+                          num_layers=config.projection_layers)
+    return SimCLR(build_encoder(config), projection_head=head, augmenter=simclr_augmenter(config, seeds["augmenter"]),
+                  temperature=config.temperature)
+
+
+def build_supervised(config, *, seeds, num_classes):
+    """Builds the (uncompiled) supervised pretrainer described by a `PretrainConfig`."""
+    return SupervisedPretrainer(build_encoder(config), num_classes=num_classes,
+                                augmenter=supervised_augmenter(seed=seeds["augmenter"]),
+                                label_smoothing=config.label_smoothing)
+
+
+def _view_pairs(images, augmenter_config, seed):
+    """A grid image: originals, view 1 and view 2 of up to 8 images, for TensorBoard."""
+    config = dict(augmenter_config, seed=seed)
+    augmenter = SimCLRAugmenter.from_config(config)
+
+    def make(_model):
+        views = [keras.ops.convert_to_numpy(augmenter(images, training=True)) for _ in range(2)]
+        return image_grid([list(images), list(views[0]), list(views[1])])
+
+    return make
+
+
+def _extend_schedule(model, total_steps, log):
+    """A resumed run with a different --epochs stretches its cosine schedule to the new length.
+
+    Without this, the schedule restored from the checkpoint would have decayed to zero at the
+    old last step and the extra epochs would not train at all.
+    """
+    schedule = getattr(model.optimizer, "_learning_rate", None)  # the schedule object, not its value
+    if isinstance(schedule, WarmupCosineDecay) and schedule.total_steps != total_steps:
+        log(f"learning-rate schedule stretched from {schedule.total_steps} to {total_steps} steps for the new --epochs")
+        schedule.total_steps = int(total_steps)
+
+
+def _open_source(config, seeds, log):
+    """The training data of the run's method, with what the result records about them.
+
+    Returns:
+        `(stream, steps_per_epoch, sample_images, validation, info)`; `validation` is None for
+        SimCLR; `info` holds the counts and the class names.
+    """
+    if config.method == "supervised":
+        source = load_labelled_source(config.data, image_size=config.image_size, batch_size=config.batch_size,
+                                      seed=seeds["data_shuffle"])
+        stream, validation = source.stream, source.validation
+        sample = np.asarray(next(iter(validation.take(1)))[0])
+        info = {"class_names": list(source.class_names), "num_validation_images": source.num_validation}
+    else:
+        source = load_image_source(config.data, image_size=config.image_size, batch_size=config.batch_size,
+                                   seed=seeds["data_shuffle"])
+        validation = None
+        if source.stream is not None:
+            stream = source.stream
+        else:
+            # TFDS sources are shuffled by tf.data, whose order restarts with the process.
+            stream = lambda start_batch: source.dataset.repeat()  # noqa: E731
+        sample = np.asarray(next(iter(source.dataset.take(1))))
+        info = {}
+    for report in (skipped_report(source.skipped_files), repaired_report(source.repaired_files)):
+        if report:
+            log(report)
+    info.update({"num_images": source.num_images, "data": source.description, "skipped": source.skipped,
+                 "skipped_files": [f"{path}: {reason}" for path, reason in source.skipped_files],
+                 "repaired": source.repaired,
+                 "repaired_files": [f"{path}: {reason}" for path, reason in source.repaired_files],
+                 "resumable_order": getattr(source, "stream", None) is not None})
+    return stream, config.steps_per_epoch or source.steps_per_epoch, sample, validation, info
+
+
+def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
+    """Runs (or resumes) pretraining (SimCLR or supervised) and writes the run directory.
+
+    Args:
+        config: a validated `PretrainConfig`.
+        verbose: Keras progress-bar verbosity (0 silent, 1 bar). Defaults to 1.
+        log: function receiving one-line progress messages. Defaults to `print`.
+
+    Returns:
+        The result dict also written to `result.json`.
+    """
+    started = time.perf_counter()
+    out = prepare_run_directory(config.out, resume=config.resume, command="pretrain")
+    config_path = os.path.join(out, "config.json")
+    # A resumed run keeps the seeds it started with (config.json), whatever --seed says now.
+    seeds = read_json(config_path)["seeds"] if config.resume else resolve_seeds(config.seed)
+    optimizer_name = resolve_optimizer_name(config.optimizer, config.batch_size)
+    learning_rate = config.learning_rate or default_learning_rate(optimizer_name, config.batch_size)
+    weight_decay = config.weight_decay if config.weight_decay is not None else default_weight_decay(optimizer_name)
+    warmup_epochs = config.resolved_warmup_epochs()
+
+    keras.utils.set_random_seed(seeds["global"])
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+
+    stream, steps_per_epoch, first_batch, validation, data_info = _open_source(config, seeds, log)
+    sample = first_batch[:8]
+
+    jit_compile = resolved_jit_compile()
+    record = {
+        "command": "pretrain",
+        "options": to_dict(config),
+        "seeds": seeds,
+        "resolved": {"method": config.method, "optimizer": optimizer_name, "learning_rate": learning_rate,
+                     "weight_decay": weight_decay, "warmup_epochs": warmup_epochs,
+                     "zero_init_residual": config.resolved_zero_init_residual(),
+                     "blur_sigma_range": list(config.resolved_blur_sigma_range()),
+                     "steps_per_epoch": steps_per_epoch, "num_images": data_info["num_images"],
+                     "data": data_info["data"], "jit_compile": jit_compile},
+        "environment": environment_info(),
+    }
+    if config.method == "supervised":
+        record["resolved"]["class_names"] = data_info["class_names"]
+    write_json_atomic(config_path, record)
+
+    checkpoints = os.path.join(out, "checkpoints")
+    state = checkpoint_state(checkpoints)
+    start = (state["epoch"], state["step"]) if state else (0, 0)
+    if state:
+        log(f"resuming from {state['path']} (epoch {state['epoch']}"
+            + (f", step {state['step']}" if state["step"] else "") + f" of {config.epochs} epochs)")
+        if not data_info["resumable_order"]:
+            log("note: this source's shuffle order is not restored on resume, so the result will differ "
+                "slightly from an uninterrupted run")
+        model = load_checkpoint(state)
+        _extend_schedule(model, config.epochs * steps_per_epoch, log)
+    else:
+        if config.method == "supervised":
+            model = build_supervised(config, seeds=seeds, num_classes=len(data_info["class_names"]))
+        else:
+            model = build_simclr(config, seeds=seeds)
+        total_steps = config.epochs * steps_per_epoch
+        warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+        model.compile(
+            optimizer=build_optimizer(optimizer_name, learning_rate=learning_rate, total_steps=total_steps,
+                                      warmup_steps=min(warmup_steps, total_steps), weight_decay=weight_decay),
+            jit_compile=jit_compile,
+        )
+        model.build((None, config.image_size, config.image_size, 3))
+
+    logs_dir = os.path.join(out, "logs")
+    throughput = Throughput(config.batch_size)
+    callbacks = [
+        throughput,
+        LearningRateLogger(),
+        # Before TensorBoard, so feature_std/feature_rank reach its epoch logs.
+        CollapseMonitor(first_batch[:MONITOR_IMAGES], log=log),
+        keras.callbacks.TensorBoard(logs_dir, update_freq="epoch", write_graph=False),
+    ]
+    if config.method == "simclr":
+        callbacks.append(ImageSummary(logs_dir, "augmented_view_pairs",
+                                      _view_pairs(sample, model.augmenter.get_config(), seeds["view_grid"])))
+    if config.probe_data:
+        from ssl_keras.probing.probe import ProbeMonitor, probe_data
+
+        monitor_data = probe_data(config.probe_data, image_size=config.image_size, batch_size=config.batch_size,
+                                  max_per_class=config.probe_max_per_class, seed=seeds["global"])
+        # Before TensorBoard, so probe_top1/probe_top3 reach its epoch logs.
+        callbacks.insert(2, ProbeMonitor(monitor_data, every=config.probe_every, method="knn"))
+    fit_kwargs = {"validation_data": validation} if validation is not None else {}
+    try:
+        history = fit_resumable(model, stream, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+                                checkpoints=checkpoints, start=start, callbacks=callbacks, verbose=verbose,
+                                **fit_kwargs)
+    except TrainingInterrupted as error:
+        raise TrainingInterrupted(f"{error}; resume with: ssl-keras pretrain --out {out} --resume",
+                                  checkpoint=error.checkpoint, epoch=error.epoch, step=error.step) from None
+    except NonFiniteLossError as error:
+        raise NonFiniteLossError(
+            f"{error}; this usually means the learning rate is too high for this batch size: start a new "
+            f"run with a lower --learning-rate (this one used {learning_rate:g})") from None
+
+    encoder_path = os.path.join(out, "encoder.keras")
+    save_model_atomic(model.encoder, encoder_path)
+    exported = None
+    if config.export:
+        try:
+            exported = export_encoder(model.encoder, os.path.join(out, "encoder_savedmodel"))
+        except ExportError as error:
+            log(f"SavedModel export skipped: {error}")
+
+    final = checkpoint_state(checkpoints)
+    state = final["logs"]
+    result = {
+        "method": config.method,
+        "epochs": final["epoch"],
+        "loss": state.get("loss"),
+        "history": history,
+        "collapse": {key: state.get(key) for key in COLLAPSE_KEYS if key in state},
+        **{key: data_info[key] for key in ("num_images", "skipped", "skipped_files", "repaired", "repaired_files")},
+        "wall_seconds": time.perf_counter() - started,
+        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        **throughput.summary(),
+        "outputs": {"encoder": encoder_path, "savedmodel": exported, "logs": logs_dir,
+                    "checkpoints": checkpoints},
+    }
+    if config.method == "supervised":
+        result.update({"accuracy": state.get("accuracy"), "val_loss": state.get("val_loss"),
+                       "val_accuracy": state.get("val_accuracy"), "class_names": data_info["class_names"],
+                       "num_validation_images": data_info["num_validation_images"]})
+    else:
+        result["contrastive_accuracy"] = state.get("contrastive_accuracy")
+        result["chance_contrastive_accuracy"] = 1.0 / (2 * config.batch_size - 1)
+    write_json_atomic(os.path.join(out, "result.json"), result)
+    return result

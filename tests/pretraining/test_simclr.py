@@ -1,0 +1,119 @@
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from ssl_keras.backbone import tiny_backbone
+from ssl_keras.data.synthetic import make_synthetic_scene
+from ssl_keras.pretraining.projection_head import ProjectionHead
+from ssl_keras.pretraining.simclr import SimCLR
+from ssl_keras.pretraining.simclr_augmenter import SimCLRAugmenter
+
+
+def scenes(n, size=32):
+    return np.stack([make_synthetic_scene(i, image_size=size)[0] for i in range(n)]).astype("float32")
+
+
+def small_simclr(seed=0):
+    keras.utils.set_random_seed(seed)
+    return SimCLR(
+        tiny_backbone(width=8),
+        projection_head=ProjectionHead(output_dim=16, hidden_dim=32),
+        augmenter=SimCLRAugmenter(seed=seed, crop_area_min=0.3),
+        temperature=0.2,
+    )
+
+
+def test_call_returns_two_views_of_projections():
+    model = small_simclr()
+    z = model(scenes(4), training=False)
+    assert tuple(z.shape) == (8, 16)
+    assert model.embed(scenes(4)).shape == (4, 32)
+
+
+def test_fit_lowers_the_loss_and_logs_contrastive_accuracy():
+    model = small_simclr()
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    images = scenes(32)
+    losses = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            losses.append(logs["loss"])
+
+    history = model.fit(images, batch_size=16, epochs=12, verbose=0, callbacks=[Record()], shuffle=False)
+    assert set(history.history) >= {"loss", "contrastive_accuracy"}
+    # Keras reports running means within an epoch, so compare whole-epoch means.
+    first, last = history.history["loss"][0], history.history["loss"][-1]
+    assert last < first - 0.2, history.history["loss"]
+    assert history.history["contrastive_accuracy"][-1] > history.history["contrastive_accuracy"][0]
+
+
+def test_default_compile_is_adamw_without_decay_on_bn_and_bias():
+    model = small_simclr()
+    model.compile()
+    model.build((None, 32, 32, 3))
+    assert isinstance(model.optimizer, keras.optimizers.AdamW)
+    bn_gamma = [v for v in model.trainable_variables if v.name == "gamma"][0]
+    kernel = [v for v in model.trainable_variables if v.name == "kernel"][0]
+    assert not model.optimizer._use_weight_decay(bn_gamma)
+    assert model.optimizer._use_weight_decay(kernel)
+
+
+def test_rejects_bad_temperature():
+    with pytest.raises(ValueError, match="temperature"):
+        SimCLR(tiny_backbone(), temperature=0.0)
+
+
+def test_keras_round_trip_keeps_config_weights_and_optimizer(tmp_path):
+    model = small_simclr()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    images = scenes(16)
+    model.fit(images, batch_size=8, epochs=1, verbose=0)
+    path = tmp_path / "simclr.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert isinstance(restored, SimCLR) and restored.temperature == 0.2
+    assert restored.augmenter.get_config() == model.augmenter.get_config()
+    assert restored.projection_head.output_dim == 16
+    np.testing.assert_allclose(restored.embed(images), model.embed(images), rtol=1e-5, atol=1e-5)
+    features = model.embed(images)
+    np.testing.assert_allclose(restored.projection_head(features, training=False),
+                               model.projection_head(features, training=False), rtol=1e-5, atol=1e-5)
+    assert int(restored.optimizer.iterations) == int(model.optimizer.iterations) == 2
+    restored.fit(images, batch_size=8, epochs=1, verbose=0)  # continues training after loading
+    assert int(restored.optimizer.iterations) == 4
+
+
+def test_torch_backend_runs_the_training_step():
+    pytest.importorskip("torch")
+    script = textwrap.dedent(
+        """
+        import keras, numpy as np
+        assert keras.config.backend() == "torch"
+        from ssl_keras.backbone import tiny_backbone
+        from ssl_keras.pretraining.projection_head import ProjectionHead
+        from ssl_keras.pretraining.simclr import SimCLR
+        from ssl_keras.pretraining.simclr_augmenter import SimCLRAugmenter
+        keras.utils.set_random_seed(0)
+        model = SimCLR(tiny_backbone(width=8), projection_head=ProjectionHead(output_dim=8),
+                       augmenter=SimCLRAugmenter(seed=1))
+        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        x = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3)).astype("float32")
+        before = [np.array(v) for v in model.encoder.trainable_variables] if model.built else None
+        h = model.fit(x, batch_size=8, epochs=2, verbose=0)
+        loss = h.history["loss"]
+        assert len(loss) == 2 and all(np.isfinite(loss)), loss
+        assert "contrastive_accuracy" in h.history
+        assert int(model.optimizer.iterations) == 4
+        print("TORCH_OK", loss)
+        """
+    )
+    env = dict(os.environ, KERAS_BACKEND="torch")
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "TORCH_OK" in result.stdout

@@ -1,0 +1,237 @@
+"""Resumable training: checkpoints, stop requests, RNG state, NaN stops (`ssl_keras/runs/resumable.py`)."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ssl_keras.data.epoch_stream import epoch_stream, pass_order, steps_per_pass
+from ssl_keras.optimizers import AdamW
+from ssl_keras.runs.run_directory import save_model_atomic, write_json_atomic
+from ssl_keras.runs.resumable import (NonFiniteLossError, RunCheckpoint, StopRequest, TrainingInterrupted,
+                                checkpoint_state, fit_resumable, load_checkpoint, seed_generator_states)
+
+STEPS = 5
+
+
+def toy_data(n=40):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 6)).astype("float32")
+    y = (x @ rng.normal(size=(6, 1))).astype("float32")
+    return x, y
+
+
+def toy_stream(x, y, batch_size=8):
+    table = (tf.constant(x), tf.constant(y))
+    return lambda start_batch: epoch_stream(table, lambda row: row, num_items=len(x), batch_size=batch_size,
+                                            seed=5, start_batch=start_batch)
+
+
+def toy_model():
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dropout(0.3, seed=3), keras.layers.Dense(1)])
+    model.compile(optimizer=AdamW(learning_rate=1e-2, weight_decay=0.1), loss="mse")
+    return model
+
+
+class StopAfter(keras.callbacks.Callback):
+    """Plays the SIGINT handler: requests a stop after `steps` training steps."""
+
+    def __init__(self, request, steps):
+        super().__init__()
+        self.request, self.steps, self.seen = request, steps, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.steps:
+            self.request.signal_name = "SIGINT"
+
+
+def max_difference(a, b):
+    return max(float(np.max(np.abs(u - v))) for u, v in zip(a.get_weights(), b.get_weights()))
+
+
+# Epoch streams.
+
+
+def test_stream_started_anywhere_continues_the_full_stream():
+    items = tf.constant(np.arange(10))
+    full = [b.numpy().tolist() for b in epoch_stream(items, lambda i: i, num_items=10, batch_size=3, seed=1).take(9)]
+    for start in (1, 3, 4, 8):
+        part = epoch_stream(items, lambda i: i, num_items=10, batch_size=3, seed=1, start_batch=start)
+        assert [b.numpy().tolist() for b in part.take(9 - start)] == full[start:]
+    # Each pass is 3 full batches of distinct items in a new order; item 10 - 9 = 1 is dropped.
+    passes = [sum(full[i:i + 3], []) for i in (0, 3, 6)]
+    assert all(len(set(p)) == 9 for p in passes) and len({tuple(p) for p in passes}) == 3
+
+
+def test_pass_order_is_a_seeded_permutation():
+    a = pass_order(50, 7, 3).numpy()
+    assert sorted(a.tolist()) == list(range(50))
+    assert np.array_equal(a, pass_order(50, 7, 3).numpy())
+    assert not np.array_equal(a, pass_order(50, 7, 4).numpy())
+    assert not np.array_equal(a, pass_order(50, 8, 3).numpy())
+
+
+def test_stream_without_drop_remainder_keeps_every_item_each_pass():
+    stream = epoch_stream(tf.constant(np.arange(7)), lambda i: i, num_items=7, batch_size=3, seed=0,
+                          drop_remainder=False)
+    batches = [b.numpy().tolist() for b in stream.take(6)]
+    assert steps_per_pass(7, 3, drop_remainder=False) == 3
+    assert [len(b) for b in batches] == [3, 3, 1, 3, 3, 1]
+    assert sorted(sum(batches[:3], [])) == list(range(7)) == sorted(sum(batches[3:], []))
+
+
+# Checkpoints, RNG state and resuming.
+
+
+def test_seed_generator_state_is_restored_from_state_json(tmp_path):
+    model = toy_model()
+    x, _ = toy_data()
+    for _ in range(3):
+        model(x, training=True)
+    checkpoint = RunCheckpoint(str(tmp_path))
+    checkpoint.set_model(model)
+    checkpoint.save(1, 0)
+    state = checkpoint_state(str(tmp_path))
+    plain = keras.saving.load_model(state["path"])
+    restored = load_checkpoint(state)
+    expected = model(x, training=True)
+    # Without the stored state, the dropout masks restart from the seed; with it they continue.
+    assert not np.allclose(plain(x, training=True), expected)
+    assert np.array_equal(restored(x, training=True), expected)
+    assert len(state["seed_generators"]) == len(seed_generator_states(model)) == 1
+
+
+def test_weight_decay_exclusions_survive_save_and_load(tmp_path):
+    model = toy_model()
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    bias = next(v for v in loaded.trainable_variables if "bias" in v.path)
+    kernel = next(v for v in loaded.trainable_variables if "kernel" in v.path)
+    assert not loaded.optimizer._use_weight_decay(bias)
+    assert loaded.optimizer._use_weight_decay(kernel)
+
+
+@pytest.mark.parametrize("stop_after", [7, 10])  # mid-epoch 2, and the last step of epoch 2
+def test_stopped_then_resumed_run_matches_an_uninterrupted_one(tmp_path, stop_after):
+    x, y = toy_data()
+    stream = toy_stream(x, y)
+    reference = toy_model()
+    fit_resumable(reference, stream, epochs=3, steps_per_epoch=STEPS, checkpoints=str(tmp_path / "a"),
+                  stop_request=StopRequest(), verbose=0)
+
+    model = toy_model()
+    request = StopRequest()
+    with pytest.raises(TrainingInterrupted) as stopped:
+        fit_resumable(model, stream, epochs=3, steps_per_epoch=STEPS, checkpoints=str(tmp_path / "b"),
+                      callbacks=[StopAfter(request, stop_after)], stop_request=request, verbose=0)
+    state = checkpoint_state(str(tmp_path / "b"))
+    assert (state["epoch"], state["step"]) == divmod(stop_after, STEPS) == (stopped.value.epoch, stopped.value.step)
+    assert stopped.value.checkpoint == state["path"] and os.path.isfile(state["path"])
+    assert "stopped by SIGINT" in str(stopped.value)
+
+    resumed = load_checkpoint(state)
+    history = fit_resumable(resumed, stream, epochs=3, steps_per_epoch=STEPS, checkpoints=str(tmp_path / "b"),
+                            start=(state["epoch"], state["step"]), stop_request=StopRequest(), verbose=0)
+    assert len(history["loss"]) == 3 - state["epoch"]
+    assert max_difference(resumed, reference) == 0.0
+    assert checkpoint_state(str(tmp_path / "b"))["epoch"] == 3
+
+
+def test_resuming_without_the_rng_state_would_differ(tmp_path):
+    """The check above can fail: dropout masks restarted from the seed change the weights."""
+    x, y = toy_data()
+    stream = toy_stream(x, y)
+    reference = toy_model()
+    fit_resumable(reference, stream, epochs=2, steps_per_epoch=STEPS, checkpoints=str(tmp_path / "a"),
+                  stop_request=StopRequest(), verbose=0)
+    model = toy_model()
+    fit_resumable(model, stream, epochs=1, steps_per_epoch=STEPS, checkpoints=str(tmp_path / "b"),
+                  stop_request=StopRequest(), verbose=0)
+    state = checkpoint_state(str(tmp_path / "b"))
+    plain = keras.saving.load_model(state["path"])  # no seed-generator state
+    fit_resumable(plain, stream, epochs=2, steps_per_epoch=STEPS, checkpoints=str(tmp_path / "b"),
+                  start=(1, 0), stop_request=StopRequest(), verbose=0)
+    assert max_difference(plain, reference) > 1e-4
+
+
+def test_non_finite_loss_stops_before_saving_and_names_the_step(tmp_path):
+    x, y = toy_data()
+    model = toy_model()
+    stream = toy_stream(x, y)
+    fit_resumable(model, stream, epochs=1, steps_per_epoch=STEPS, checkpoints=str(tmp_path),
+                  stop_request=StopRequest(), verbose=0)
+    good = checkpoint_state(str(tmp_path))
+    # Poison the targets of epoch 2 from step 3 on (a ReLU would swallow NaN inputs).
+    poisoned = y.copy()
+    order = pass_order(len(x), 5, 1).numpy()
+    poisoned[order[2 * 8:]] = np.nan
+    with pytest.raises(NonFiniteLossError) as error:
+        fit_resumable(load_checkpoint(good), toy_stream(x, poisoned), epochs=3, steps_per_epoch=STEPS,
+                      checkpoints=str(tmp_path), start=(1, 0), stop_request=StopRequest(), verbose=0)
+    message = str(error.value)
+    assert "loss became nan at epoch 2, step 3" in message and good["path"] in message
+    state = checkpoint_state(str(tmp_path))
+    assert state["checkpoint"] == "epoch-0001.keras" == good["checkpoint"]
+    assert sorted(os.listdir(tmp_path)) == ["epoch-0001.keras", "state.json"]
+    assert all(np.isfinite(w).all() for w in keras.saving.load_model(state["path"]).get_weights())
+
+
+def test_only_the_newest_checkpoints_are_kept(tmp_path):
+    model = toy_model()
+    checkpoint = RunCheckpoint(str(tmp_path), keep=2)
+    checkpoint.set_model(model)
+    for epoch, step in [(1, 0), (1, 3), (2, 0), (2, 4), (3, 0)]:
+        checkpoint.save(epoch, step)
+    assert sorted(f for f in os.listdir(tmp_path) if f.endswith(".keras")) == ["epoch-0002-step-000004.keras",
+                                                                              "epoch-0003.keras"]
+    assert json.loads((tmp_path / "state.json").read_text())["checkpoint"] == "epoch-0003.keras"
+
+
+# Atomic writes.
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def test_crash_while_saving_a_model_keeps_the_old_one(tmp_path, monkeypatch):
+    model = toy_model()
+    path = str(tmp_path / "model.keras")
+    save_model_atomic(model, path)
+    before = open(path, "rb").read()
+
+    def half_then_crash(self, filepath, *args, **kwargs):
+        with open(filepath, "wb") as f:
+            f.write(b"PK\x03\x04 half a zip")
+        raise Boom("disk full")
+
+    monkeypatch.setattr(keras.Model, "save", half_then_crash)
+    with pytest.raises(Boom):
+        save_model_atomic(model, path)
+    assert open(path, "rb").read() == before
+    assert os.listdir(tmp_path) == ["model.keras"]  # the partial temporary file is removed
+    keras.saving.load_model(path)
+
+
+def test_crash_while_writing_json_keeps_the_old_file(tmp_path, monkeypatch):
+    path = str(tmp_path / "metrics.json")
+    write_json_atomic(path, {"mean_iou": 0.5})
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"mean_iou": object()})  # not serialisable
+    assert json.loads(open(path).read()) == {"mean_iou": 0.5}
+
+    def crash(fd):  # the new text is in the temporary file, not yet renamed
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(OSError, match="disk full"):
+        write_json_atomic(path, {"mean_iou": 0.75})
+    assert json.loads(open(path).read()) == {"mean_iou": 0.5}
+    assert os.listdir(tmp_path) == ["metrics.json"]  # the temporary file is removed
