@@ -14,7 +14,8 @@ Stopping. The workers sit in their own process group, so a Ctrl-C in a terminal 
 the parent, which then sends each busy worker exactly one SIGTERM: a worker inside `fit` saves a
 checkpoint and reports `TrainingInterrupted` (resume works as after a sequential run), one
 outside `fit` exits at once (every file is written atomically). The parent then raises the
-first `TrainingInterrupted` (or the `KeyboardInterrupt`). A SIGTERM to the parent acts the same.
+first `TrainingInterrupted` (or the `KeyboardInterrupt`). A SIGTERM to the parent acts the same,
+and so does a SIGINT to a parent that a shell started with SIGINT ignored (in the background).
 A worker that dies (killed, out of memory) stops the run with an error naming its task.
 """
 
@@ -119,7 +120,7 @@ class _Workers:
             process.join(timeout=10)
 
 
-def _sigterm_as_interrupt(signum, frame):
+def _signal_as_interrupt(signum, frame):
     raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
 
 
@@ -170,7 +171,10 @@ def run_parallel(keys, *, workers, prepare, on_log=None, on_done=None, on_error=
             raise payload
 
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) if in_main_thread else None
+    # Both signals explicitly: a process started in the background by a shell inherits SIGINT
+    # ignored, and Python then installs no KeyboardInterrupt handler of its own.
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, _signal_as_interrupt) for sig in stop_signals} if in_main_thread else {}
     try:
         while pending or pool.busy:
             for index in pool.idle():
@@ -198,13 +202,13 @@ def run_parallel(keys, *, workers, prepare, on_log=None, on_done=None, on_error=
         try:
             pool.stop(lambda *message: _quietly(on_message, message))
         finally:
-            if in_main_thread:
-                signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         if isinstance(error, KeyboardInterrupt) and interrupted:
             raise interrupted[0] from None
         raise
-    if in_main_thread:
-        signal.signal(signal.SIGTERM, previous)
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
     pool.close()
     return done
 

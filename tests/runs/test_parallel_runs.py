@@ -72,10 +72,17 @@ def test_a_task_interrupted_in_a_worker_stops_the_run_with_training_interrupted(
     assert error.value.epoch == 4
 
 
-def test_sigterm_to_the_parent_stops_the_busy_workers():
-    threading.Timer(3.0, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
-    started = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        run_parallel([0, 1], workers=2, prepare=lambda key: (TARGET, {"value": key, "sleep": 120}))
-    # The sleeping workers were stopped (SIGTERM outside training ends a worker at once), not waited for.
-    assert time.monotonic() - started < 60
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_parent_stops_the_busy_workers_even_if_sigint_was_ignored(signum):
+    # A shell starts a background job with SIGINT ignored; Python then has no KeyboardInterrupt handler.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        threading.Timer(3.0, lambda: os.kill(os.getpid(), signum)).start()
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            run_parallel([0, 1], workers=2, prepare=lambda key: (TARGET, {"value": key, "sleep": 120}))
+        # The sleeping workers were stopped (SIGTERM outside training ends a worker at once), not waited for.
+        assert time.monotonic() - started < 60
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # the caller's handler is back
+    finally:
+        signal.signal(signal.SIGINT, previous)
