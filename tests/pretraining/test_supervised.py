@@ -73,3 +73,20 @@ def test_keras_round_trip_keeps_config_weights_and_outputs(tmp_path):
     np.testing.assert_allclose(np.asarray(loaded(images, training=False)), np.asarray(model(images, training=False)),
                                rtol=1e-5, atol=1e-5)
     json.dumps(loaded.get_config())
+
+
+def test_compile_refuses_loss_weights_and_an_unknown_augmenter_name():
+    model = small_model()
+    with pytest.raises(ValueError, match=r"Received: loss_weights=\[2.0\]"):
+        model.compile(loss_weights=[2.0])
+    with pytest.raises(ValueError, match="Received: augmenter='none'"):
+        SupervisedPretrainer(tiny_backbone(width=8), num_classes=3, augmenter="none")
+
+
+def test_augmenter_default_and_none_round_trip():
+    default = SupervisedPretrainer(tiny_backbone(width=8), num_classes=3)
+    assert default.augmenter.get_config() == supervised_augmenter().get_config()
+    bare = SupervisedPretrainer(tiny_backbone(width=8), num_classes=3, augmenter=None)
+    assert SupervisedPretrainer.from_config(bare.get_config()).augmenter is None
+    assert SupervisedPretrainer.from_config(default.get_config()).augmenter.get_config() == \
+        default.augmenter.get_config()
