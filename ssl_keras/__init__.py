@@ -4,4 +4,18 @@ All images entering models of this package are float tensors in [0, 255], shape 
 EfficientNet backbones rescale internally.
 """
 
+import os
+
+# TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notices) is noise; the imports below
+# load Keras (and so TensorFlow), so this must come first. `setdefault`: a user's setting wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Every module that registers a serializable (`keras.saving.register_keras_serializable`), so
+# that `import ssl_keras` is enough for `keras.saving.load_model` of any file this package
+# writes. They import Keras and NumPy only (no TensorFlow Datasets, no keras-cv);
+# tests/test_package.py checks both.
+from ssl_keras import optimizers  # noqa: E402,F401
+from ssl_keras.localization import box_augmenter, box_heads, box_losses, box_metrics, box_regressor  # noqa: E402,F401
+from ssl_keras.pretraining import ntxent_loss, projection_head, simclr, simclr_augmenter, supervised  # noqa: E402,F401
+
 __version__ = "0.1.0"
