@@ -52,7 +52,7 @@ def test_a_detect_run_loads_in_a_fresh_process_after_import_ssl_keras(tmp_path):
     from ssl_keras.runs.config import DetectConfig
 
     run = tmp_path / "run"
-    config = DetectConfig(data="synthetic:40", backbone="scratch", backbone_name="tiny", out=str(run), epochs=1,
+    config = DetectConfig(data="synthetic:80", backbone="scratch", backbone_name="tiny", out=str(run), epochs=1,
                           image_size=32, batch_size=8, export=False, head="spatial").validate()
     run_detect(config, verbose=0, log=lambda line: None)
     images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")

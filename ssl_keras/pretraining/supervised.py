@@ -101,8 +101,10 @@ class SupervisedPretrainer(keras.Model):
         config = keras.saving.deserialize_keras_object(config)
         config.pop("loss", None)
         config.pop("metrics", None)
+        # weighted_metrics are honoured (Keras's own compute_metrics runs them), so they are restored too.
         self.compile(optimizer=config.get("optimizer"),
-                     **{k: v for k, v in config.items() if k in ("jit_compile", "steps_per_execution")})
+                     **{k: v for k, v in config.items()
+                        if k in ("jit_compile", "steps_per_execution", "weighted_metrics")})
         if self.built:
             self.optimizer.build(self.trainable_variables)
 

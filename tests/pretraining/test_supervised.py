@@ -90,3 +90,18 @@ def test_augmenter_default_and_none_round_trip():
     assert SupervisedPretrainer.from_config(bare.get_config()).augmenter is None
     assert SupervisedPretrainer.from_config(default.get_config()).augmenter.get_config() == \
         default.augmenter.get_config()
+
+
+def test_weighted_metrics_are_honoured_and_restored(tmp_path):
+    images, labels = labelled(16)
+    model = small_model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="weighted_accuracy")])
+    logs = model.evaluate(images, labels, sample_weight=(labels == labels[0]).astype("float32"),
+                          verbose=0, return_dict=True)
+    assert "weighted_accuracy" in logs
+    model.save(tmp_path / "m.keras")
+    restored = keras.saving.load_model(tmp_path / "m.keras")
+    again = restored.evaluate(images, labels, sample_weight=(labels == labels[0]).astype("float32"),
+                              verbose=0, return_dict=True)
+    assert again["weighted_accuracy"] == pytest.approx(logs["weighted_accuracy"])
