@@ -14,8 +14,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # that `import ssl_keras` is enough for `keras.saving.load_model` of any file this package
 # writes. They import Keras and NumPy only (no TensorFlow Datasets, no keras-cv);
 # tests/test_package.py checks both.
-from ssl_keras import optimizers  # noqa: E402,F401
-from ssl_keras.localization import box_augmenter, box_heads, box_losses, box_metrics, box_regressor  # noqa: E402,F401
-from ssl_keras.pretraining import ntxent_loss, projection_head, simclr, simclr_augmenter, supervised  # noqa: E402,F401
+import ssl_keras.optimizers  # noqa: E402,F401
+import ssl_keras.localization.box_augmenter  # noqa: E402,F401
+import ssl_keras.localization.box_heads  # noqa: E402,F401
+import ssl_keras.localization.box_losses  # noqa: E402,F401
+import ssl_keras.localization.box_metrics  # noqa: E402,F401
+import ssl_keras.localization.box_regressor  # noqa: E402,F401
+import ssl_keras.pretraining.ntxent_loss  # noqa: E402,F401
+import ssl_keras.pretraining.projection_head  # noqa: E402,F401
+import ssl_keras.pretraining.simclr  # noqa: E402,F401
+import ssl_keras.pretraining.simclr_augmenter  # noqa: E402,F401
+import ssl_keras.pretraining.supervised  # noqa: E402,F401
 
 __version__ = "0.1.0"
