@@ -84,12 +84,14 @@ def test_compile_refuses_loss_weights_and_an_unknown_augmenter_name():
 
 
 def test_augmenter_default_and_none_round_trip():
+    def settings(augmenter):
+        return {k: v for k, v in augmenter.get_config().items() if k != "name"}
+
     default = SupervisedPretrainer(tiny_backbone(width=8), num_classes=3)
-    assert default.augmenter.get_config() == supervised_augmenter().get_config()
+    assert settings(default.augmenter) == settings(supervised_augmenter())
     bare = SupervisedPretrainer(tiny_backbone(width=8), num_classes=3, augmenter=None)
     assert SupervisedPretrainer.from_config(bare.get_config()).augmenter is None
-    assert SupervisedPretrainer.from_config(default.get_config()).augmenter.get_config() == \
-        default.augmenter.get_config()
+    assert settings(SupervisedPretrainer.from_config(default.get_config()).augmenter) == settings(default.augmenter)
 
 
 def test_weighted_metrics_are_honoured_and_restored(tmp_path):
@@ -97,6 +99,7 @@ def test_weighted_metrics_are_honoured_and_restored(tmp_path):
     model = small_model()
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
                   weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="weighted_accuracy")])
+    model.fit(images, labels, batch_size=16, epochs=1, verbose=0)
     logs = model.evaluate(images, labels, sample_weight=(labels == labels[0]).astype("float32"),
                           verbose=0, return_dict=True)
     assert "weighted_accuracy" in logs
