@@ -18,7 +18,8 @@ The backbone of a `BoxRegressor` is a nested model, and a sub-model from the reg
 input to a layer *inside* the backbone fails with "Graph disconnected". So the feature map is
 read from a model built inside the backbone's own graph, `backbone input -> [A, pooled
 features]` (recursing through wrapped backbones, e.g. `build_backbone`'s rescaling wrapper),
-and the regressor's head (`box_heads.py`) is applied to the backbone output by hand.
+and the regressor's public `head` is called on the backbone output, as the regressor's own
+`call` does.
 
 To put a number on "looks at the whole object", `inbox_mass` measures the share of a
 heatmap inside the ground-truth box (pixels cut by the box count by covered area), against
@@ -37,8 +38,6 @@ import os
 import keras
 import numpy as np
 from PIL import Image
-
-from ssl_keras.localization.box_heads import boxes_from_center_size
 
 TARGETS = ("class", "box")
 """`"class"`: the logit of the predicted (or given) class. `"box"`: the evidence that makes the
@@ -304,18 +303,14 @@ def _upsample(maps, image_hw, geometry):
 
 
 def _head(model, features):
-    """`(box_evidence [N], boxes [N, 4], logits [N, C])` of the head on backbone features.
+    """`(box_evidence [N], boxes [N, 4], logits [N, C])` of the model's head on backbone features.
 
-    The box evidence is what makes the predicted box large: the raw (pre-sigmoid) height +
-    width outputs of the pooled head, the predicted height + width of the spatial head.
+    The box evidence is the head's own `size_score` (`box_heads.py`): what makes the predicted
+    box large, the raw (pre-sigmoid) height + width outputs of the pooled head, the predicted
+    height + width of the spatial head.
     """
-    head = model.head
-    if hasattr(head, "raw_outputs"):
-        box_raw, logits = head.raw_outputs(features, training=False)
-        return box_raw[:, 2] + box_raw[:, 3], boxes_from_center_size(box_raw), logits
-    boxes, logits = head(features, training=False)
-    boxes, logits = keras.ops.cast(boxes, "float32"), keras.ops.cast(logits, "float32")
-    return (boxes[:, 2] - boxes[:, 0]) + (boxes[:, 3] - boxes[:, 1]), boxes, logits
+    boxes, logits, size_score = model.head(features, training=False, return_size_score=True)
+    return size_score, boxes, logits
 
 
 def _score(target, box_evidence, logits, class_index):
@@ -377,7 +372,8 @@ class GradCAM:
     """Grad-CAM heatmaps of a `BoxRegressor`, with the feature model built once.
 
     Args:
-        model: a `BoxRegressor` (or a model with the same `backbone` and `head` attributes).
+        model: a `BoxRegressor`, or a model with a functional `backbone` and a `head` called as
+            `head(features, training=False, return_size_score=True)` (see `box_heads.py`).
         layer_name: str or None, the backbone layer whose feature map is used: a layer name or a
             nested path (`"efficientnetb0/top_activation"`). Defaults to None: the last layer with
             a 4-D feature map larger than 1x1 (see `feature_layer_candidates`), e.g.

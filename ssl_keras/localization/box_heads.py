@@ -1,7 +1,10 @@
 """Box and class heads of `BoxRegressor`: one on pooled features, one on the feature map.
 
 Both map backbone features to `(boxes, class_logits)`: boxes `[N, 4]` normalized
-`(ymin, xmin, ymax, xmax)` inside the image, logits `[N, C]`.
+`(ymin, xmin, ymax, xmax)` inside the image, logits `[N, C]`. Called with
+`return_size_score=True` they add a third output, `size_score` `[N]`: a score that grows with
+the predicted box and does not saturate, which Grad-CAM's `"box"` target explains. Each head
+defines it from its own parametrisation, so no caller has to reach into the head's layers.
 
 - `PooledBoxHead` averages the feature map away (or takes a backbone's pooled vector) and
   regresses the box from it, so it cannot say *where* a feature fired.
@@ -46,6 +49,12 @@ class PooledBoxHead(keras.layers.Layer):
         hidden_units: int, width of the shared hidden layer (0 for none). Defaults to 256.
         dropout: float, dropout before the outputs. Defaults to 0.2.
 
+    Call arguments:
+        features: `[N, C]` pooled features or an `[N, h, w, C]` map (pooled here).
+        training: bool, whether dropout is on.
+        return_size_score: bool, whether to add `size_score` `[N]`, the raw (pre-sigmoid)
+            height + width outputs. Defaults to False.
+
     Example:
 
     >>> head = PooledBoxHead(num_classes=20)
@@ -76,7 +85,7 @@ class PooledBoxHead(keras.layers.Layer):
         self.built = True
 
     def raw_outputs(self, features, training=None):
-        """`(box_raw [N, 4], class_logits [N, C])`, before the box's sigmoid (for Grad-CAM)."""
+        """`(box_raw [N, 4], class_logits [N, C])`, the box before its sigmoid."""
         if len(features.shape) == 4:
             features = self.pool(features)
         if self.hidden is not None:
@@ -85,9 +94,13 @@ class PooledBoxHead(keras.layers.Layer):
         return (ops.cast(self.box_output(features), "float32"),
                 ops.cast(self.class_output(features), "float32"))
 
-    def call(self, features, training=None):
+    def call(self, features, training=None, return_size_score=False):
         box_raw, logits = self.raw_outputs(features, training=training)
-        return boxes_from_center_size(box_raw), logits
+        boxes = boxes_from_center_size(box_raw)
+        if return_size_score:
+            # The raw height + width: the box's own size saturates in the sigmoid and the clip.
+            return boxes, logits, box_raw[:, 2] + box_raw[:, 3]
+        return boxes, logits
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], 4), (input_shape[0], self.num_classes)
@@ -118,6 +131,12 @@ class SpatialBoxHead(keras.layers.Layer):
         hidden_units: int, width of the class branch's hidden layer (0 for none). Defaults
             to 256.
         dropout: float, dropout on the feature map and before the class output. Defaults to 0.2.
+
+    Call arguments:
+        feature_map: `[N, h, w, C]`.
+        training: bool, whether dropout is on.
+        return_size_score: bool, whether to add `size_score` `[N]`, the predicted height +
+            width. Defaults to False.
 
     Example:
 
@@ -184,11 +203,15 @@ class SpatialBoxHead(keras.layers.Layer):
             x = self.hidden(x)
         return ops.cast(self.class_output(self.dropout_layer(x, training=training)), "float32")
 
-    def call(self, feature_map, training=None):
+    def call(self, feature_map, training=None, return_size_score=False):
         weights, boxes = self.cell_outputs(feature_map, training=training)
         # A weighted mean of boxes inside the image is inside the image: nothing to clip.
         box = ops.sum(boxes * ops.expand_dims(weights, -1), axis=1)
-        return box, self.class_logits(feature_map, training=training)
+        logits = self.class_logits(feature_map, training=training)
+        if return_size_score:
+            # Nothing clips this head's box, so its own height + width keeps a gradient.
+            return box, logits, (box[:, 2] - box[:, 0]) + (box[:, 3] - box[:, 1])
+        return box, logits
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], 4), (input_shape[0], self.num_classes)

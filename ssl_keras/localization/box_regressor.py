@@ -36,7 +36,8 @@ class BoxRegressor(keras.Model):
             pooling (`feature_map_backbone`).
         num_classes: int, number of classes.
         head: str, `"pooled"` or `"spatial"`. Defaults to `"pooled"`.
-        augmenter: a `BoxAugmenter` (or None for none). Defaults to `BoxAugmenter()`.
+        augmenter: a `BoxAugmenter`, `"default"` for `BoxAugmenter()`, or None for no
+            augmentation. Defaults to `"default"`.
         hidden_units: int, width of the head's hidden layer (0 for none). Defaults to 256.
         dropout: float, dropout in the head. Defaults to 0.2.
         spatial_channels: int, width of the spatial head's 1x1 reduction. Defaults to 128.
@@ -46,6 +47,13 @@ class BoxRegressor(keras.Model):
         class_weight: float, weight of the classification loss. Defaults to 1.0.
         class_weights: None or a list of `num_classes` floats, the cross-entropy weight of each
             class (see `balanced_class_weights`). Defaults to None (all 1).
+
+    Attributes:
+        backbone: the backbone (with its final pooling removed for the spatial head).
+        head: the head layer; `model.head(features, training=False)` maps the backbone's
+            output to `(boxes, class_logits)`, the `"boxes"` and `"class_logits"` that
+            `call` returns. `return_size_score=True` adds the box-size score that Grad-CAM
+            explains (`box_heads.py`).
 
     Example:
 
@@ -61,6 +69,9 @@ class BoxRegressor(keras.Model):
         super().__init__(**kwargs)
         if head not in HEADS:
             raise ValueError(f"`head` must be one of {', '.join(HEADS)}. Received: head={head!r}")
+        if isinstance(augmenter, str) and augmenter != "default":
+            raise ValueError("`augmenter` must be a layer, \"default\" (a `BoxAugmenter()`) or None (no augmentation). "
+                             f"Received: augmenter={augmenter!r}")
         for name, value in (("box_weight", box_weight), ("class_weight", class_weight),
                             ("giou_weight", giou_weight), ("l1_weight", l1_weight)):
             if value < 0:
@@ -74,7 +85,7 @@ class BoxRegressor(keras.Model):
         if head == "spatial" and not is_feature_map_backbone(backbone):
             backbone = feature_map_backbone(backbone)
         self.backbone = backbone
-        self.augmenter = BoxAugmenter() if augmenter == "default" else augmenter
+        self.augmenter = BoxAugmenter() if isinstance(augmenter, str) else augmenter
         self.head = make_head(head, num_classes=num_classes, hidden_units=hidden_units, dropout=dropout,
                               channels=spatial_channels)
         # Config.
@@ -105,7 +116,8 @@ class BoxRegressor(keras.Model):
             self.head.build(self.backbone.compute_output_shape(input_shape))
         self.built = True
 
-    def compile(self, optimizer="adamw", loss=None, metrics=None, **kwargs):
+    def compile(self, optimizer="adamw", loss=None, metrics=None, loss_weights=None, weighted_metrics=None,
+                **kwargs):
         """Compiles; a `BackboneAdamW` optimizer is told which variables are the backbone's.
 
         Args:
@@ -114,12 +126,20 @@ class BoxRegressor(keras.Model):
                 arguments) is part of the model; any other value is refused.
             metrics: None. The model always reports its box metrics (mean IoU, LocAcc@0.5/0.7,
                 top-1/3, cls+loc); any other value is refused.
+            loss_weights: None; the constructor's `box_weight`, `class_weight`, `giou_weight`,
+                `l1_weight` and `class_weights` weigh the loss. Any other value is refused.
+            weighted_metrics: None; any other value is refused, as for `metrics`.
             **kwargs: passed to `keras.Model.compile`.
         """
         if loss is not None or metrics is not None:
             raise ValueError("BoxRegressor computes its own loss (box_weight * (GIoU + L1) + class_weight * "
                              "cross-entropy) and box metrics; set the weights in the constructor and leave "
                              f"loss and metrics out. Received: loss={loss!r}, metrics={metrics!r}")
+        if loss_weights is not None or weighted_metrics is not None:
+            raise ValueError("BoxRegressor weighs its loss with its constructor's box_weight, class_weight, "
+                             "giou_weight, l1_weight and class_weights, and reports its own box metrics; leave "
+                             f"loss_weights and weighted_metrics out. Received: loss_weights={loss_weights!r}, "
+                             f"weighted_metrics={weighted_metrics!r}")
         super().compile(optimizer=optimizer, **kwargs)
         if hasattr(self.optimizer, "set_backbone_variables"):
             self.optimizer.set_backbone_variables(self.backbone.trainable_variables)

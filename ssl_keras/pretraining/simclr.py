@@ -35,10 +35,12 @@ class SimCLR(keras.Model):
 
     Args:
         encoder: a `keras.Model` mapping images in [0, 255] to pooled features [N, C].
-        projection_head: a layer mapping features to projections; defaults to
-            `ProjectionHead()` (2 layers to 128-d).
-        augmenter: a layer producing one random view per call; defaults to
-            `SimCLRAugmenter()`.
+        projection_head: a layer mapping features to projections, `"default"` for
+            `ProjectionHead()` (2 layers to 128-d), or None for none (the features are the
+            projections). Defaults to `"default"`.
+        augmenter: a layer producing one random view per call, `"default"` for
+            `SimCLRAugmenter()`, or None for no augmentation (both views are the image itself,
+            which makes the task trivial: for tests and ablations). Defaults to `"default"`.
         temperature: float > 0, NT-Xent temperature used by the default loss. Defaults to 0.1.
 
     Example:
@@ -49,13 +51,18 @@ class SimCLR(keras.Model):
     >>> features = model.embed(images)
     """
 
-    def __init__(self, encoder, *, projection_head=None, augmenter=None, temperature=0.1, **kwargs):
+    def __init__(self, encoder, *, projection_head="default", augmenter="default", temperature=0.1, **kwargs):
         super().__init__(**kwargs)
         if not temperature > 0:
             raise ValueError(f"`temperature` must be > 0. Received: temperature={temperature}")
+        for name, value, default in (("projection_head", projection_head, "ProjectionHead()"),
+                                     ("augmenter", augmenter, "SimCLRAugmenter()")):
+            if isinstance(value, str) and value != "default":
+                raise ValueError(f"`{name}` must be a layer, \"default\" (a `{default}`) or None (none). "
+                                 f"Received: {name}={value!r}")
         self.encoder = encoder
-        self.projection_head = projection_head if projection_head is not None else ProjectionHead()
-        self.augmenter = augmenter if augmenter is not None else SimCLRAugmenter()
+        self.projection_head = ProjectionHead() if isinstance(projection_head, str) else projection_head
+        self.augmenter = SimCLRAugmenter() if isinstance(augmenter, str) else augmenter
         self.temperature = float(temperature)
         self.contrastive_loss = NTXentLoss(temperature=self.temperature)
         self.contrastive_accuracy = keras.metrics.Mean(name="contrastive_accuracy")
@@ -65,29 +72,50 @@ class SimCLR(keras.Model):
 
     def build(self, input_shape):
         # Sub-layers restored by `load_model` arrive already built.
-        if not self.augmenter.built:
+        if self.augmenter is not None and not self.augmenter.built:
             self.augmenter.build(input_shape)
         if not self.encoder.built:
             self.encoder.build(input_shape)
-        if not self.projection_head.built:
+        if self.projection_head is not None and not self.projection_head.built:
             self.projection_head.build(self.encoder.compute_output_shape(input_shape))
         self.built = True
 
-    def compile(self, optimizer=None, loss=None, **kwargs):
+    def compile(self, optimizer=None, loss=None, metrics=None, loss_weights=None, weighted_metrics=None, **kwargs):
         """Configures training; defaults are AdamW (lr 1e-3, wd 0.05) and `NTXentLoss`.
 
         Args:
             optimizer: optimizer instance or name; None gives AdamW with weight decay excluded
                 from biases and batch-norm parameters.
-            loss: a loss called as `loss(z1, z2)`; None gives `NTXentLoss(self.temperature)`.
+            loss: a loss called as `loss(z1, z2)` on the two views' projections; None gives
+                `NTXentLoss(self.temperature)`. A loss given here is saved with the model
+                (register it with `keras.saving.register_keras_serializable` to load it).
+            metrics: None. The model always reports `contrastive_accuracy`,
+                `projection_std` and `projection_rank`; there are no targets for other
+                metrics, so any other value is refused.
+            loss_weights: None; there is one loss. Any other value is refused.
+            weighted_metrics: None; any other value is refused, as for `metrics`.
             **kwargs: passed to `keras.Model.compile` (e.g. `jit_compile`, `steps_per_execution`).
         """
+        if metrics is not None or weighted_metrics is not None:
+            raise ValueError("SimCLR reports its own metrics (contrastive_accuracy, projection_std, projection_rank) "
+                             "and its batches have no targets for others; leave metrics and weighted_metrics out. "
+                             f"Received: metrics={metrics!r}, weighted_metrics={weighted_metrics!r}")
+        if loss_weights is not None:
+            raise ValueError("SimCLR has a single loss (pass another one as `loss=`); leave loss_weights out. "
+                             f"Received: loss_weights={loss_weights!r}")
         if optimizer is None:
             optimizer = AdamW(learning_rate=1e-3, weight_decay=0.05)
-        if loss is not None:
-            self.contrastive_loss = loss
-        kwargs.pop("metrics", None)
+        self.contrastive_loss = NTXentLoss(temperature=self.temperature) if loss is None else loss
+        self._compiled_with_loss = loss is not None
         super().compile(optimizer=optimizer, **kwargs)
+
+    def get_compile_config(self):
+        # The loss is not given to `keras.Model.compile` (it would wrap it as a `y_true, y_pred`
+        # loss), so a custom one is written here, for `compile_from_config` to restore.
+        config = super().get_compile_config()
+        if config and getattr(self, "_compiled_with_loss", False):
+            config["loss"] = keras.saving.serialize_keras_object(self.contrastive_loss)
+        return config
 
     def compile_from_config(self, config):
         # Restores the optimizer (and its state, once loaded) when a `.keras` file is loaded.
@@ -98,9 +126,13 @@ class SimCLR(keras.Model):
 
     def call(self, images, training=None):
         # Augmentation is part of the task, so it runs in training and in evaluation alike.
-        view_1 = self.augmenter(images, training=True)
-        view_2 = self.augmenter(images, training=True)
+        view_1, view_2 = images, images
+        if self.augmenter is not None:
+            view_1 = self.augmenter(images, training=True)
+            view_2 = self.augmenter(images, training=True)
         features = self.encoder(ops.concatenate([view_1, view_2], axis=0), training=training)
+        if self.projection_head is None:
+            return features
         return self.projection_head(features, training=training)
 
     def embed(self, images):
@@ -132,8 +164,9 @@ class SimCLR(keras.Model):
         config = super().get_config()
         config.update({
             "encoder": keras.saving.serialize_keras_object(self.encoder),
-            "projection_head": keras.saving.serialize_keras_object(self.projection_head),
-            "augmenter": keras.saving.serialize_keras_object(self.augmenter),
+            "projection_head": (None if self.projection_head is None
+                                else keras.saving.serialize_keras_object(self.projection_head)),
+            "augmenter": None if self.augmenter is None else keras.saving.serialize_keras_object(self.augmenter),
             "temperature": self.temperature,
         })
         return config
@@ -142,5 +175,8 @@ class SimCLR(keras.Model):
     def from_config(cls, config):
         config = dict(config)
         for key in ("encoder", "projection_head", "augmenter"):
-            config[key] = keras.saving.deserialize_keras_object(config[key])
+            # None stays None (no head, no augmentation); every file written before
+            # `"default"` existed holds the layers themselves.
+            if config.get(key) is not None:
+                config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)

@@ -54,9 +54,12 @@ class SupervisedPretrainer(keras.Model):
             raise ValueError(f"`num_classes` must be >= 2. Received: num_classes={num_classes}")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"`label_smoothing` must be in [0, 1). Received: label_smoothing={label_smoothing}")
+        if isinstance(augmenter, str) and augmenter != "default":
+            raise ValueError("`augmenter` must be a layer, \"default\" (`supervised_augmenter()`) or None (no "
+                             f"augmentation). Received: augmenter={augmenter!r}")
         self.encoder = encoder
         self.num_classes = int(num_classes)
-        self.augmenter = supervised_augmenter() if isinstance(augmenter, str) and augmenter == "default" else augmenter
+        self.augmenter = supervised_augmenter() if isinstance(augmenter, str) else augmenter
         self.label_smoothing = float(label_smoothing)
         self.classifier = keras.layers.Dense(self.num_classes, name="classifier")
         self.classification_loss = keras.losses.CategoricalCrossentropy(from_logits=True,
@@ -71,7 +74,7 @@ class SupervisedPretrainer(keras.Model):
             self.classifier.build(self.encoder.compute_output_shape(input_shape))
         self.built = True
 
-    def compile(self, optimizer=None, loss=None, metrics=None, **kwargs):
+    def compile(self, optimizer=None, loss=None, metrics=None, loss_weights=None, **kwargs):
         """Configures training; defaults are AdamW (lr 1e-3, wd 0.05) and cross-entropy.
 
         Args:
@@ -80,11 +83,15 @@ class SupervisedPretrainer(keras.Model):
             loss: None (softmax cross-entropy with this model's label smoothing). Any other
                 value is refused: the loss is part of the model.
             metrics: None; the model always reports `accuracy`. Any other value is refused.
+            loss_weights: None; there is one loss. Any other value is refused.
             **kwargs: passed to `keras.Model.compile`.
         """
         if loss is not None or metrics is not None:
             raise ValueError("SupervisedPretrainer computes its own loss (cross-entropy) and metric (accuracy); "
                              f"compile it without them. Received: loss={loss!r}, metrics={metrics!r}")
+        if loss_weights is not None:
+            raise ValueError("SupervisedPretrainer has a single loss (cross-entropy); leave loss_weights out. "
+                             f"Received: loss_weights={loss_weights!r}")
         if optimizer is None:
             optimizer = AdamW(learning_rate=1e-3, weight_decay=0.05)
         super().compile(optimizer=optimizer,
@@ -94,8 +101,10 @@ class SupervisedPretrainer(keras.Model):
         config = keras.saving.deserialize_keras_object(config)
         config.pop("loss", None)
         config.pop("metrics", None)
+        # weighted_metrics are honoured (Keras's own compute_metrics runs them), so they are restored too.
         self.compile(optimizer=config.get("optimizer"),
-                     **{k: v for k, v in config.items() if k in ("jit_compile", "steps_per_execution")})
+                     **{k: v for k, v in config.items()
+                        if k in ("jit_compile", "steps_per_execution", "weighted_metrics")})
         if self.built:
             self.optimizer.build(self.trainable_variables)
 

@@ -161,3 +161,17 @@ def test_compile_refuses_a_loss_or_metrics():
         model.compile(optimizer="adam", loss="mse")
     with pytest.raises(ValueError, match="Received: loss=None, metrics=\\['mae'\\]"):
         model.compile(metrics=["mae"])
+
+
+def test_size_score_is_the_raw_size_of_the_pooled_head_and_the_box_size_of_the_spatial_head():
+    features = np.random.default_rng(1).normal(size=(3, 2, 2, 6)).astype("float32")
+    pooled = PooledBoxHead(num_classes=4, hidden_units=5, dropout=0.0)
+    boxes, logits, score = pooled(features, return_size_score=True)
+    box_raw, raw_logits = pooled.raw_outputs(features)
+    # Pre-sigmoid height + width: it does not saturate as the box reaches the image's size.
+    np.testing.assert_allclose(np.asarray(score), np.asarray(box_raw[:, 2] + box_raw[:, 3]), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(logits), np.asarray(raw_logits), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(boxes), np.asarray(pooled(features)[0]), atol=1e-6)
+    spatial = SpatialBoxHead(num_classes=4, channels=3, hidden_units=0, dropout=0.0)
+    boxes, _, score = (np.asarray(t) for t in spatial(features, return_size_score=True))
+    np.testing.assert_allclose(score, (boxes[:, 2] - boxes[:, 0]) + (boxes[:, 3] - boxes[:, 1]), atol=1e-6)

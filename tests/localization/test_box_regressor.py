@@ -105,3 +105,42 @@ def test_invalid_arguments():
         BoxRegressor(tiny_backbone(), num_classes=0)
     with pytest.raises(ValueError, match="dropout"):
         BoxRegressor(tiny_backbone(), num_classes=3, dropout=1.0)
+
+
+def test_compile_refuses_loss_weights_and_weighted_metrics_instead_of_dropping_them():
+    # compute_loss and compute_metrics are the model's own, so Keras would ignore both.
+    m = model()
+    with pytest.raises(ValueError, match=r"Received: loss_weights=\{'boxes': 2.0\}, weighted_metrics=None"):
+        m.compile(loss_weights={"boxes": 2.0})
+    with pytest.raises(ValueError, match=r"Received: loss_weights=None, weighted_metrics=\['mae'\]"):
+        m.compile(weighted_metrics=["mae"])
+
+
+def test_augmenter_is_default_or_none_and_round_trips():
+    default = BoxRegressor(tiny_backbone(width=4), num_classes=3)
+    assert isinstance(default.augmenter, BoxAugmenter)
+    assert isinstance(BoxRegressor.from_config(default.get_config()).augmenter, BoxAugmenter)
+    bare = BoxRegressor(tiny_backbone(width=4), num_classes=3, augmenter=None)
+    assert BoxRegressor.from_config(bare.get_config()).augmenter is None
+    # With no augmenter, box inputs pass through unchanged even in training.
+    images, boxes, _ = data(4)
+    out = bare({"images": images, "boxes": boxes}, training=True)
+    np.testing.assert_allclose(np.asarray(out["target_boxes"]), boxes)
+    with pytest.raises(ValueError, match="Received: augmenter='none'"):
+        BoxRegressor(tiny_backbone(width=4), num_classes=3, augmenter="none")
+
+
+@pytest.mark.parametrize("head", ["pooled", "spatial"])
+def test_head_on_backbone_features_is_what_call_returns(head):
+    keras.utils.set_random_seed(0)
+    m = BoxRegressor(tiny_backbone(width=4), num_classes=3, head=head, augmenter=None, hidden_units=8)
+    images, _, _ = data(4)
+    out = m(images, training=False)
+    boxes, logits = m.head(m.backbone(images, training=False), training=False)
+    np.testing.assert_allclose(np.asarray(boxes), np.asarray(out["boxes"]), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(logits), np.asarray(out["class_logits"]), atol=1e-6)
+    # The size score Grad-CAM explains comes with the same boxes and logits.
+    with_score = m.head(m.backbone(images, training=False), training=False, return_size_score=True)
+    np.testing.assert_allclose(np.asarray(with_score[0]), np.asarray(out["boxes"]), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(with_score[1]), np.asarray(out["class_logits"]), atol=1e-6)
+    assert tuple(with_score[2].shape) == (4,)

@@ -9,6 +9,7 @@ import pytest
 
 from ssl_keras.backbone import tiny_backbone
 from ssl_keras.data.synthetic import make_synthetic_scene
+from ssl_keras.pretraining.ntxent_loss import NTXentLoss
 from ssl_keras.pretraining.projection_head import ProjectionHead
 from ssl_keras.pretraining.simclr import SimCLR
 from ssl_keras.pretraining.simclr_augmenter import SimCLRAugmenter
@@ -117,3 +118,58 @@ def test_torch_backend_runs_the_training_step():
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "TORCH_OK" in result.stdout
+
+
+def test_compile_refuses_metrics_instead_of_dropping_them():
+    model = small_simclr()
+    with pytest.raises(ValueError, match=r"Received: metrics=\['accuracy'\], weighted_metrics=None"):
+        model.compile(metrics=["accuracy"])
+    with pytest.raises(ValueError, match=r"Received: metrics=None, weighted_metrics=\['mae'\]"):
+        model.compile(weighted_metrics=["mae"])
+    with pytest.raises(ValueError, match=r"Received: loss_weights=\[1.0\]"):
+        model.compile(loss_weights=[1.0])
+
+
+def test_compile_loss_is_the_training_loss_and_is_saved(tmp_path):
+    images = scenes(8)
+    model = small_simclr()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=NTXentLoss(temperature=0.7))
+    projections = model(images, training=False)
+    z1, z2 = projections[:8], projections[8:]
+    loss = float(model.compute_loss(y_pred=projections))
+    assert loss == pytest.approx(float(NTXentLoss(temperature=0.7)(z1, z2)), rel=1e-5)
+    assert loss != pytest.approx(float(NTXentLoss(temperature=0.2)(z1, z2)), rel=1e-3)  # not the default
+    model.fit(images, batch_size=8, epochs=1, verbose=0)
+    path = tmp_path / "simclr.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert isinstance(restored.contrastive_loss, NTXentLoss) and restored.contrastive_loss.temperature == 0.7
+    # The default loss is not written, so files of default-compiled models are as before.
+    plain = small_simclr()
+    plain.compile()
+    assert plain.get_compile_config()["loss"] is None
+
+
+def test_augmenter_and_projection_head_follow_the_default_and_none_convention(tmp_path):
+    default = SimCLR(tiny_backbone(width=8))
+    assert isinstance(default.augmenter, SimCLRAugmenter) and isinstance(default.projection_head, ProjectionHead)
+    images = scenes(4)
+    keras.utils.set_random_seed(0)
+    bare = SimCLR(tiny_backbone(width=8), augmenter=None, projection_head=None)
+    z = keras.ops.convert_to_numpy(bare(images, training=False))
+    # No augmenter: both views are the image itself; no head: the projections are the features.
+    np.testing.assert_allclose(z[:4], z[4:], atol=1e-6)
+    np.testing.assert_allclose(z[:4], keras.ops.convert_to_numpy(bare.embed(images)), atol=1e-5)
+    clone = SimCLR.from_config(bare.get_config())
+    assert clone.augmenter is None and clone.projection_head is None
+    bare.compile()
+    bare.fit(images, batch_size=4, epochs=1, verbose=0)
+    path = tmp_path / "bare.keras"
+    bare.save(path)
+    restored = keras.saving.load_model(path)
+    assert restored.augmenter is None and restored.projection_head is None
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(restored.embed(images)),
+                               keras.ops.convert_to_numpy(bare.embed(images)), rtol=1e-5, atol=1e-5)
+    for name in ("augmenter", "projection_head"):
+        with pytest.raises(ValueError, match=f"Received: {name}='none'"):
+            SimCLR(tiny_backbone(width=8), **{name: "none"})

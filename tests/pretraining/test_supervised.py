@@ -73,3 +73,38 @@ def test_keras_round_trip_keeps_config_weights_and_outputs(tmp_path):
     np.testing.assert_allclose(np.asarray(loaded(images, training=False)), np.asarray(model(images, training=False)),
                                rtol=1e-5, atol=1e-5)
     json.dumps(loaded.get_config())
+
+
+def test_compile_refuses_loss_weights_and_an_unknown_augmenter_name():
+    model = small_model()
+    with pytest.raises(ValueError, match=r"Received: loss_weights=\[2.0\]"):
+        model.compile(loss_weights=[2.0])
+    with pytest.raises(ValueError, match="Received: augmenter='none'"):
+        SupervisedPretrainer(tiny_backbone(width=8), num_classes=3, augmenter="none")
+
+
+def test_augmenter_default_and_none_round_trip():
+    def settings(augmenter):
+        return {k: v for k, v in augmenter.get_config().items() if k != "name"}
+
+    default = SupervisedPretrainer(tiny_backbone(width=8), num_classes=3)
+    assert settings(default.augmenter) == settings(supervised_augmenter())
+    bare = SupervisedPretrainer(tiny_backbone(width=8), num_classes=3, augmenter=None)
+    assert SupervisedPretrainer.from_config(bare.get_config()).augmenter is None
+    assert settings(SupervisedPretrainer.from_config(default.get_config()).augmenter) == settings(default.augmenter)
+
+
+def test_weighted_metrics_are_honoured_and_restored(tmp_path):
+    images, labels = labelled(16)
+    model = small_model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="weighted_accuracy")])
+    model.fit(images, labels, batch_size=16, epochs=1, verbose=0)
+    logs = model.evaluate(images, labels, sample_weight=(labels == labels[0]).astype("float32"),
+                          verbose=0, return_dict=True)
+    assert "weighted_accuracy" in logs
+    model.save(tmp_path / "m.keras")
+    restored = keras.saving.load_model(tmp_path / "m.keras")
+    again = restored.evaluate(images, labels, sample_weight=(labels == labels[0]).astype("float32"),
+                              verbose=0, return_dict=True)
+    assert again["weighted_accuracy"] == pytest.approx(logs["weighted_accuracy"])
