@@ -310,7 +310,10 @@ def run_detect(config: DetectConfig, *, verbose=1, log=print, resume_hint=None):
     baselines = fit_baselines(train_targets["boxes"], train_targets["labels"], list(data.class_names))
     write_json_atomic(os.path.join(run.out, "baselines.json"), baselines)
 
-    model = load_checkpoint(run.state) if run.log_resume(config.epochs) else _new_model(config, backbone, data, run.seeds)
+    if run.log_resume(config.epochs):
+        model = load_checkpoint(run.state)
+    else:
+        model = _new_model(config, backbone, data, run.seeds)
     with run.hints(resume=resume_hint, nonfinite="start a new run with a lower --learning-rate "
                                                  f"(this one used {config.learning_rate:g})"):
         history = _fit_phases(model, config, data, run, callbacks=_callbacks(config, data, run.out),
