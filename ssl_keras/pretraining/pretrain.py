@@ -242,10 +242,10 @@ def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
         The result dict also written to `result.json`.
     """
     run = start_run(config, command="pretrain", resolve_seeds=resolve_seeds, log=log)
-    training = _resolve_training(config)
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     stream, steps_per_epoch, first_batch, validation, data_info = _open_source(config, run.seeds, log)
+    training = _resolve_training(config)
     run.write_config(_resolved_record(config, training, steps_per_epoch, data_info))
 
     if run.log_resume(config.epochs):
