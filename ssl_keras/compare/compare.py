@@ -288,6 +288,53 @@ def _run_cells_in_workers(todo, workers, *, start, done, unavailable, names, ver
                  on_done=lambda key, metrics: done(by_key[key], metrics))
 
 
+def _skipped_backbones(config, out, cells, finished, log):
+    """`{label: reason}` of the backbones the unfinished cells cannot have, also written to skipped.json.
+
+    Raises:
+        BackboneWeightsError: no backbone can be had and no cell is finished, so nothing can run.
+    """
+    skipped = _unavailable_backbones(config, [cell for cell in cells if not finished(cell)], log)
+    write_json_atomic(os.path.join(out, "skipped.json"), skipped)
+    if skipped and not any(finished(cell) or cell.label not in skipped for cell in cells):
+        raise BackboneWeightsError(
+            "no backbone of --backbones can be had, so nothing can run: "
+            + "; ".join(f"{label}: {reason}" for label, reason in skipped.items())
+            + f" (also in {os.path.join(out, 'skipped.json')})"
+        )
+    return skipped
+
+
+def _cells_to_run(cells, finished, skipped, names, log):
+    """`(statuses, todo)`: the finished and skipped cells' statuses, logged, and the cells left to train."""
+    statuses = {}
+    todo = []
+    for cell in cells:
+        if finished(cell):
+            log(f"{names[cell.key]}: done, skipped")
+            statuses[cell.key] = "done"
+        elif cell.label in skipped:
+            log(f"{names[cell.key]}: backbone unavailable, skipped")
+            statuses[cell.key] = "skipped"
+        else:
+            todo.append(cell)
+    return statuses, todo
+
+
+def _run_cells_here(todo, *, start, done, unavailable, verbose, hint, log):
+    """Trains the cells one after another in this process (`run_compare`'s callbacks say what to log)."""
+    for cell in todo:
+        cell_options = start(cell)
+        if cell_options is None:
+            continue
+        try:
+            metrics = run_cell(cell_options, verbose=verbose, log=log, resume_hint=hint)
+        except BackboneWeightsError as error:
+            unavailable(cell, error)
+            continue
+        done(cell, metrics)
+
+
 def run_compare(config: CompareConfig, *, log=print, verbose=0, gradcam=None, resume_hint=None, workers=1):
     """Runs (or continues) the grid of detect runs and writes the tables, plots and report.
 
@@ -322,29 +369,12 @@ def run_compare(config: CompareConfig, *, log=print, verbose=0, gradcam=None, re
     out = prepare_compare_directory(config, log=log)
     cells = grid_cells(config)
     finished = lambda cell: os.path.isfile(os.path.join(out, cell.run_dir, "metrics.json"))
-    skipped = _unavailable_backbones(config, [cell for cell in cells if not finished(cell)], log)
-    write_json_atomic(os.path.join(out, "skipped.json"), skipped)
-    if skipped and not any(finished(cell) or cell.label not in skipped for cell in cells):
-        raise BackboneWeightsError(
-            "no backbone of --backbones can be had, so nothing can run: "
-            + "; ".join(f"{label}: {reason}" for label, reason in skipped.items())
-            + f" (also in {os.path.join(out, 'skipped.json')})"
-        )
+    skipped = _skipped_backbones(config, out, cells, finished, log)
 
     hint = resume_hint or "the same ssl-keras compare command again (finished cells are kept)"
     names = {cell.key: f"[compare] {index}/{len(cells)} {cell.run_dir[len('cells/'):]}"
              for index, cell in enumerate(cells, start=1)}
-    statuses = {}
-    todo = []
-    for cell in cells:
-        if finished(cell):
-            log(f"{names[cell.key]}: done, skipped")
-            statuses[cell.key] = "done"
-        elif cell.label in skipped:
-            log(f"{names[cell.key]}: backbone unavailable, skipped")
-            statuses[cell.key] = "skipped"
-        else:
-            todo.append(cell)
+    statuses, todo = _cells_to_run(cells, finished, skipped, names, log)
 
     def start(cell):
         # Asked just before a cell trains: an earlier cell may have found its backbone missing.
@@ -372,16 +402,7 @@ def run_compare(config: CompareConfig, *, log=print, verbose=0, gradcam=None, re
         _run_cells_in_workers(todo, workers, start=start, done=done, unavailable=unavailable, names=names,
                               verbose=verbose, hint=hint, log=log)
     else:
-        for cell in todo:
-            cell_options = start(cell)
-            if cell_options is None:
-                continue
-            try:
-                metrics = run_cell(cell_options, verbose=verbose, log=log, resume_hint=hint)
-            except BackboneWeightsError as error:
-                unavailable(cell, error)
-                continue
-            done(cell, metrics)
+        _run_cells_here(todo, start=start, done=done, unavailable=unavailable, verbose=verbose, hint=hint, log=log)
 
     summary = summarize_compare(config, skipped=skipped, gradcam=gradcam, log=log)
     summary["cells"] = [dict(backbone=cell.label, spec=cell.spec, mode=cell.mode, label_fraction=cell.label_fraction,
@@ -947,6 +968,36 @@ def metric_y_limits(values, *, min_span=MIN_Y_SPAN, pad=0.05):
     return round(low, 12), round(high, 12)
 
 
+def _plot_backbone(ax, points, metric, *, color, label):
+    """One backbone's line of `metric_figure`, with std bars where seeds measured a spread.
+
+    Returns:
+        The list of y values drawn (means and bar ends), which the y limits must hold.
+    """
+    means = np.asarray([e[metric] for e in points])
+    spread = np.asarray([e[metric + "_std"] if metric_count(e, metric) > 1 else np.nan for e in points])
+    measured = ~np.isnan(spread)
+    ax.errorbar([e["label_fraction"] for e in points], means,
+                yerr=np.where(measured, spread, 0.0) if measured.any() else None,
+                errorevery=measured if measured.any() else 1,
+                marker="o", capsize=3, color=color, label=label)
+    return list(means) + list((means + spread)[measured]) + list((means - spread)[measured])
+
+
+def _format_fraction_axis(ax, fractions, *, title):
+    """A `metric_figure` subplot's log-scale label-fraction x axis, a tick at each fraction, title and grid."""
+    ax.set_xscale("log")
+    if fractions:
+        # Room for the end markers: a quarter of a decade, or more with one fraction.
+        ax.set_xlim(min(fractions) / 10 ** 0.25, max(fractions) * 10 ** 0.25)
+    ax.set_xticks(fractions)
+    ax.set_xticklabels([percent(f) for f in fractions])
+    ax.minorticks_off()
+    ax.set_title(title)
+    ax.set_xlabel("label fraction (log scale)")
+    ax.grid(alpha=0.3)
+
+
 def metric_figure(table, metric, *, dpi=100, subplot_size=(5.0, 4.0)):
     """The figure of `plot_metric`, not yet saved: a matplotlib `Figure` with one axes per mode.
 
@@ -992,16 +1043,8 @@ def metric_figure(table, metric, *, dpi=100, subplot_size=(5.0, 4.0)):
         for backbone in backbones:
             points = sorted((e for e in table if e["mode"] == mode and e["backbone"] == backbone and metric in e),
                             key=lambda e: e["label_fraction"])
-            if not points:
-                continue
-            means = np.asarray([e[metric] for e in points])
-            spread = np.asarray([e[metric + "_std"] if metric_count(e, metric) > 1 else np.nan for e in points])
-            measured = ~np.isnan(spread)
-            ax.errorbar([e["label_fraction"] for e in points], means,
-                        yerr=np.where(measured, spread, 0.0) if measured.any() else None,
-                        errorevery=measured if measured.any() else 1,
-                        marker="o", capsize=3, color=colors[backbone], label=backbone)
-            shown += list(means) + list((means + spread)[measured]) + list((means - spread)[measured])
+            if points:
+                shown += _plot_backbone(ax, points, metric, color=colors[backbone], label=backbone)
         reference = sorted((e for e in table if e["mode"] == mode and e["backbone"] == baseline and metric in e),
                            key=lambda e: e["label_fraction"])
         if reference:
@@ -1009,16 +1052,7 @@ def metric_figure(table, metric, *, dpi=100, subplot_size=(5.0, 4.0)):
             ax.plot([e["label_fraction"] for e in reference], [e[metric] for e in reference], linestyle="--",
                     color="gray", marker="_", markersize=14, label=BASELINE_PLOT_LABELS[baseline])
             shown += [e[metric] for e in reference]
-        ax.set_xscale("log")
-        if fractions:
-            # Room for the end markers: a quarter of a decade, or more with one fraction.
-            ax.set_xlim(min(fractions) / 10 ** 0.25, max(fractions) * 10 ** 0.25)
-        ax.set_xticks(fractions)
-        ax.set_xticklabels([percent(f) for f in fractions])
-        ax.minorticks_off()
-        ax.set_title(MODE_TITLES.get(mode, mode))
-        ax.set_xlabel("label fraction (log scale)")
-        ax.grid(alpha=0.3)
+        _format_fraction_axis(ax, fractions, title=MODE_TITLES.get(mode, mode))
     limits = metric_y_limits(shown)
     if limits is not None:
         axes[0].set_ylim(*limits)  # shared: every subplot gets them

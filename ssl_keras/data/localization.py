@@ -862,16 +862,21 @@ def load_localization_data(
     check_label_fraction(label_fraction, num_labeled)
     splits = _check_splits(splits)
     parsed = _parse_spec(spec)
-    datasets, scanned, train_ids, class_names, what = _LOADERS[parsed.kind](
-        parsed,
-        image_size=image_size,
-        batch_size=batch_size,
-        seed=seed,
-        fraction=label_fraction,
-        num=num_labeled,
-        resize=resize,
-        splits=splits,
-    )
+    opened = _LOADERS[parsed.kind](parsed, image_size=image_size, batch_size=batch_size, seed=seed,
+                                   fraction=label_fraction, num=num_labeled, resize=resize, splits=splits)
+    return _assemble(*opened, splits=splits, resize=resize, image_size=image_size)
+
+
+def _assemble(datasets, scanned, train_ids, class_names, what, *, splits, resize, image_size):
+    """The `LocalizationData` of a loader's output: each split's ids, targets, sizes and counts.
+
+    Args:
+        datasets: dict, the loader's tf.data datasets by split (and `train_stream`).
+        scanned: dict, each split's scan (ids, boxes, labels, original sizes, skips, repairs).
+        train_ids: the ids of the label subset.
+        class_names: the class names, in label order.
+        what: str, the source's description, for `description`.
+    """
     # Rows of each scanned split that the dataset yields, in `image_ids` order: all of val
     # and test, and of train the label subset sorted by id.
     rows = {split: np.arange(len(scanned[split].ids)) for split in splits}

@@ -304,6 +304,37 @@ def _pose(obj):
     return text if text in _POSE_INDEX else "unspecified"
 
 
+def _read_objects(root, width, height, report):
+    """The kept boxes of `root`'s direct `<object>` children, in file order (see `parse_voc_annotation`).
+
+    Each problem goes to `report(problem)`; a box of unknown class, or one `_check_box` drops,
+    is left out.
+    """
+    objects = []
+    for number, obj in enumerate(root.findall("object"), start=1):
+        label, problem = _check_label(obj, number)
+        if problem:
+            report(problem)
+            continue
+        box, problem = _check_box(obj, number, width, height)
+        if problem:
+            report(problem)
+        if box is None:
+            continue
+        xmin, ymin, xmax, ymax = box
+        objects.append(
+            {
+                "bbox": (ymin / height, xmin / width, ymax / height, xmax / width),
+                "label": label,
+                "is_difficult": _flag(obj, "difficult"),
+                "is_truncated": _flag(obj, "truncated"),
+                "pose": _pose(obj),
+                "area_pixels": (xmax - xmin + 1.0) * (ymax - ymin + 1.0),
+            }
+        )
+    return objects
+
+
 def parse_voc_annotation(xml_path, *, image_path=None, strict=False):
     """Reads one VOC annotation file into the TFDS `voc` builder's features.
 
@@ -367,28 +398,7 @@ def parse_voc_annotation(xml_path, *, image_path=None, strict=False):
     width, height, problem = _check_size(root, name, image_path)
     if problem:
         report(problem)
-    objects = []
-    for number, obj in enumerate(root.findall("object"), start=1):
-        label, problem = _check_label(obj, number)
-        if problem:
-            report(problem)
-            continue
-        box, problem = _check_box(obj, number, width, height)
-        if problem:
-            report(problem)
-        if box is None:
-            continue
-        xmin, ymin, xmax, ymax = box
-        objects.append(
-            {
-                "bbox": (ymin / height, xmin / width, ymax / height, xmax / width),
-                "label": label,
-                "is_difficult": _flag(obj, "difficult"),
-                "is_truncated": _flag(obj, "truncated"),
-                "pose": _pose(obj),
-                "area_pixels": (xmax - xmin + 1.0) * (ymax - ymin + 1.0),
-            }
-        )
+    objects = _read_objects(root, width, height, report)
     image_id = os.path.splitext(name)[0]
     return {
         "image_id": image_id,
@@ -448,6 +458,40 @@ def _images_by_id(images_dir):
     return found
 
 
+def _pair_files(root, split, ids, skipped, notes):
+    """`[(image_id, xml_path, image_path)]` of the ids that have both files, in image-set order.
+
+    An id missing its XML, its image or both is counted in `skipped` and named in
+    `notes[image_id]`; an image found under another extension than `.jpg` is paired.
+    """
+    images_dir = os.path.join(root, "JPEGImages")
+    others = _images_by_id(images_dir)
+    pairs = []
+    for image_id in ids:
+        xml_path = os.path.join(root, "Annotations", f"{image_id}.xml")
+        image_path = os.path.join(images_dir, f"{image_id}.jpg")
+        has_xml, has_image = os.path.isfile(xml_path), os.path.isfile(image_path)
+        if not has_image and others.get(image_id):
+            image_path, has_image = os.path.join(images_dir, others[image_id][0]), True
+        if has_xml and has_image:
+            pairs.append((image_id, xml_path, image_path))
+        elif has_xml:
+            skipped[NO_IMAGE] += 1
+            notes[image_id].append(f"annotation {image_id}.xml: no image JPEGImages/{image_id}.jpg; skipped")
+        elif has_image:
+            skipped[NO_ANNOTATION] += 1
+            notes[image_id].append(
+                f"image {os.path.basename(image_path)}: no annotation Annotations/{image_id}.xml; skipped"
+            )
+        else:
+            skipped[NO_FILES] += 1
+            notes[image_id].append(
+                f"ImageSets/Main/{split}.txt: id {image_id} has neither JPEGImages/{image_id}.jpg "
+                f"nor Annotations/{image_id}.xml; skipped"
+            )
+    return pairs
+
+
 def load_voc_records(root, split):
     """Reads the annotations of one split of a VOCdevkit year folder, leaving out what is bad.
 
@@ -487,33 +531,9 @@ def load_voc_records(root, split):
     """
     root = os.fspath(root)
     ids = read_image_set(root, split)
-    images_dir = os.path.join(root, "JPEGImages")
-    others = _images_by_id(images_dir)
     skipped, repaired = collections.Counter(), collections.Counter()
     notes = collections.defaultdict(list)  # id -> message lines, output in image-set order.
-    pairs = []
-    for image_id in ids:
-        xml_path = os.path.join(root, "Annotations", f"{image_id}.xml")
-        image_path = os.path.join(images_dir, f"{image_id}.jpg")
-        has_xml, has_image = os.path.isfile(xml_path), os.path.isfile(image_path)
-        if not has_image and others.get(image_id):
-            image_path, has_image = os.path.join(images_dir, others[image_id][0]), True
-        if has_xml and has_image:
-            pairs.append((image_id, xml_path, image_path))
-        elif has_xml:
-            skipped[NO_IMAGE] += 1
-            notes[image_id].append(f"annotation {image_id}.xml: no image JPEGImages/{image_id}.jpg; skipped")
-        elif has_image:
-            skipped[NO_ANNOTATION] += 1
-            notes[image_id].append(
-                f"image {os.path.basename(image_path)}: no annotation Annotations/{image_id}.xml; skipped"
-            )
-        else:
-            skipped[NO_FILES] += 1
-            notes[image_id].append(
-                f"ImageSets/Main/{split}.txt: id {image_id} has neither JPEGImages/{image_id}.jpg "
-                f"nor Annotations/{image_id}.xml; skipped"
-            )
+    pairs = _pair_files(root, split, ids, skipped, notes)
     scan = image_files.scan_images([image_path for _, _, image_path in pairs])
     id_of = {image_path: image_id for image_id, _, image_path in pairs}
     skipped.update(scan.skipped)

@@ -114,6 +114,36 @@ def _mean_text(mean, std, n):
     return f"{mean:.3f} (n = {n})"
 
 
+def _label_fractions(at):
+    """`at` as a list of label fractions, each checked to be in (0, 1]."""
+    at = [at] if isinstance(at, (int, float, np.number)) else list(at)
+    for fraction in at:
+        if not (isinstance(fraction, (int, float, np.number)) and 0 < fraction <= 1):
+            raise ValueError(f"labels_saved: `at` must hold label fractions in (0, 1], e.g. [0.1, 0.25]. "
+                             f"Received: at={at!r}")
+    return at
+
+
+def _mode_rows(trained, mode, *, reference, at, metric):
+    """`labels_saved`'s rows of one mode: each fraction of `at` the reference has, × every other backbone."""
+    curves = {}
+    for e in trained:
+        if e["mode"] == mode:
+            curves.setdefault(e["backbone"], {})[float(e["label_fraction"])] = e
+    if reference not in curves:
+        return []
+    rows = []
+    for fraction in at:
+        fraction = float(fraction)
+        target = _at(curves[reference], fraction)
+        if target is None:
+            continue
+        for other, curve in curves.items():
+            if other != reference:
+                rows.append(_row(mode, metric, reference, target, other, curve, fraction))
+    return rows
+
+
 def labels_saved(table, *, reference, at, metric="mean_iou", modes=None):
     """How many labels the reference backbone saves against every other trained backbone.
 
@@ -166,11 +196,7 @@ def labels_saved(table, *, reference, at, metric="mean_iou", modes=None):
     >>> row["text"]
     'frozen: scratch needs 0.45 of the labels (4.5x) to match ssl at 10% (mean IoU 0.431) — n = 1, noise not measured'
     """
-    at = [at] if isinstance(at, (int, float, np.number)) else list(at)
-    for fraction in at:
-        if not (isinstance(fraction, (int, float, np.number)) and 0 < fraction <= 1):
-            raise ValueError(f"labels_saved: `at` must hold label fractions in (0, 1], e.g. [0.1, 0.25]. "
-                             f"Received: at={at!r}")
+    at = _label_fractions(at)
     trained = [e for e in table if not is_baseline(e)]
     if not trained:
         return []
@@ -187,23 +213,7 @@ def labels_saved(table, *, reference, at, metric="mean_iou", modes=None):
     elif isinstance(modes, str):
         modes = [part.strip() for part in modes.split(",") if part.strip()]
 
-    rows = []
-    for mode in modes:
-        curves = {}
-        for e in trained:
-            if e["mode"] == mode:
-                curves.setdefault(e["backbone"], {})[float(e["label_fraction"])] = e
-        if reference not in curves:
-            continue
-        for fraction in at:
-            fraction = float(fraction)
-            target = _at(curves[reference], fraction)
-            if target is None:
-                continue
-            for other, curve in curves.items():
-                if other != reference:
-                    rows.append(_row(mode, metric, reference, target, other, curve, fraction))
-    return rows
+    return [row for mode in modes for row in _mode_rows(trained, mode, reference=reference, at=at, metric=metric)]
 
 
 def _at(curve, fraction):

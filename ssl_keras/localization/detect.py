@@ -20,7 +20,6 @@ DIR/logs/              TensorBoard: losses, metrics, learning rate, predicted vs
 """
 
 import os
-import resource
 import time
 
 import keras
@@ -38,11 +37,10 @@ from ssl_keras.data.feature_cache import backbone_outputs, cached_dataset, cache
 from ssl_keras.data.localization import boxes_to_original, load_localization_data
 from ssl_keras.runs.export import ExportError, export_serving
 from ssl_keras.optimizers import BackboneAdamW, WarmupCosineDecay
-from ssl_keras.runs.run_directory import (environment_info, prepare_run_directory, read_json,
-                                     resolved_jit_compile, save_model_atomic, write_json_atomic,
-                                     write_text_atomic)
-from ssl_keras.runs.resumable import (NonFiniteLossError, StopRequest, TrainingInterrupted, checkpoint_state,
-                                fit_resumable, load_checkpoint, stop_on_signals)
+from ssl_keras.runs.run_directory import (read_json, resolved_jit_compile, save_model_atomic, write_json_atomic,
+                                          write_text_atomic)
+from ssl_keras.runs.resumable import StopRequest, fit_resumable, load_checkpoint, stop_on_signals
+from ssl_keras.runs.run_skeleton import start_run
 
 
 BEST_WEIGHTS = "best.weights.h5"
@@ -188,6 +186,93 @@ def _feature_caches(model, data, config, seeds, steps_per_epoch, log):
     return stream, cached_dataset(val, batch_size=config.batch_size)
 
 
+def _new_model(config, backbone, data, seeds):
+    """A new `BoxRegressor` on `backbone`, with the augmenter and class weights the options ask for."""
+    class_names = list(data.class_names)
+    train_labels = data.targets["train"]["labels"]
+    augmenter = BoxAugmenter(seed=seeds["augmenter"]) if config.augment else None
+    class_weights = (balanced_class_weights(train_labels, len(class_names))
+                     if config.class_balance == "weight" else None)
+    return BoxRegressor(backbone, num_classes=len(class_names), head=config.head, augmenter=augmenter,
+                        hidden_units=config.hidden_units, dropout=config.dropout,
+                        spatial_channels=config.spatial_channels, box_weight=config.box_weight,
+                        giou_weight=config.giou_weight, l1_weight=config.l1_weight,
+                        class_weight=config.class_weight, class_weights=class_weights)
+
+
+def _callbacks(config, data, out):
+    """Learning rate, TensorBoard, the val box grid and (with best-val selection) the best epoch's weights."""
+    sample_images, sample_targets = next(iter(data.val.take(1)))
+    logs_dir = os.path.join(out, "logs")
+    callbacks = [
+        LearningRateLogger(),
+        keras.callbacks.TensorBoard(logs_dir, update_freq="epoch", write_graph=False),
+        ImageSummary(logs_dir, "val_true_green_vs_predicted_red",
+                     _box_grid(np.asarray(sample_images)[:6], np.asarray(sample_targets["boxes"])[:6], data.class_names)),
+    ]
+    if config.model_selection == "best-val":
+        callbacks.append(BestEpoch(os.path.join(out, BEST_WEIGHTS), os.path.join(out, BEST_RECORD),
+                                   monitor="val_mean_iou"))
+    return callbacks
+
+
+def _fit_phases(model, config, data, run, *, callbacks, steps_per_epoch, head_epochs, verbose):
+    """Trains the head (backbone frozen), then fine-tunes, from the run's resume point; returns the history.
+
+    A phase resumed inside itself keeps the optimizer restored from the checkpoint; one entered
+    anew is compiled with its own schedule. The head phase reads cached backbone features with
+    `--cache-features`.
+    """
+    image_stream = _train_stream(data, config.augment)
+    image_val = _with_box_inputs(data.val, config.augment)
+    history = {}
+    epoch, step = run.start
+    if step >= steps_per_epoch:
+        epoch, step = epoch + 1, 0
+    request = StopRequest()
+    with stop_on_signals(request):
+        for finetune, start, end in [(False, 0, head_epochs), (True, head_epochs, config.epochs)]:
+            if end <= start or epoch >= end:
+                continue
+            if not (run.state and (epoch > start or step > 0)):  # not resumed inside this phase
+                enter_phase(model, config, finetune=finetune, epochs=end - start, steps_per_epoch=steps_per_epoch)
+            cached = not finetune and config.cache_features
+            if cached:
+                stream, val = _feature_caches(model, data, config, run.seeds, steps_per_epoch, run.log)
+            else:
+                stream, val = image_stream, image_val
+            run.log(f"{'fine-tuning' if finetune else 'training the head (backbone frozen)'}: epochs {epoch + 1}-{end}"
+                    + (" on cached features" if cached else ""))
+            ran = fit_resumable(model, stream, epochs=end, steps_per_epoch=steps_per_epoch,
+                                checkpoints=run.checkpoints, start=(epoch, step), callbacks=callbacks,
+                                stop_request=request, validation_data=val, verbose=verbose)
+            for key, values in ran.items():
+                history.setdefault(key, []).extend(values)
+            epoch, step = end, 0
+    return history
+
+
+def _select_epoch(model, config, out):
+    """Loads the best val epoch's weights into `model` (best-val selection); returns the selection record."""
+    selection = {"model_selection": config.model_selection, "selected_epoch": config.epochs}
+    record = read_best_epoch(os.path.join(out, BEST_RECORD)) if config.model_selection == "best-val" else None
+    if record is not None:
+        model.load_weights(os.path.join(out, BEST_WEIGHTS))
+        selection.update(selected_epoch=record["epoch"], selected_val_mean_iou=record["value"])
+    return selection
+
+
+def _save_model(model, out, export, log):
+    """Saves model.keras and (with `export`) the SavedModel; returns the SavedModel's path (None if skipped)."""
+    save_model_atomic(model, os.path.join(out, "model.keras"))
+    if export:
+        try:
+            return export_detector(model, os.path.join(out, "savedmodel"))
+        except ExportError as error:
+            log(f"SavedModel export skipped: {error}")
+    return None
+
+
 def run_detect(config: DetectConfig, *, verbose=1, log=print, resume_hint=None):
     """Trains (or resumes) a `BoxRegressor` and writes the run directory.
 
@@ -206,130 +291,47 @@ def run_detect(config: DetectConfig, *, verbose=1, log=print, resume_hint=None):
         TrainingInterrupted: SIGINT/SIGTERM; a checkpoint was written.
         NonFiniteLossError: the loss became NaN or infinite.
     """
-    started = time.perf_counter()
-    out = prepare_run_directory(config.out, resume=config.resume, command="detect")
-    config_path = os.path.join(out, "config.json")
-    seeds = read_json(config_path)["seeds"] if config.resume else resolve_seeds(config.seed)
-    keras.utils.set_random_seed(seeds["global"])
-
-    data = _load_data(to_dict(config), seeds)
+    run = start_run(config, command="detect", resolve_seeds=resolve_seeds, log=log)
+    data = _load_data(to_dict(config), run.seeds)
     _log_data_report(data_report(data), log)
-    checkpoints = os.path.join(out, "checkpoints")
-    state = checkpoint_state(checkpoints)
-    if state:
+    if run.state:
         # The checkpoint holds the backbone; building it again would only cost time.
-        backbone, backbone_description = None, read_json(config_path)["resolved"]["backbone"]
+        backbone, backbone_description = None, run.recorded["resolved"]["backbone"]
     else:
         backbone, backbone_description = resolve_backbone(config)
     head_epochs = config.resolved_head_epochs()
     steps_per_epoch = -(-len(data.train_ids) // config.batch_size)
-    write_json_atomic(config_path, {
-        "command": "detect",
-        "options": to_dict(config),
-        "seeds": seeds,
-        "resolved": {"backbone": backbone_description, "head_epochs": head_epochs,
-                     "finetune_epochs": config.epochs - head_epochs, "steps_per_epoch": steps_per_epoch,
-                     "data": data.description, "num_images": data.num_images, "class_names": list(data.class_names),
-                     "resize": config.resize, "jit_compile": resolved_jit_compile()},
-        "environment": environment_info(),
-    })
-    write_json_atomic(os.path.join(out, "train_ids.json"), {"train_ids": list(data.train_ids)})
-
-    class_names = list(data.class_names)
+    run.write_config({"backbone": backbone_description, "head_epochs": head_epochs,
+                      "finetune_epochs": config.epochs - head_epochs, "steps_per_epoch": steps_per_epoch,
+                      "data": data.description, "num_images": data.num_images, "class_names": list(data.class_names),
+                      "resize": config.resize, "jit_compile": resolved_jit_compile()})
+    write_json_atomic(os.path.join(run.out, "train_ids.json"), {"train_ids": list(data.train_ids)})
     train_targets = data.targets["train"]
-    baselines = fit_baselines(train_targets["boxes"], train_targets["labels"], class_names)
-    write_json_atomic(os.path.join(out, "baselines.json"), baselines)
-    if state:
-        log(f"resuming from {state['path']} (epoch {state['epoch']}"
-            + (f", step {state['step']}" if state["step"] else "") + f" of {config.epochs} epochs)")
-        model = load_checkpoint(state)
+    baselines = fit_baselines(train_targets["boxes"], train_targets["labels"], list(data.class_names))
+    write_json_atomic(os.path.join(run.out, "baselines.json"), baselines)
+
+    if run.log_resume(config.epochs):
+        model = load_checkpoint(run.state)
     else:
-        augmenter = BoxAugmenter(seed=seeds["augmenter"]) if config.augment else None
-        class_weights = (balanced_class_weights(train_targets["labels"], len(class_names))
-                         if config.class_balance == "weight" else None)
-        model = BoxRegressor(backbone, num_classes=len(class_names), head=config.head, augmenter=augmenter,
-                             hidden_units=config.hidden_units, dropout=config.dropout,
-                             spatial_channels=config.spatial_channels, box_weight=config.box_weight,
-                             giou_weight=config.giou_weight, l1_weight=config.l1_weight,
-                             class_weight=config.class_weight, class_weights=class_weights)
+        model = _new_model(config, backbone, data, run.seeds)
+    with run.hints(resume=resume_hint, nonfinite="start a new run with a lower --learning-rate "
+                                                 f"(this one used {config.learning_rate:g})"):
+        history = _fit_phases(model, config, data, run, callbacks=_callbacks(config, data, run.out),
+                              steps_per_epoch=steps_per_epoch, head_epochs=head_epochs, verbose=verbose)
+    selection = _select_epoch(model, config, run.out)
+    exported = _save_model(model, run.out, config.export, log)
 
-    sample_images, sample_targets = next(iter(data.val.take(1)))
-    logs_dir = os.path.join(out, "logs")
-    best_weights, best_record = os.path.join(out, BEST_WEIGHTS), os.path.join(out, BEST_RECORD)
-    callbacks = [
-        LearningRateLogger(),
-        keras.callbacks.TensorBoard(logs_dir, update_freq="epoch", write_graph=False),
-        ImageSummary(logs_dir, "val_true_green_vs_predicted_red",
-                     _box_grid(np.asarray(sample_images)[:6], np.asarray(sample_targets["boxes"])[:6], data.class_names)),
-    ]
-    if config.model_selection == "best-val":
-        callbacks.append(BestEpoch(best_weights, best_record, monitor="val_mean_iou"))
-    image_stream = _train_stream(data, config.augment)
-    image_val = _with_box_inputs(data.val, config.augment)
-    history = {}
-    epoch, step = (state["epoch"], state["step"]) if state else (0, 0)
-    if step >= steps_per_epoch:
-        epoch, step = epoch + 1, 0
-    hint = resume_hint or f"ssl-keras detect --out {out} --resume"
-    request = StopRequest()
-    try:
-        with stop_on_signals(request):
-            for finetune, start, end in [(False, 0, head_epochs), (True, head_epochs, config.epochs)]:
-                if end <= start or epoch >= end:
-                    continue
-                if not (state and (epoch > start or step > 0)):  # not resumed inside this phase
-                    enter_phase(model, config, finetune=finetune, epochs=end - start, steps_per_epoch=steps_per_epoch)
-                cached = not finetune and config.cache_features
-                if cached:
-                    stream, val = _feature_caches(model, data, config, seeds, steps_per_epoch, log)
-                else:
-                    stream, val = image_stream, image_val
-                log(f"{'fine-tuning' if finetune else 'training the head (backbone frozen)'}: epochs {epoch + 1}-{end}"
-                    + (" on cached features" if cached else ""))
-                ran = fit_resumable(model, stream, epochs=end, steps_per_epoch=steps_per_epoch, checkpoints=checkpoints,
-                                    start=(epoch, step), callbacks=callbacks, stop_request=request,
-                                    validation_data=val, verbose=verbose)
-                for key, values in ran.items():
-                    history.setdefault(key, []).extend(values)
-                epoch, step = end, 0
-    except TrainingInterrupted as error:
-        raise TrainingInterrupted(f"{error}; resume with: {hint}", checkpoint=error.checkpoint, epoch=error.epoch,
-                                  step=error.step) from None
-    except NonFiniteLossError as error:
-        raise NonFiniteLossError(f"{error}; start a new run with a lower --learning-rate "
-                                 f"(this one used {config.learning_rate:g})") from None
-
-    selection = {"model_selection": config.model_selection, "selected_epoch": config.epochs}
-    record = read_best_epoch(best_record) if config.model_selection == "best-val" else None
-    if record is not None:
-        model.load_weights(best_weights)
-        selection.update(selected_epoch=record["epoch"], selected_val_mean_iou=record["value"])
-    save_model_atomic(model, os.path.join(out, "model.keras"))
-    exported = None
-    if config.export:
-        try:
-            exported = export_detector(model, os.path.join(out, "savedmodel"))
-        except ExportError as error:
-            log(f"SavedModel export skipped: {error}")
     metrics = _test_metrics(model, data, "test", baselines)
     metrics.update(selection)
-    metrics.update({
-        "backbone": backbone_description,
-        "mode": config.mode,
-        "num_train_images": len(data.train_ids),
-        "epochs": config.epochs,
-        "history": history,
-    })
+    metrics.update({"backbone": backbone_description, "mode": config.mode, "num_train_images": len(data.train_ids),
+                    "epochs": config.epochs, "history": history})
     # metrics.json holds only what the seed determines, so two runs can be compared bitwise;
     # time and memory go to timing.json.
-    write_json_atomic(os.path.join(out, "metrics.json"), metrics)
-    write_text_atomic(os.path.join(out, "per_class.md"), format_per_class_table(metrics))
-    timing = {"wall_seconds": time.perf_counter() - started,
-              "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
-    write_json_atomic(os.path.join(out, "timing.json"), timing)
-    metrics.update(timing)
-    metrics["outputs"] = {"model": os.path.join(out, "model.keras"), "savedmodel": exported, "logs": logs_dir,
-                          "metrics": os.path.join(out, "metrics.json")}
+    write_json_atomic(os.path.join(run.out, "metrics.json"), metrics)
+    write_text_atomic(os.path.join(run.out, "per_class.md"), format_per_class_table(metrics))
+    metrics.update(run.write_timing())
+    metrics["outputs"] = {"model": os.path.join(run.out, "model.keras"), "savedmodel": exported,
+                          "logs": os.path.join(run.out, "logs"), "metrics": os.path.join(run.out, "metrics.json")}
     return metrics
 
 

@@ -119,6 +119,28 @@ def _none_usable(skipped_files):
     )
 
 
+def _predict_and_draw(model, image, target, *, image_size, resize, class_names):
+    """Predicts on one decoded image, resized as in training, and writes it to `target` with its box drawn.
+
+    Returns:
+        The prediction row's `class`, `score` and `box` (normalised rel_yxyx in the original frame).
+    """
+    from ssl_keras.data.localization import boxes_to_original, resize_example
+
+    resized, _ = resize_example(image, np.zeros(4, "float32"), image_size=image_size, resize=resize)
+    batch = np.asarray(resized)[None]
+    prediction = model(batch, training=False)
+    probs = keras.ops.convert_to_numpy(keras.ops.softmax(prediction["class_logits"], axis=-1))[0]
+    box = keras.ops.convert_to_numpy(prediction["boxes"])[0]
+    box = np.asarray(boxes_to_original(box[None], image.shape[:2], image_size, resize))[0]
+    label = int(np.argmax(probs))
+    drawn = draw_boxes(image, box[None], captions=[f"{class_names[label]} {probs[label]:.2f}"])
+    tmp = target + ".partial.png"
+    Image.fromarray(drawn).save(tmp)
+    os.replace(tmp, target)
+    return {"class": class_names[label], "score": float(probs[label]), "box": [round(float(v), 4) for v in box]}
+
+
 def predict_images(run_dir, paths, out, *, log=None):
     """Predicts with a detect run on image files and writes annotated PNGs.
 
@@ -147,8 +169,6 @@ def predict_images(run_dir, paths, out, *, log=None):
         UnreadableImageError: no input is usable (raised before the model is loaded).
         FileExistsError: `OUT/predictions.json` or an output PNG already exists.
     """
-    from ssl_keras.data.localization import boxes_to_original, resize_example
-
     log = log or (lambda line: None)
     predictions_path = os.path.join(out, PREDICTIONS_FILE)
     if os.path.exists(predictions_path):
@@ -181,20 +201,9 @@ def predict_images(run_dir, paths, out, *, log=None):
             skipped_files.append((path, error.reason))
             log(f"image {path}: skipped, {error.reason}")
             continue
-        resized, _ = resize_example(image, np.zeros(4, "float32"), image_size=image_size,
-                                    resize=options["resize"])
-        batch = np.asarray(resized)[None]
-        prediction = model(batch, training=False)
-        probs = keras.ops.convert_to_numpy(keras.ops.softmax(prediction["class_logits"], axis=-1))[0]
-        box = keras.ops.convert_to_numpy(prediction["boxes"])[0]
-        box = np.asarray(boxes_to_original(box[None], image.shape[:2], image_size, options["resize"]))[0]
-        label = int(np.argmax(probs))
-        drawn = draw_boxes(image, box[None], captions=[f"{class_names[label]} {probs[label]:.2f}"])
-        tmp = target + ".partial.png"
-        Image.fromarray(drawn).save(tmp)
-        os.replace(tmp, target)
-        rows.append({"image": path, "output": target, "class": class_names[label], "score": float(probs[label]),
-                     "box": [round(float(v), 4) for v in box]})
+        rows.append({"image": path, "output": target,
+                     **_predict_and_draw(model, image, target, image_size=image_size, resize=options["resize"],
+                                         class_names=class_names)})
     if not rows:
         raise _none_usable(skipped_files)
     result = {

@@ -17,8 +17,6 @@ DIR/encoder_savedmodel/    serve(images [N,H,W,3] float in [0,255]) -> pooled fe
 """
 
 import os
-import resource
-import time
 
 import keras
 import numpy as np
@@ -26,20 +24,19 @@ import numpy as np
 from ssl_keras.backbone import configure_backbone, make_backbone
 from ssl_keras.runs.callbacks import ImageSummary, LearningRateLogger, Throughput, image_grid
 from ssl_keras.pretraining.collapse import CollapseMonitor
-from ssl_keras.runs.config import PretrainConfig, to_dict
+from ssl_keras.runs.config import PretrainConfig
 from ssl_keras.data.labelled_images import load_labelled_source
 from ssl_keras.data.unlabeled_images import load_image_source, repaired_report, skipped_report
 from ssl_keras.runs.export import ExportError, export_encoder
 from ssl_keras.optimizers import (WarmupCosineDecay, build_optimizer, default_learning_rate, default_weight_decay,
                                   resolve_optimizer_name)
 from ssl_keras.pretraining.projection_head import ProjectionHead
-from ssl_keras.runs.run_directory import (environment_info, prepare_run_directory, read_json,
-                                     resolved_jit_compile, save_model_atomic, write_json_atomic)
+from ssl_keras.runs.run_directory import resolved_jit_compile, save_model_atomic, write_json_atomic
+from ssl_keras.runs.run_skeleton import start_run
 from ssl_keras.pretraining.simclr import SimCLR
 from ssl_keras.pretraining.simclr_augmenter import SimCLRAugmenter
 from ssl_keras.pretraining.supervised import SupervisedPretrainer, supervised_augmenter
-from ssl_keras.runs.resumable import (NonFiniteLossError, TrainingInterrupted, checkpoint_state, fit_resumable,
-                                load_checkpoint)
+from ssl_keras.runs.resumable import checkpoint_state, fit_resumable, load_checkpoint
 
 
 COLLAPSE_KEYS = ("projection_std", "projection_rank", "feature_std", "feature_rank")
@@ -144,6 +141,95 @@ def _open_source(config, seeds, log):
     return stream, config.steps_per_epoch or source.steps_per_epoch, sample, validation, info
 
 
+def _resolve_training(config):
+    """The optimizer settings the options leave to defaults, resolved for this batch size and backend."""
+    optimizer_name = resolve_optimizer_name(config.optimizer, config.batch_size)
+    return {
+        "optimizer": optimizer_name,
+        "learning_rate": config.learning_rate or default_learning_rate(optimizer_name, config.batch_size),
+        "weight_decay": (config.weight_decay if config.weight_decay is not None
+                         else default_weight_decay(optimizer_name)),
+        "warmup_epochs": config.resolved_warmup_epochs(),
+        "jit_compile": resolved_jit_compile(),
+    }
+
+
+def _resolved_record(config, training, steps_per_epoch, data_info):
+    """config.json's `resolved`: every option the run settled, and what the data turned out to be."""
+    resolved = {"method": config.method, "optimizer": training["optimizer"],
+                "learning_rate": training["learning_rate"], "weight_decay": training["weight_decay"],
+                "warmup_epochs": training["warmup_epochs"],
+                "zero_init_residual": config.resolved_zero_init_residual(),
+                "blur_sigma_range": list(config.resolved_blur_sigma_range()),
+                "steps_per_epoch": steps_per_epoch, "num_images": data_info["num_images"],
+                "data": data_info["data"], "jit_compile": training["jit_compile"]}
+    if config.method == "supervised":
+        resolved["class_names"] = data_info["class_names"]
+    return resolved
+
+
+def _new_model(config, seeds, training, steps_per_epoch, data_info):
+    """The method's model, compiled with its warmup-cosine optimizer and built for the image size."""
+    if config.method == "supervised":
+        model = build_supervised(config, seeds=seeds, num_classes=len(data_info["class_names"]))
+    else:
+        model = build_simclr(config, seeds=seeds)
+    total_steps = config.epochs * steps_per_epoch
+    warmup_steps = int(round(training["warmup_epochs"] * steps_per_epoch))
+    model.compile(
+        optimizer=build_optimizer(training["optimizer"], learning_rate=training["learning_rate"],
+                                  total_steps=total_steps, warmup_steps=min(warmup_steps, total_steps),
+                                  weight_decay=training["weight_decay"]),
+        jit_compile=training["jit_compile"],
+    )
+    model.build((None, config.image_size, config.image_size, 3))
+    return model
+
+
+def _callbacks(config, model, seeds, first_batch, throughput, logs_dir, log):
+    """Throughput, learning rate, collapse (and probe) monitors, TensorBoard and SimCLR's view pairs."""
+    callbacks = [
+        throughput,
+        LearningRateLogger(),
+        # Before TensorBoard, so feature_std/feature_rank reach its epoch logs.
+        CollapseMonitor(first_batch[:MONITOR_IMAGES], log=log),
+        keras.callbacks.TensorBoard(logs_dir, update_freq="epoch", write_graph=False),
+    ]
+    if config.method == "simclr":
+        callbacks.append(ImageSummary(logs_dir, "augmented_view_pairs",
+                                      _view_pairs(first_batch[:8], model.augmenter.get_config(), seeds["view_grid"])))
+    if config.probe_data:
+        from ssl_keras.probing.probe import ProbeMonitor, probe_data
+
+        monitor_data = probe_data(config.probe_data, image_size=config.image_size, batch_size=config.batch_size,
+                                  max_per_class=config.probe_max_per_class, seed=seeds["global"])
+        # Before TensorBoard, so probe_top1/probe_top3 reach its epoch logs.
+        callbacks.insert(2, ProbeMonitor(monitor_data, every=config.probe_every, method="knn"))
+    return callbacks
+
+
+def _save_encoder(model, out, export, log):
+    """Saves encoder.keras and (with `export`) the SavedModel; returns their paths (None if skipped)."""
+    encoder_path = save_model_atomic(model.encoder, os.path.join(out, "encoder.keras"))
+    exported = None
+    if export:
+        try:
+            exported = export_encoder(model.encoder, os.path.join(out, "encoder_savedmodel"))
+        except ExportError as error:
+            log(f"SavedModel export skipped: {error}")
+    return encoder_path, exported
+
+
+def _method_result(config, logs, data_info):
+    """The result's entries of the method alone: accuracies (supervised) or contrastive accuracy."""
+    if config.method == "supervised":
+        return {"accuracy": logs.get("accuracy"), "val_loss": logs.get("val_loss"),
+                "val_accuracy": logs.get("val_accuracy"), "class_names": data_info["class_names"],
+                "num_validation_images": data_info["num_validation_images"]}
+    return {"contrastive_accuracy": logs.get("contrastive_accuracy"),
+            "chance_contrastive_accuracy": 1.0 / (2 * config.batch_size - 1)}
+
+
 def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
     """Runs (or resumes) pretraining (SimCLR or supervised) and writes the run directory.
 
@@ -155,127 +241,47 @@ def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
     Returns:
         The result dict also written to `result.json`.
     """
-    started = time.perf_counter()
-    out = prepare_run_directory(config.out, resume=config.resume, command="pretrain")
-    config_path = os.path.join(out, "config.json")
-    # A resumed run keeps the seeds it started with (config.json), whatever --seed says now.
-    seeds = read_json(config_path)["seeds"] if config.resume else resolve_seeds(config.seed)
-    optimizer_name = resolve_optimizer_name(config.optimizer, config.batch_size)
-    learning_rate = config.learning_rate or default_learning_rate(optimizer_name, config.batch_size)
-    weight_decay = config.weight_decay if config.weight_decay is not None else default_weight_decay(optimizer_name)
-    warmup_epochs = config.resolved_warmup_epochs()
-
-    keras.utils.set_random_seed(seeds["global"])
+    run = start_run(config, command="pretrain", resolve_seeds=resolve_seeds, log=log)
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
+    stream, steps_per_epoch, first_batch, validation, data_info = _open_source(config, run.seeds, log)
+    training = _resolve_training(config)
+    run.write_config(_resolved_record(config, training, steps_per_epoch, data_info))
 
-    stream, steps_per_epoch, first_batch, validation, data_info = _open_source(config, seeds, log)
-    sample = first_batch[:8]
-
-    jit_compile = resolved_jit_compile()
-    record = {
-        "command": "pretrain",
-        "options": to_dict(config),
-        "seeds": seeds,
-        "resolved": {"method": config.method, "optimizer": optimizer_name, "learning_rate": learning_rate,
-                     "weight_decay": weight_decay, "warmup_epochs": warmup_epochs,
-                     "zero_init_residual": config.resolved_zero_init_residual(),
-                     "blur_sigma_range": list(config.resolved_blur_sigma_range()),
-                     "steps_per_epoch": steps_per_epoch, "num_images": data_info["num_images"],
-                     "data": data_info["data"], "jit_compile": jit_compile},
-        "environment": environment_info(),
-    }
-    if config.method == "supervised":
-        record["resolved"]["class_names"] = data_info["class_names"]
-    write_json_atomic(config_path, record)
-
-    checkpoints = os.path.join(out, "checkpoints")
-    state = checkpoint_state(checkpoints)
-    start = (state["epoch"], state["step"]) if state else (0, 0)
-    if state:
-        log(f"resuming from {state['path']} (epoch {state['epoch']}"
-            + (f", step {state['step']}" if state["step"] else "") + f" of {config.epochs} epochs)")
+    if run.log_resume(config.epochs):
         if not data_info["resumable_order"]:
             log("note: this source's shuffle order is not restored on resume, so the result will differ "
                 "slightly from an uninterrupted run")
-        model = load_checkpoint(state)
+        model = load_checkpoint(run.state)
         _extend_schedule(model, config.epochs * steps_per_epoch, log)
     else:
-        if config.method == "supervised":
-            model = build_supervised(config, seeds=seeds, num_classes=len(data_info["class_names"]))
-        else:
-            model = build_simclr(config, seeds=seeds)
-        total_steps = config.epochs * steps_per_epoch
-        warmup_steps = int(round(warmup_epochs * steps_per_epoch))
-        model.compile(
-            optimizer=build_optimizer(optimizer_name, learning_rate=learning_rate, total_steps=total_steps,
-                                      warmup_steps=min(warmup_steps, total_steps), weight_decay=weight_decay),
-            jit_compile=jit_compile,
-        )
-        model.build((None, config.image_size, config.image_size, 3))
+        model = _new_model(config, run.seeds, training, steps_per_epoch, data_info)
 
-    logs_dir = os.path.join(out, "logs")
+    logs_dir = os.path.join(run.out, "logs")
     throughput = Throughput(config.batch_size)
-    callbacks = [
-        throughput,
-        LearningRateLogger(),
-        # Before TensorBoard, so feature_std/feature_rank reach its epoch logs.
-        CollapseMonitor(first_batch[:MONITOR_IMAGES], log=log),
-        keras.callbacks.TensorBoard(logs_dir, update_freq="epoch", write_graph=False),
-    ]
-    if config.method == "simclr":
-        callbacks.append(ImageSummary(logs_dir, "augmented_view_pairs",
-                                      _view_pairs(sample, model.augmenter.get_config(), seeds["view_grid"])))
-    if config.probe_data:
-        from ssl_keras.probing.probe import ProbeMonitor, probe_data
-
-        monitor_data = probe_data(config.probe_data, image_size=config.image_size, batch_size=config.batch_size,
-                                  max_per_class=config.probe_max_per_class, seed=seeds["global"])
-        # Before TensorBoard, so probe_top1/probe_top3 reach its epoch logs.
-        callbacks.insert(2, ProbeMonitor(monitor_data, every=config.probe_every, method="knn"))
+    callbacks = _callbacks(config, model, run.seeds, first_batch, throughput, logs_dir, log)
     fit_kwargs = {"validation_data": validation} if validation is not None else {}
-    try:
+    with run.hints(nonfinite="this usually means the learning rate is too high for this batch size: start a new "
+                             f"run with a lower --learning-rate (this one used {training['learning_rate']:g})"):
         history = fit_resumable(model, stream, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-                                checkpoints=checkpoints, start=start, callbacks=callbacks, verbose=verbose,
-                                **fit_kwargs)
-    except TrainingInterrupted as error:
-        raise TrainingInterrupted(f"{error}; resume with: ssl-keras pretrain --out {out} --resume",
-                                  checkpoint=error.checkpoint, epoch=error.epoch, step=error.step) from None
-    except NonFiniteLossError as error:
-        raise NonFiniteLossError(
-            f"{error}; this usually means the learning rate is too high for this batch size: start a new "
-            f"run with a lower --learning-rate (this one used {learning_rate:g})") from None
+                                checkpoints=run.checkpoints, start=run.start, callbacks=callbacks,
+                                verbose=verbose, **fit_kwargs)
+    encoder_path, exported = _save_encoder(model, run.out, config.export, log)
 
-    encoder_path = os.path.join(out, "encoder.keras")
-    save_model_atomic(model.encoder, encoder_path)
-    exported = None
-    if config.export:
-        try:
-            exported = export_encoder(model.encoder, os.path.join(out, "encoder_savedmodel"))
-        except ExportError as error:
-            log(f"SavedModel export skipped: {error}")
-
-    final = checkpoint_state(checkpoints)
-    state = final["logs"]
+    final = checkpoint_state(run.checkpoints)
+    logs = final["logs"]
     result = {
         "method": config.method,
         "epochs": final["epoch"],
-        "loss": state.get("loss"),
+        "loss": logs.get("loss"),
         "history": history,
-        "collapse": {key: state.get(key) for key in COLLAPSE_KEYS if key in state},
+        "collapse": {key: logs.get(key) for key in COLLAPSE_KEYS if key in logs},
         **{key: data_info[key] for key in ("num_images", "skipped", "skipped_files", "repaired", "repaired_files")},
-        "wall_seconds": time.perf_counter() - started,
-        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        **run.timing(),
         **throughput.summary(),
         "outputs": {"encoder": encoder_path, "savedmodel": exported, "logs": logs_dir,
-                    "checkpoints": checkpoints},
+                    "checkpoints": run.checkpoints},
+        **_method_result(config, logs, data_info),
     }
-    if config.method == "supervised":
-        result.update({"accuracy": state.get("accuracy"), "val_loss": state.get("val_loss"),
-                       "val_accuracy": state.get("val_accuracy"), "class_names": data_info["class_names"],
-                       "num_validation_images": data_info["num_validation_images"]})
-    else:
-        result["contrastive_accuracy"] = state.get("contrastive_accuracy")
-        result["chance_contrastive_accuracy"] = 1.0 / (2 * config.batch_size - 1)
-    write_json_atomic(os.path.join(out, "result.json"), result)
+    write_json_atomic(os.path.join(run.out, "result.json"), result)
     return result

@@ -267,31 +267,7 @@ class SimCLRAugmenter(keras.layers.Layer):
         def bernoulli(probability):
             return ops.cast(uniform((batch_size,)) < probability, "float32")
 
-        # Random resized crop, vectorised over the torchvision retry loop.
-        candidates = (batch_size, _CROP_ATTEMPTS)
-        area = uniform(candidates, self.crop_area_min, self.crop_area_max) * height * width
-        log_low, log_high = (math.log(r) for r in self.crop_aspect_range)
-        aspect = ops.exp(uniform(candidates, log_low, log_high))
-        crop_w = ops.sqrt(area * aspect)
-        crop_h = ops.sqrt(area / aspect)
-        fits = ops.logical_and(crop_w <= width, crop_h <= height)
-        first_fit = ops.expand_dims(ops.argmax(ops.cast(fits, "int32"), axis=1), 1)
-        crop_w = ops.squeeze(ops.take_along_axis(crop_w, first_fit, axis=1), 1)
-        crop_h = ops.squeeze(ops.take_along_axis(crop_h, first_fit, axis=1), 1)
-        # Fallback: the largest central window whose aspect ratio is in range.
-        aspect_low, aspect_high = self.crop_aspect_range
-        image_aspect = width / height
-        fallback_w = ops.where(
-            image_aspect > aspect_high, height * aspect_high, width
-        )
-        fallback_h = ops.where(image_aspect < aspect_low, width / aspect_low, height)
-        any_fit = ops.any(fits, axis=1)
-        crop_w = ops.where(any_fit, crop_w, fallback_w)
-        crop_h = ops.where(any_fit, crop_h, fallback_h)
-        offsets = uniform((batch_size, 2))
-        top = ops.where(any_fit, offsets[:, 0], 0.5) * (height - crop_h)
-        left = ops.where(any_fit, offsets[:, 1], 0.5) * (width - crop_w)
-        crop_boxes = ops.stack([top, left, crop_h, crop_w], axis=1)
+        crop_boxes = self._random_crop_boxes(uniform, batch_size, height, width)
 
         flip = bernoulli(self.flip_probability)
 
@@ -324,6 +300,37 @@ class SimCLRAugmenter(keras.layers.Layer):
             "blur": blur,
             "blur_sigma": blur_sigma,
         }
+
+    def _random_crop_boxes(self, uniform, batch_size, height, width):
+        """The random resized crops `[N, 4]` `(top, left, height, width)`, vectorised over the torchvision retry loop.
+
+        `uniform(shape, minval, maxval)` draws from the augmenter's seed generator; the draws
+        are made in a fixed order (areas, aspects, offsets), part of the augmenter's stream.
+        """
+        candidates = (batch_size, _CROP_ATTEMPTS)
+        area = uniform(candidates, self.crop_area_min, self.crop_area_max) * height * width
+        log_low, log_high = (math.log(r) for r in self.crop_aspect_range)
+        aspect = ops.exp(uniform(candidates, log_low, log_high))
+        crop_w = ops.sqrt(area * aspect)
+        crop_h = ops.sqrt(area / aspect)
+        fits = ops.logical_and(crop_w <= width, crop_h <= height)
+        first_fit = ops.expand_dims(ops.argmax(ops.cast(fits, "int32"), axis=1), 1)
+        crop_w = ops.squeeze(ops.take_along_axis(crop_w, first_fit, axis=1), 1)
+        crop_h = ops.squeeze(ops.take_along_axis(crop_h, first_fit, axis=1), 1)
+        # Fallback: the largest central window whose aspect ratio is in range.
+        aspect_low, aspect_high = self.crop_aspect_range
+        image_aspect = width / height
+        fallback_w = ops.where(
+            image_aspect > aspect_high, height * aspect_high, width
+        )
+        fallback_h = ops.where(image_aspect < aspect_low, width / aspect_low, height)
+        any_fit = ops.any(fits, axis=1)
+        crop_w = ops.where(any_fit, crop_w, fallback_w)
+        crop_h = ops.where(any_fit, crop_h, fallback_h)
+        offsets = uniform((batch_size, 2))
+        top = ops.where(any_fit, offsets[:, 0], 0.5) * (height - crop_h)
+        left = ops.where(any_fit, offsets[:, 1], 0.5) * (width - crop_w)
+        return ops.stack([top, left, crop_h, crop_w], axis=1)
 
     def apply_transformation(self, images, transformation):
         """Applies a transformation drawn by `get_random_transformation`.

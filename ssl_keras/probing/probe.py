@@ -364,6 +364,32 @@ def _synthetic_probe_data(num_images, *, image_size, batch_size, max_per_class, 
 # Command and callback.
 
 
+def _probe_backbone(backbone_spec, *, backbone_name, backbone_weights, estimate_bn_on, batch_size, log):
+    """`(backbone, description)` of `run_probe`'s backbone, batch-norm statistics estimated on request.
+
+    Args:
+        estimate_bn_on: None, or the `(images, labels)` batches whose first `BN_ESTIMATE_IMAGES`
+            images set the backbone's batch-norm moving statistics.
+    """
+    from ssl_keras.backbone import resolve_backbone
+
+    if isinstance(backbone_spec, keras.Model):
+        backbone, description = backbone_spec, f"in-memory model {backbone_spec.name}"
+    else:
+        config = types.SimpleNamespace(backbone=os.fspath(backbone_spec), backbone_name=backbone_name,
+                                       backbone_weights=backbone_weights)
+        backbone, description = resolve_backbone(config)
+    if estimate_bn_on is not None:
+        from ssl_keras.backbone import estimate_batch_norm_statistics
+
+        batches = estimate_bn_on.take(max(1, BN_ESTIMATE_IMAGES // batch_size))
+        bn_images = sum(int(images.shape[0]) for images, _ in batches)
+        estimate_batch_norm_statistics(backbone, (images for images, _ in batches))
+        description += f"; batch-norm statistics estimated on {bn_images} train images"
+        log(f"batch-norm statistics estimated on {bn_images} train images")
+    return backbone, description
+
+
 def run_probe(backbone_spec, data_spec, out, *, method="linear", image_size=96, batch_size=64, max_per_class=None,
               seed=0, backbone_name="EfficientNetB1", backbone_weights=None, epochs=100, k=20, temperature=0.07,
               estimate_bn=False, log=print):
@@ -399,8 +425,6 @@ def run_probe(backbone_spec, data_spec, out, *, method="linear", image_size=96, 
         The dict written to `probe.json`: `top1`, `top3` (of the first method), `results`
         (method -> `linear_probe`/`knn_probe` dict), counts, `feature_dim` and timings.
     """
-    from ssl_keras.backbone import resolve_backbone
-
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {', '.join(METHODS)}. Received: method={method!r}")
     started = time.perf_counter()
@@ -409,21 +433,10 @@ def run_probe(backbone_spec, data_spec, out, *, method="linear", image_size=96, 
     data = probe_data(data_spec, image_size=image_size, batch_size=batch_size, max_per_class=max_per_class,
                       seed=seed)
     log(data.description)
-    if isinstance(backbone_spec, keras.Model):
-        backbone, description = backbone_spec, f"in-memory model {backbone_spec.name}"
-    else:
-        config = types.SimpleNamespace(backbone=os.fspath(backbone_spec), backbone_name=backbone_name,
-                                       backbone_weights=backbone_weights)
-        backbone, description = resolve_backbone(config)
-    bn_images = 0
-    if estimate_bn:
-        from ssl_keras.backbone import estimate_batch_norm_statistics
-
-        batches = data.train.take(max(1, BN_ESTIMATE_IMAGES // batch_size))
-        bn_images = sum(int(images.shape[0]) for images, _ in batches)
-        estimate_batch_norm_statistics(backbone, (images for images, _ in batches))
-        description += f"; batch-norm statistics estimated on {bn_images} train images"
-        log(f"batch-norm statistics estimated on {bn_images} train images")
+    backbone, description = _probe_backbone(backbone_spec, backbone_name=backbone_name,
+                                            backbone_weights=backbone_weights, log=log,
+                                            estimate_bn_on=data.train if estimate_bn else None,
+                                            batch_size=batch_size)
     options = {"backbone": backbone_spec if isinstance(backbone_spec, str) else description, "data": data_spec,
                "out": out, "method": method, "image_size": image_size, "batch_size": batch_size,
                "max_per_class": max_per_class, "seed": seed, "backbone_name": backbone_name,

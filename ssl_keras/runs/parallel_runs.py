@@ -124,6 +124,34 @@ def _signal_as_interrupt(signum, frame):
     raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
 
 
+def _submit_to_idle(pool, pending, prepare):
+    """Gives each idle worker the next pending key that `prepare` does not leave out."""
+    for index in pool.idle():
+        task = None
+        while pending and task is None:
+            key = pending.pop(0)
+            task = prepare(key)
+        if task is None:
+            break
+        pool.submit(index, key, *task)
+
+
+def _next_message(pool):
+    """The next `(kind, key, payload)` from the workers, or None after a second without one.
+
+    Raises:
+        RuntimeError: a worker process died without reporting (killed, out of memory).
+    """
+    try:
+        return pool.results.get(timeout=1.0)
+    except queue.Empty:
+        dead = pool.dead_task()
+        if dead:
+            raise RuntimeError(f"the worker process running {dead[0]} died (exit code {dead[1]}); rerun "
+                               "the same command to continue (finished runs are kept)")
+        return None
+
+
 def run_parallel(keys, *, workers, prepare, on_log=None, on_done=None, on_error=None):
     """Runs one task per key in `workers` processes, in the order of `keys`, and returns the results.
 
@@ -177,23 +205,11 @@ def run_parallel(keys, *, workers, prepare, on_log=None, on_done=None, on_error=
     previous = {sig: signal.signal(sig, _signal_as_interrupt) for sig in stop_signals} if in_main_thread else {}
     try:
         while pending or pool.busy:
-            for index in pool.idle():
-                task = None
-                while pending and task is None:
-                    key = pending.pop(0)
-                    task = prepare(key)
-                if task is None:
-                    break
-                pool.submit(index, key, *task)
+            _submit_to_idle(pool, pending, prepare)
             if not pool.busy:
                 break
-            try:
-                message = pool.results.get(timeout=1.0)
-            except queue.Empty:
-                dead = pool.dead_task()
-                if dead:
-                    raise RuntimeError(f"the worker process running {dead[0]} died (exit code {dead[1]}); rerun "
-                                       "the same command to continue (finished runs are kept)")
+            message = _next_message(pool)
+            if message is None:
                 continue
             on_message(*message)
             if interrupted:  # a worker was stopped from outside: stop the others the same way

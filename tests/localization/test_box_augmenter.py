@@ -1,7 +1,3 @@
-import importlib.util
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras
@@ -9,8 +5,7 @@ import numpy as np
 import pytest
 
 from ssl_keras.localization.box_augmenter import BoxAugmenter
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from test_case import run_on_backend
 
 requires_tensorflow = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="needs the TensorFlow backend"
@@ -421,16 +416,5 @@ _OTHER_BACKEND_SCRIPT = textwrap.dedent(
 
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 def test_other_backends(backend):
-    if importlib.util.find_spec(backend) is None:
-        pytest.skip(f"{backend} is not installed")
-    env = {**os.environ, "KERAS_BACKEND": backend}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_ROOT, env.get("PYTHONPATH")]))
-    result = subprocess.run(
-        [sys.executable, "-c", _OTHER_BACKEND_SCRIPT.format(backend=backend)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_on_backend(backend, _OTHER_BACKEND_SCRIPT.format(backend=backend))
     assert result.stdout.strip().endswith("ok")

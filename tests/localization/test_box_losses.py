@@ -1,7 +1,3 @@
-import importlib.util
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras
@@ -9,8 +5,7 @@ import numpy as np
 import pytest
 
 from ssl_keras.localization.box_losses import BoxLoss, box_loss, giou_loss
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from test_case import run_on_backend
 
 requires_tensorflow = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="needs the TensorFlow backend"
@@ -237,12 +232,5 @@ _TORCH_SCRIPT = textwrap.dedent(
 
 
 def test_loss_and_metrics_on_torch_backend():
-    if importlib.util.find_spec("torch") is None:
-        pytest.skip("torch is not installed")
-    env = {**os.environ, "KERAS_BACKEND": "torch"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_ROOT, env.get("PYTHONPATH")]))
-    result = subprocess.run(
-        [sys.executable, "-c", _TORCH_SCRIPT], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_on_backend("torch", _TORCH_SCRIPT)
     assert result.stdout.strip().endswith("ok")
