@@ -39,6 +39,8 @@ import keras
 import numpy as np
 from PIL import Image
 
+from ssl_keras.runs.run_directory import save_png_atomic
+
 TARGETS = ("class", "box")
 """`"class"`: the logit of the predicted (or given) class. `"box"`: the evidence that makes the
 predicted box large: the raw (pre-sigmoid) height + width outputs of the pooled head, the
@@ -598,14 +600,8 @@ def gradcam_grid(image_rows, *, titles=None, column_titles=None, path=None, tile
     canvas.draw()
     grid = np.asarray(canvas.buffer_rgba())[..., :3].copy()
     if path is not None:
-        _save_png(grid, path)
+        save_png_atomic(grid, path)
     return grid
-
-
-def _save_png(array, path):
-    tmp = f"{path}.partial.png"
-    Image.fromarray(array).save(tmp)
-    os.replace(tmp, path)
 
 
 # In-box mass: how much of a heatmap falls on the object.
@@ -798,7 +794,7 @@ def run_gradcam(model_dirs, image_paths, out, *, target="class", layer_name=None
             heat = heatmap_to_original(result["heatmaps"][i], image.shape[:2], size, resize)
             drawn = overlay(image, heat)
             target_path = os.path.join(out, names[i][m])
-            _save_png(drawn, target_path)
+            save_png_atomic(drawn, target_path)
             label = int(np.argmax(result["class_probs"][i]))
             score = float(result["class_probs"][i][label])
             rows[i].append(drawn)
