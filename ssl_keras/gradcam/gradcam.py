@@ -39,6 +39,7 @@ import keras
 import numpy as np
 from PIL import Image
 
+from ssl_keras.resampling import interpolation_matrix
 from ssl_keras.runs.run_directory import save_png_atomic
 
 TARGETS = ("class", "box")
@@ -274,19 +275,6 @@ def feature_geometry(feature_tensor, image_hw):
     return {"stride": tuple(stride), "offset": tuple(offset), "size": tuple(size)}
 
 
-def _interpolation_matrix(positions, size_in):
-    """Linear interpolation weights `[len(positions), size_in]`, clamped at the edges."""
-    positions = np.clip(np.asarray(positions, "float64"), 0.0, size_in - 1)
-    low = np.floor(positions).astype(int)
-    high = np.minimum(low + 1, size_in - 1)
-    frac = positions - low
-    matrix = np.zeros((len(positions), size_in))
-    rows = np.arange(len(positions))
-    np.add.at(matrix, (rows, low), 1.0 - frac)
-    np.add.at(matrix, (rows, high), frac)
-    return matrix
-
-
 def _upsample(maps, image_hw, geometry):
     """Bilinear upsampling of `[N, h, w]` maps to the image, cell centres placed by `geometry`
     (None: a plain half-pixel resize, as `tf.image.resize`)."""
@@ -297,7 +285,8 @@ def _upsample(maps, image_hw, geometry):
             positions = (pixels + 0.5) * n_in / n_out - 0.5
         else:
             positions = (pixels - geometry["offset"][axis]) / geometry["stride"][axis]
-        matrices.append(_interpolation_matrix(positions, n_in))
+        # Clamped: past the outermost cell centres the border cell is repeated, as `tf.image.resize` does.
+        matrices.append(keras.ops.convert_to_numpy(interpolation_matrix(positions, n_in, fill_mode="nearest")))
     return np.einsum("Yh,nhw,Xw->nYX", matrices[0], maps, matrices[1]).astype("float32")
 
 
