@@ -2,9 +2,10 @@
 
 import json
 import os
-import socket
 
 import keras
+
+from ssl_keras.data.download_host import network_available
 
 # Families whose keras.applications constructor rescales [0, 255] inputs itself.
 _SELF_PREPROCESSING = ("EfficientNet", "ConvNeXt", "RegNet", "MobileNetV3")
@@ -35,14 +36,6 @@ def _preprocessing_for(name):
         "does not wrap; use an EfficientNet, EfficientNetV2, ConvNeXt, RegNet, MobileNet, "
         f"ResNetV2, DenseNet, Inception or Xception backbone. Received: name={name}"
     )
-
-
-def _imagenet_weights_reachable(timeout=3.0):
-    try:
-        with socket.create_connection(("storage.googleapis.com", 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _cached_weights_present(name):
@@ -85,7 +78,7 @@ def build_backbone(name="EfficientNetB1", *, weights=None, input_shape=(None, No
         weights = os.fspath(weights)
         if not os.path.isfile(weights):
             raise BackboneWeightsError(f"backbone weights file {weights} does not exist")
-    if weights == "imagenet" and not _cached_weights_present(name) and not _imagenet_weights_reachable():
+    if weights == "imagenet" and not _cached_weights_present(name) and not network_available():
         raise BackboneWeightsError(
             f"ImageNet weights for {name} cannot be downloaded (no network). Download "
             f"'{name.lower()}_notop.h5' from the Keras applications release elsewhere, copy it "

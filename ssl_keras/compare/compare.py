@@ -44,8 +44,8 @@ from ssl_keras.backbone import BackboneWeightsError, resolve_backbone
 from ssl_keras.localization.box_baselines import BOX_METRICS, CLASS_METRICS, MAJORITY_CLASS, PRIOR_BOX
 from ssl_keras.runs.config import DETECT_MODES, ConfigError, DetectConfig, check_option, to_dict
 from ssl_keras.localization.detect import run_detect
-from ssl_keras.runs.run_directory import (RunDirectoryError, environment_info, read_json, write_json_atomic,
-                                     write_text_atomic)
+from ssl_keras.runs.run_directory import (RunDirectoryError, environment_info, read_json, write_file_atomic,
+                                          write_json_atomic, write_text_atomic)
 
 METRICS = ("mean_iou", "loc_acc@0.5", "loc_acc@0.7", "top1", "top3", "cls_loc_acc@0.5")
 METRIC_TITLES = {"mean_iou": "mean IoU", "loc_acc@0.5": "loc acc@0.5", "loc_acc@0.7": "loc acc@0.7",
@@ -1084,10 +1084,8 @@ def plot_metric(table, metric, path, *, dpi=100, subplot_size=(5.0, 4.0)):
         `path`.
     """
     figure = metric_figure(table, metric, dpi=dpi, subplot_size=subplot_size)
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), ".tmp-" + os.path.basename(path))
-    figure.savefig(tmp, dpi=dpi, format=os.path.splitext(path)[1].lstrip(".") or "png")
-    os.replace(tmp, path)
-    return path
+    file_format = os.path.splitext(path)[1].lstrip(".") or "png"
+    return write_file_atomic(path, lambda tmp: figure.savefig(tmp, dpi=dpi, format=file_format))
 
 
 def summarize_compare(config, *, skipped=None, gradcam=None, log=print):

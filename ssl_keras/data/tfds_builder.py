@@ -5,21 +5,10 @@ the dataset is prepared and, if not, whether the download host answers at all.
 """
 
 import os
-import socket
 
+# Imported by name, so that tests can replace `tfds_builder.network_available`.
+from ssl_keras.data.download_host import network_available
 from ssl_keras.data.source_spec import SourceError
-
-_NETWORK_PROBE = ("storage.googleapis.com", 443)
-_NETWORK_TIMEOUT_S = 3.0
-
-
-def network_available():
-    """Whether TFDS could reach its download host, answered within a few seconds."""
-    try:
-        with socket.create_connection(_NETWORK_PROBE, timeout=_NETWORK_TIMEOUT_S):
-            return True
-    except OSError:
-        return False
 
 
 def tfds_builder(name, *, context, unknown_hint, offline_hint, data_dir=None):

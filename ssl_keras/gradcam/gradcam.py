@@ -39,6 +39,9 @@ import keras
 import numpy as np
 from PIL import Image
 
+from ssl_keras.resampling import interpolation_matrix
+from ssl_keras.runs.run_directory import save_png_atomic, write_json_atomic
+
 TARGETS = ("class", "box")
 """`"class"`: the logit of the predicted (or given) class. `"box"`: the evidence that makes the
 predicted box large: the raw (pre-sigmoid) height + width outputs of the pooled head, the
@@ -272,19 +275,6 @@ def feature_geometry(feature_tensor, image_hw):
     return {"stride": tuple(stride), "offset": tuple(offset), "size": tuple(size)}
 
 
-def _interpolation_matrix(positions, size_in):
-    """Linear interpolation weights `[len(positions), size_in]`, clamped at the edges."""
-    positions = np.clip(np.asarray(positions, "float64"), 0.0, size_in - 1)
-    low = np.floor(positions).astype(int)
-    high = np.minimum(low + 1, size_in - 1)
-    frac = positions - low
-    matrix = np.zeros((len(positions), size_in))
-    rows = np.arange(len(positions))
-    np.add.at(matrix, (rows, low), 1.0 - frac)
-    np.add.at(matrix, (rows, high), frac)
-    return matrix
-
-
 def _upsample(maps, image_hw, geometry):
     """Bilinear upsampling of `[N, h, w]` maps to the image, cell centres placed by `geometry`
     (None: a plain half-pixel resize, as `tf.image.resize`)."""
@@ -295,7 +285,8 @@ def _upsample(maps, image_hw, geometry):
             positions = (pixels + 0.5) * n_in / n_out - 0.5
         else:
             positions = (pixels - geometry["offset"][axis]) / geometry["stride"][axis]
-        matrices.append(_interpolation_matrix(positions, n_in))
+        # Clamped: past the outermost cell centres the border cell is repeated, as `tf.image.resize` does.
+        matrices.append(keras.ops.convert_to_numpy(interpolation_matrix(positions, n_in, fill_mode="nearest")))
     return np.einsum("Yh,nhw,Xw->nYX", matrices[0], maps, matrices[1]).astype("float32")
 
 
@@ -598,14 +589,8 @@ def gradcam_grid(image_rows, *, titles=None, column_titles=None, path=None, tile
     canvas.draw()
     grid = np.asarray(canvas.buffer_rgba())[..., :3].copy()
     if path is not None:
-        _save_png(grid, path)
+        save_png_atomic(grid, path)
     return grid
-
-
-def _save_png(array, path):
-    tmp = f"{path}.partial.png"
-    Image.fromarray(array).save(tmp)
-    os.replace(tmp, path)
 
 
 # In-box mass: how much of a heatmap falls on the object.
@@ -798,7 +783,7 @@ def run_gradcam(model_dirs, image_paths, out, *, target="class", layer_name=None
             heat = heatmap_to_original(result["heatmaps"][i], image.shape[:2], size, resize)
             drawn = overlay(image, heat)
             target_path = os.path.join(out, names[i][m])
-            _save_png(drawn, target_path)
+            save_png_atomic(drawn, target_path)
             label = int(np.argmax(result["class_probs"][i]))
             score = float(result["class_probs"][i][label])
             rows[i].append(drawn)
@@ -1062,11 +1047,30 @@ def gradcam_across_backbones(models, *, data, out_dir, num_images=4, mass_images
     ...                                   data="voc:VOCdevkit/VOC2007", out_dir="report/gradcam")
     >>> result["mass"]["SSL"]["box"]["mean"], result["box_share"]["mean"]
     """
-    from ssl_keras.localization.box_drawing import TRUE_COLOR, draw_boxes
-    from ssl_keras.localization.detect import load_run
-    from ssl_keras.runs.run_directory import write_json_atomic
-
     log = log or (lambda line: None)
+    titles, run_dirs, targets = _check_across_arguments(models, data=data, targets=targets, num_images=num_images,
+                                                        mass_images=mass_images, explained_class=explained_class)
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    os.makedirs(out_dir, exist_ok=True)
+    runs = _explain_runs(titles, run_dirs, data=data, targets=targets, num_images=num_images, mass_images=mass_images,
+                         layer_name=layer_name, batch_size=batch_size, explained_class=explained_class, log=log)
+    grids = {t: _write_grid(runs, t, os.path.join(out_dir, f"gradcam_{t}.png")) for t in targets}
+    result = {
+        "grids": grids,
+        "mass": {title: summary["targets"] for title, summary, _ in runs},
+        "box_share": runs[0][1]["box_share"],
+        "images": list(runs[0][2]["image_ids"]),
+        "json": os.path.join(out_dir, MASS_FILE),
+    }
+    write_json_atomic(result["json"], _mass_record(result, runs, data=data, run_dirs=run_dirs, targets=targets,
+                                                   explained_class=explained_class))
+    log(f"[gradcam] wrote {', '.join(os.path.basename(p) for p in grids.values())} and {MASS_FILE} in {out_dir}")
+    return result
+
+
+def _check_across_arguments(models, *, data, targets, num_images, mass_images, explained_class):
+    """`(titles, run_dirs, targets)` of `gradcam_across_backbones`, every argument and run checked
+    before any work."""
     if not hasattr(models, "items") or not models:
         raise ValueError("`models` must be a non-empty mapping of column title -> detect run directory, "
                          f"e.g. {{'SSL': 'runs/ssl'}}. Received: models={models!r}")
@@ -1082,14 +1086,22 @@ def gradcam_across_backbones(models, *, data, out_dir, num_images=4, mass_images
         raise ValueError("`num_images` must be an int >= 1 (the grid's rows). Received: num_images=None")
     _check_count(mass_images, "mass_images")
     _check_explained_class(explained_class)
-    for run_dir in run_dirs:  # every run is checked before any work
+    for run_dir in run_dirs:
         for name in ("config.json", "model.keras"):
             if not os.path.isfile(os.path.join(run_dir, name)):
                 raise FileNotFoundError(f"model {run_dir}: {name} is missing; is it a finished detect run?")
-    out_dir = os.path.abspath(os.fspath(out_dir))
-    os.makedirs(out_dir, exist_ok=True)
+    return titles, run_dirs, targets
 
-    splits, runs = {}, []  # the test split is read once per (image_size, resize)
+
+def _explain_runs(titles, run_dirs, *, data, targets, num_images, mass_images, layer_name, batch_size,
+                  explained_class, log):
+    """One `(title, summary, kept)` per run (see `_mass_pass`), all on the same test images of `data`.
+
+    The test split is read once per `(image_size, resize)`; one model is loaded at a time.
+    """
+    from ssl_keras.localization.detect import load_run
+
+    splits, runs = {}, []
     for title, run_dir in zip(titles, run_dirs):
         model, record = load_run(run_dir)
         options = record["options"]
@@ -1108,37 +1120,42 @@ def gradcam_across_backbones(models, *, data, out_dir, num_images=4, mass_images
             log(f"[gradcam] {title}: {t} in-box mass {shown} (n={row['n']}, skipped {row['skipped']}; "
                 f"flat map {summary['box_share']['mean']:.3f})")
         runs.append((title, summary, kept))
+    return runs
+
+
+def _write_grid(runs, target, path):
+    """Writes the grid of `target`'s overlays, images (rows) by runs (columns), to `path`; returns `path`.
+
+    Each overlay has the ground-truth box drawn and is captioned with its in-box mass; the first
+    column also names the image.
+    """
+    from ssl_keras.localization.box_drawing import TRUE_COLOR, draw_boxes
 
     image_ids = runs[0][2]["image_ids"]
-    grids = {}
-    for t in targets:
-        rows = [[] for _ in image_ids]
-        captions = [[] for _ in image_ids]
-        for j, (title, _, kept) in enumerate(runs):
-            for i, image_id in enumerate(image_ids):
-                image = np.clip(np.round(kept["images"][i]), 0, 255).astype("uint8")
-                line = max(1, round(image.shape[0] / 96))
-                drawn = draw_boxes(overlay(image, kept["heatmaps"][t][i]), kept["boxes"][i][None],
-                                   colors=[TRUE_COLOR], width=line)
-                rows[i].append(drawn)
-                caption = _mass_caption(kept["masses"][t][i])
-                captions[i].append(f"{image_id}\n{caption}" if j == 0 else caption)
-        grids[t] = os.path.join(out_dir, f"gradcam_{t}.png")
-        gradcam_grid(rows, titles=captions, column_titles=titles, path=grids[t], tile_inches=1.6, dpi=80)
+    rows = [[] for _ in image_ids]
+    captions = [[] for _ in image_ids]
+    for j, (_, _, kept) in enumerate(runs):
+        for i, image_id in enumerate(image_ids):
+            image = np.clip(np.round(kept["images"][i]), 0, 255).astype("uint8")
+            line = max(1, round(image.shape[0] / 96))
+            drawn = draw_boxes(overlay(image, kept["heatmaps"][target][i]), kept["boxes"][i][None],
+                               colors=[TRUE_COLOR], width=line)
+            rows[i].append(drawn)
+            caption = _mass_caption(kept["masses"][target][i])
+            captions[i].append(f"{image_id}\n{caption}" if j == 0 else caption)
+    gradcam_grid(rows, titles=captions, column_titles=[title for title, _, _ in runs], path=path, tile_inches=1.6,
+                 dpi=80)
+    return path
 
+
+def _mass_record(result, runs, *, data, run_dirs, targets, explained_class):
+    """The content of `gradcam_mass.json`: `result` (less its `"json"`) and what each run measured."""
     first = runs[0][1]
-    result = {
-        "grids": grids,
-        "mass": {title: summary["targets"] for title, summary, _ in runs},
-        "box_share": first["box_share"],
-        "images": list(image_ids),
-        "json": os.path.join(out_dir, MASS_FILE),
-    }
-    record = {
+    return {
         **{k: v for k, v in result.items() if k != "json"},
         "data": data,
         "explained_class": explained_class,
-        "models": dict(zip(titles, run_dirs)),
+        "models": {title: run_dir for (title, _, _), run_dir in zip(runs, run_dirs)},
         "layers": {title: summary["layer"] for title, summary, _ in runs},
         "model_box_share": {title: summary["box_share"] for title, summary, _ in runs},
         "per_image": {
@@ -1147,6 +1164,3 @@ def gradcam_across_backbones(models, *, data, out_dir, num_images=4, mass_images
             "mass": {title: {t: _json_floats(summary["masses"][t]) for t in targets} for title, summary, _ in runs},
         },
     }
-    write_json_atomic(result["json"], record)
-    log(f"[gradcam] wrote {', '.join(os.path.basename(p) for p in grids.values())} and {MASS_FILE} in {out_dir}")
-    return result

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from ssl_keras.resampling import transposed_matmul
+from ssl_keras.resampling import interpolation_matrix, transposed_matmul
 
 # Images are float in [0, 255] throughout ssl_keras.
 _MAX_VALUE = 255.0
@@ -266,10 +266,10 @@ class BoxAugmenter(keras.layers.Layer):
         """
         shape = ops.shape(images)
         height, width = shape[1], shape[2]
-        resample_y, inside_y = _interpolation_matrix(
+        resample_y, inside_y = _affine_interpolation(
             *_source_map(transformation, 0, height), height
         )
-        resample_x, inside_x = _interpolation_matrix(
+        resample_x, inside_x = _affine_interpolation(
             *_source_map(transformation, 1, width, flip=transformation["flip"]), width
         )
         outputs = transposed_matmul(resample_x, transposed_matmul(resample_y, images))
@@ -333,7 +333,7 @@ def _source_map(transformation, axis, size, flip=None):
     return slope, offset
 
 
-def _interpolation_matrix(slope, offset, size):
+def _affine_interpolation(slope, offset, size):
     """`[N, size, size]` bilinear weights of the input pixels for each output pixel.
 
     Also returns `[N, size]`, the total weight inside the image (1 unless the source point lies
@@ -341,7 +341,8 @@ def _interpolation_matrix(slope, offset, size):
     """
     position = ops.arange(size, dtype="float32")
     source = slope[:, None] * position[None, :] + offset[:, None]
-    weights = ops.relu(1.0 - ops.abs(source[:, :, None] - position[None, None, :]))
+    # Not clamped: the weight that falls outside goes to the fill value (see `transform_images`).
+    weights = interpolation_matrix(source, size, fill_mode="constant")
     return weights, ops.sum(weights, axis=2)
 
 

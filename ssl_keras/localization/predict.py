@@ -11,12 +11,11 @@ import os
 
 import keras
 import numpy as np
-from PIL import Image
 
 from ssl_keras.localization.box_drawing import draw_boxes
 from ssl_keras.data import image_files
 from ssl_keras.localization.detect import load_run
-from ssl_keras.runs.run_directory import write_json_atomic
+from ssl_keras.runs.run_directory import save_png_atomic, write_json_atomic
 
 PREDICTIONS_FILE = "predictions.json"
 """The file `predict_images` writes in its output folder."""
@@ -135,9 +134,7 @@ def _predict_and_draw(model, image, target, *, image_size, resize, class_names):
     box = np.asarray(boxes_to_original(box[None], image.shape[:2], image_size, resize))[0]
     label = int(np.argmax(probs))
     drawn = draw_boxes(image, box[None], captions=[f"{class_names[label]} {probs[label]:.2f}"])
-    tmp = target + ".partial.png"
-    Image.fromarray(drawn).save(tmp)
-    os.replace(tmp, target)
+    save_png_atomic(drawn, target)
     return {"class": class_names[label], "score": float(probs[label]), "box": [round(float(v), 4) for v in box]}
 
 

@@ -5,7 +5,7 @@ import math
 import keras
 from keras import ops
 
-from ssl_keras.resampling import transposed_matmul
+from ssl_keras.resampling import interpolation_matrix, transposed_matmul
 
 # Images are float in [0, 255] throughout ssl_keras.
 _MAX_VALUE = 255.0
@@ -424,8 +424,8 @@ def _bilinear_matrix(start, length, size):
     position = ops.arange(size, dtype="float32")
     scale = length / size_f
     source = start[:, None] + (position[None, :] + 0.5) * scale[:, None] - 0.5
-    source = ops.clip(source, 0.0, size_f - 1.0)
-    return ops.relu(1.0 - ops.abs(source[:, :, None] - position[None, None, :]))
+    # Clamped: a window reaching the border repeats the border pixel.
+    return interpolation_matrix(source, size, fill_mode="nearest")
 
 
 def _grayscale(images):

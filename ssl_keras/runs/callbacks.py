@@ -123,15 +123,12 @@ class BestEpoch(keras.callbacks.Callback):
         return value > self.record["value"] if self.mode == "max" else value < self.record["value"]
 
     def on_epoch_end(self, epoch, logs=None):
-        from ssl_keras.runs.run_directory import write_json_atomic
+        from ssl_keras.runs.run_directory import write_file_atomic, write_json_atomic
 
         value = (logs or {}).get(self.monitor)
         if value is None or not np.isfinite(float(value)) or not self._better(float(value)):
             return
-        directory = os.path.dirname(os.path.abspath(self.weights_path))
-        tmp = os.path.join(directory, ".tmp-" + os.path.basename(self.weights_path))
-        self.model.save_weights(tmp)
-        os.replace(tmp, self.weights_path)
+        write_file_atomic(self.weights_path, self.model.save_weights)
         self.record = {"epoch": int(epoch) + 1, "monitor": self.monitor, "value": float(value)}
         write_json_atomic(self.record_path, self.record)
 

@@ -1,4 +1,4 @@
-"""Run directories: refusal to overwrite, atomic JSON files, seeds and environment records."""
+"""Run directories: refusal to overwrite, atomic file writes (JSON, text, PNG, models), environment records."""
 
 import datetime
 import json
@@ -67,21 +67,53 @@ def write_text_atomic(path, text):
         raise
 
 
-def save_model_atomic(model, path):
-    """`model.save(path)` through a temporary file and a rename: a crash never leaves half a model.
+def write_file_atomic(path, write):
+    """Calls `write(tmp)` on a temporary path beside `path`, then renames the result to `path`.
 
-    An existing file at `path` stays untouched until the new one is complete.
+    `path` only ever appears complete: an existing file stays untouched until the new one is
+    whole, and no temporary file is left behind, whether `write` succeeds or raises. The
+    temporary name holds the process id, so two processes writing the same file never share
+    one, and ends with `path`'s own name, so writers that pick the format from the extension
+    (`model.save`, `figure.savefig`) still see it.
+
+    Args:
+        path: the file to write.
+        write: function taking the temporary path (a string) and writing the whole file there.
+
+    Returns:
+        `path`.
+
+    Example:
+
+    >>> write_file_atomic("plot.png", lambda tmp: figure.savefig(tmp, format="png"))  # doctest: +SKIP
     """
     directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, ".tmp-" + os.path.basename(path))
+    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(path)}")
     try:
-        model.save(tmp)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def save_png_atomic(image, path):
+    """Writes a `[H, W, 3]` uint8 array (or a PIL image) as a PNG, through `write_file_atomic`."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(image)
+    return write_file_atomic(path, lambda tmp: image.save(tmp, format="PNG"))
+
+
+def save_model_atomic(model, path):
+    """`model.save(path)` through a temporary file and a rename: a crash never leaves half a model.
+
+    An existing file at `path` stays untouched until the new one is complete.
+    """
+    return write_file_atomic(path, model.save)
 
 
 def replace_path_atomic(tmp_path, final_path):
