@@ -1174,7 +1174,7 @@ def format_report(config, *, rows, table, results_md, findings, skipped, plots, 
               f"- seeds: {', '.join(str(s) for s in range(config.seeds))}",
               f"- per cell: `{config.backbone_name}`, {config.epochs} epoch(s), image size {config.image_size}, "
               f"batch {config.batch_size}, learning rate {config.learning_rate:g}",
-              f"- cells: `cells/{{label}}/{{mode}}/frac{{fraction}}/seed{{seed}}/`, each a detect run directory",
+              "- cells: `cells/{label}/{mode}/frac{fraction}/seed{seed}/`, each a detect run directory",
               "", "All options (as in `compare.json`):", "", "```",
               *(f"{key} = {value!r}" for key, value in to_dict(config).items()), "```", "",
               "## What it shows", ""]

@@ -43,7 +43,7 @@ import time
 import typing
 from typing import Dict, List, Optional
 
-from ssl_keras.compare.compare import CompareConfig, backbone_label
+from ssl_keras.compare.compare import CompareConfig
 from ssl_keras.runs.config import ConfigError, PretrainConfig, read_config_file, to_dict
 from ssl_keras.runs.run_directory import RunDirectoryError, read_json, write_json_atomic
 

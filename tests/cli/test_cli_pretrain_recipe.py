@@ -10,7 +10,6 @@ import shlex
 import shutil
 
 import keras
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
