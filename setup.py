@@ -25,6 +25,6 @@ setup(
         "matplotlib>=3.7",
         "pyyaml>=6.0",
     ],
-    extras_require={"dev": ["pytest>=7.4"], "torch": ["torch>=2.2"]},
+    extras_require={"dev": ["pytest>=7.4", "ruff>=0.6"], "torch": ["torch>=2.2"]},
     entry_points={"console_scripts": ["ssl-keras=ssl_keras.cli.main:main"]},
 )

@@ -26,10 +26,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_data = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "voc2007")
     parser.add_argument("--data", default=f"voc:{os.path.normpath(default_data)}")
-    parser.add_argument("--backbone", default="EfficientNetB1", help="keras.applications name or an encoder.keras")
+    parser.add_argument(
+        "--backbone", default="EfficientNetB1", help="keras.applications name or an encoder.keras"
+    )
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per case (after one warm-up)")
+    parser.add_argument(
+        "--epochs", type=int, default=3, help="timed epochs per case (after one warm-up)"
+    )
     args = parser.parse_args()
 
     import keras
@@ -41,8 +45,9 @@ def main():
     from ssl_keras.data.localization import load_localization_data
 
     keras.utils.set_random_seed(0)
-    data = load_localization_data(args.data, image_size=args.image_size, batch_size=args.batch_size, seed=2,
-                                  splits=("train",))
+    data = load_localization_data(
+        args.data, image_size=args.image_size, batch_size=args.batch_size, seed=2, splits=("train",)
+    )
     steps = -(-len(data.train_ids) // args.batch_size)
     if args.backbone.endswith(".keras"):
         backbone = keras.saving.load_model(args.backbone)
@@ -56,32 +61,46 @@ def main():
         times = []
         for epoch in range(args.epochs + 1):
             start = time.perf_counter()
-            model.fit(dataset, epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=steps, verbose=0)
+            model.fit(
+                dataset, epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=steps, verbose=0
+            )
             times.append(time.perf_counter() - start)
         return statistics.median(times[1:])
 
     num_classes = len(data.class_names)
-    uncached_model = BoxRegressor(backbone, num_classes=num_classes, head="spatial", augmenter=BoxAugmenter(seed=1))
+    uncached_model = BoxRegressor(
+        backbone, num_classes=num_classes, head="spatial", augmenter=BoxAugmenter(seed=1)
+    )
     uncached_stream = data.train_stream(0).map(
-        lambda image, targets: ({"images": image, "boxes": targets["boxes"]}, targets))
+        lambda image, targets: ({"images": image, "boxes": targets["boxes"]}, targets)
+    )
     uncached = epoch_seconds(uncached_model, uncached_stream)
 
     start = time.perf_counter()
     cache = backbone_outputs(backbone, data.train_stream(0, shuffle=False).take(steps), flip=True)
     cache_seconds = time.perf_counter() - start
     cached_model = BoxRegressor(backbone, num_classes=num_classes, head="spatial", augmenter=None)
-    cached = epoch_seconds(cached_model, cached_train_stream(cache, batch_size=args.batch_size, seed=2,
-                                                             flip_seed=1)(0))
+    cached = epoch_seconds(
+        cached_model, cached_train_stream(cache, batch_size=args.batch_size, seed=2, flip_seed=1)(0)
+    )
 
-    print(f"# frozen detect epochs, {os.path.basename(args.backbone)} at {args.image_size} px, "
-          f"{len(data.train_ids)} training images, batch {args.batch_size}; {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, keras {keras.__version__} ({keras.config.backend()})")
+    print(
+        f"# frozen detect epochs, {os.path.basename(args.backbone)} at {args.image_size} px, "
+        f"{len(data.train_ids)} training images, batch {args.batch_size}; {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, keras {keras.__version__} ({keras.config.backend()})"
+    )
     print("| path | one-time cost (s) | median epoch (s) | epochs/s | speed-up |")
     print("|---|---:|---:|---:|---:|")
-    print(f"| uncached (backbone every step, flip + jitter) | 0 | {uncached:.2f} | {1 / uncached:.3f} | 1.0x |")
-    print(f"| cached (features of images + flips once) | {cache_seconds:.1f} | {cached:.3f} | {1 / cached:.2f} | "
-          f"{uncached / cached:.0f}x |")
-    print(f"cached pays for its cache after {cache_seconds / max(uncached - cached, 1e-9):.1f} epochs")
+    print(
+        f"| uncached (backbone every step, flip + jitter) | 0 | {uncached:.2f} | {1 / uncached:.3f} | 1.0x |"
+    )
+    print(
+        f"| cached (features of images + flips once) | {cache_seconds:.1f} | {cached:.3f} | {1 / cached:.2f} | "
+        f"{uncached / cached:.0f}x |"
+    )
+    print(
+        f"cached pays for its cache after {cache_seconds / max(uncached - cached, 1e-9):.1f} epochs"
+    )
 
 
 if __name__ == "__main__":

@@ -45,23 +45,34 @@ def run_case(case, args):
         if case == "huge:reduced":
             decode = tf.function(lambda p: image_files.read_image(p, image_size=args.image_size))
         else:
-            decode = tf.function(lambda p: tf.image.resize(
-                tf.io.decode_image(tf.io.read_file(p), channels=3, expand_animations=False),
-                (args.image_size, args.image_size), antialias=True))
+            decode = tf.function(
+                lambda p: tf.image.resize(
+                    tf.io.decode_image(tf.io.read_file(p), channels=3, expand_animations=False),
+                    (args.image_size, args.image_size),
+                    antialias=True,
+                )
+            )
         times = []
         for _ in range(args.repeats + 1):
             start = time.perf_counter()
             decode(tf.constant(path)).numpy()
             times.append(time.perf_counter() - start)
-        return {"case": case, "seconds_first": times[0], "seconds_median": float(np.median(times[1:])),
-                "peak_mb": _peak_mb()}
+        return {
+            "case": case,
+            "seconds_first": times[0],
+            "seconds_median": float(np.median(times[1:])),
+            "peak_mb": _peak_mb(),
+        }
 
     paths = image_files.list_image_files(args.data)
-    source = unlabeled_images.load_image_source(args.data, image_size=args.image_size, batch_size=args.batch_size, seed=2)
+    source = unlabeled_images.load_image_source(
+        args.data, image_size=args.image_size, batch_size=args.batch_size, seed=2
+    )
     steps = source.steps_per_epoch
     if case == "shuffle":
-        dataset = image_files.image_dataset(paths, image_size=args.image_size, batch_size=args.batch_size, seed=2,
-                                             repeat=True)
+        dataset = image_files.image_dataset(
+            paths, image_size=args.image_size, batch_size=args.batch_size, seed=2, repeat=True
+        )
         iterator = iter(dataset)
         first_start = time.perf_counter()
     else:
@@ -76,13 +87,20 @@ def run_case(case, args):
         for _ in range(args.batches):
             next(iterator)
         rates.append(args.batches * args.batch_size / (time.perf_counter() - start))
-    return {"case": case, "images_per_second": float(np.median(rates)), "first_batch_seconds": first_batch,
-            "peak_mb": _peak_mb(), "num_images": len(paths)}
+    return {
+        "case": case,
+        "images_per_second": float(np.median(rates)),
+        "first_batch_seconds": first_batch,
+        "peak_mb": _peak_mb(),
+        "num_images": len(paths),
+    }
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=os.environ.get("SSL_KERAS_DATA", "../shared/data") + "/unlabeled")
+    parser.add_argument(
+        "--data", default=os.environ.get("SSL_KERAS_DATA", "../shared/data") + "/unlabeled"
+    )
     parser.add_argument("--images", type=int, default=2048)
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -96,7 +114,9 @@ def main():
         return
     # Both pipelines read the same files: the first --images photos, linked into one folder.
     subset = tempfile.mkdtemp(prefix="pipeline-bench-")
-    names = sorted(n for n in os.listdir(args.data) if n.lower().endswith((".jpg", ".jpeg", ".png")))[: args.images]
+    names = sorted(
+        n for n in os.listdir(args.data) if n.lower().endswith((".jpg", ".jpeg", ".png"))
+    )[: args.images]
     for name in names:
         os.symlink(os.path.abspath(os.path.join(args.data, name)), os.path.join(subset, name))
     source_folder, args.data = args.data, subset
@@ -109,24 +129,37 @@ def main():
     rows = []
     for case in CASES:
         command = [sys.executable, __file__, "--case", case] + [
-            f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "case" and v is not None]
-        output = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+            f"--{k.replace('_', '-')}={v}"
+            for k, v in vars(args).items()
+            if k != "case" and v is not None
+        ]
+        output = subprocess.run(
+            command, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        )
         if output.returncode != 0:
             raise SystemExit(f"case {case} failed:\n{output.stderr[-3000:]}")
         rows.append(json.loads(output.stdout.strip().splitlines()[-1]))
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; python {platform.python_version()}")
-    print(f"data: {source_folder} (first {len(names)} files), {args.image_size}px, batch {args.batch_size}\n")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; python {platform.python_version()}"
+    )
+    print(
+        f"data: {source_folder} (first {len(names)} files), {args.image_size}px, batch {args.batch_size}\n"
+    )
     print("| case | images/s (median) | first batch (s) | peak RSS (MB) |")
     print("|---|---:|---:|---:|")
     for row in rows:
         if "images_per_second" in row:
-            print(f"| {row['case']} | {row['images_per_second']:.0f} | {row['first_batch_seconds']:.2f} | "
-                  f"{row['peak_mb']:.0f} |")
+            print(
+                f"| {row['case']} | {row['images_per_second']:.0f} | {row['first_batch_seconds']:.2f} | "
+                f"{row['peak_mb']:.0f} |"
+            )
     print("\n| 12000x9000 JPEG | first call (s) | median later call (s) | peak RSS (MB) |")
     print("|---|---:|---:|---:|")
     for row in rows:
         if "seconds_median" in row:
-            print(f"| {row['case']} | {row['seconds_first']:.2f} | {row['seconds_median']:.2f} | {row['peak_mb']:.0f} |")
+            print(
+                f"| {row['case']} | {row['seconds_first']:.2f} | {row['seconds_median']:.2f} | {row['peak_mb']:.0f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -72,7 +72,9 @@ def run_case(case, backbone, image_size, batch_size, steps, warmup):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--backbone", default="EfficientNetB1")
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -81,23 +83,56 @@ def main():
     parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        print(json.dumps(run_case(args.case, args.backbone, args.image_size, args.batch_size, args.steps, args.warmup)))
+        print(
+            json.dumps(
+                run_case(
+                    args.case,
+                    args.backbone,
+                    args.image_size,
+                    args.batch_size,
+                    args.steps,
+                    args.warmup,
+                )
+            )
+        )
         return
     rows = []
     for case in CASES:
-        command = [sys.executable, __file__, "--case", case, "--backbone", args.backbone, "--image-size",
-                   str(args.image_size), "--batch-size", str(args.batch_size), "--steps", str(args.steps),
-                   "--warmup", str(args.warmup)]
-        output = subprocess.run(command, capture_output=True, text=True, check=True,
-                                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")).stdout
+        command = [
+            sys.executable,
+            __file__,
+            "--case",
+            case,
+            "--backbone",
+            args.backbone,
+            "--image-size",
+            str(args.image_size),
+            "--batch-size",
+            str(args.batch_size),
+            "--steps",
+            str(args.steps),
+            "--warmup",
+            str(args.warmup),
+        ]
+        output = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            check=True,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        ).stdout
         rows.append(json.loads(output.strip().splitlines()[-1]))
-    print(f"# {args.backbone}, {args.image_size}px, batch {args.batch_size} (SimCLR encodes 2x{args.batch_size} views), "
-          f"{args.steps} timed steps after {args.warmup} warm-up; {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, backend {rows[0]['backend']}")
+    print(
+        f"# {args.backbone}, {args.image_size}px, batch {args.batch_size} (SimCLR encodes 2x{args.batch_size} views), "
+        f"{args.steps} timed steps after {args.warmup} warm-up; {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, backend {rows[0]['backend']}"
+    )
     print("| case | median step (s) | unique images/s | peak RSS (MB) |")
     print("|---|---:|---:|---:|")
     for row in rows:
-        print(f"| {row['case']} | {row['median_step_s']:.3f} | {row['images_per_s']:.1f} | {row['peak_rss_mb']:.0f} |")
+        print(
+            f"| {row['case']} | {row['median_step_s']:.3f} | {row['images_per_s']:.1f} | {row['peak_rss_mb']:.0f} |"
+        )
     bare, simclr = rows[0]["median_step_s"], rows[1]["median_step_s"]
     print(f"\nSimCLR step / bare step (same number of encoded views): {simclr / bare:.2f}x")
 

@@ -30,8 +30,10 @@ def feature_model(encoder, levels):
     if set(levels) - set(names):
         raise SystemExit(f"--levels must be among {', '.join(names)}")
     trunk = feature_map_backbone(encoder)
-    outputs = [trunk.outputs[0] if names[level] is None else encoder.get_layer(names[level]).output
-               for level in levels]
+    outputs = [
+        trunk.outputs[0] if names[level] is None else encoder.get_layer(names[level]).output
+        for level in levels
+    ]
     return keras.Model(encoder.inputs, outputs)
 
 
@@ -56,7 +58,9 @@ def flatten_head(num_classes):
         def call(self, x, training=None):
             r = self.hidden(self.drop(self.flatten(self.reduce(x)), training=training))
             logits = self.cls(self.cls_hidden(self.pool(x)))
-            return boxes_from_center_size(ops.cast(self.box(r), "float32")), ops.cast(logits, "float32")
+            return boxes_from_center_size(ops.cast(self.box(r), "float32")), ops.cast(
+                logits, "float32"
+            )
 
     return FlattenHead()
 
@@ -72,8 +76,12 @@ def train_head(head_name, cache, val, test, *, num_classes, epochs, seed, batch_
     keras.utils.set_random_seed(seed)
     shape = cache["features"].shape[1:]
     inputs = keras.Input(shape)
-    model = BoxRegressor(keras.Model(inputs, inputs), num_classes=num_classes, augmenter=None,
-                         head="pooled" if head_name == "pooled" else "spatial")
+    model = BoxRegressor(
+        keras.Model(inputs, inputs),
+        num_classes=num_classes,
+        augmenter=None,
+        head="pooled" if head_name == "pooled" else "spatial",
+    )
     if head_name == "flatten":
         model.head = flatten_head(num_classes)
     steps = -(-len(cache["labels"]) // batch_size)
@@ -84,7 +92,9 @@ def train_head(head_name, cache, val, test, *, num_classes, epochs, seed, batch_
     def score(split):
         out = model({"features": split["features"]}, training=False)
         iou = box_iou_numpy(split["boxes"], keras.ops.convert_to_numpy(out["boxes"]))
-        top1 = (np.argmax(keras.ops.convert_to_numpy(out["class_logits"]), -1) == split["labels"]).mean()
+        top1 = (
+            np.argmax(keras.ops.convert_to_numpy(out["class_logits"]), -1) == split["labels"]
+        ).mean()
         return float(iou.mean()), float((iou >= 0.5).mean()), float(top1)
 
     best = None
@@ -120,29 +130,51 @@ def main():
     model = feature_model(keras.saving.load_model(args.encoder), levels)
     steps = -(-len(data.train_ids) // 32)
     per_level = {level: {} for level in levels}
-    for split, batches, flip in (("train", data.train_stream(0, shuffle=False).take(steps), True),
-                                 ("val", data.val, False), ("test", data.test, False)):
+    for split, batches, flip in (
+        ("train", data.train_stream(0, shuffle=False).take(steps), True),
+        ("val", data.val, False),
+        ("test", data.test, False),
+    ):
         for level_index, level in enumerate(levels):
             single = keras.Model(model.inputs, model.outputs[level_index])
             per_level[level][split] = backbone_outputs(single, batches, flip=flip)
     fitted = fit_baselines(data.targets["train"]["boxes"], data.targets["train"]["labels"], names)
-    prior = score_baselines(fitted, data.targets["test"]["boxes"], data.targets["test"]["labels"], names)
-    print(f"# frozen {os.path.basename(os.path.dirname(os.path.abspath(args.encoder)))} encoder, {args.image_size} px, "
-          f"{len(data.train_ids)} train / {data.num_images['val']} val / {data.num_images['test']} test; "
-          f"{args.epochs} epochs, best val epoch; seeds {args.seeds}")
+    prior = score_baselines(
+        fitted, data.targets["test"]["boxes"], data.targets["test"]["labels"], names
+    )
+    print(
+        f"# frozen {os.path.basename(os.path.dirname(os.path.abspath(args.encoder)))} encoder, {args.image_size} px, "
+        f"{len(data.train_ids)} train / {data.num_images['val']} val / {data.num_images['test']} test; "
+        f"{args.epochs} epochs, best val epoch; seeds {args.seeds}"
+    )
     print("| level | map | head | test mean IoU | test LocAcc@0.5 | test top-1 | best epoch |")
     print("|---|---|---|---:|---:|---:|---:|")
-    print(f"| — | — | prior box | {prior['prior_box']['mean_iou']:.3f} | {prior['prior_box']['loc_acc@0.5']:.3f} | "
-          f"{prior['majority_class']['top1']:.3f} (majority) | — |")
+    print(
+        f"| — | — | prior box | {prior['prior_box']['mean_iou']:.3f} | {prior['prior_box']['loc_acc@0.5']:.3f} | "
+        f"{prior['majority_class']['top1']:.3f} (majority) | — |"
+    )
     for level in levels:
         caches = per_level[level]
         for head in args.heads.split(","):
-            runs = [train_head(head, caches["train"], caches["val"], caches["test"], num_classes=len(names),
-                               epochs=args.epochs, seed=seed) for seed in range(args.seeds)]
+            runs = [
+                train_head(
+                    head,
+                    caches["train"],
+                    caches["val"],
+                    caches["test"],
+                    num_classes=len(names),
+                    epochs=args.epochs,
+                    seed=seed,
+                )
+                for seed in range(args.seeds)
+            ]
             mean = lambda i: statistics.mean(r[2][i] for r in runs)
             shape = "x".join(str(d) for d in caches["train"]["features"].shape[1:3])
-            print(f"| {level} | {shape} | {head} | {mean(0):.3f} | {mean(1):.3f} | {mean(2):.3f} | "
-                  f"{'/'.join(str(r[1]) for r in runs)} |", flush=True)
+            print(
+                f"| {level} | {shape} | {head} | {mean(0):.3f} | {mean(1):.3f} | {mean(2):.3f} | "
+                f"{'/'.join(str(r[1]) for r in runs)} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -18,13 +18,17 @@ from ssl_keras.cli.options import options_from
 PRETRAIN_HELP = {
     "data": "Image source: a folder of images, voc:PATH[:SPLIT], tfds:NAME[:SPLIT] or synthetic[:N].",
     "out": "Run directory (must be new or empty, unless --resume).",
-    "method": ("simclr (unlabeled images) or supervised (labelled images: a manifest.csv, or folder:PATH with "
-               "one sub-folder per class; the ImageNet stand-in)."),
+    "method": (
+        "simclr (unlabeled images) or supervised (labelled images: a manifest.csv, or folder:PATH with "
+        "one sub-folder per class; the ImageNet stand-in)."
+    ),
     "backbone": "keras.applications backbone name (or 'tiny' for smoke tests).",
     "backbone_weights": "Initial backbone weights: 'imagenet' or a local weights file.",
     "drop_connect_rate": "Stochastic-depth rate of the last block (0: off; Keras EfficientNet builds 0.2).",
-    "zero_init_residual": ("Start every residual block as the identity (BN gamma 0 at the end of each branch); "
-                           "default: on from random init, off with --backbone-weights."),
+    "zero_init_residual": (
+        "Start every residual block as the identity (BN gamma 0 at the end of each branch); "
+        "default: on from random init, off with --backbone-weights."
+    ),
     "bn_momentum": "Momentum of the backbone's BatchNorm moving statistics (Keras: 0.99; SimCLR: 0.9).",
     "epochs": "Number of epochs (>= 1).",
     "batch_size": "Images per batch; each gives two views (>= 2).",
@@ -70,15 +74,15 @@ DETECT_HELP = {
     "bn_momentum": "BatchNorm moving-average momentum while fine-tuning (Keras's is 0.99, which lags).",
     "weight_decay": "AdamW weight decay (not on biases or BatchNorm).",
     "head": "spatial (soft argmax over the feature map's cells: sees where the object is) or pooled "
-            "(box from globally pooled features).",
+    "(box from globally pooled features).",
     "spatial_channels": "Width of the spatial head's 1x1 reduction.",
     "hidden_units": "Width of the head's hidden layer (0 for none).",
     "dropout": "Dropout in the head.",
     "cache_features": "With the backbone frozen, compute its features once per image (and flipped image) and "
-                      "train the head on them; augmentation is then flips only.",
+    "train the head on them; augmentation is then flips only.",
     "class_balance": "none, or weight: cross-entropy weighted N/(K*n_c) per class, so rare classes count.",
     "model_selection": "best-val: keep the epoch with the best val mean IoU (recorded in metrics.json); "
-                       "last: the final epoch.",
+    "last: the final epoch.",
     "box_weight": "Weight of the box loss (GIoU + L1).",
     "giou_weight": "Weight of GIoU inside the box loss.",
     "l1_weight": "Weight of L1 inside the box loss.",
@@ -101,8 +105,18 @@ def _user_errors():
     from ssl_keras.runs.run_directory import RunDirectoryError
     from ssl_keras.runs.resumable import NonFiniteLossError
 
-    return (BackboneWeightsError, ConfigError, SourceError, ExportError, RunDirectoryError, FileNotFoundError,
-            FileExistsError, UnreadableImageError, GradCAMError, NonFiniteLossError)
+    return (
+        BackboneWeightsError,
+        ConfigError,
+        SourceError,
+        ExportError,
+        RunDirectoryError,
+        FileNotFoundError,
+        FileExistsError,
+        UnreadableImageError,
+        GradCAMError,
+        NonFiniteLossError,
+    )
 
 
 INTERRUPTED_EXIT_CODE = 130
@@ -129,8 +143,11 @@ def user_errors_as_click(command):
             click.echo(f"Interrupted: {error}", err=True)
             raise click.exceptions.Exit(INTERRUPTED_EXIT_CODE) from None
         except KeyboardInterrupt:
-            click.echo("Interrupted: stopped at once. Files already written are complete (all are written "
-                       "atomically); a training run continues from its last checkpoint with --resume", err=True)
+            click.echo(
+                "Interrupted: stopped at once. Files already written are complete (all are written "
+                "atomically); a training run continues from its last checkpoint with --resume",
+                err=True,
+            )
             raise click.exceptions.Exit(INTERRUPTED_EXIT_CODE) from None
 
     return wrapper
@@ -147,9 +164,16 @@ def main():
 
 
 @main.command()
-@options_from(__import__("ssl_keras.runs.config", fromlist=["PretrainConfig"]).PretrainConfig, PRETRAIN_HELP)
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="JSON or YAML file of option values; options given here override it.")
+@options_from(
+    __import__("ssl_keras.runs.config", fromlist=["PretrainConfig"]).PretrainConfig, PRETRAIN_HELP
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="JSON or YAML file of option values; options given here override it.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors_as_click
 def pretrain(config_file, quiet, **options):
@@ -168,13 +192,19 @@ def pretrain(config_file, quiet, **options):
 
 def _print_pretrain_result(result):
     if result.get("method") == "supervised":
-        accuracy = (f"train accuracy {result['accuracy']:.3f}, validation accuracy {result['val_accuracy']:.3f} "
-                    f"({len(result['class_names'])} classes)")
+        accuracy = (
+            f"train accuracy {result['accuracy']:.3f}, validation accuracy {result['val_accuracy']:.3f} "
+            f"({len(result['class_names'])} classes)"
+        )
     else:
-        accuracy = (f"contrastive accuracy {result['contrastive_accuracy']:.3f} "
-                    f"(chance {result['chance_contrastive_accuracy']:.4f})")
-    click.echo(f"pretrain done: {result['epochs']} epoch(s), loss {result['loss']:.4f}, {accuracy}, "
-               f"{result['images_per_second']:.1f} images/s")
+        accuracy = (
+            f"contrastive accuracy {result['contrastive_accuracy']:.3f} "
+            f"(chance {result['chance_contrastive_accuracy']:.4f})"
+        )
+    click.echo(
+        f"pretrain done: {result['epochs']} epoch(s), loss {result['loss']:.4f}, {accuracy}, "
+        f"{result['images_per_second']:.1f} images/s"
+    )
     collapse = result.get("collapse") or {}
     if collapse:
         click.echo("  collapse monitor: " + ", ".join(f"{k} {v:.4g}" for k, v in collapse.items()))
@@ -184,9 +214,16 @@ def _print_pretrain_result(result):
 
 
 @main.command()
-@options_from(__import__("ssl_keras.runs.config", fromlist=["DetectConfig"]).DetectConfig, DETECT_HELP)
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="JSON or YAML file of option values; options given here override it.")
+@options_from(
+    __import__("ssl_keras.runs.config", fromlist=["DetectConfig"]).DetectConfig, DETECT_HELP
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="JSON or YAML file of option values; options given here override it.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors_as_click
 def detect(config_file, quiet, **options):
@@ -215,10 +252,15 @@ def metrics_row(metrics, *, header=False, label=""):
     With the baselines in `metrics`, their rows follow (a metric a baseline does not define
     is `-`), then the model's margins over them, and a warning when it does not beat them.
     """
+
     def cell(values, key):
         return f"{values[key]:>16.4f}" if key in values else f"{'-':>16}"
 
-    row = f"{label:<24}" + "".join(cell(metrics, k) for k in METRIC_KEYS) + f"{metrics['num_test_images']:>8d}"
+    row = (
+        f"{label:<24}"
+        + "".join(cell(metrics, k) for k in METRIC_KEYS)
+        + f"{metrics['num_test_images']:>8d}"
+    )
     lines = [row]
     if header:
         lines.insert(0, f"{'':<24}" + "".join(f"{k:>16}" for k in METRIC_KEYS) + f"{'images':>8}")
@@ -239,19 +281,34 @@ def margin_lines(metrics):
     cls = ", ".join(f"{k} {margins[k]:+.4f}" for k in CLASS_METRICS if k in margins)
     lines = [f"margin over prior_box: {box}", f"margin over majority_class: {cls}"]
     if margins["mean_iou"] <= 0 or margins["loc_acc@0.5"] <= 0:
-        lines.append("warning: the model does not beat the constant prior box on mean IoU and LocAcc@0.5; "
-                     "its boxes are no better than one that never looks at the image")
+        lines.append(
+            "warning: the model does not beat the constant prior box on mean IoU and LocAcc@0.5; "
+            "its boxes are no better than one that never looks at the image"
+        )
     if margins["top1"] <= 0:
-        lines.append("warning: top-1 is not above always predicting the most frequent training class")
+        lines.append(
+            "warning: top-1 is not above always predicting the most frequent training class"
+        )
     return lines
 
 
 @main.command()
-@click.option("--model", "run_dir", required=True, type=click.Path(file_okay=False), help="A detect run directory.")
+@click.option(
+    "--model",
+    "run_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="A detect run directory.",
+)
 @click.option("--data", default=None, help="Data source [default: the run's own --data].")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["val", "test"]))
-@click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False),
-              help="Also write the metrics to this JSON file (must not exist).")
+@click.option(
+    "--out",
+    "out_file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Also write the metrics to this JSON file (must not exist).",
+)
 @user_errors_as_click
 def evaluate(run_dir, data, split, out_file):
     """Recompute the metrics of a saved detect run (same numbers as its metrics.json)."""
@@ -260,7 +317,9 @@ def evaluate(run_dir, data, split, out_file):
     from ssl_keras.runs.run_directory import write_json_atomic
 
     if out_file and os.path.exists(out_file):
-        raise click.ClickException(f"--out {out_file} exists; choose a new file (nothing was overwritten)")
+        raise click.ClickException(
+            f"--out {out_file} exists; choose a new file (nothing was overwritten)"
+        )
     report = evaluate_run(run_dir, data=data, split=split)
     click.echo(metrics_row(report, header=True, label=split))
     click.echo(format_per_class_table(report))
@@ -269,10 +328,20 @@ def evaluate(run_dir, data, split, out_file):
 
 
 @main.command()
-@click.option("--model", "run_dir", required=True, type=click.Path(file_okay=False), help="A detect run directory.")
+@click.option(
+    "--model",
+    "run_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="A detect run directory.",
+)
 @click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Folder for the drawn PNGs and predictions.json.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the drawn PNGs and predictions.json.",
+)
 @user_errors_as_click
 def predict(run_dir, images, out):
     """Draw the predicted box, class and score on each IMAGE (a file or a folder of images).
@@ -283,31 +352,56 @@ def predict(run_dir, images, out):
 
     result = predict_images(run_dir, images, out, log=click.echo)
     for row in result["predictions"]:
-        click.echo(f"{row['image']}: {row['class']} {row['score']:.2f} box {row['box']} -> {row['output']}")
+        click.echo(
+            f"{row['image']}: {row['class']} {row['score']:.2f} box {row['box']} -> {row['output']}"
+        )
     skipped = sum(result["skipped"].values())
-    click.echo(f"{result['num_images']} image(s) drawn" + (f", {skipped} skipped" if skipped else "")
-               + f"; {os.path.join(out, PREDICTIONS_FILE)}")
+    click.echo(
+        f"{result['num_images']} image(s) drawn"
+        + (f", {skipped} skipped" if skipped else "")
+        + f"; {os.path.join(out, PREDICTIONS_FILE)}"
+    )
 
 
-COMPARE_HELP = dict(DETECT_HELP, **{
-    "backbones": "Comma list of backbones: ssl:RUN_DIR, imagenet, scratch, an encoder.keras, or NAME=SPEC.",
-    "label_fractions": "Comma list of label fractions in (0, 1].",
-    "modes": "Comma list of modes: freeze, finetune, freeze-then-finetune.",
-    "seeds": "Number of seeds per cell (0..N-1).",
-    "out": "Comparison directory; running the same command again continues an interrupted grid.",
-    "export": "Write a SavedModel for every cell.",
-    "freeze_epochs": "Epochs of the freeze cells (default: --epochs).",
-})
+COMPARE_HELP = dict(
+    DETECT_HELP,
+    **{
+        "backbones": "Comma list of backbones: ssl:RUN_DIR, imagenet, scratch, an encoder.keras, or NAME=SPEC.",
+        "label_fractions": "Comma list of label fractions in (0, 1].",
+        "modes": "Comma list of modes: freeze, finetune, freeze-then-finetune.",
+        "seeds": "Number of seeds per cell (0..N-1).",
+        "out": "Comparison directory; running the same command again continues an interrupted grid.",
+        "export": "Write a SavedModel for every cell.",
+        "freeze_epochs": "Epochs of the freeze cells (default: --epochs).",
+    },
+)
 
 
 @main.command()
-@options_from(__import__("ssl_keras.compare.compare", fromlist=["CompareConfig"]).CompareConfig, COMPARE_HELP)
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="JSON or YAML file of option values; options given here override it.")
-@click.option("--gradcam-images", default=3, show_default=True, type=click.IntRange(min=0),
-              help="Test images in the report's Grad-CAM grid (0: none).")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Cells trained at once, each in its own process; the results do not depend on it.")
+@options_from(
+    __import__("ssl_keras.compare.compare", fromlist=["CompareConfig"]).CompareConfig, COMPARE_HELP
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="JSON or YAML file of option values; options given here override it.",
+)
+@click.option(
+    "--gradcam-images",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Test images in the report's Grad-CAM grid (0: none).",
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Cells trained at once, each in its own process; the results do not depend on it.",
+)
 @user_errors_as_click
 def compare(config_file, gradcam_images, workers, **options):
     """Grid of detect runs: backbones x label fractions x modes x seeds, with a report.
@@ -337,10 +431,16 @@ def _gradcam_hook(config, num_images):
 
 @main.command()
 @click.argument("experiment_file", type=click.Path(dir_okay=False))
-@click.option("--check", is_flag=True, help="Only parse and validate the file, print its grid, and exit.")
-@click.option("--workers", default=None, type=click.IntRange(min=1),
-              help="Stages and cells trained at once, each in its own process [default: the file's workers, or "
-                   "1]; the results do not depend on it.")
+@click.option(
+    "--check", is_flag=True, help="Only parse and validate the file, print its grid, and exit."
+)
+@click.option(
+    "--workers",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Stages and cells trained at once, each in its own process [default: the file's workers, or "
+    "1]; the results do not depend on it.",
+)
 @user_errors_as_click
 def experiment(experiment_file, check, workers):
     """Runs an experiment file: pretraining stages, the comparison grid, labels saved, Grad-CAM.
@@ -353,10 +453,12 @@ def experiment(experiment_file, check, workers):
 
     loaded = load_experiment(experiment_file)
     cells = grid_cells(loaded.compare)
-    click.echo(f"[experiment] {loaded.name}: pretrain stages {', '.join(loaded.pretrain) or 'none'}; "
-               f"{len(cells)} detect cells ({', '.join(label for label, _ in loaded.compare.labelled_backbones())} x "
-               f"{', '.join(loaded.compare.modes)} x fractions {', '.join(map(str, loaded.compare.label_fractions))} "
-               f"x {loaded.compare.seeds} seeds) -> {os.path.abspath(loaded.out)}")
+    click.echo(
+        f"[experiment] {loaded.name}: pretrain stages {', '.join(loaded.pretrain) or 'none'}; "
+        f"{len(cells)} detect cells ({', '.join(label for label, _ in loaded.compare.labelled_backbones())} x "
+        f"{', '.join(loaded.compare.modes)} x fractions {', '.join(map(str, loaded.compare.label_fractions))} "
+        f"x {loaded.compare.seeds} seeds) -> {os.path.abspath(loaded.out)}"
+    )
     if check:
         return
     from ssl_keras.runs.resumable import TrainingInterrupted
@@ -365,26 +467,54 @@ def experiment(experiment_file, check, workers):
         summary = run_experiment(loaded, log=click.echo, workers=workers)
     except (TrainingInterrupted, KeyboardInterrupt) as error:
         # The message of an interrupted training run already says how to continue; say it for the experiment.
-        detail = f"{error}. " if str(error) else "stopped at once; files already written are complete. "
-        click.echo(f"Interrupted: {detail}Continue the experiment with the same command: ssl-keras experiment "
-                   f"{experiment_file} (finished stages and cells are kept, an interrupted one resumes from its "
-                   "checkpoint)", err=True)
+        detail = (
+            f"{error}. " if str(error) else "stopped at once; files already written are complete. "
+        )
+        click.echo(
+            f"Interrupted: {detail}Continue the experiment with the same command: ssl-keras experiment "
+            f"{experiment_file} (finished stages and cells are kept, an interrupted one resumes from its "
+            "checkpoint)",
+            err=True,
+        )
         raise click.exceptions.Exit(INTERRUPTED_EXIT_CODE) from None
     for line in summary["analysis"].get("headline", []):
         click.echo(line)
-    click.echo(f"[experiment] wall time {summary['wall_seconds'] / 60:.1f} min this time, "
-               f"{summary['total_wall_seconds'] / 60:.1f} min over {summary['invocations']} invocation(s)")
+    click.echo(
+        f"[experiment] wall time {summary['wall_seconds'] / 60:.1f} min this time, "
+        f"{summary['total_wall_seconds'] / 60:.1f} min over {summary['invocations']} invocation(s)"
+    )
     click.echo(f"report: {summary['analysis']['report']}")
 
 
 @main.command()
-@click.option("--model", "model_dirs", multiple=True, required=True, type=click.Path(file_okay=False),
-              help="A detect run directory; repeat for a side-by-side comparison.")
+@click.option(
+    "--model",
+    "model_dirs",
+    multiple=True,
+    required=True,
+    type=click.Path(file_okay=False),
+    help="A detect run directory; repeat for a side-by-side comparison.",
+)
 @click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the overlays and the grid.")
-@click.option("--target", default="class", show_default=True, type=click.Choice(["class", "box"]),
-              help="Explain the predicted class logit or the box output.")
-@click.option("--layer", "layer_name", default=None, help="Feature layer [default: the backbone's last feature map].")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the overlays and the grid.",
+)
+@click.option(
+    "--target",
+    default="class",
+    show_default=True,
+    type=click.Choice(["class", "box"]),
+    help="Explain the predicted class logit or the box output.",
+)
+@click.option(
+    "--layer",
+    "layer_name",
+    default=None,
+    help="Feature layer [default: the backbone's last feature map].",
+)
 @user_errors_as_click
 def gradcam(model_dirs, images, out, target, layer_name):
     """Grad-CAM heatmaps of one or more detect runs on IMAGE files, and a side-by-side grid."""
@@ -396,42 +526,105 @@ def gradcam(model_dirs, images, out, target, layer_name):
 
 
 @main.command()
-@click.option("--backbone", required=True, help="Pretrain run directory (ssl:DIR), encoder.keras, imagenet or scratch.")
-@click.option("--data", required=True,
-              help="voc:PATH, manifest:CSV (or a folder with manifest.csv), folder:PATH (class subfolders), synthetic[:N].")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory (must be new or empty).")
-@click.option("--method", default="linear", show_default=True, type=click.Choice(["linear", "knn", "both"]))
+@click.option(
+    "--backbone",
+    required=True,
+    help="Pretrain run directory (ssl:DIR), encoder.keras, imagenet or scratch.",
+)
+@click.option(
+    "--data",
+    required=True,
+    help="voc:PATH, manifest:CSV (or a folder with manifest.csv), folder:PATH (class subfolders), synthetic[:N].",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Run directory (must be new or empty).",
+)
+@click.option(
+    "--method", default="linear", show_default=True, type=click.Choice(["linear", "knn", "both"])
+)
 @click.option("--image-size", default=96, show_default=True, type=click.IntRange(min=32))
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
-@click.option("--max-per-class", default=None, type=click.IntRange(min=1), help="Cap images per class (deterministic).")
+@click.option(
+    "--max-per-class",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Cap images per class (deterministic).",
+)
 @click.option("--backbone-name", default="EfficientNetB1", show_default=True)
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--estimate-bn/--no-estimate-bn", "estimate_bn", default=False, show_default=True,
-              help="Estimate the backbone's BatchNorm statistics on 512 of the probe's train images first "
-                   "(labels unused), e.g. for a scratch backbone whose statistics are still (0, 1).")
+@click.option(
+    "--estimate-bn/--no-estimate-bn",
+    "estimate_bn",
+    default=False,
+    show_default=True,
+    help="Estimate the backbone's BatchNorm statistics on 512 of the probe's train images first "
+    "(labels unused), e.g. for a scratch backbone whose statistics are still (0, 1).",
+)
 @user_errors_as_click
-def probe(backbone, data, out, method, image_size, batch_size, max_per_class, backbone_name, seed, estimate_bn):
+def probe(
+    backbone,
+    data,
+    out,
+    method,
+    image_size,
+    batch_size,
+    max_per_class,
+    backbone_name,
+    seed,
+    estimate_bn,
+):
     """Top-1/Top-3 of a linear (or kNN) classifier on frozen backbone features."""
     from ssl_keras.probing.probe import run_probe
 
-    result = run_probe(backbone, data, out, method=method, image_size=image_size, batch_size=batch_size,
-                       max_per_class=max_per_class, seed=seed, backbone_name=backbone_name, estimate_bn=estimate_bn,
-                       log=click.echo)
-    click.echo(f"probe ({result['method']}): top1 {result['top1']:.4f}, top3 {result['top3']:.4f} "
-               f"on {result['num_test']} test images -> {os.path.join(out, 'probe.json')}")
+    result = run_probe(
+        backbone,
+        data,
+        out,
+        method=method,
+        image_size=image_size,
+        batch_size=batch_size,
+        max_per_class=max_per_class,
+        seed=seed,
+        backbone_name=backbone_name,
+        estimate_bn=estimate_bn,
+        log=click.echo,
+    )
+    click.echo(
+        f"probe ({result['method']}): top1 {result['top1']:.4f}, top3 {result['top3']:.4f} "
+        f"on {result['num_test']} test images -> {os.path.join(out, 'probe.json')}"
+    )
 
 
 @main.command()
 @click.option("--out", default=None, help="Demo output folder [default: runs/demo-TIMESTAMP].")
-@click.option("--epochs", default=None, type=click.IntRange(min=1),
-              help="Pretraining epochs [default: the demo's, see ssl_keras.experiment.demo].")
-@click.option("--detect-epochs", default=None, type=click.IntRange(min=1),
-              help="Epochs of the fine-tuned cells [default: the demo's].")
-@click.option("--backbone", default=None, help="Backbone [default: MobileNetV3Small; EfficientNetB1 is the paper's, "
-                                                "and needs far more than the demo's budget to learn on 2 CPU cores].")
-@click.option("--workers", default=None, type=click.IntRange(min=1),
-              help="Stages and cells trained at once, each in its own process [default: 2]; the results do not "
-                   "depend on it.")
+@click.option(
+    "--epochs",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Pretraining epochs [default: the demo's, see ssl_keras.experiment.demo].",
+)
+@click.option(
+    "--detect-epochs",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Epochs of the fine-tuned cells [default: the demo's].",
+)
+@click.option(
+    "--backbone",
+    default=None,
+    help="Backbone [default: MobileNetV3Small; EfficientNetB1 is the paper's, "
+    "and needs far more than the demo's budget to learn on 2 CPU cores].",
+)
+@click.option(
+    "--workers",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Stages and cells trained at once, each in its own process [default: 2]; the results do not "
+    "depend on it.",
+)
 @user_errors_as_click
 def demo(out, epochs, detect_epochs, backbone, workers):
     """A miniature of the paper's experiment on the embedded synthetic scenes (no network, about 8 min on 2 cores).
@@ -443,8 +636,14 @@ def demo(out, epochs, detect_epochs, backbone, workers):
     from ssl_keras.experiment.demo import run_demo
 
     out = out or os.path.join("runs", "demo-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    result = run_demo(out, backbone=backbone, pretrain_epochs=epochs, detect_epochs=detect_epochs, workers=workers,
-                      log=click.echo)
+    result = run_demo(
+        out,
+        backbone=backbone,
+        pretrain_epochs=epochs,
+        detect_epochs=detect_epochs,
+        workers=workers,
+        log=click.echo,
+    )
     click.echo("\n[demo] test metrics on synthetic scenes:")
     with open(result["results_md"], encoding="utf-8") as f:
         click.echo(f.read())
@@ -452,8 +651,10 @@ def demo(out, epochs, detect_epochs, backbone, workers):
         click.echo(f"[demo] {line}")
     click.echo(f"[demo] wall time {result['wall_seconds'] / 60:.1f} min")
     click.echo(f"[demo] report: {os.path.abspath(result['report'])}")
-    click.echo(f"[demo] outputs are in {os.path.abspath(out)}; continue or rerun with: "
-               f"ssl-keras experiment {os.path.join(out, 'demo.yaml')}")
+    click.echo(
+        f"[demo] outputs are in {os.path.abspath(out)}; continue or rerun with: "
+        f"ssl-keras experiment {os.path.join(out, 'demo.yaml')}"
+    )
 
 
 if __name__ == "__main__":

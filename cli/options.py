@@ -27,7 +27,9 @@ def options_from(config_cls, helps, *, skip=()):
             help_text = f"{helps.get(field.name, '')} [default: {default}]"
             kind = _click_type(field.type)
             if kind is bool:
-                option = click.option(f"{flag}/--no-{flag[2:]}", field.name, default=None, help=help_text)
+                option = click.option(
+                    f"{flag}/--no-{flag[2:]}", field.name, default=None, help=help_text
+                )
             else:
                 option = click.option(flag, field.name, type=kind, default=None, help=help_text)
             command = option(command)

@@ -24,11 +24,21 @@ model = BoxRegressor(encoder, num_classes=len(data.class_names), head="spatial",
 model.compile(optimizer=keras.optimizers.AdamW(1e-3), jit_compile=False)
 model.fit(data.train, validation_data=data.val, epochs=10)
 arrays = predict_dataset(model, data.test)
-report = localization_report(arrays["true_boxes"], arrays["pred_boxes"], arrays["labels"], arrays["class_probs"],
-                             data.class_names)
+report = localization_report(
+    arrays["true_boxes"],
+    arrays["pred_boxes"],
+    arrays["labels"],
+    arrays["class_probs"],
+    data.class_names,
+)
 names = list(data.class_names)
 fitted = fit_baselines(data.targets["train"]["boxes"], data.targets["train"]["labels"], names)
-baselines = score_baselines(fitted, data.targets["test"]["boxes"], data.targets["test"]["labels"], names)
+baselines = score_baselines(
+    fitted, data.targets["test"]["boxes"], data.targets["test"]["labels"], names
+)
 print({key: round(report[key], 3) for key in ("mean_iou", "loc_acc@0.5", "top1", "balanced_top1")})
-print("prior box:", {key: round(value, 3) for key, value in baselines["prior_box"].items() if key != "box"})
+print(
+    "prior box:",
+    {key: round(value, 3) for key, value in baselines["prior_box"].items() if key != "box"},
+)
 print("margins:", {key: round(value, 3) for key, value in margins(report, baselines).items()})

@@ -10,8 +10,17 @@ from ssl_keras.data.download_host import network_available
 # Families whose keras.applications constructor rescales [0, 255] inputs itself.
 _SELF_PREPROCESSING = ("EfficientNet", "ConvNeXt", "RegNet", "MobileNetV3")
 # Families that expect inputs in [-1, 1] ("tf" mode of preprocess_input).
-_MINUS_ONE_TO_ONE = ("MobileNet", "MobileNetV2", "ResNet50V2", "ResNet101V2", "ResNet152V2",
-                     "InceptionV3", "InceptionResNetV2", "Xception", "NASNet")
+_MINUS_ONE_TO_ONE = (
+    "MobileNet",
+    "MobileNetV2",
+    "ResNet50V2",
+    "ResNet101V2",
+    "ResNet152V2",
+    "InceptionV3",
+    "InceptionResNetV2",
+    "Xception",
+    "NASNet",
+)
 # Families that expect ImageNet mean/std normalised inputs ("torch" mode).
 _MEAN_STD = ("DenseNet",)
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -46,7 +55,9 @@ def _cached_weights_present(name):
     return any(f.startswith(stem) and "notop" in f for f in os.listdir(cache))
 
 
-def build_backbone(name="EfficientNetB1", *, weights=None, input_shape=(None, None, 3), pooling="avg"):
+def build_backbone(
+    name="EfficientNetB1", *, weights=None, input_shape=(None, None, 3), pooling="avg"
+):
     """Builds an image backbone that takes images in [0, 255] and returns pooled features.
 
     EfficientNet (the default), EfficientNetV2, ConvNeXt, RegNet and MobileNetV3 rescale their
@@ -92,7 +103,9 @@ def build_backbone(name="EfficientNetB1", *, weights=None, input_shape=(None, No
     except (ValueError, OSError) as error:
         if weights in (None, "imagenet"):
             raise
-        raise BackboneWeightsError(f"weights file {weights} does not fit {name}: {error}") from error
+        raise BackboneWeightsError(
+            f"weights file {weights} does not fit {name}: {error}"
+        ) from error
     if preprocessing is None:
         return network
     inputs = keras.Input(shape=input_shape, name="images")
@@ -113,7 +126,9 @@ def tiny_backbone(*, width=16, input_shape=(None, None, 3)):
     inputs = keras.Input(shape=input_shape, name="images")
     x = keras.layers.Rescaling(1.0 / 255.0)(inputs)
     for i, channels in enumerate((width, 2 * width, 4 * width)):
-        x = keras.layers.Conv2D(channels, 3, strides=2, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = keras.layers.Conv2D(
+            channels, 3, strides=2, padding="same", use_bias=False, name=f"conv{i}"
+        )(x)
         x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
         x = keras.layers.Activation("relu", name=f"relu{i}")(x)
     outputs = keras.layers.GlobalAveragePooling2D(name="pool")(x)
@@ -140,7 +155,9 @@ def make_backbone(name="EfficientNetB1", *, weights=None):
     """`build_backbone`, plus the name `"tiny"` for `tiny_backbone` (tests, smoke runs)."""
     if name == "tiny":
         if weights is not None:
-            raise ValueError(f"the tiny backbone has no pretrained weights. Received: weights={weights}")
+            raise ValueError(
+                f"the tiny backbone has no pretrained weights. Received: weights={weights}"
+            )
         return tiny_backbone()
     return build_backbone(name, weights=weights)
 
@@ -159,8 +176,11 @@ def _all_layers(model):
 
 def _residual_blocks(model):
     """Prefixes of the blocks of `model` that end in a residual add (`<prefix>add`)."""
-    return [layer.name[: -len("add")] for layer in _all_layers(model)
-            if isinstance(layer, keras.layers.Add) and layer.name.endswith("add")]
+    return [
+        layer.name[: -len("add")]
+        for layer in _all_layers(model)
+        if isinstance(layer, keras.layers.Add) and layer.name.endswith("add")
+    ]
 
 
 def _edit_layer_configs(config, edit):
@@ -171,7 +191,9 @@ def _edit_layer_configs(config, edit):
             _edit_layer_configs(layer["config"], edit)
 
 
-def configure_backbone(model, *, drop_connect_rate=None, zero_init_residual=False, bn_momentum=None):
+def configure_backbone(
+    model, *, drop_connect_rate=None, zero_init_residual=False, bn_momentum=None
+):
     """A copy of a backbone with another stochastic depth, residual init and batch-norm momentum.
 
     Settings that decide whether a deep residual network trained from random init learns
@@ -215,12 +237,18 @@ def configure_backbone(model, *, drop_connect_rate=None, zero_init_residual=Fals
     if bn_momentum is not None and not 0.0 < bn_momentum < 1.0:
         raise ValueError(f"`bn_momentum` must be in (0, 1). Received: bn_momentum={bn_momentum}")
     if drop_connect_rate is not None and not 0.0 <= drop_connect_rate < 1.0:
-        raise ValueError(f"`drop_connect_rate` must be in [0, 1). Received: drop_connect_rate={drop_connect_rate}")
+        raise ValueError(
+            f"`drop_connect_rate` must be in [0, 1). Received: drop_connect_rate={drop_connect_rate}"
+        )
     counts = {"stochastic_depth_layers": 0, "zeroed_residual_branches": 0, "batch_norms": 0}
 
     def edit(class_name, config):
-        if (drop_connect_rate is not None and class_name == "Dropout" and config.get("noise_shape")
-                and config["name"].endswith("drop")):
+        if (
+            drop_connect_rate is not None
+            and class_name == "Dropout"
+            and config.get("noise_shape")
+            and config["name"].endswith("drop")
+        ):
             config["rate"] = float(config["rate"]) * drop_connect_rate / _KERAS_DROP_CONNECT_RATE
             counts["stochastic_depth_layers"] += 1
         if bn_momentum is not None and class_name == "BatchNormalization":
@@ -236,7 +264,9 @@ def configure_backbone(model, *, drop_connect_rate=None, zero_init_residual=Fals
     if zero_init_residual:
         layers = {layer.name: layer for layer in _all_layers(model)}
         for prefix in _residual_blocks(model):
-            norm = layers.get(f"{prefix}project_bn") or layers.get(f"{prefix}project_BN")  # MobileNetV2: _BN
+            norm = layers.get(f"{prefix}project_bn") or layers.get(
+                f"{prefix}project_BN"
+            )  # MobileNetV2: _BN
             if isinstance(norm, keras.layers.BatchNormalization) and norm.scale:
                 norm.gamma.assign(keras.ops.zeros_like(norm.gamma))
                 counts["zeroed_residual_branches"] += 1
@@ -251,7 +281,9 @@ def set_batch_norm_momentum(model, momentum):
     inference-mode outputs drift from its training-mode ones; 0.9 follows within about 10 steps.
     Set it before compiling: a compiled step keeps the value it was traced with.
     """
-    norms = [layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    norms = [
+        layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)
+    ]
     for norm in norms:
         norm.momentum = float(momentum)
     return len(norms)
@@ -332,8 +364,12 @@ def feature_map_backbone(model):
 
     >>> feature_map_backbone(build_backbone("EfficientNetB1"))(images).shape  # [N, h, w, 1280]
     """
-    if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", bool(model.outputs)):
-        raise ValueError(f"a feature-map backbone needs a functional model. Received: {type(model).__name__}")
+    if not isinstance(model, keras.Model) or not getattr(
+        model, "_is_graph_network", bool(model.outputs)
+    ):
+        raise ValueError(
+            f"a feature-map backbone needs a functional model. Received: {type(model).__name__}"
+        )
     if is_feature_map_backbone(model):
         return model
     last = model.layers[-1]
@@ -344,8 +380,12 @@ def feature_map_backbone(model):
         # clone_function=identity: the clone shares every layer with `model`; only the call
         # of the nested network is replaced by its pooling-free twin.
         clone = keras.models.clone_model(
-            model, clone_function=lambda layer: layer,
-            call_function=lambda layer, *args, **kwargs: (inner if layer is last else layer)(*args, **kwargs))
+            model,
+            clone_function=lambda layer: layer,
+            call_function=lambda layer, *args, **kwargs: (inner if layer is last else layer)(
+                *args, **kwargs
+            ),
+        )
         return keras.Model(_one_input(clone), clone.outputs[0], name=f"{model.name}_feature_map")
     raise ValueError(
         f"backbone {model.name!r} does not end in a global pooling layer (its last layer is "
@@ -362,17 +402,25 @@ def resolve_backbone(config):
     """
     spec = config.backbone
     if config.backbone_weights:
-        return (make_backbone(config.backbone_name, weights=config.backbone_weights),
-                f"{config.backbone_name} from weights file {os.path.abspath(config.backbone_weights)}")
+        return (
+            make_backbone(config.backbone_name, weights=config.backbone_weights),
+            f"{config.backbone_name} from weights file {os.path.abspath(config.backbone_weights)}",
+        )
     if spec == "scratch":
-        return make_backbone(config.backbone_name, weights=None), f"{config.backbone_name}, random initialisation"
+        return make_backbone(
+            config.backbone_name, weights=None
+        ), f"{config.backbone_name}, random initialisation"
     if spec == "imagenet":
-        return make_backbone(config.backbone_name, weights="imagenet"), f"{config.backbone_name}, ImageNet weights"
+        return make_backbone(
+            config.backbone_name, weights="imagenet"
+        ), f"{config.backbone_name}, ImageNet weights"
     if spec.startswith("imagenet:"):
         # A local copy of the ImageNet weights (e.g. Keras's efficientnetb1_notop.h5), for offline machines.
-        weights = spec[len("imagenet:"):]
-        return (make_backbone(config.backbone_name, weights=weights),
-                f"{config.backbone_name}, ImageNet weights from {os.path.abspath(weights)}")
+        weights = spec[len("imagenet:") :]
+        return (
+            make_backbone(config.backbone_name, weights=weights),
+            f"{config.backbone_name}, ImageNet weights from {os.path.abspath(weights)}",
+        )
     if spec.startswith("ssl:"):
         spec = spec[4:]
     path = os.path.join(spec, "encoder.keras") if os.path.isdir(spec) else spec
@@ -384,7 +432,9 @@ def resolve_backbone(config):
     try:
         backbone = keras.saving.load_model(path)
     except Exception as error:  # keras raises several types for a bad archive
-        raise BackboneWeightsError(f"--backbone {path}: cannot be loaded as a Keras model ({error})") from error
+        raise BackboneWeightsError(
+            f"--backbone {path}: cannot be loaded as a Keras model ({error})"
+        ) from error
     return backbone, f"{_pretrain_method(path)} encoder {os.path.abspath(path)}"
 
 

@@ -27,9 +27,18 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
     0.001
     """
 
-    def __init__(self, peak_learning_rate, total_steps, warmup_steps=0, final_fraction=0.0, name="warmup_cosine"):
+    def __init__(
+        self,
+        peak_learning_rate,
+        total_steps,
+        warmup_steps=0,
+        final_fraction=0.0,
+        name="warmup_cosine",
+    ):
         if not peak_learning_rate > 0:
-            raise ValueError(f"`peak_learning_rate` must be > 0. Received: peak_learning_rate={peak_learning_rate}")
+            raise ValueError(
+                f"`peak_learning_rate` must be > 0. Received: peak_learning_rate={peak_learning_rate}"
+            )
         if int(total_steps) < 1:
             raise ValueError(f"`total_steps` must be >= 1. Received: total_steps={total_steps}")
         if not 0 <= int(warmup_steps) <= int(total_steps):
@@ -37,7 +46,9 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
                 f"`warmup_steps` must be in [0, total_steps={total_steps}]. Received: warmup_steps={warmup_steps}"
             )
         if not 0.0 <= final_fraction <= 1.0:
-            raise ValueError(f"`final_fraction` must be in [0, 1]. Received: final_fraction={final_fraction}")
+            raise ValueError(
+                f"`final_fraction` must be in [0, 1]. Received: final_fraction={final_fraction}"
+            )
         self.peak_learning_rate = float(peak_learning_rate)
         self.total_steps = int(total_steps)
         self.warmup_steps = int(warmup_steps)
@@ -51,7 +62,9 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
         decay_steps = float(max(self.total_steps - self.warmup_steps, 1))
         progress = ops.clip((step - self.warmup_steps) / decay_steps, 0.0, 1.0)
         cosine = 0.5 * (1.0 + ops.cos(math.pi * progress))
-        decayed = self.peak_learning_rate * (self.final_fraction + (1.0 - self.final_fraction) * cosine)
+        decayed = self.peak_learning_rate * (
+            self.final_fraction + (1.0 - self.final_fraction) * cosine
+        )
         return ops.where(step < self.warmup_steps, warm, decayed)
 
     def get_config(self):
@@ -81,8 +94,17 @@ class LARS(keras.optimizers.Optimizer):
         no_decay_names: tuple of variable-name substrings excluded from decay and adaptation.
     """
 
-    def __init__(self, learning_rate=0.3, momentum=0.9, weight_decay=1e-6, trust_coefficient=0.001,
-                 epsilon=1e-9, no_decay_names=NO_DECAY_NAMES, name="lars", **kwargs):
+    def __init__(
+        self,
+        learning_rate=0.3,
+        momentum=0.9,
+        weight_decay=1e-6,
+        trust_coefficient=0.001,
+        epsilon=1e-9,
+        no_decay_names=NO_DECAY_NAMES,
+        name="lars",
+        **kwargs,
+    ):
         # Weight decay is handled here (coupled, before the trust ratio), not by the base class.
         kwargs.pop("weight_decay", None)
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
@@ -122,13 +144,15 @@ class LARS(keras.optimizers.Optimizer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "momentum": self.momentum,
-            "weight_decay": self.lars_weight_decay,
-            "trust_coefficient": self.trust_coefficient,
-            "epsilon": self.epsilon,
-            "no_decay_names": list(self.no_decay_names),
-        })
+        config.update(
+            {
+                "momentum": self.momentum,
+                "weight_decay": self.lars_weight_decay,
+                "trust_coefficient": self.trust_coefficient,
+                "epsilon": self.epsilon,
+                "no_decay_names": list(self.no_decay_names),
+            }
+        )
         return config
 
 
@@ -137,7 +161,9 @@ def resolve_optimizer_name(name, batch_size):
     if name == "auto":
         return "lars" if batch_size >= 1024 else "adamw"
     if name not in ("adamw", "lars", "lamb"):
-        raise ValueError(f"optimizer must be one of auto, adamw, lars, lamb. Received: optimizer={name}")
+        raise ValueError(
+            f"optimizer must be one of auto, adamw, lars, lamb. Received: optimizer={name}"
+        )
     return name
 
 
@@ -159,8 +185,16 @@ def default_weight_decay(name):
     return {"adamw": 0.05, "lars": 1e-6, "lamb": 0.05}[name]
 
 
-def build_optimizer(name="adamw", *, learning_rate, total_steps, warmup_steps=0, weight_decay=None,
-                    batch_size=256, clipnorm=None):
+def build_optimizer(
+    name="adamw",
+    *,
+    learning_rate,
+    total_steps,
+    warmup_steps=0,
+    weight_decay=None,
+    batch_size=256,
+    clipnorm=None,
+):
     """Builds the pretraining optimizer with a warm-up + cosine schedule.
 
     Weight decay never applies to biases or batch-norm scale/shift.

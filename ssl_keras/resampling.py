@@ -46,7 +46,9 @@ def interpolation_matrix(positions, size, *, fill_mode="nearest"):
            [0.  , 1.  ]])
     """
     if fill_mode not in FILL_MODES:
-        raise ValueError(f"`fill_mode` must be one of {FILL_MODES}. Received: fill_mode={fill_mode!r}")
+        raise ValueError(
+            f"`fill_mode` must be one of {FILL_MODES}. Received: fill_mode={fill_mode!r}"
+        )
     positions = ops.convert_to_tensor(positions)
     dtype = keras.backend.standardize_dtype(positions.dtype)
     if not keras.backend.is_float_dtype(dtype):

@@ -114,7 +114,9 @@ IMAGE_MATRIX = {
 def write_image_matrix(folder, *, include_huge=False):
     """Writes every image case into `folder`; returns {case: (path, outcome)}."""
     os.makedirs(folder, exist_ok=True)
-    written = {case: (builder(folder), outcome) for case, (builder, outcome) in IMAGE_MATRIX.items()}
+    written = {
+        case: (builder(folder), outcome) for case, (builder, outcome) in IMAGE_MATRIX.items()
+    }
     if include_huge:
         written["huge"] = (huge_jpeg(folder), READ)
     return written
@@ -136,8 +138,12 @@ def png16_rgb(folder, name="sixteen_bit_rgb.png", size=(64, 48)):
     header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)  # bit depth 16, RGB
     path = os.path.join(folder, name)
     with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
-                + _png_chunk(b"IDAT", zlib.compress(raw)) + _png_chunk(b"IEND", b""))
+        f.write(
+            b"\x89PNG\r\n\x1a\n"
+            + _png_chunk(b"IHDR", header)
+            + _png_chunk(b"IDAT", zlib.compress(raw))
+            + _png_chunk(b"IEND", b"")
+        )
     return path
 
 
@@ -147,8 +153,12 @@ def bomb_png(folder, name="bomb.png", size=(20000, 10000)):
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     path = os.path.join(folder, name)
     with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
-                + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + _png_chunk(b"IEND", b""))
+        f.write(
+            b"\x89PNG\r\n\x1a\n"
+            + _png_chunk(b"IHDR", header)
+            + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+            + _png_chunk(b"IEND", b"")
+        )
     return path
 
 

@@ -13,19 +13,27 @@ def images():
 
 
 def drop_rates(model):
-    return [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout) and layer.name.endswith("drop")]
+    return [
+        layer.rate
+        for layer in model.layers
+        if isinstance(layer, keras.layers.Dropout) and layer.name.endswith("drop")
+    ]
 
 
 def test_drop_connect_rate_rescales_every_block_and_survives_saving(tmp_path):
     model = build_backbone("EfficientNetB0")
     before = drop_rates(model)
-    assert max(before) == pytest.approx(0.2 * (len(before) + 6) / 16, abs=0.03)  # Keras: linear to 0.2
+    assert max(before) == pytest.approx(
+        0.2 * (len(before) + 6) / 16, abs=0.03
+    )  # Keras: linear to 0.2
     model, counts = configure_backbone(model, drop_connect_rate=0.1)
     after = drop_rates(model)
     assert counts["stochastic_depth_layers"] == len(before) > 0
     np.testing.assert_allclose(after, [r / 2 for r in before], rtol=1e-6)
     model.save(tmp_path / "m.keras")
-    np.testing.assert_allclose(drop_rates(keras.saving.load_model(tmp_path / "m.keras")), after, rtol=1e-6)
+    np.testing.assert_allclose(
+        drop_rates(keras.saving.load_model(tmp_path / "m.keras")), after, rtol=1e-6
+    )
 
 
 def test_zero_init_residual_makes_every_residual_block_the_identity(images):
@@ -67,16 +75,23 @@ def test_the_configured_copy_is_what_loading_its_file_gives_back(images, tmp_pat
     from ssl_keras.runs.resumable import seed_generator_states
 
     original = build_backbone("EfficientNetB0")
-    model, _ = configure_backbone(original, drop_connect_rate=0.0, bn_momentum=0.9, zero_init_residual=True)
+    model, _ = configure_backbone(
+        original, drop_connect_rate=0.0, bn_momentum=0.9, zero_init_residual=True
+    )
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     assert len(seed_generator_states(model)) == len(seed_generator_states(loaded)) == 0
     assert len(seed_generator_states(original)) > 0
-    np.testing.assert_allclose(np.asarray(loaded(images, training=False)), np.asarray(model(images, training=False)),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(loaded(images, training=False)),
+        np.asarray(model(images, training=False)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
     # Weights other than the zeroed gammas are the original's.
-    np.testing.assert_array_equal(model.get_layer("stem_conv").kernel.numpy(),
-                                  original.get_layer("stem_conv").kernel.numpy())
+    np.testing.assert_array_equal(
+        model.get_layer("stem_conv").kernel.numpy(), original.get_layer("stem_conv").kernel.numpy()
+    )
 
 
 def test_bad_settings_are_refused():
@@ -92,7 +107,9 @@ def test_estimated_batch_norm_statistics_are_the_average_of_the_batch_statistics
 
     keras.utils.set_random_seed(0)
     model = tiny_backbone(width=4)
-    batches = [np.random.default_rng(i).uniform(0, 255, (8, 16, 16, 3)).astype("float32") for i in range(3)]
+    batches = [
+        np.random.default_rng(i).uniform(0, 255, (8, 16, 16, 3)).astype("float32") for i in range(3)
+    ]
     conv = keras.Model(model.input, model.get_layer("conv0").output)
     stats = [np.asarray(conv(b)) for b in batches]
     means = np.mean([s.mean(axis=(0, 1, 2)) for s in stats], axis=0)
@@ -108,15 +125,21 @@ def test_estimated_batch_norm_statistics_are_the_average_of_the_batch_statistics
         np.testing.assert_array_equal(before, variable.numpy())
 
 
-def test_partly_updated_statistics_make_all_features_alike_and_estimating_them_repairs_it(shared_data):
+def test_partly_updated_statistics_make_all_features_alike_and_estimating_them_repairs_it(
+    shared_data,
+):
     import tensorflow as tf
 
     from ssl_keras.backbone import estimate_batch_norm_statistics
     from ssl_keras.data.image_files import read_image
 
     names = sorted(n for n in os.listdir(shared_data / "unlabeled") if n.endswith(".jpg"))[:32]
-    images = np.stack([read_image(tf.constant(str(shared_data / "unlabeled" / n)), image_size=64).numpy()
-                       for n in names])
+    images = np.stack(
+        [
+            read_image(tf.constant(str(shared_data / "unlabeled" / n)), image_size=64).numpy()
+            for n in names
+        ]
+    )
 
     def mean_cosine(model):
         f = np.asarray(model(images, training=False))

@@ -38,7 +38,8 @@ def run_on_backend(backend, script, *, timeout=300):
         pytest.skip(f"{backend} is not installed")
     env = {**os.environ, "KERAS_BACKEND": backend}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_ROOT, env.get("PYTHONPATH")]))
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                            timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result

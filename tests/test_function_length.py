@@ -12,7 +12,20 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 FOLDERS = ("ssl_keras", "cli")
 MAX_LINES = 80
 
-ALLOWED = {}
+ALLOWED = {
+    "ssl_keras/compare/compare.py:describe_results": "grew past 80 lines when ruff format rewrapped it (issue 13); to be split",
+    "ssl_keras/compare/compare.py:format_report": "grew past 80 lines when ruff format rewrapped it (issue 13); to be split",
+    "ssl_keras/compare/compare.py:metric_figure": "grew past 80 lines when ruff format rewrapped it (issue 13); to be split",
+    "ssl_keras/compare/compare.py:run_compare": "grew past 80 lines when ruff format rewrapped it (issue 13); to be split",
+    "ssl_keras/compare/compare.py:summarize_compare": "grew past 80 lines when ruff format rewrapped it (issue 13); to be split",
+    "ssl_keras/data/localization.py:_voc_splits": "grew past 80 lines when ruff format rewrapped it (issue 13); to be split",
+    "ssl_keras/experiment/experiment_report.py:format_experiment_report": "grew past 80 lines when ruff format rewrapped it (issue 13); to be split",
+    "ssl_keras/gradcam/gradcam.py:gradcam_across_backbones": "grew past 80 lines when ruff format rewrapped it (issue 13); to be split",
+    "ssl_keras/gradcam/gradcam.py:run_gradcam": "grew past 80 lines when ruff format rewrapped it (issue 13); to be split",
+    "ssl_keras/localization/detect.py:run_detect": "grew past 80 lines when ruff format rewrapped it (issue 13); to be split",
+    "ssl_keras/localization/predict.py:predict_images": "grew past 80 lines when ruff format rewrapped it (issue 13); to be split",
+    "ssl_keras/probing/probe.py:run_probe": "grew past 80 lines when ruff format rewrapped it (issue 13); to be split",
+}
 """`{"path:qualified name": why it may be over MAX_LINES}`."""
 
 
@@ -35,25 +48,36 @@ def _lengths():
         for path in sorted((REPO / folder).rglob("*.py")):
             tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
             for name, node in _functions(tree):
-                lengths[f"{path.relative_to(REPO).as_posix()}:{name}"] = node.end_lineno - node.lineno + 1
+                lengths[f"{path.relative_to(REPO).as_posix()}:{name}"] = (
+                    node.end_lineno - node.lineno + 1
+                )
     return lengths
 
 
 def test_the_walk_finds_methods_nested_functions_and_the_cli():
     # A walk that found nothing would pass the test below for the wrong reason.
     lengths = _lengths()
-    for name in ("ssl_keras/pretraining/pretrain.py:run_pretrain", "ssl_keras/localization/detect.py:run_detect",
-                 "ssl_keras/runs/run_skeleton.py:Run.hints", "ssl_keras/runs/parallel_runs.py:run_parallel.on_message",
-                 "cli/main.py:main"):
+    for name in (
+        "ssl_keras/pretraining/pretrain.py:run_pretrain",
+        "ssl_keras/localization/detect.py:run_detect",
+        "ssl_keras/runs/run_skeleton.py:Run.hints",
+        "ssl_keras/runs/parallel_runs.py:run_parallel.on_message",
+        "cli/main.py:main",
+    ):
         assert name in lengths, name
     assert lengths["ssl_keras/runs/run_skeleton.py:Run.timing"] == 4
 
 
 def test_no_function_is_over_80_lines():
-    too_long = [f"{name}: {lines} lines" for name, lines in sorted(_lengths().items())
-                if lines > MAX_LINES and name not in ALLOWED]
-    assert not too_long, (f"over {MAX_LINES} lines; split into named steps, or add to ALLOWED with the reason: "
-                          + "; ".join(too_long))
+    too_long = [
+        f"{name}: {lines} lines"
+        for name, lines in sorted(_lengths().items())
+        if lines > MAX_LINES and name not in ALLOWED
+    ]
+    assert not too_long, (
+        f"over {MAX_LINES} lines; split into named steps, or add to ALLOWED with the reason: "
+        + "; ".join(too_long)
+    )
 
 
 def test_the_allowlist_names_only_long_functions():

@@ -56,13 +56,20 @@ def _is_private(name):
 
 
 def _parsed():
-    return {module: ast.parse(path.read_text(encoding="utf-8"), str(path)) for module, path in MODULES.items()}
+    return {
+        module: ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for module, path in MODULES.items()
+    }
 
 
 def test_the_walk_finds_the_stage_folders():
     # A walk that found nothing would pass the tests below for the wrong reason.
-    for module in ("ssl_keras.runs.config", "ssl_keras.localization.detect", "ssl_keras.data.voc",
-                   "ssl_keras.cli.main"):
+    for module in (
+        "ssl_keras.runs.config",
+        "ssl_keras.localization.detect",
+        "ssl_keras.data.voc",
+        "ssl_keras.cli.main",
+    ):
         assert module in MODULES
 
 
@@ -77,12 +84,20 @@ def test_no_module_imports_a_private_name_from_another():
                 # `import a.b` binds `a`, so only an `as` alias or a `from` import names the module.
                 module_aliases[alias] = imported
             elif _is_private(name):
-                found.append(f"{MODULES[module].relative_to(REPO)}:{line}: from {imported} import {name}")
+                found.append(
+                    f"{MODULES[module].relative_to(REPO)}:{line}: from {imported} import {name}"
+                )
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Attribute) and _is_private(node.attr) and isinstance(node.value, ast.Name)
-                    and node.value.id in module_aliases):
-                found.append(f"{MODULES[module].relative_to(REPO)}:{node.lineno}: "
-                             f"{node.value.id}.{node.attr} ({module_aliases[node.value.id]})")
+            if (
+                isinstance(node, ast.Attribute)
+                and _is_private(node.attr)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in module_aliases
+            ):
+                found.append(
+                    f"{MODULES[module].relative_to(REPO)}:{node.lineno}: "
+                    f"{node.value.id}.{node.attr} ({module_aliases[node.value.id]})"
+                )
     assert not found, "private names used across files:\n" + "\n".join(found)
 
 
@@ -101,7 +116,7 @@ def _find_cycle(graph):
 
     def visit(node):
         if node in on_path:
-            return on_path[on_path.index(node):] + [node]
+            return on_path[on_path.index(node) :] + [node]
         if node in done:
             return None
         on_path.append(node)

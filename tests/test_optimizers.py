@@ -14,7 +14,9 @@ def test_warmup_is_linear_then_cosine_to_final_fraction():
     assert lr(schedule, 0) == pytest.approx(0.1)
     assert lr(schedule, 4) == pytest.approx(0.5)
     assert lr(schedule, 10) == pytest.approx(1.0)
-    assert lr(schedule, 60) == pytest.approx(0.1 + 0.9 * 0.5, rel=1e-5)  # half-way through the cosine
+    assert lr(schedule, 60) == pytest.approx(
+        0.1 + 0.9 * 0.5, rel=1e-5
+    )  # half-way through the cosine
     assert lr(schedule, 110) == pytest.approx(0.1)
     assert lr(schedule, 500) == pytest.approx(0.1)
 
@@ -24,7 +26,9 @@ def test_schedule_validates_and_round_trips():
         WarmupCosineDecay(1e-3, total_steps=5, warmup_steps=6)
     schedule = WarmupCosineDecay(2e-3, total_steps=50, warmup_steps=5, final_fraction=0.2)
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
-    assert [lr(restored, s) for s in (0, 7, 49)] == pytest.approx([lr(schedule, s) for s in (0, 7, 49)])
+    assert [lr(restored, s) for s in (0, 7, 49)] == pytest.approx(
+        [lr(schedule, s) for s in (0, 7, 49)]
+    )
 
 
 def test_auto_picks_adamw_for_small_and_lars_for_large_batches():
@@ -50,7 +54,9 @@ def test_weight_decay_skips_bias_and_batchnorm(name):
     for v in variables:
         v.assign(np.ones(v.shape, "float32"))
     before = {v.path: np.array(v) for v in variables}
-    optimizer.apply_gradients([(np.zeros(v.shape, "float32") + (1e-8 if name == "lars" else 0.0), v) for v in variables])
+    optimizer.apply_gradients(
+        [(np.zeros(v.shape, "float32") + (1e-8 if name == "lars" else 0.0), v) for v in variables]
+    )
     moved = {v.path: not np.allclose(np.array(v), before[v.path], atol=1e-6) for v in variables}
     assert moved["dense/kernel"]
     assert not moved["dense/bias"] and not moved["bn/gamma"] and not moved["bn/beta"]

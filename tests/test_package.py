@@ -13,9 +13,18 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 def _fresh_python(script, tmp_path):
     """Runs `script` in a new interpreter that finds this checkout's ssl_keras, from an unrelated folder."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -29,9 +38,14 @@ def test_import_ssl_keras_registers_every_serializable_without_heavy_imports(tmp
         print("FILE", ssl_keras.__file__)
         print("HEAVY", sorted(m for m in ("tensorflow_datasets", "keras_cv", "click") if m in sys.modules))
         print("REGISTERED", sorted(keras.saving.get_custom_objects()))
-        """, tmp_path)
-    lines = dict(line.split(" ", 1) for line in out.splitlines() if line.split(" ", 1)[0] in
-                 ("FILE", "HEAVY", "REGISTERED"))
+        """,
+        tmp_path,
+    )
+    lines = dict(
+        line.split(" ", 1)
+        for line in out.splitlines()
+        if line.split(" ", 1)[0] in ("FILE", "HEAVY", "REGISTERED")
+    )
     assert pathlib.Path(lines["FILE"]).resolve() == REPO / "ssl_keras" / "__init__.py"
     assert lines["HEAVY"] == "[]"
     # Every class the package registers, read from the source: a new one in a module that
@@ -40,8 +54,12 @@ def test_import_ssl_keras_registers_every_serializable_without_heavy_imports(tmp
     for path in (REPO / "ssl_keras").rglob("*.py"):
         lines_of = path.read_text(encoding="utf-8").splitlines()
         for i, line in enumerate(lines_of):
-            if line.startswith("@keras.saving.register_keras_serializable(package=\"ssl_keras\")"):
-                name = next(l for l in lines_of[i + 1:] if l.startswith("class "))[6:].split("(")[0].split(":")[0]
+            if line.startswith('@keras.saving.register_keras_serializable(package="ssl_keras")'):
+                name = (
+                    next(l for l in lines_of[i + 1 :] if l.startswith("class "))[6:]
+                    .split("(")[0]
+                    .split(":")[0]
+                )
                 registered.add(f"ssl_keras>{name}")
     assert registered and registered <= set(eval(lines["REGISTERED"]))
 
@@ -51,8 +69,17 @@ def test_a_detect_run_loads_in_a_fresh_process_after_import_ssl_keras(tmp_path):
     from ssl_keras.runs.config import DetectConfig
 
     run = tmp_path / "run"
-    config = DetectConfig(data="synthetic:80", backbone="scratch", backbone_name="tiny", out=str(run), epochs=1,
-                          image_size=32, batch_size=8, export=False, head="spatial").validate()
+    config = DetectConfig(
+        data="synthetic:80",
+        backbone="scratch",
+        backbone_name="tiny",
+        out=str(run),
+        epochs=1,
+        image_size=32,
+        batch_size=8,
+        export=False,
+        head="spatial",
+    ).validate()
     run_detect(config, verbose=0, log=lambda line: None)
     images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
     np.save(tmp_path / "images.npy", images)
@@ -64,7 +91,9 @@ def test_a_detect_run_loads_in_a_fresh_process_after_import_ssl_keras(tmp_path):
         model = keras.saving.load_model({str(run / "model.keras")!r})
         out = model.predict(np.load("images.npy"), verbose=0)
         np.savez("outputs.npz", boxes=out["boxes"], class_logits=out["class_logits"])
-        """, tmp_path)
+        """,
+        tmp_path,
+    )
     fresh = np.load(tmp_path / "outputs.npz")
     model, _ = load_run(str(run))
     expected = model.predict(images, verbose=0)

@@ -72,13 +72,25 @@ def test_simclr_parameterisation_gives_the_old_crop_matrix():
     for _ in range(TRIALS):
         size, n = int(rng.integers(1, 48)), int(rng.integers(2, 5))
         start, length = _simclr_windows(rng, size, n)
-        old = _numpy(_old_simclr_bilinear_matrix(ops.convert_to_tensor(start), ops.convert_to_tensor(length), size))
+        old = _numpy(
+            _old_simclr_bilinear_matrix(
+                ops.convert_to_tensor(start), ops.convert_to_tensor(length), size
+            )
+        )
         pixels = np.arange(size, dtype="float32")
-        positions = start[:, None] + (pixels[None, :] + 0.5) * (length / np.float32(size))[:, None] - 0.5
-        np.testing.assert_allclose(_numpy(interpolation_matrix(positions, size, fill_mode="nearest")), old,
-                                   rtol=0, atol=ATOL)
+        positions = (
+            start[:, None] + (pixels[None, :] + 0.5) * (length / np.float32(size))[:, None] - 0.5
+        )
+        np.testing.assert_allclose(
+            _numpy(interpolation_matrix(positions, size, fill_mode="nearest")),
+            old,
+            rtol=0,
+            atol=ATOL,
+        )
         # What the augmenter itself now builds.
-        new = simclr_augmenter._bilinear_matrix(ops.convert_to_tensor(start), ops.convert_to_tensor(length), size)
+        new = simclr_augmenter._bilinear_matrix(
+            ops.convert_to_tensor(start), ops.convert_to_tensor(length), size
+        )
         np.testing.assert_allclose(_numpy(new), old, rtol=0, atol=ATOL)
 
 
@@ -91,15 +103,20 @@ def test_box_parameterisation_gives_the_old_matrix_and_inside_weight():
         offset = rng.uniform(-1.5 * size, 2.5 * size, n).astype("float32")
         slope[0], offset[0] = 1.0, 0.0
         slope[1], offset[1] = -1.0, size - 1.0
-        old_weights, old_inside = map(_numpy, _old_box_interpolation_matrix(
-            ops.convert_to_tensor(slope), ops.convert_to_tensor(offset), size))
+        old_weights, old_inside = map(
+            _numpy,
+            _old_box_interpolation_matrix(
+                ops.convert_to_tensor(slope), ops.convert_to_tensor(offset), size
+            ),
+        )
         positions = slope[:, None] * np.arange(size, dtype="float32")[None, :] + offset[:, None]
         weights = _numpy(interpolation_matrix(positions, size, fill_mode="constant"))
         np.testing.assert_allclose(weights, old_weights, rtol=0, atol=ATOL)
         np.testing.assert_allclose(weights.sum(axis=2), old_inside, rtol=0, atol=ATOL)
         # What the augmenter itself now builds.
         new_weights, new_inside = box_augmenter._affine_interpolation(
-            ops.convert_to_tensor(slope), ops.convert_to_tensor(offset), size)
+            ops.convert_to_tensor(slope), ops.convert_to_tensor(offset), size
+        )
         np.testing.assert_allclose(_numpy(new_weights), old_weights, rtol=0, atol=ATOL)
         np.testing.assert_allclose(_numpy(new_inside), old_inside, rtol=0, atol=ATOL)
 
@@ -110,12 +127,16 @@ def test_gradcam_parameterisations_give_the_old_upsampling_matrix():
         n_in, n_out = int(rng.integers(1, 12)), int(rng.integers(1, 80))
         pixels = np.arange(n_out, dtype="float64")
         stride, cell_offset = float(rng.integers(1, 33)), float(rng.uniform(-4.0, 32.0))
-        for positions in [(pixels + 0.5) * n_in / n_out - 0.5,  # no geometry: a plain half-pixel resize
-                          (pixels - cell_offset) / stride,  # receptive-field centres
-                          rng.uniform(-3.0, n_in + 3.0, n_out),  # anything, past both borders
-                          np.round(rng.uniform(-2.0, n_in + 2.0, n_out))]:  # integers, on and past the border
+        for positions in [
+            (pixels + 0.5) * n_in / n_out - 0.5,  # no geometry: a plain half-pixel resize
+            (pixels - cell_offset) / stride,  # receptive-field centres
+            rng.uniform(-3.0, n_in + 3.0, n_out),  # anything, past both borders
+            np.round(rng.uniform(-2.0, n_in + 2.0, n_out)),
+        ]:  # integers, on and past the border
             new = _numpy(interpolation_matrix(positions, n_in, fill_mode="nearest"))
-            np.testing.assert_allclose(new, _old_gradcam_interpolation_matrix(positions, n_in), rtol=0, atol=ATOL)
+            np.testing.assert_allclose(
+                new, _old_gradcam_interpolation_matrix(positions, n_in), rtol=0, atol=ATOL
+            )
 
 
 def test_gradcam_upsampling_is_unchanged():
@@ -132,27 +153,47 @@ def test_gradcam_upsampling_is_unchanged():
             matrices.append(_old_gradcam_interpolation_matrix(positions, n_in))
         return np.einsum("Yh,nhw,Xw->nYX", matrices[0], maps, matrices[1]).astype("float32")
 
-    for geometry in [None, {"stride": (16, 16), "offset": (15.0, 15.0)}, {"stride": (8, 4), "offset": (3.5, -2.0)}]:
+    for geometry in [
+        None,
+        {"stride": (16, 16), "offset": (15.0, 15.0)},
+        {"stride": (8, 4), "offset": (3.5, -2.0)},
+    ]:
         maps = rng.uniform(0.0, 1.0, (2, 3, 5)).astype("float32")
-        np.testing.assert_allclose(gradcam._upsample(maps, (37, 29), geometry), old_upsample(maps, (37, 29), geometry),
-                                   rtol=0, atol=ATOL)
+        np.testing.assert_allclose(
+            gradcam._upsample(maps, (37, 29), geometry),
+            old_upsample(maps, (37, 29), geometry),
+            rtol=0,
+            atol=ATOL,
+        )
 
 
 def test_half_pixel_upsampling_weights_and_fill_modes():
     positions = (np.arange(4) + 0.5) * 2 / 4 - 0.5
-    np.testing.assert_allclose(_numpy(interpolation_matrix(positions, 2)),
-                               [[1.0, 0.0], [0.75, 0.25], [0.25, 0.75], [0.0, 1.0]])
+    np.testing.assert_allclose(
+        _numpy(interpolation_matrix(positions, 2)),
+        [[1.0, 0.0], [0.75, 0.25], [0.25, 0.75], [0.0, 1.0]],
+    )
     outside = np.array([-1.5, -0.25, 1.25, 3.0], "float32")
     # "nearest" repeats the border pixel; "constant" keeps only the weight inside the image.
-    np.testing.assert_allclose(_numpy(interpolation_matrix(outside, 2, fill_mode="nearest")),
-                               [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
-    np.testing.assert_allclose(_numpy(interpolation_matrix(outside, 2, fill_mode="constant")),
-                               [[0.0, 0.0], [0.75, 0.0], [0.0, 0.75], [0.0, 0.0]])
+    np.testing.assert_allclose(
+        _numpy(interpolation_matrix(outside, 2, fill_mode="nearest")),
+        [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]],
+    )
+    np.testing.assert_allclose(
+        _numpy(interpolation_matrix(outside, 2, fill_mode="constant")),
+        [[0.0, 0.0], [0.75, 0.0], [0.0, 0.75], [0.0, 0.0]],
+    )
 
 
 def test_keeps_the_float_dtype_and_makes_integers_float32():
-    assert keras.backend.standardize_dtype(interpolation_matrix(np.zeros(3, "float32"), 4).dtype) == "float32"
-    assert keras.backend.standardize_dtype(interpolation_matrix(np.zeros(3, "int32"), 4).dtype) == "float32"
+    assert (
+        keras.backend.standardize_dtype(interpolation_matrix(np.zeros(3, "float32"), 4).dtype)
+        == "float32"
+    )
+    assert (
+        keras.backend.standardize_dtype(interpolation_matrix(np.zeros(3, "int32"), 4).dtype)
+        == "float32"
+    )
 
 
 def test_unknown_fill_mode_is_refused():
@@ -169,14 +210,22 @@ def test_graph_mode_with_a_dynamic_size(jit_compile):
     def build(positions):
         # A size read from a shape, as the augmenters do: unknown when traced, known to XLA.
         size = tf.shape(positions)[1] + 2
-        return (interpolation_matrix(positions, size, fill_mode="nearest"),
-                interpolation_matrix(positions, size, fill_mode="constant"))
+        return (
+            interpolation_matrix(positions, size, fill_mode="nearest"),
+            interpolation_matrix(positions, size, fill_mode="constant"),
+        )
 
     positions = np.random.default_rng(4).uniform(-2.0, 9.0, (3, 5)).astype("float32")
     nearest, constant = build(positions)
-    np.testing.assert_allclose(nearest.numpy(), _numpy(interpolation_matrix(positions, 7)), rtol=0, atol=ATOL)
-    np.testing.assert_allclose(constant.numpy(), _numpy(interpolation_matrix(positions, 7, fill_mode="constant")),
-                               rtol=0, atol=ATOL)
+    np.testing.assert_allclose(
+        nearest.numpy(), _numpy(interpolation_matrix(positions, 7)), rtol=0, atol=ATOL
+    )
+    np.testing.assert_allclose(
+        constant.numpy(),
+        _numpy(interpolation_matrix(positions, 7, fill_mode="constant")),
+        rtol=0,
+        atol=ATOL,
+    )
 
 
 @requires_tensorflow
@@ -184,6 +233,8 @@ def test_inside_tf_data_map():
     import tensorflow as tf
 
     positions = np.random.default_rng(5).uniform(-2.0, 9.0, (4, 6)).astype("float32")
-    dataset = tf.data.Dataset.from_tensor_slices(positions).map(lambda p: interpolation_matrix(p, tf.shape(p)[0]))
+    dataset = tf.data.Dataset.from_tensor_slices(positions).map(
+        lambda p: interpolation_matrix(p, tf.shape(p)[0])
+    )
     built = np.stack([m.numpy() for m in dataset])
     np.testing.assert_allclose(built, _numpy(interpolation_matrix(positions, 6)), rtol=0, atol=ATOL)

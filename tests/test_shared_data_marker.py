@@ -11,8 +11,10 @@ CONFTEST = pathlib.Path(__file__).with_name("conftest.py").read_text(encoding="u
 def suite(pytester, monkeypatch):
     pytester.makeconftest(CONFTEST)
     pytester.makeini("[pytest]\nmarkers =\n    shared_data: needs the data\n")
-    pytester.makepyfile("def test_uses_data(shared_data):\n    assert shared_data.is_dir()\n\n"
-                        "def test_without_data():\n    pass\n")
+    pytester.makepyfile(
+        "def test_uses_data(shared_data):\n    assert shared_data.is_dir()\n\n"
+        "def test_without_data():\n    pass\n"
+    )
     monkeypatch.setenv("SSL_KERAS_DATA", str(pytester.path / "missing"))
     monkeypatch.delenv("SSL_KERAS_REQUIRE_DATA", raising=False)
     return pytester
@@ -30,7 +32,9 @@ def test_it_fails_when_the_data_is_required(suite, monkeypatch):
 
 
 def test_every_test_using_the_fixture_is_marked(suite):
-    suite.runpytest("-p", "no:cacheprovider", "-m", "not shared_data").assert_outcomes(passed=1, deselected=1)
+    suite.runpytest("-p", "no:cacheprovider", "-m", "not shared_data").assert_outcomes(
+        passed=1, deselected=1
+    )
 
 
 def test_the_data_present_is_passed_to_the_test(suite, monkeypatch):

@@ -67,7 +67,9 @@ def annotation_xml(objects, size=None):
     body = "".join(obj if isinstance(obj, str) else object_xml(*obj) for obj in objects)
     size_xml = ""
     if size is not None:
-        size_xml = f"<size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>"
+        size_xml = (
+            f"<size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>"
+        )
     return f"<annotation><folder>VOC2007</folder>{size_xml}{body}</annotation>"
 
 

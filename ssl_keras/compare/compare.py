@@ -41,16 +41,33 @@ import keras
 import numpy as np
 
 from ssl_keras.backbone import BackboneWeightsError, resolve_backbone
-from ssl_keras.localization.box_baselines import BOX_METRICS, CLASS_METRICS, MAJORITY_CLASS, PRIOR_BOX
+from ssl_keras.localization.box_baselines import (
+    BOX_METRICS,
+    CLASS_METRICS,
+    MAJORITY_CLASS,
+    PRIOR_BOX,
+)
 from ssl_keras.runs.config import DETECT_MODES, ConfigError, DetectConfig, check_option, to_dict
 from ssl_keras.localization.detect import run_detect
-from ssl_keras.runs.run_directory import (RunDirectoryError, environment_info, read_json, write_file_atomic,
-                                          write_json_atomic, write_text_atomic)
+from ssl_keras.runs.run_directory import (
+    RunDirectoryError,
+    environment_info,
+    read_json,
+    write_file_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 METRICS = ("mean_iou", "loc_acc@0.5", "loc_acc@0.7", "top1", "top3", "cls_loc_acc@0.5")
-METRIC_TITLES = {"mean_iou": "mean IoU", "loc_acc@0.5": "loc acc@0.5", "loc_acc@0.7": "loc acc@0.7",
-                 "top1": "top-1", "top3": "top-3", "cls_loc_acc@0.5": "cls+loc acc@0.5",
-                 "balanced_top1": "balanced top-1"}
+METRIC_TITLES = {
+    "mean_iou": "mean IoU",
+    "loc_acc@0.5": "loc acc@0.5",
+    "loc_acc@0.7": "loc acc@0.7",
+    "top1": "top-1",
+    "top3": "top-3",
+    "cls_loc_acc@0.5": "cls+loc acc@0.5",
+    "balanced_top1": "balanced top-1",
+}
 MARGIN_SUFFIX = "_margin"
 # A model's lead over the baseline of the same cell, per seed: box metrics over prior_box,
 # class metrics over majority_class (see `ssl_keras.localization.box_baselines.margins`).
@@ -58,24 +75,39 @@ MARGIN_METRICS = ("mean_iou", "loc_acc@0.5", "loc_acc@0.7", "top1", "top3")
 MARGINS = tuple(metric + MARGIN_SUFFIX for metric in MARGIN_METRICS)
 # Everything `aggregate` averages over seeds; the baseline rows hold only their own metrics.
 AGGREGATED = METRICS + ("balanced_top1",) + MARGINS
-CSV_COLUMNS = ("backbone", "mode", "label_fraction", "seed", "num_train_images") + METRICS + (
-    "balanced_top1",) + MARGINS + ("num_test_images", "wall_seconds", "run_dir")
+CSV_COLUMNS = (
+    ("backbone", "mode", "label_fraction", "seed", "num_train_images")
+    + METRICS
+    + ("balanced_top1",)
+    + MARGINS
+    + ("num_test_images", "wall_seconds", "run_dir")
+)
 BASELINES = (PRIOR_BOX, MAJORITY_CLASS)
 BASELINE_METRICS = {PRIOR_BOX: BOX_METRICS, MAJORITY_CLASS: CLASS_METRICS}
 BASELINE_TITLES = {PRIOR_BOX: "the constant prior box", MAJORITY_CLASS: "the majority class"}
-BASELINE_PLOT_LABELS = {PRIOR_BOX: "prior box (no image)", MAJORITY_CLASS: "majority class (no image)"}
+BASELINE_PLOT_LABELS = {
+    PRIOR_BOX: "prior box (no image)",
+    MAJORITY_CLASS: "majority class (no image)",
+}
 # results.md: the margins shown beside each backbone's metrics, as (margin key, column title).
-MARGIN_COLUMNS = (("mean_iou_margin", "Δ IoU vs prior"), ("loc_acc@0.5_margin", "Δ LocAcc@0.5 vs prior"),
-                  ("top1_margin", "Δ top-1 vs majority"))
+MARGIN_COLUMNS = (
+    ("mean_iou_margin", "Δ IoU vs prior"),
+    ("loc_acc@0.5_margin", "Δ LocAcc@0.5 vs prior"),
+    ("top1_margin", "Δ top-1 vs majority"),
+)
 BASELINES_NOTE = (
     "Baselines: `prior_box` predicts one constant box for every image (the box with the best mean IoU "
     "over the training boxes) and `majority_class` always predicts the most frequent training classes. "
     "Both are fitted on each cell's labelled training subset, so they change with the label fraction and "
     "seed, and never look at an image; a backbone has learned something about the images only where it "
-    "beats them. A margin is the backbone's metric minus the baseline's on the same test images, per seed.")
+    "beats them. A margin is the backbone's metric minus the baseline's on the same test images, per seed."
+)
 PLOTTED_METRICS = ("mean_iou", "loc_acc@0.5")
-MODE_TITLES = {"freeze": "frozen backbone", "finetune": "fine-tuned",
-               "freeze-then-finetune": "frozen, then fine-tuned"}
+MODE_TITLES = {
+    "freeze": "frozen backbone",
+    "finetune": "fine-tuned",
+    "freeze-then-finetune": "frozen, then fine-tuned",
+}
 GRADCAM_FILE = "gradcam_grid.png"
 LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _DETECT = DetectConfig()
@@ -133,19 +165,48 @@ class CompareConfig:
         self.label_fractions = [_to_fraction(value) for value in _split_list(self.label_fractions)]
 
     def validate(self):
-        check_option(len(self.backbones) >= 1, "backbones", self.backbones,
-               "one or more backbone specs, e.g. ssl:runs/pretrain,imagenet,scratch")
-        check_option(len(self.label_fractions) >= 1, "label_fractions", self.label_fractions, "one or more numbers in (0, 1]")
+        check_option(
+            len(self.backbones) >= 1,
+            "backbones",
+            self.backbones,
+            "one or more backbone specs, e.g. ssl:runs/pretrain,imagenet,scratch",
+        )
+        check_option(
+            len(self.label_fractions) >= 1,
+            "label_fractions",
+            self.label_fractions,
+            "one or more numbers in (0, 1]",
+        )
         for fraction in self.label_fractions:
-            check_option(0.0 < fraction <= 1.0, "label_fractions", fraction, "numbers in (0, 1], e.g. 0.1,0.5,1")
-        check_option(len(set(self.label_fractions)) == len(self.label_fractions), "label_fractions", self.label_fractions,
-               "distinct numbers")
-        check_option(len(self.modes) >= 1, "modes", self.modes, "one or more of " + ", ".join(DETECT_MODES))
+            check_option(
+                0.0 < fraction <= 1.0,
+                "label_fractions",
+                fraction,
+                "numbers in (0, 1], e.g. 0.1,0.5,1",
+            )
+        check_option(
+            len(set(self.label_fractions)) == len(self.label_fractions),
+            "label_fractions",
+            self.label_fractions,
+            "distinct numbers",
+        )
+        check_option(
+            len(self.modes) >= 1, "modes", self.modes, "one or more of " + ", ".join(DETECT_MODES)
+        )
         for mode in self.modes:
-            check_option(mode in DETECT_MODES, "modes", mode, "a comma-separated list of " + ", ".join(DETECT_MODES))
+            check_option(
+                mode in DETECT_MODES,
+                "modes",
+                mode,
+                "a comma-separated list of " + ", ".join(DETECT_MODES),
+            )
         check_option(len(set(self.modes)) == len(self.modes), "modes", self.modes, "distinct modes")
-        check_option(isinstance(self.seeds, int) and self.seeds >= 1, "seeds", self.seeds,
-               "an integer >= 1 (the number of seeds, run as 0 .. seeds-1)")
+        check_option(
+            isinstance(self.seeds, int) and self.seeds >= 1,
+            "seeds",
+            self.seeds,
+            "an integer >= 1 (the number of seeds, run as 0 .. seeds-1)",
+        )
         self.labelled_backbones()
         # Every cell's DetectConfig is checked now, so a bad value fails before anything trains.
         for cell in grid_cells(self):
@@ -159,11 +220,15 @@ class CompareConfig:
             label, spec = backbone_label(entry)
             if label in BASELINES:
                 # The baseline rows of results.csv carry these names in the backbone column.
-                raise ConfigError(f"--backbones {entry!r}: the label {label!r} is reserved for a baseline row of "
-                                  f"the results; name it otherwise with NAME=SPEC, e.g. mine={spec}")
+                raise ConfigError(
+                    f"--backbones {entry!r}: the label {label!r} is reserved for a baseline row of "
+                    f"the results; name it otherwise with NAME=SPEC, e.g. mine={spec}"
+                )
             if label in seen:
-                raise ConfigError(f"--backbones: {seen[label]!r} and {entry!r} both get the label {label!r}; "
-                                  f"name them with NAME=SPEC, e.g. {label}2={spec}")
+                raise ConfigError(
+                    f"--backbones: {seen[label]!r} and {entry!r} both get the label {label!r}; "
+                    f"name them with NAME=SPEC, e.g. {label}2={spec}"
+                )
             seen[label] = entry
             labelled.append((label, spec))
         return labelled
@@ -181,8 +246,10 @@ def _to_fraction(value):
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"--label-fractions must be comma-separated numbers in (0, 1], e.g. 0.1,0.5,1; "
-                          f"got {value!r}") from None
+        raise ConfigError(
+            f"--label-fractions must be comma-separated numbers in (0, 1], e.g. 0.1,0.5,1; "
+            f"got {value!r}"
+        ) from None
 
 
 def backbone_label(entry):
@@ -211,8 +278,10 @@ def backbone_label(entry):
     else:
         label, spec = os.path.basename(os.path.normpath(entry)), entry
     if not LABEL_PATTERN.match(label):
-        raise ConfigError(f"--backbones {entry!r}: the label {label!r} is not usable as a folder name; "
-                          f"give one with NAME=SPEC (letters, digits, . _ + -), e.g. mine={entry}")
+        raise ConfigError(
+            f"--backbones {entry!r}: the label {label!r} is not usable as a folder name; "
+            f"give one with NAME=SPEC (letters, digits, . _ + -), e.g. mine={entry}"
+        )
     return label, spec
 
 
@@ -228,7 +297,9 @@ class Cell:
 
     @property
     def run_dir(self):
-        return os.path.join("cells", self.label, self.mode, f"frac{self.label_fraction}", f"seed{self.seed}")
+        return os.path.join(
+            "cells", self.label, self.mode, f"frac{self.label_fraction}", f"seed{self.seed}"
+        )
 
     @property
     def key(self):
@@ -237,23 +308,35 @@ class Cell:
 
 def grid_cells(config):
     """The cells of the grid, seed outermost, so an interrupted grid has whole comparisons first."""
-    return [Cell(label, spec, mode, fraction, seed)
-            for seed in range(config.seeds)
-            for fraction in config.label_fractions
-            for mode in config.modes
-            for label, spec in config.labelled_backbones()]
+    return [
+        Cell(label, spec, mode, fraction, seed)
+        for seed in range(config.seeds)
+        for fraction in config.label_fractions
+        for mode in config.modes
+        for label, spec in config.labelled_backbones()
+    ]
 
 
 def cell_config(config, cell, *, resume=False):
     """The validated `DetectConfig` of one cell."""
-    shared = {field.name: getattr(config, field.name) for field in dataclasses.fields(DetectConfig)
-              if hasattr(config, field.name) and field.name not in ("out", "resume")}
+    shared = {
+        field.name: getattr(config, field.name)
+        for field in dataclasses.fields(DetectConfig)
+        if hasattr(config, field.name) and field.name not in ("out", "resume")
+    }
     if cell.mode == "freeze" and config.freeze_epochs is not None:
         shared["epochs"] = config.freeze_epochs
         shared["head_epochs"] = None
-    shared.update(backbone=cell.spec, mode=cell.mode, label_fraction=cell.label_fraction, seed=cell.seed,
-                  num_labeled=None, backbone_weights=None, out=os.path.join(config.out, cell.run_dir),
-                  resume=resume)
+    shared.update(
+        backbone=cell.spec,
+        mode=cell.mode,
+        label_fraction=cell.label_fraction,
+        seed=cell.seed,
+        num_labeled=None,
+        backbone_weights=None,
+        out=os.path.join(config.out, cell.run_dir),
+        resume=resume,
+    )
     return DetectConfig(**shared).validate()
 
 
@@ -275,7 +358,9 @@ def _run_cells_in_workers(todo, workers, *, start, done, unavailable, names, ver
         cell_options = start(by_key[key])
         if cell_options is None:
             return None
-        return "ssl_keras.compare.compare:run_cell", dict(config=cell_options, verbose=verbose, resume_hint=hint)
+        return "ssl_keras.compare.compare:run_cell", dict(
+            config=cell_options, verbose=verbose, resume_hint=hint
+        )
 
     def on_error(key, error):
         if isinstance(error, BackboneWeightsError):
@@ -283,9 +368,14 @@ def _run_cells_in_workers(todo, workers, *, start, done, unavailable, names, ver
             return True
         return False
 
-    run_parallel(list(by_key), workers=workers, prepare=prepare, on_error=on_error,
-                 on_log=lambda key, line: log(f"  [{names[key].split(' ')[1]}] {line}"),
-                 on_done=lambda key, metrics: done(by_key[key], metrics))
+    run_parallel(
+        list(by_key),
+        workers=workers,
+        prepare=prepare,
+        on_error=on_error,
+        on_log=lambda key, line: log(f"  [{names[key].split(' ')[1]}] {line}"),
+        on_done=lambda key, metrics: done(by_key[key], metrics),
+    )
 
 
 def _skipped_backbones(config, out, cells, finished, log):
@@ -335,7 +425,9 @@ def _run_cells_here(todo, *, start, done, unavailable, verbose, hint, log):
         done(cell, metrics)
 
 
-def run_compare(config: CompareConfig, *, log=print, verbose=0, gradcam=None, resume_hint=None, workers=1):
+def run_compare(
+    config: CompareConfig, *, log=print, verbose=0, gradcam=None, resume_hint=None, workers=1
+):
     """Runs (or continues) the grid of detect runs and writes the tables, plots and report.
 
     Args:
@@ -372,8 +464,10 @@ def run_compare(config: CompareConfig, *, log=print, verbose=0, gradcam=None, re
     skipped = _skipped_backbones(config, out, cells, finished, log)
 
     hint = resume_hint or "the same ssl-keras compare command again (finished cells are kept)"
-    names = {cell.key: f"[compare] {index}/{len(cells)} {cell.run_dir[len('cells/'):]}"
-             for index, cell in enumerate(cells, start=1)}
+    names = {
+        cell.key: f"[compare] {index}/{len(cells)} {cell.run_dir[len('cells/') :]}"
+        for index, cell in enumerate(cells, start=1)
+    }
     statuses, todo = _cells_to_run(cells, finished, skipped, names, log)
 
     def start(cell):
@@ -388,26 +482,56 @@ def run_compare(config: CompareConfig, *, log=print, verbose=0, gradcam=None, re
         return cell_config(config, cell, resume=resume)
 
     def done(cell, metrics):
-        log(f"{names[cell.key]}: mean IoU {metrics['mean_iou']:.4f}, loc acc@0.5 {metrics['loc_acc@0.5']:.4f} "
-            f"({metrics['wall_seconds']:.0f} s)")
+        log(
+            f"{names[cell.key]}: mean IoU {metrics['mean_iou']:.4f}, loc acc@0.5 {metrics['loc_acc@0.5']:.4f} "
+            f"({metrics['wall_seconds']:.0f} s)"
+        )
 
     def unavailable(cell, error):
         skipped[cell.label] = str(error)
         write_json_atomic(os.path.join(out, "skipped.json"), skipped)
-        log(f"{names[cell.key]}: backbone {cell.label} unavailable ({error}); its remaining cells are skipped")
+        log(
+            f"{names[cell.key]}: backbone {cell.label} unavailable ({error}); its remaining cells are skipped"
+        )
         _remove_if_empty(os.path.join(out, cell.run_dir))
         statuses[cell.key] = "skipped"
 
     if workers > 1 and len(todo) > 1:
-        _run_cells_in_workers(todo, workers, start=start, done=done, unavailable=unavailable, names=names,
-                              verbose=verbose, hint=hint, log=log)
+        _run_cells_in_workers(
+            todo,
+            workers,
+            start=start,
+            done=done,
+            unavailable=unavailable,
+            names=names,
+            verbose=verbose,
+            hint=hint,
+            log=log,
+        )
     else:
-        _run_cells_here(todo, start=start, done=done, unavailable=unavailable, verbose=verbose, hint=hint, log=log)
+        _run_cells_here(
+            todo,
+            start=start,
+            done=done,
+            unavailable=unavailable,
+            verbose=verbose,
+            hint=hint,
+            log=log,
+        )
 
     summary = summarize_compare(config, skipped=skipped, gradcam=gradcam, log=log)
-    summary["cells"] = [dict(backbone=cell.label, spec=cell.spec, mode=cell.mode, label_fraction=cell.label_fraction,
-                             seed=cell.seed, run_dir=os.path.join(out, cell.run_dir), status=statuses[cell.key])
-                        for cell in cells]
+    summary["cells"] = [
+        dict(
+            backbone=cell.label,
+            spec=cell.spec,
+            mode=cell.mode,
+            label_fraction=cell.label_fraction,
+            seed=cell.seed,
+            run_dir=os.path.join(out, cell.run_dir),
+            status=statuses[cell.key],
+        )
+        for cell in cells
+    ]
     summary["wall_seconds"] = time.perf_counter() - started
     return summary
 
@@ -431,9 +555,11 @@ def prepare_compare_directory(config, *, log=print):
             )
         stored = read_json(record_path).get("options", {})
         given = to_dict(config)
-        differences = [f"{key}: {stored.get(key)!r} there, {given.get(key)!r} now"
-                       for key in sorted(set(stored) | set(given))
-                       if key != "out" and stored.get(key) != given.get(key)]
+        differences = [
+            f"{key}: {stored.get(key)!r} there, {given.get(key)!r} now"
+            for key in sorted(set(stored) | set(given))
+            if key != "out" and stored.get(key) != given.get(key)
+        ]
         if differences:
             raise RunDirectoryError(
                 f"--out {out} holds a comparison with other options ({'; '.join(differences)}); repeat its "
@@ -443,14 +569,21 @@ def prepare_compare_directory(config, *, log=print):
         return out
     os.makedirs(out, exist_ok=True)
     cells = grid_cells(config)
-    write_json_atomic(record_path, {
-        "command": "compare",
-        "options": to_dict(config),
-        "grid": {"backbones": dict(config.labelled_backbones()), "modes": list(config.modes),
-                 "label_fractions": list(config.label_fractions), "seeds": list(range(config.seeds)),
-                 "num_cells": len(cells)},
-        "environment": environment_info(),
-    })
+    write_json_atomic(
+        record_path,
+        {
+            "command": "compare",
+            "options": to_dict(config),
+            "grid": {
+                "backbones": dict(config.labelled_backbones()),
+                "modes": list(config.modes),
+                "label_fractions": list(config.label_fractions),
+                "seeds": list(range(config.seeds)),
+                "num_cells": len(cells),
+            },
+            "environment": environment_info(),
+        },
+    )
     log(f"[compare] {len(cells)} cells in {out}")
     return out
 
@@ -492,12 +625,23 @@ def collect_rows(config):
         if not os.path.isfile(path):
             continue
         metrics = read_json(path)
-        row = {"backbone": cell.label, "mode": cell.mode, "label_fraction": cell.label_fraction, "seed": cell.seed,
-               "num_train_images": metrics["num_train_images"], "num_test_images": metrics["num_test_images"],
-               "wall_seconds": _cell_wall_seconds(os.path.join(out, cell.run_dir), metrics), "run_dir": cell.run_dir}
-        row.update({metric: _number(metrics.get(metric)) for metric in METRICS + ("balanced_top1",)})
+        row = {
+            "backbone": cell.label,
+            "mode": cell.mode,
+            "label_fraction": cell.label_fraction,
+            "seed": cell.seed,
+            "num_train_images": metrics["num_train_images"],
+            "num_test_images": metrics["num_test_images"],
+            "wall_seconds": _cell_wall_seconds(os.path.join(out, cell.run_dir), metrics),
+            "run_dir": cell.run_dir,
+        }
+        row.update(
+            {metric: _number(metrics.get(metric)) for metric in METRICS + ("balanced_top1",)}
+        )
         margins = metrics.get("margins") or {}
-        row.update({metric + MARGIN_SUFFIX: _number(margins.get(metric)) for metric in MARGIN_METRICS})
+        row.update(
+            {metric + MARGIN_SUFFIX: _number(margins.get(metric)) for metric in MARGIN_METRICS}
+        )
         row["baselines"] = metrics.get("baselines")
         rows.append(row)
     return rows
@@ -540,20 +684,33 @@ def baseline_rows(rows, *, log=None):
             continue
         first_row, first = kept[key]
         for name in BASELINES:
-            differing = [metric for metric in BASELINE_METRICS[name]
-                         if not _same_number((first.get(name) or {}).get(metric), (scored.get(name) or {}).get(metric))]
+            differing = [
+                metric
+                for metric in BASELINE_METRICS[name]
+                if not _same_number(
+                    (first.get(name) or {}).get(metric), (scored.get(name) or {}).get(metric)
+                )
+            ]
             if differing and log is not None:
-                log(f"[compare] {row['run_dir']} and {first_row['run_dir']} disagree on the {name} baseline "
+                log(
+                    f"[compare] {row['run_dir']} and {first_row['run_dir']} disagree on the {name} baseline "
                     f"({', '.join(differing)}), though both are fitted on the same labelled subset; "
-                    f"results.csv keeps the first ({first_row['run_dir']})")
+                    f"results.csv keeps the first ({first_row['run_dir']})"
+                )
     table = []
     for (mode, fraction, seed), (row, scored) in kept.items():
         for name in BASELINES:
             values = scored.get(name) or {}
             entry = {column: None for column in CSV_COLUMNS}
-            entry.update(backbone=name, mode=mode, label_fraction=fraction, seed=seed,
-                         num_train_images=row["num_train_images"], num_test_images=row["num_test_images"],
-                         run_dir=row["run_dir"])
+            entry.update(
+                backbone=name,
+                mode=mode,
+                label_fraction=fraction,
+                seed=seed,
+                num_train_images=row["num_train_images"],
+                num_test_images=row["num_test_images"],
+                run_dir=row["run_dir"],
+            )
             entry.update({metric: _number(values.get(metric)) for metric in BASELINE_METRICS[name]})
             table.append(entry)
     return table
@@ -575,7 +732,9 @@ def _cell_wall_seconds(run_dir, metrics):
 
 def write_results_csv(rows, path):
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\r\n")
+    writer = csv.DictWriter(
+        buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\r\n"
+    )
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(path, buffer.getvalue())
@@ -599,14 +758,21 @@ def aggregate(rows):
     """
     groups = {}
     for row in rows:
-        groups.setdefault((row["backbone"], row["mode"], float(row["label_fraction"])), []).append(row)
+        groups.setdefault((row["backbone"], row["mode"], float(row["label_fraction"])), []).append(
+            row
+        )
     mode_order = list(dict.fromkeys(row["mode"] for row in rows))
     backbone_order = list(dict.fromkeys(row["backbone"] for row in rows))
     table = []
     for (backbone, mode, fraction), members in groups.items():
-        entry = {"backbone": backbone, "mode": mode, "label_fraction": fraction, "n": len(members),
-                 "seeds": sorted(int(m["seed"]) for m in members),
-                 "num_train_images": float(np.mean([float(m["num_train_images"]) for m in members]))}
+        entry = {
+            "backbone": backbone,
+            "mode": mode,
+            "label_fraction": fraction,
+            "n": len(members),
+            "seeds": sorted(int(m["seed"]) for m in members),
+            "num_train_images": float(np.mean([float(m["num_train_images"]) for m in members])),
+        }
         for metric in AGGREGATED:
             values = np.asarray([float(m[metric]) for m in members if _present(m.get(metric))])
             if not len(values):
@@ -615,8 +781,14 @@ def aggregate(rows):
             entry[metric + "_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
             entry[metric + "_n"] = int(len(values))
         table.append(entry)
-    table.sort(key=lambda e: (mode_order.index(e["mode"]), e["label_fraction"], e["backbone"] in BASELINES,
-                              backbone_order.index(e["backbone"])))
+    table.sort(
+        key=lambda e: (
+            mode_order.index(e["mode"]),
+            e["label_fraction"],
+            e["backbone"] in BASELINES,
+            backbone_order.index(e["backbone"]),
+        )
+    )
     return table
 
 
@@ -632,7 +804,11 @@ def best_backbones(table, metric):
     """
     best = {}
     for key in dict.fromkeys((e["mode"], e["label_fraction"]) for e in table):
-        group = [e for e in table if (e["mode"], e["label_fraction"]) == key and metric in e and not is_baseline(e)]
+        group = [
+            e
+            for e in table
+            if (e["mode"], e["label_fraction"]) == key and metric in e and not is_baseline(e)
+        ]
         if len(group) < 2:
             continue
         top = max(e[metric] for e in group)
@@ -709,9 +885,12 @@ def format_results_md(table, metrics=METRICS):
     lines = []
     for mode in dict.fromkeys(e["mode"] for e in table):
         titles = [METRIC_TITLES.get(m, m) for m in metrics] + [title for _, title in margins]
-        lines += [f"### {mode} ({MODE_TITLES.get(mode, mode)})", "",
-                  "| labels | backbone | n | train images | " + " | ".join(titles) + " |",
-                  "|---|---|---:|---:|" + "---:|" * len(columns)]
+        lines += [
+            f"### {mode} ({MODE_TITLES.get(mode, mode)})",
+            "",
+            "| labels | backbone | n | train images | " + " | ".join(titles) + " |",
+            "|---|---|---:|---:|" + "---:|" * len(columns),
+        ]
         for e in (e for e in table if e["mode"] == mode):
             cells = []
             for column in columns:
@@ -722,16 +901,23 @@ def format_results_md(table, metrics=METRICS):
                 if e["backbone"] in best[column].get((mode, e["label_fraction"]), ()):
                     text = f"**{text}**"
                 cells.append(text)
-            lines.append(f"| {percent(e['label_fraction'])} | {e['backbone']} | {e['n']} | "
-                         f"{e['num_train_images']:g} | " + " | ".join(cells) + " |")
+            lines.append(
+                f"| {percent(e['label_fraction'])} | {e['backbone']} | {e['n']} | "
+                f"{e['num_train_images']:g} | " + " | ".join(cells) + " |"
+            )
         lines.append("")
-    lines.append("Mean ± sample standard deviation (ddof=1) over the n seeds; a value without ± is a single "
-                 "seed (n = 1), whose spread is not measured. Bold: the best mean of a column among the "
-                 "backbones within its mode and label fraction.")
+    lines.append(
+        "Mean ± sample standard deviation (ddof=1) over the n seeds; a value without ± is a single "
+        "seed (n = 1), whose spread is not measured. Bold: the best mean of a column among the "
+        "backbones within its mode and label fraction."
+    )
     if any(is_baseline(e) for e in table):
-        lines += ["", "prior_box: one constant box; majority_class: always the most frequent training classes. "
-                  "Both are fitted on the cell's labelled training subset and never look at an image. "
-                  "Δ columns: the backbone's metric minus the baseline's, per seed."]
+        lines += [
+            "",
+            "prior_box: one constant box; majority_class: always the most frequent training classes. "
+            "Both are fitted on the cell's labelled training subset and never look at an image. "
+            "Δ columns: the backbone's metric minus the baseline's, per seed.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -836,9 +1022,19 @@ def describe_results(table, metric="mean_iou"):
     title = METRIC_TITLES.get(metric, metric)
     baseline = _baseline_of(metric)
     sentences = []
-    for mode, fraction in dict.fromkeys((e["mode"], e["label_fraction"]) for e in table if not is_baseline(e)):
-        group = sorted((e for e in table if (e["mode"], e["label_fraction"]) == (mode, fraction)
-                        and not is_baseline(e) and metric in e), key=lambda e: -e[metric])
+    for mode, fraction in dict.fromkeys(
+        (e["mode"], e["label_fraction"]) for e in table if not is_baseline(e)
+    ):
+        group = sorted(
+            (
+                e
+                for e in table
+                if (e["mode"], e["label_fraction"]) == (mode, fraction)
+                and not is_baseline(e)
+                and metric in e
+            ),
+            key=lambda e: -e[metric],
+        )
         if not group:
             continue
         where = f"{mode}, {percent(fraction)} of the labels"
@@ -846,23 +1042,31 @@ def describe_results(table, metric="mean_iou"):
         verdicts = [beats_baseline(e, metric) for e in group]
         if baseline is not None and any(v is not None for v in verdicts) and not any(verdicts):
             ranked = "the only backbone" if len(group) == 1 else "the best"
-            sentences.append(f"{where}: no backbone beats {BASELINE_TITLES[baseline]} on {title} ({ranked}, "
-                             f"{best['backbone']}, has {best[metric]:.3f}, {_margin_text(best, metric)}), "
-                             f"so no backbone wins here.")
+            sentences.append(
+                f"{where}: no backbone beats {BASELINE_TITLES[baseline]} on {title} ({ranked}, "
+                f"{best['backbone']}, has {best[metric]:.3f}, {_margin_text(best, metric)}), "
+                f"so no backbone wins here."
+            )
             continue
         if len(group) == 1:
-            sentences.append(f"{where}: only {best['backbone']} finished ({title} {best[metric]:.3f}).")
+            sentences.append(
+                f"{where}: only {best['backbone']} finished ({title} {best[metric]:.3f})."
+            )
             continue
         second = group[1]
         gap = best[metric] - second[metric]
         noise = max(best[metric + "_std"], second[metric + "_std"])
         own = ""
         if verdicts[0] is False:
-            own = (f"; {best['backbone']} itself {_baseline_clause(best, metric, baseline_verdict(best, metric))} "
-                   f"({_margin_text(best, metric)})")
+            own = (
+                f"; {best['backbone']} itself {_baseline_clause(best, metric, baseline_verdict(best, metric))} "
+                f"({_margin_text(best, metric)})"
+            )
         if gap == 0:
-            sentences.append(f"{where}: {best['backbone']} and {second['backbone']} tie on {title} "
-                             f"({best[metric]:.3f}).")
+            sentences.append(
+                f"{where}: {best['backbone']} and {second['backbone']} tie on {title} "
+                f"({best[metric]:.3f})."
+            )
             continue
         close = within_noise(best, second, metric=metric)
         if close:
@@ -871,15 +1075,19 @@ def describe_results(table, metric="mean_iou"):
             values = " vs ".join(f"{e[metric]:.3f}" for e in tied)
             lead = " and ".join(f"+{best[metric] - e[metric]:.3f}" for e in tied[1:])
             neither = "neither wins" if len(tied) == 2 else "none of them wins"
-            sentences.append(f"{where}: {_names(tied)} are within noise on {title}, {values} ({lead}, not larger "
-                             f"than the std over seeds {noise:.3f}), so {neither} here{own}.")
+            sentences.append(
+                f"{where}: {_names(tied)} are within noise on {title}, {values} ({lead}, not larger "
+                f"than the std over seeds {noise:.3f}), so {neither} here{own}."
+            )
             continue
         if close is None:
             verdict = "one seed only, so the noise is not measured"
         else:
             verdict = f"the gap exceeds the std over seeds ({noise:.3f})"
-        sentences.append(f"{where}: {best['backbone']} has the best {title}, {best[metric]:.3f} vs "
-                         f"{second[metric]:.3f} for {second['backbone']} (+{gap:.3f}); {verdict}{own}.")
+        sentences.append(
+            f"{where}: {best['backbone']} has the best {title}, {best[metric]:.3f} vs "
+            f"{second[metric]:.3f} for {second['backbone']} (+{gap:.3f}); {verdict}{own}."
+        )
     return sentences
 
 
@@ -895,7 +1103,9 @@ def describe_baselines(table, box_metric="mean_iou", class_metric="top1"):
     prior box (margin +0.003 ± 0.010; prior 0.415); top-1 0.700 beats the majority class
     (margin +0.400 ± 0.020; majority 0.300)."
     """
-    baselines = {(e["backbone"], e["mode"], e["label_fraction"]): e for e in table if is_baseline(e)}
+    baselines = {
+        (e["backbone"], e["mode"], e["label_fraction"]): e for e in table if is_baseline(e)
+    }
     sentences = []
     for e in table:
         if is_baseline(e):
@@ -907,16 +1117,28 @@ def describe_baselines(table, box_metric="mean_iou", class_metric="top1"):
                 continue
             name = _baseline_of(metric)
             reference = baselines.get((name, e["mode"], e["label_fraction"]), {})
-            level = f"; {'prior' if name == PRIOR_BOX else 'majority'} {reference[metric]:.3f}" if metric in reference else ""
+            level = (
+                f"; {'prior' if name == PRIOR_BOX else 'majority'} {reference[metric]:.3f}"
+                if metric in reference
+                else ""
+            )
             noise = baseline_noise(e, metric)
             # Say which spread decided it where it is the backbone's own rather than the margin's.
-            spread = (f", not larger than the std over seeds {noise:.3f}"
-                      if verdict == "within noise" and noise > e[metric + MARGIN_SUFFIX + "_std"] else "")
-            clauses.append(f"{METRIC_TITLES.get(metric, metric)} {e[metric]:.3f} "
-                           f"{_baseline_clause(e, metric, verdict)} ({_margin_text(e, metric)}{spread}{level})")
+            spread = (
+                f", not larger than the std over seeds {noise:.3f}"
+                if verdict == "within noise" and noise > e[metric + MARGIN_SUFFIX + "_std"]
+                else ""
+            )
+            clauses.append(
+                f"{METRIC_TITLES.get(metric, metric)} {e[metric]:.3f} "
+                f"{_baseline_clause(e, metric, verdict)} ({_margin_text(e, metric)}{spread}{level})"
+            )
         if clauses:
-            sentences.append(f"{e['mode']}, {percent(e['label_fraction'])} of the labels, {e['backbone']}: "
-                             + "; ".join(clauses) + ".")
+            sentences.append(
+                f"{e['mode']}, {percent(e['label_fraction'])} of the labels, {e['backbone']}: "
+                + "; ".join(clauses)
+                + "."
+            )
     return sentences
 
 
@@ -975,12 +1197,20 @@ def _plot_backbone(ax, points, metric, *, color, label):
         The list of y values drawn (means and bar ends), which the y limits must hold.
     """
     means = np.asarray([e[metric] for e in points])
-    spread = np.asarray([e[metric + "_std"] if metric_count(e, metric) > 1 else np.nan for e in points])
+    spread = np.asarray(
+        [e[metric + "_std"] if metric_count(e, metric) > 1 else np.nan for e in points]
+    )
     measured = ~np.isnan(spread)
-    ax.errorbar([e["label_fraction"] for e in points], means,
-                yerr=np.where(measured, spread, 0.0) if measured.any() else None,
-                errorevery=measured if measured.any() else 1,
-                marker="o", capsize=3, color=color, label=label)
+    ax.errorbar(
+        [e["label_fraction"] for e in points],
+        means,
+        yerr=np.where(measured, spread, 0.0) if measured.any() else None,
+        errorevery=measured if measured.any() else 1,
+        marker="o",
+        capsize=3,
+        color=color,
+        label=label,
+    )
     return list(means) + list((means + spread)[measured]) + list((means - spread)[measured])
 
 
@@ -989,7 +1219,7 @@ def _format_fraction_axis(ax, fractions, *, title):
     ax.set_xscale("log")
     if fractions:
         # Room for the end markers: a quarter of a decade, or more with one fraction.
-        ax.set_xlim(min(fractions) / 10 ** 0.25, max(fractions) * 10 ** 0.25)
+        ax.set_xlim(min(fractions) / 10**0.25, max(fractions) * 10**0.25)
     ax.set_xticks(fractions)
     ax.set_xticklabels([percent(f) for f in fractions])
     ax.minorticks_off()
@@ -1041,16 +1271,31 @@ def metric_figure(table, metric, *, dpi=100, subplot_size=(5.0, 4.0)):
     shown = []  # every y value that must be inside the limits
     for ax, mode in zip(axes, modes):
         for backbone in backbones:
-            points = sorted((e for e in table if e["mode"] == mode and e["backbone"] == backbone and metric in e),
-                            key=lambda e: e["label_fraction"])
+            points = sorted(
+                (
+                    e
+                    for e in table
+                    if e["mode"] == mode and e["backbone"] == backbone and metric in e
+                ),
+                key=lambda e: e["label_fraction"],
+            )
             if points:
                 shown += _plot_backbone(ax, points, metric, color=colors[backbone], label=backbone)
-        reference = sorted((e for e in table if e["mode"] == mode and e["backbone"] == baseline and metric in e),
-                           key=lambda e: e["label_fraction"])
+        reference = sorted(
+            (e for e in table if e["mode"] == mode and e["backbone"] == baseline and metric in e),
+            key=lambda e: e["label_fraction"],
+        )
         if reference:
             # A flat marker keeps the level visible where a single fraction leaves no line to draw.
-            ax.plot([e["label_fraction"] for e in reference], [e[metric] for e in reference], linestyle="--",
-                    color="gray", marker="_", markersize=14, label=BASELINE_PLOT_LABELS[baseline])
+            ax.plot(
+                [e["label_fraction"] for e in reference],
+                [e[metric] for e in reference],
+                linestyle="--",
+                color="gray",
+                marker="_",
+                markersize=14,
+                label=BASELINE_PLOT_LABELS[baseline],
+            )
             shown += [e[metric] for e in reference]
         _format_fraction_axis(ax, fractions, title=MODE_TITLES.get(mode, mode))
     limits = metric_y_limits(shown)
@@ -1061,7 +1306,9 @@ def metric_figure(table, metric, *, dpi=100, subplot_size=(5.0, 4.0)):
         # Translucent and small: with several fractions "best" may still have to cover a point.
         axes[0].legend(fontsize="small", framealpha=0.7)
     # Two lines, so that a single subplot's width still holds it.
-    figure.suptitle(f"{title} vs label fraction\nmean ± sample std over seeds; no bar: one seed", fontsize=10)
+    figure.suptitle(
+        f"{title} vs label fraction\nmean ± sample std over seeds; no bar: one seed", fontsize=10
+    )
     figure.tight_layout()
     return figure
 
@@ -1106,8 +1353,12 @@ def summarize_compare(config, *, skipped=None, gradcam=None, log=print):
     rows = collect_rows(config)
     baselines = baseline_rows(rows, log=log)
     table = aggregate(rows + baselines)
-    outputs = {"compare": os.path.join(out, "compare.json"), "skipped": skipped_path,
-               "results_csv": os.path.join(out, "results.csv"), "results_md": os.path.join(out, "results.md")}
+    outputs = {
+        "compare": os.path.join(out, "compare.json"),
+        "skipped": skipped_path,
+        "results_csv": os.path.join(out, "results.csv"),
+        "results_md": os.path.join(out, "results.md"),
+    }
     write_results_csv(rows + baselines, outputs["results_csv"])
     results_md = format_results_md(table)
     _write_text(outputs["results_md"], "# Results\n\n" + results_md)
@@ -1119,8 +1370,12 @@ def summarize_compare(config, *, skipped=None, gradcam=None, log=print):
 
     gradcam_path, gradcam_note = None, None
     if gradcam is not None and rows:
-        cell_dirs = {(r["backbone"], r["mode"], r["label_fraction"], r["seed"]): os.path.join(out, r["run_dir"])
-                     for r in rows}
+        cell_dirs = {
+            (r["backbone"], r["mode"], r["label_fraction"], r["seed"]): os.path.join(
+                out, r["run_dir"]
+            )
+            for r in rows
+        }
         try:
             gradcam_path = gradcam(out, cell_dirs)
         except Exception as error:  # an optional picture must not cost the finished grid its report
@@ -1134,19 +1389,52 @@ def summarize_compare(config, *, skipped=None, gradcam=None, log=print):
     findings = describe_results(table) if table else []
     baseline_findings = describe_baselines(table)
     outputs["report"] = os.path.join(out, "report.md")
-    _write_text(outputs["report"], format_report(config, rows=rows, table=table, results_md=results_md,
-                                                 findings=findings, skipped=skipped, plots=plots,
-                                                 gradcam=gradcam_path, gradcam_note=gradcam_note, out=out,
-                                                 baseline_findings=baseline_findings))
+    _write_text(
+        outputs["report"],
+        format_report(
+            config,
+            rows=rows,
+            table=table,
+            results_md=results_md,
+            findings=findings,
+            skipped=skipped,
+            plots=plots,
+            gradcam=gradcam_path,
+            gradcam_note=gradcam_note,
+            out=out,
+            baseline_findings=baseline_findings,
+        ),
+    )
     for sentence in findings + baseline_findings:
         log(f"[compare] {sentence}")
-    log(f"[compare] {len(rows)} of {len(grid_cells(config))} cells finished; report: {outputs['report']}")
-    return {"out": out, "skipped": dict(skipped), "rows": rows, "baseline_rows": baselines, "table": table,
-            "findings": findings + baseline_findings, "outputs": outputs}
+    log(
+        f"[compare] {len(rows)} of {len(grid_cells(config))} cells finished; report: {outputs['report']}"
+    )
+    return {
+        "out": out,
+        "skipped": dict(skipped),
+        "rows": rows,
+        "baseline_rows": baselines,
+        "table": table,
+        "findings": findings + baseline_findings,
+        "outputs": outputs,
+    }
 
 
-def format_report(config, *, rows, table, results_md, findings, skipped, plots, gradcam, gradcam_note, out,
-                  baseline_findings=()):
+def format_report(
+    config,
+    *,
+    rows,
+    table,
+    results_md,
+    findings,
+    skipped,
+    plots,
+    gradcam,
+    gradcam_note,
+    out,
+    baseline_findings=(),
+):
     """report.md: the exact grid, what it shows, the table, plots, skipped backbones and Grad-CAM.
 
     `rows` are the finished cells (`collect_rows`); `findings` are `describe_results`'
@@ -1156,46 +1444,77 @@ def format_report(config, *, rows, table, results_md, findings, skipped, plots, 
     """
     cells = grid_cells(config)
     finished = {r["run_dir"] for r in rows}
-    lines = [f"# Backbone comparison on {config.data}", "",
-             f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} by `ssl_keras.compare.compare`; "
-             f"{len(finished)} of {len(cells)} cells finished.", ""]
+    lines = [
+        f"# Backbone comparison on {config.data}",
+        "",
+        f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} by `ssl_keras.compare.compare`; "
+        f"{len(finished)} of {len(cells)} cells finished.",
+        "",
+    ]
     if any(is_baseline(e) for e in table):
         lines += [BASELINES_NOTE, ""]
     elif rows:
-        lines += ["The finished cells predate the trivial baselines (their metrics.json has no `baselines`), so "
-                  "nothing here says whether a backbone beats a constant box or the majority class.", ""]
-    lines += ["## Grid", "",
-             "| backbone | spec |", "|---|---|"]
-    lines += [f"| {label} | `{spec}`{' (skipped)' if label in skipped else ''} |"
-              for label, spec in config.labelled_backbones()]
-    lines += ["",
-              f"- modes: {', '.join(config.modes)}",
-              f"- label fractions: {', '.join(percent(f) for f in config.label_fractions)}",
-              f"- seeds: {', '.join(str(s) for s in range(config.seeds))}",
-              f"- per cell: `{config.backbone_name}`, {config.epochs} epoch(s), image size {config.image_size}, "
-              f"batch {config.batch_size}, learning rate {config.learning_rate:g}",
-              "- cells: `cells/{label}/{mode}/frac{fraction}/seed{seed}/`, each a detect run directory",
-              "", "All options (as in `compare.json`):", "", "```",
-              *(f"{key} = {value!r}" for key, value in to_dict(config).items()), "```", "",
-              "## What it shows", ""]
+        lines += [
+            "The finished cells predate the trivial baselines (their metrics.json has no `baselines`), so "
+            "nothing here says whether a backbone beats a constant box or the majority class.",
+            "",
+        ]
+    lines += ["## Grid", "", "| backbone | spec |", "|---|---|"]
+    lines += [
+        f"| {label} | `{spec}`{' (skipped)' if label in skipped else ''} |"
+        for label, spec in config.labelled_backbones()
+    ]
+    lines += [
+        "",
+        f"- modes: {', '.join(config.modes)}",
+        f"- label fractions: {', '.join(percent(f) for f in config.label_fractions)}",
+        f"- seeds: {', '.join(str(s) for s in range(config.seeds))}",
+        f"- per cell: `{config.backbone_name}`, {config.epochs} epoch(s), image size {config.image_size}, "
+        f"batch {config.batch_size}, learning rate {config.learning_rate:g}",
+        "- cells: `cells/{label}/{mode}/frac{fraction}/seed{seed}/`, each a detect run directory",
+        "",
+        "All options (as in `compare.json`):",
+        "",
+        "```",
+        *(f"{key} = {value!r}" for key, value in to_dict(config).items()),
+        "```",
+        "",
+        "## What it shows",
+        "",
+    ]
     lines += [f"- {sentence}" for sentence in findings] or ["No cell has finished yet."]
     if baseline_findings:
-        lines += ["", "### Against the baselines", "",
-                  "A backbone beats a baseline when its mean margin over seeds is above 0 by more than the seed "
-                  "noise: the larger of the margin's and the backbone's own sample std over seeds. A margin not "
-                  "larger than that is within noise, not a win.", ""]
+        lines += [
+            "",
+            "### Against the baselines",
+            "",
+            "A backbone beats a baseline when its mean margin over seeds is above 0 by more than the seed "
+            "noise: the larger of the margin's and the backbone's own sample std over seeds. A margin not "
+            "larger than that is within noise, not a win.",
+            "",
+        ]
         lines += [f"- {sentence}" for sentence in baseline_findings]
-    lines += ["", "## Results", "",
-              "Test-split metrics; per cell in [results.csv](results.csv), this table also in "
-              "[results.md](results.md).", "", results_md, "## Plots", ""]
+    lines += [
+        "",
+        "## Results",
+        "",
+        "Test-split metrics; per cell in [results.csv](results.csv), this table also in "
+        "[results.md](results.md).",
+        "",
+        results_md,
+        "## Plots",
+        "",
+    ]
     for metric, path in plots.items():
         title = METRIC_TITLES.get(metric, metric)
         lines += [f"![{title} vs label fraction]({os.path.relpath(path, out)})", ""]
     if not plots:
         lines += ["No plots: no cell has finished yet.", ""]
     lines += ["## Skipped backbones", ""]
-    lines += [f"- {label} (`{dict(config.labelled_backbones()).get(label, '?')}`, all its cells): {reason}"
-              for label, reason in skipped.items()] or ["None."]
+    lines += [
+        f"- {label} (`{dict(config.labelled_backbones()).get(label, '?')}`, all its cells): {reason}"
+        for label, reason in skipped.items()
+    ] or ["None."]
     lines += [""]
     if gradcam or gradcam_note:
         lines += ["## Grad-CAM", ""]
@@ -1204,7 +1523,9 @@ def format_report(config, *, rows, table, results_md, findings, skipped, plots, 
         if gradcam_note:
             lines += [gradcam_note, ""]
     # Cells of skipped backbones are accounted for above, one line per backbone.
-    unfinished = [cell for cell in cells if cell.run_dir not in finished and cell.label not in skipped]
+    unfinished = [
+        cell for cell in cells if cell.run_dir not in finished and cell.label not in skipped
+    ]
     if unfinished:
         lines += ["## Unfinished cells", ""]
         lines += [f"- `{cell.run_dir}`" for cell in unfinished]

@@ -34,7 +34,9 @@ def pass_order(num_items, seed, pass_index, *, shuffle=True):
     if not shuffle:
         return tf.range(num_items, dtype=tf.int64)
     key = tf.stack([tf.constant(seed, tf.int64), tf.cast(pass_index, tf.int64)])
-    return tf.cast(tf.argsort(tf.random.stateless_uniform([num_items], seed=key), stable=True), tf.int64)
+    return tf.cast(
+        tf.argsort(tf.random.stateless_uniform([num_items], seed=key), stable=True), tf.int64
+    )
 
 
 def epoch_stream(
@@ -79,8 +81,10 @@ def epoch_stream(
     ...                       seed=2, start_batch=3 * steps_per_pass(len(paths), 64))
     """
     if num_items <= 0 or batch_size <= 0:
-        raise ValueError(f"`num_items` and `batch_size` must be > 0. Received: num_items={num_items}, "
-                         f"batch_size={batch_size}")
+        raise ValueError(
+            f"`num_items` and `batch_size` must be > 0. Received: num_items={num_items}, "
+            f"batch_size={batch_size}"
+        )
     per_pass = steps_per_pass(num_items, batch_size, drop_remainder=drop_remainder)
     if per_pass == 0:
         raise ValueError(f"{num_items} items make no full batch of {batch_size}")
@@ -93,8 +97,11 @@ def epoch_stream(
         order = pass_order(num_items, seed, pass_index, shuffle=shuffle)[:used]
         skip = tf.where(tf.equal(pass_index, first_pass), skip_batches * batch_size, 0)
         rows = tf.data.Dataset.from_tensor_slices(order[skip:])
-        rows = rows.map(lambda i: decode(tf.nest.map_structure(lambda t: tf.gather(t, i), items)),
-                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        rows = rows.map(
+            lambda i: decode(tf.nest.map_structure(lambda t: tf.gather(t, i), items)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
         if ignore_errors:
             rows = rows.ignore_errors()
         return rows.batch(batch_size, drop_remainder=drop_remainder)

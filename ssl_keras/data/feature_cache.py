@@ -46,7 +46,9 @@ def backbone_outputs(backbone, batches, *, flip=False):
         parts["labels"].append(np.asarray(targets["labels"], dtype="int32"))
         if flip:
             flipped = np.ascontiguousarray(images[:, :, ::-1])
-            parts["flipped_features"].append(keras.ops.convert_to_numpy(backbone(flipped, training=False)))
+            parts["flipped_features"].append(
+                keras.ops.convert_to_numpy(backbone(flipped, training=False))
+            )
             parts["flipped_boxes"].append(flip_boxes(parts["boxes"][-1]))
     if not parts["features"]:
         raise ValueError("no batch to compute features of")
@@ -56,7 +58,8 @@ def backbone_outputs(backbone, batches, *, flip=False):
 def cached_dataset(cache, *, batch_size):
     """`({"features": f}, {"boxes", "labels"})` batches of a cache, in row order (val/test)."""
     dataset = tf.data.Dataset.from_tensor_slices(
-        ({"features": cache["features"]}, {"boxes": cache["boxes"], "labels": cache["labels"]}))
+        ({"features": cache["features"]}, {"boxes": cache["boxes"], "labels": cache["labels"]})
+    )
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
@@ -81,25 +84,43 @@ def cached_train_stream(cache, *, batch_size, seed, flip_seed=None, flip_probabi
     flips = flip_seed is not None
     if flips and "flipped_features" not in cache:
         raise ValueError("flips need a cache computed with flip=True")
-    items = {key: tf.constant(cache[key]) for key in
-             (("features", "boxes", "labels", "flipped_features", "flipped_boxes") if flips
-              else ("features", "boxes", "labels"))}
+    items = {
+        key: tf.constant(cache[key])
+        for key in (
+            ("features", "boxes", "labels", "flipped_features", "flipped_boxes")
+            if flips
+            else ("features", "boxes", "labels")
+        )
+    }
     num_items = len(cache["labels"])
 
     def choose(batch_index, rows):
         if not flips:
-            return {"features": rows["features"]}, {"boxes": rows["boxes"], "labels": rows["labels"]}
+            return {"features": rows["features"]}, {
+                "boxes": rows["boxes"],
+                "labels": rows["labels"],
+            }
         size = tf.shape(rows["labels"])[0]
         key = tf.stack([tf.constant(flip_seed, tf.int64), tf.cast(batch_index, tf.int64)])
         flip = tf.random.stateless_uniform([size], seed=key) < flip_probability
-        features = tf.where(tf.reshape(flip, [-1] + [1] * (len(rows["features"].shape) - 1)),
-                            rows["flipped_features"], rows["features"])
+        features = tf.where(
+            tf.reshape(flip, [-1] + [1] * (len(rows["features"].shape) - 1)),
+            rows["flipped_features"],
+            rows["features"],
+        )
         boxes = tf.where(flip[:, None], rows["flipped_boxes"], rows["boxes"])
         return {"features": features}, {"boxes": boxes, "labels": rows["labels"]}
 
     def stream(start_batch):
-        batches = epoch_stream.epoch_stream(items, lambda row: row, num_items=num_items, batch_size=batch_size,
-                                            seed=seed, start_batch=start_batch, drop_remainder=False)
+        batches = epoch_stream.epoch_stream(
+            items,
+            lambda row: row,
+            num_items=num_items,
+            batch_size=batch_size,
+            seed=seed,
+            start_batch=start_batch,
+            drop_remainder=False,
+        )
         counted = tf.data.Dataset.zip(tf.data.Dataset.counter(start_batch), batches)
         return counted.map(choose, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 

@@ -334,8 +334,9 @@ def scan_images(paths, *, image_size=None, num_workers=None):
                 checks = list(pool.map(inspect, paths))
     good_paths = [path for path, (reason, _) in zip(paths, checks) if reason is None]
     skipped_files = [(path, reason) for path, (reason, _) in zip(paths, checks) if reason]
-    repaired_files = [(path, repair) for path, (reason, repair) in zip(paths, checks)
-                      if reason is None and repair]
+    repaired_files = [
+        (path, repair) for path, (reason, repair) in zip(paths, checks) if reason is None and repair
+    ]
     return ScanResult(
         good_paths=good_paths,
         skipped=dict(collections.Counter(reason for _, reason in skipped_files)),
@@ -437,9 +438,7 @@ def read_image(path, *, image_size):
     """
     data = tf.io.read_file(path)
     image = decode_rgb(data, image_size=image_size)
-    image = tf.image.resize(
-        image, (image_size, image_size), method="bilinear", antialias=True
-    )
+    image = tf.image.resize(image, (image_size, image_size), method="bilinear", antialias=True)
     image = tf.clip_by_value(image, 0.0, 255.0)
     image.set_shape((image_size, image_size, 3))
     return image

@@ -45,7 +45,11 @@ def cap_per_class(items, max_per_class, seed):
     by_class = collections.defaultdict(list)
     for position, (path, label) in enumerate(items):
         by_class[label].append((hash_key(seed, os.path.basename(path)), position))
-    keep = sorted(position for entries in by_class.values() for _, position in sorted(entries)[:int(max_per_class)])
+    keep = sorted(
+        position
+        for entries in by_class.values()
+        for _, position in sorted(entries)[: int(max_per_class)]
+    )
     return [items[position] for position in keep]
 
 
@@ -68,14 +72,18 @@ def read_manifest(path, *, max_per_class=None, seed=0):
     path = os.fspath(path)
     csv_path = os.path.join(path, "manifest.csv") if os.path.isdir(path) else path
     if not os.path.isfile(csv_path):
-        raise SourceError(f"manifest {csv_path} does not exist; give a manifest CSV or a folder holding manifest.csv")
+        raise SourceError(
+            f"manifest {csv_path} does not exist; give a manifest CSV or a folder holding manifest.csv"
+        )
     root = os.path.dirname(os.path.abspath(csv_path))
     with open(csv_path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise SourceError(f"manifest {csv_path}: missing column(s) {', '.join(missing)}; it needs "
-                              f"{', '.join(MANIFEST_COLUMNS)}. Received columns: {reader.fieldnames}")
+            raise SourceError(
+                f"manifest {csv_path}: missing column(s) {', '.join(missing)}; it needs "
+                f"{', '.join(MANIFEST_COLUMNS)}. Received columns: {reader.fieldnames}"
+            )
         rows = list(reader)
     if not rows:
         raise SourceError(f"manifest {csv_path} has no rows")
@@ -85,15 +93,23 @@ def read_manifest(path, *, max_per_class=None, seed=0):
     for number, row in enumerate(rows, start=2):
         split = MANIFEST_SPLITS.get(row["imagenette_split"].strip())
         if split is None:
-            raise SourceError(f"manifest {csv_path} line {number}: imagenette_split must be one of "
-                              f"{', '.join(MANIFEST_SPLITS)}. Received: {row['imagenette_split']!r}")
+            raise SourceError(
+                f"manifest {csv_path} line {number}: imagenette_split must be one of "
+                f"{', '.join(MANIFEST_SPLITS)}. Received: {row['imagenette_split']!r}"
+            )
         splits[split].append((os.path.join(root, row["file"]), index[row["wnid"]]))
     for split, items in splits.items():
         if not items:
-            raise SourceError(f"manifest {csv_path} has no rows for the {split} split "
-                              f"(imagenette_split {'train' if split == 'train' else 'val'})")
-    return {"class_names": class_names, "train": cap_per_class(splits["train"], max_per_class, seed),
-            "test": cap_per_class(splits["test"], max_per_class, seed), "source": csv_path}
+            raise SourceError(
+                f"manifest {csv_path} has no rows for the {split} split "
+                f"(imagenette_split {'train' if split == 'train' else 'val'})"
+            )
+    return {
+        "class_names": class_names,
+        "train": cap_per_class(splits["train"], max_per_class, seed),
+        "test": cap_per_class(splits["test"], max_per_class, seed),
+        "source": csv_path,
+    }
 
 
 def read_class_folders(path, *, max_per_class=None, seed=0, test_fraction=FOLDER_TEST_FRACTION):
@@ -108,7 +124,9 @@ def read_class_folders(path, *, max_per_class=None, seed=0, test_fraction=FOLDER
     """
     path = os.fspath(path)
     if not os.path.isdir(path):
-        raise SourceError(f"image folder {path} does not exist; give a folder with one sub-folder per class")
+        raise SourceError(
+            f"image folder {path} does not exist; give a folder with one sub-folder per class"
+        )
     class_names, files = [], {}
     for name in sorted(os.listdir(path)):
         folder = os.path.join(path, name)
@@ -119,20 +137,33 @@ def read_class_folders(path, *, max_per_class=None, seed=0, test_fraction=FOLDER
             class_names.append(name)
             files[name] = found
     if len(class_names) < 2:
-        raise SourceError(f"image folder {path} needs one sub-folder of images per class (at least 2 classes); "
-                          f"found {len(class_names)}. Use manifest:CSV or folder:PATH")
+        raise SourceError(
+            f"image folder {path} needs one sub-folder of images per class (at least 2 classes); "
+            f"found {len(class_names)}. Use manifest:CSV or folder:PATH"
+        )
     splits = {"train": [], "test": []}
     for label, name in enumerate(class_names):
-        ordered = sorted(files[name], key=lambda p: hashlib.sha1(os.path.relpath(p, path).encode("utf-8")).hexdigest())
-        num_test = max(1, int(np.floor(test_fraction * len(ordered) + 0.5))) if len(ordered) >= 2 else 0
+        ordered = sorted(
+            files[name],
+            key=lambda p: hashlib.sha1(os.path.relpath(p, path).encode("utf-8")).hexdigest(),
+        )
+        num_test = (
+            max(1, int(np.floor(test_fraction * len(ordered) + 0.5))) if len(ordered) >= 2 else 0
+        )
         splits["test"] += [(p, label) for p in sorted(ordered[:num_test])]
         splits["train"] += [(p, label) for p in sorted(ordered[num_test:])]
-    return {"class_names": tuple(class_names), "train": cap_per_class(splits["train"], max_per_class, seed),
-            "test": cap_per_class(splits["test"], max_per_class, seed), "source": path}
+    return {
+        "class_names": tuple(class_names),
+        "train": cap_per_class(splits["train"], max_per_class, seed),
+        "test": cap_per_class(splits["test"], max_per_class, seed),
+        "source": path,
+    }
 
 
-LABELLED_SPEC_FORMS = ("manifest:CSV, a folder holding manifest.csv, or folder:PATH (one sub-folder of images "
-                       "per class)")
+LABELLED_SPEC_FORMS = (
+    "manifest:CSV, a folder holding manifest.csv, or folder:PATH (one sub-folder of images "
+    "per class)"
+)
 
 
 def parse_labelled_spec(spec):
@@ -143,9 +174,9 @@ def parse_labelled_spec(spec):
     """
     text = os.fspath(spec).strip()
     if text.startswith("manifest:"):
-        return "manifest", text[len("manifest:"):]
+        return "manifest", text[len("manifest:") :]
     if text.startswith("folder:"):
-        return "folder", text[len("folder:"):]
+        return "folder", text[len("folder:") :]
     if text.endswith(".csv") or os.path.isfile(os.path.join(text, "manifest.csv")):
         return "manifest", text
     if os.path.isdir(text):
@@ -158,7 +189,9 @@ def read_labelled(spec, *, max_per_class=None, seed=0):
     or `folder:PATH` (class sub-folders); returns the dict of `read_manifest`."""
     parsed = parse_labelled_spec(spec)
     if parsed is None:
-        raise SourceError(f"labelled data {spec!r}: not a manifest or an existing folder; use {LABELLED_SPEC_FORMS}")
+        raise SourceError(
+            f"labelled data {spec!r}: not a manifest or an existing folder; use {LABELLED_SPEC_FORMS}"
+        )
     kind, path = parsed
     reader = read_manifest if kind == "manifest" else read_class_folders
     return reader(path, max_per_class=max_per_class, seed=seed)
@@ -186,8 +219,11 @@ def labelled_dataset(items, *, image_size, batch_size):
     paths = [p for p, _ in items]
     labels = np.asarray([label for _, label in items], "int32")
     dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
-    dataset = dataset.map(lambda p, y: (image_files.read_image(p, image_size=image_size), y),
-                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.map(
+        lambda p, y: (image_files.read_image(p, image_size=image_size), y),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE), labels
 
 
@@ -261,19 +297,40 @@ def load_labelled_source(spec, *, image_size, batch_size, seed=0):
         skipped_files += scan.skipped_files
         repaired_files += scan.repaired_files
         if not splits[split]:
-            raise SourceError(f"labelled data {spec!r}: the {split} split has no readable image "
-                              f"({len(scan.skipped_files)} left out)")
+            raise SourceError(
+                f"labelled data {spec!r}: the {split} split has no readable image "
+                f"({len(scan.skipped_files)} left out)"
+            )
     train, test = splits["train"], splits["test"]
     check_batch_size(len(train), batch_size, f"labelled data {spec!r} (train split)")
     read = functools.partial(image_files.read_image, image_size=image_size)
-    items = (tf.constant([p for p, _ in train]), tf.constant([label for _, label in train], tf.int32))
-    stream = functools.partial(epoch_stream.epoch_stream, items, lambda row: (read(row[0]), row[1]),
-                               num_items=len(train), batch_size=batch_size, seed=seed, ignore_errors=True)
+    items = (
+        tf.constant([p for p, _ in train]),
+        tf.constant([label for _, label in train], tf.int32),
+    )
+    stream = functools.partial(
+        epoch_stream.epoch_stream,
+        items,
+        lambda row: (read(row[0]), row[1]),
+        num_items=len(train),
+        batch_size=batch_size,
+        seed=seed,
+        ignore_errors=True,
+    )
     validation, _ = labelled_dataset(test, image_size=image_size, batch_size=batch_size)
-    description = (f"labelled {listing['source']}: {len(train)} train / {len(test)} validation images, "
-                   f"{len(listing['class_names'])} classes"
-                   + (f", {len(skipped_files)} skipped" if skipped_files else ""))
-    return LabelledSource(stream=lambda start_batch: stream(start_batch=start_batch), validation=validation,
-                          class_names=tuple(listing["class_names"]), num_images=len(train),
-                          num_validation=len(test), steps_per_epoch=len(train) // batch_size,
-                          skipped_files=skipped_files, repaired_files=repaired_files, description=description)
+    description = (
+        f"labelled {listing['source']}: {len(train)} train / {len(test)} validation images, "
+        f"{len(listing['class_names'])} classes"
+        + (f", {len(skipped_files)} skipped" if skipped_files else "")
+    )
+    return LabelledSource(
+        stream=lambda start_batch: stream(start_batch=start_batch),
+        validation=validation,
+        class_names=tuple(listing["class_names"]),
+        num_images=len(train),
+        num_validation=len(test),
+        steps_per_epoch=len(train) // batch_size,
+        skipped_files=skipped_files,
+        repaired_files=repaired_files,
+        description=description,
+    )

@@ -340,9 +340,7 @@ def resize_example(image, box, *, image_size, resize):
     _check_resize(resize)
     box = tf.cast(box, tf.float32)
     if resize == "stretch":
-        image = tf.image.resize(
-            image, (image_size, image_size), method="bilinear", antialias=True
-        )
+        image = tf.image.resize(image, (image_size, image_size), method="bilinear", antialias=True)
     else:
         geometry = _letterbox_geometry_tf(tf.shape(image)[:2], image_size)
         new_h, new_w, top, left = (tf.cast(value, tf.int32) for value in geometry)
@@ -624,8 +622,12 @@ def _voc_splits(parsed, *, image_size, batch_size, seed, fraction, num, resize, 
     if "train" in splits:
         table, decode = voc.voc_feature_table(records["train"])
         datasets["train_stream"] = functools.partial(
-            epoch_stream.epoch_stream, table, lambda row: to_example(decode(row)),
-            num_items=len(records["train"]), batch_size=batch_size, seed=seed or 0,
+            epoch_stream.epoch_stream,
+            table,
+            lambda row: to_example(decode(row)),
+            num_items=len(records["train"]),
+            batch_size=batch_size,
+            seed=seed or 0,
             drop_remainder=False,
         )
     return datasets, scanned, train_ids, voc.VOC_CLASSES, f"VOC {root}"
@@ -733,8 +735,11 @@ def _synthetic_splits(parsed, *, image_size, batch_size, seed, fraction, num, re
     total = parsed.num_images
     num_train = _round_half_up(total * SYNTHETIC_SPLIT[0])
     num_val = _round_half_up(total * SYNTHETIC_SPLIT[1])
-    bounds = {"train": (0, num_train), "val": (num_train, num_train + num_val),
-              "test": (num_train + num_val, total)}
+    bounds = {
+        "train": (0, num_train),
+        "val": (num_train, num_train + num_val),
+        "test": (num_train + num_val, total),
+    }
     bounds = {split: bounds[split] for split in splits}
     if any(stop <= start for start, stop in bounds.values()):
         raise SourceError(
@@ -779,11 +784,19 @@ def _synthetic_splits(parsed, *, image_size, batch_size, seed, fraction, num, re
         dataset = dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
         datasets[split] = _finish_split(dataset, len(rows), batch_size=batch_size)
         if split == "train":
-            table = (tf.constant(arrays["image"][rows]), tf.constant(boxes[rows]),
-                     tf.constant(labels[rows].astype(np.int32)))
+            table = (
+                tf.constant(arrays["image"][rows]),
+                tf.constant(boxes[rows]),
+                tf.constant(labels[rows].astype(np.int32)),
+            )
             datasets["train_stream"] = functools.partial(
-                epoch_stream.epoch_stream, table, lambda row: to_example(*row),
-                num_items=len(rows), batch_size=batch_size, seed=seed or 0, drop_remainder=False,
+                epoch_stream.epoch_stream,
+                table,
+                lambda row: to_example(*row),
+                num_items=len(rows),
+                batch_size=batch_size,
+                seed=seed or 0,
+                drop_remainder=False,
             )
     return datasets, scanned, train_ids, synthetic.SYNTHETIC_CLASSES, "synthetic shapes"
 
@@ -862,8 +875,16 @@ def load_localization_data(
     check_label_fraction(label_fraction, num_labeled)
     splits = _check_splits(splits)
     parsed = _parse_spec(spec)
-    opened = _LOADERS[parsed.kind](parsed, image_size=image_size, batch_size=batch_size, seed=seed,
-                                   fraction=label_fraction, num=num_labeled, resize=resize, splits=splits)
+    opened = _LOADERS[parsed.kind](
+        parsed,
+        image_size=image_size,
+        batch_size=batch_size,
+        seed=seed,
+        fraction=label_fraction,
+        num=num_labeled,
+        resize=resize,
+        splits=splits,
+    )
     return _assemble(*opened, splits=splits, resize=resize, image_size=image_size)
 
 
@@ -886,8 +907,7 @@ def _assemble(datasets, scanned, train_ids, class_names, what, *, splits, resize
         train_rows.sort(key=lambda i: scanned["train"].ids[i])
         rows["train"] = np.asarray(train_rows, dtype=np.int64)
     image_ids = {
-        split: list(train_ids) if split == "train" else list(scanned[split].ids)
-        for split in splits
+        split: list(train_ids) if split == "train" else list(scanned[split].ids) for split in splits
     }
     original_hw = {
         split: scanned[split].original_hw[rows[split]].reshape(-1, 2) for split in splits
@@ -920,9 +940,13 @@ def _assemble(datasets, scanned, train_ids, class_names, what, *, splits, resize
         resize_policy=resize,
         image_size=image_size,
         description=description,
-        train_stream=(lambda start_batch, shuffle=True: datasets["train_stream"](start_batch=start_batch,
-                                                                                 shuffle=shuffle))
-        if "train_stream" in datasets else None,
+        train_stream=(
+            lambda start_batch, shuffle=True: datasets["train_stream"](
+                start_batch=start_batch, shuffle=shuffle
+            )
+        )
+        if "train_stream" in datasets
+        else None,
         repaired={split: dict(scanned[split].repaired) for split in splits},
         # An id listed in two image sets has one line.
         messages=list(dict.fromkeys(m for split in splits for m in scanned[split].messages)),

@@ -57,7 +57,7 @@ def _draw_background(rng, image_size):
     # One gray noise plane shared by the channels: a third of the cost of colour noise.
     shade += rng.standard_normal((size, size), dtype=np.float32) * noise_sigma
     background = t[..., None] * (colors[1] - colors[0])
-    background += (shade[..., None] + colors[0])
+    background += shade[..., None] + colors[0]
     return background.astype(np.float32)
 
 
@@ -163,9 +163,7 @@ def make_synthetic_scene(index, *, image_size=128, seed=0):
     ((64, 64, 3), dtype('uint8'))
     """
     if index < 0 or seed < 0:
-        raise ValueError(
-            f"`index` and `seed` must be >= 0. Received: index={index}, seed={seed}"
-        )
+        raise ValueError(f"`index` and `seed` must be >= 0. Received: index={index}, seed={seed}")
     if image_size < 16:
         raise ValueError(f"`image_size` must be >= 16. Received: image_size={image_size}")
     size = int(image_size)

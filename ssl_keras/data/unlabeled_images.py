@@ -21,7 +21,13 @@ import tensorflow as tf
 from ssl_keras.data import epoch_stream
 from ssl_keras.data import image_files
 from ssl_keras.data import synthetic
-from ssl_keras.data.source_spec import SourceError, SourceSpec, check_batch_size, existing_folder, parse_source
+from ssl_keras.data.source_spec import (
+    SourceError,
+    SourceSpec,
+    check_batch_size,
+    existing_folder,
+    parse_source,
+)
 from ssl_keras.data.tfds_builder import tfds_builder
 from ssl_keras.data.voc import read_image_set
 
@@ -165,9 +171,7 @@ def _folder_source(parsed, **kwargs):
             f"searched recursively, found {found}); point --data at a folder of photos, "
             "or use synthetic"
         )
-    return _files_source(
-        paths, parsed.spec, description=f"image folder {parsed.path}", **kwargs
-    )
+    return _files_source(paths, parsed.spec, description=f"image folder {parsed.path}", **kwargs)
 
 
 def _voc_source(parsed, **kwargs):
@@ -236,9 +240,7 @@ def _tfds_source(parsed, *, image_size, batch_size, seed, shuffle):
         # Grayscale datasets (MNIST) have one channel; alpha channels are dropped.
         image = image[..., :3]
         image = tf.image.grayscale_to_rgb(image) if image.shape[-1] == 1 else image
-        image = tf.image.resize(
-            image, (image_size, image_size), method="bilinear", antialias=True
-        )
+        image = tf.image.resize(image, (image_size, image_size), method="bilinear", antialias=True)
         return tf.clip_by_value(image, 0.0, 255.0)
 
     dataset = dataset.map(
@@ -262,17 +264,26 @@ def _synthetic_source(parsed, *, image_size, batch_size, seed, shuffle):
     num_images = parsed.num_images
     check_batch_size(num_images, batch_size, f"source {parsed.spec!r}")
     images = tf.constant(
-        synthetic.make_synthetic_arrays(num_images=num_images, image_size=image_size, seed=seed or 0)["image"]
+        synthetic.make_synthetic_arrays(
+            num_images=num_images, image_size=image_size, seed=seed or 0
+        )["image"]
     )
-    dataset = tf.data.Dataset.from_tensor_slices(images).map(lambda image: tf.cast(image, tf.float32))
+    dataset = tf.data.Dataset.from_tensor_slices(images).map(
+        lambda image: tf.cast(image, tf.float32)
+    )
     if shuffle:
         dataset = dataset.shuffle(num_images, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
     def stream(start_batch):
         return epoch_stream.epoch_stream(
-            images, lambda image: tf.cast(image, tf.float32), num_items=num_images,
-            batch_size=batch_size, seed=seed or 0, start_batch=start_batch, shuffle=shuffle,
+            images,
+            lambda image: tf.cast(image, tf.float32),
+            num_items=num_images,
+            batch_size=batch_size,
+            seed=seed or 0,
+            start_batch=start_batch,
+            shuffle=shuffle,
         )
 
     return ImageSource(

@@ -155,10 +155,14 @@ def _check_xml(xml_path, name):
     try:
         root = ElementTree.parse(xml_path).getroot()
     except ElementTree.ParseError as error:
-        raise VOCAnnotationError(f"annotation {name}: malformed XML ({error})", MALFORMED) from error
+        raise VOCAnnotationError(
+            f"annotation {name}: malformed XML ({error})", MALFORMED
+        ) from error
     except (OSError, UnicodeError) as error:
         detail = getattr(error, "strerror", None) or error
-        raise VOCAnnotationError(f"annotation {name}: cannot be read ({detail})", MALFORMED) from error
+        raise VOCAnnotationError(
+            f"annotation {name}: cannot be read ({detail})", MALFORMED
+        ) from error
     if root.tag != "annotation":
         raise VOCAnnotationError(
             f"annotation {name}: the root element is <{root.tag}>, not <annotation>", MALFORMED
@@ -207,18 +211,28 @@ def _check_size(root, name, image_path):
     needs = "every VOC annotation needs the image width and height in pixels"
     if text is not None:
         if image_size is None:
-            where = "no image_path was given" if image_path is None else f"{image_name} cannot be read"
+            where = (
+                "no image_path was given" if image_path is None else f"{image_name} cannot be read"
+            )
             raise VOCAnnotationError(f"annotation {name}: {text} and {where}; {needs}", NO_SIZE)
         width, height = image_size
-        return width, height, _Problem(
-            SIZE_FROM_IMAGE, text, f"size {width}x{height} read from {image_name}", f"; {needs}"
+        return (
+            width,
+            height,
+            _Problem(
+                SIZE_FROM_IMAGE, text, f"size {width}x{height} read from {image_name}", f"; {needs}"
+            ),
         )
     if image_size is not None and image_size != xml_size:
         width, height = image_size
-        return width, height, _Problem(
-            SIZE_FIXED,
-            f"<size> {xml_size[0]}x{xml_size[1]} disagrees with {image_name} ({width}x{height})",
-            "boxes normalised by the image's size",
+        return (
+            width,
+            height,
+            _Problem(
+                SIZE_FIXED,
+                f"<size> {xml_size[0]}x{xml_size[1]} disagrees with {image_name} ({width}x{height})",
+                "boxes normalised by the image's size",
+            ),
         )
     return xml_size[0], xml_size[1], None
 
@@ -229,7 +243,9 @@ def _check_label(obj, number):
     text = (node.text or "").strip().lower() if node is not None else ""
     if text not in _CLASS_INDEX:
         return None, _Problem(
-            UNKNOWN_CLASS, f"box {number} has unknown class {text!r}", "dropped",
+            UNKNOWN_CLASS,
+            f"box {number} has unknown class {text!r}",
+            "dropped",
             f"; expected one of {', '.join(VOC_CLASSES)}",
         )
     return _CLASS_INDEX[text], None
@@ -277,14 +293,18 @@ def _check_box(obj, number, width, height):
         or coords["ymin"] > height
     ):
         return None, _Problem(
-            OUTSIDE, f"box {number} ({described}) lies outside the {width}x{height} image", "dropped"
+            OUTSIDE,
+            f"box {number} ({described}) lies outside the {width}x{height} image",
+            "dropped",
         )
     limits = {"xmin": width, "ymin": height, "xmax": width, "ymax": height}
     clipped = {key: min(max(value, 0.0), limits[key]) for key, value in coords.items()}
     box = tuple(clipped[key] for key in _BOX_KEYS)
     if clipped == coords:
         return box, None
-    changed = ", ".join(f"{key}={clipped[key]:g}" for key in _BOX_KEYS if clipped[key] != coords[key])
+    changed = ", ".join(
+        f"{key}={clipped[key]:g}" for key in _BOX_KEYS if clipped[key] != coords[key]
+    )
     return box, _Problem(
         BOX_CLIPPED,
         f"box {number} ({described}) lies partly outside the {width}x{height} image",
@@ -391,7 +411,9 @@ def parse_voc_annotation(xml_path, *, image_path=None, strict=False):
 
     def report(problem):
         if strict:
-            raise VOCAnnotationError(f"annotation {name}: {problem.text}{problem.hint}", problem.reason)
+            raise VOCAnnotationError(
+                f"annotation {name}: {problem.text}{problem.hint}", problem.reason
+            )
         problems.append((problem.reason, f"{problem.text}, {problem.action}"))
 
     root = _check_xml(xml_path, name)
@@ -408,7 +430,8 @@ def parse_voc_annotation(xml_path, *, image_path=None, strict=False):
         "objects": objects,
         "problems": problems,
         "message": f"annotation {name}: " + "; ".join(text for _, text in problems)
-        if problems else None,
+        if problems
+        else None,
     }
 
 
@@ -477,7 +500,9 @@ def _pair_files(root, split, ids, skipped, notes):
             pairs.append((image_id, xml_path, image_path))
         elif has_xml:
             skipped[NO_IMAGE] += 1
-            notes[image_id].append(f"annotation {image_id}.xml: no image JPEGImages/{image_id}.jpg; skipped")
+            notes[image_id].append(
+                f"annotation {image_id}.xml: no image JPEGImages/{image_id}.jpg; skipped"
+            )
         elif has_image:
             skipped[NO_ANNOTATION] += 1
             notes[image_id].append(
@@ -599,8 +624,7 @@ def voc_feature_table(records):
 
     def label_sets(keep):
         sets = [
-            sorted({obj["label"] for obj in record["objects"] if keep(obj)})
-            for record in records
+            sorted({obj["label"] for obj in record["objects"] if keep(obj)}) for record in records
         ]
         flat = np.asarray([label for labels in sets for label in labels], dtype=np.int64)
         lengths = np.asarray([len(labels) for labels in sets], dtype=np.int64)

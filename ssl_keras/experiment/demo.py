@@ -49,8 +49,16 @@ def write_demo_photos(folder, *, num_images, image_size=64):
     return written
 
 
-DEFAULTS = {"backbone": "MobileNetV3Small", "pretrain_epochs": 8, "detect_epochs": 25, "photos": 1024,
-            "image_size": 64, "freeze_epochs": 20, "scenes": 640, "workers": 2}
+DEFAULTS = {
+    "backbone": "MobileNetV3Small",
+    "pretrain_epochs": 8,
+    "detect_epochs": 25,
+    "photos": 1024,
+    "image_size": 64,
+    "freeze_epochs": 20,
+    "scenes": 640,
+    "workers": 2,
+}
 """The demo's budget. MobileNetV3Small, because EfficientNetB1 from random init fine-tuned for 10 epochs
 at 64 px on these scenes is still below the prior box (val mean IoU 0.474), while MobileNetV3Small
 reaches 0.75 in 40 epochs at 96 px. At 64 px with two workers the demo takes 7.7 min on an idle 2-core
@@ -59,13 +67,23 @@ epochs: 10.0 min, but only +0.13 over the prior and a Grad-CAM no better than a 
 section 2."""
 
 
-def demo_experiment_text(out, *, backbone, pretrain_epochs, detect_epochs, photos, image_size, freeze_epochs, scenes,
-                         workers):
+def demo_experiment_text(
+    out,
+    *,
+    backbone,
+    pretrain_epochs,
+    detect_epochs,
+    photos,
+    image_size,
+    freeze_epochs,
+    scenes,
+    workers,
+):
     """The demo's experiment file (YAML text); `workers` is the file's default, which `--workers` overrides."""
     photos_dir = os.path.join(out, "photos")
     return f"""\
 # The miniature of experiments/paper_cpu.yaml that `ssl-keras demo` runs on the embedded synthetic scenes.
-# Continue or rerun it with: ssl-keras experiment {os.path.join(out, 'demo.yaml')}
+# Continue or rerun it with: ssl-keras experiment {os.path.join(out, "demo.yaml")}
 name: demo
 description: >
   SimCLR vs supervised pretraining vs random init on {photos} synthetic "photos" ({backbone}, {pretrain_epochs} epochs at
@@ -109,13 +127,19 @@ def learning_check(summary):
 
     rows = [r for r in summary["compare"]["rows"] if r.get("mean_iou_margin") is not None]
     if not rows:
-        return {"best": None, "bar": LEARNING_BAR, "passed": False,
-                "lines": ["learning check: no finished cell to check"]}
+        return {
+            "best": None,
+            "bar": LEARNING_BAR,
+            "passed": False,
+            "lines": ["learning check: no finished cell to check"],
+        }
     best = max(rows, key=lambda r: r["mean_iou_margin"])
     passed = best["mean_iou_margin"] >= LEARNING_BAR
-    lines = [f"learning check: the best cell ({best['backbone']}, {best['mode']}, {best['label_fraction']:.0%} of the "
-             f"labels) has mean IoU {best['mean_iou']:.3f}, {best['mean_iou_margin']:+.3f} over the constant prior box; "
-             f"the bar is +{LEARNING_BAR:.2f}: {'PASSED' if passed else 'NOT MET: the miniature did not learn enough'}"]
+    lines = [
+        f"learning check: the best cell ({best['backbone']}, {best['mode']}, {best['label_fraction']:.0%} of the "
+        f"labels) has mean IoU {best['mean_iou']:.3f}, {best['mean_iou_margin']:+.3f} over the constant prior box; "
+        f"the bar is +{LEARNING_BAR:.2f}: {'PASSED' if passed else 'NOT MET: the miniature did not learn enough'}"
+    ]
     gradcam = (summary["analysis"].get("gradcam") or {}).get(best["mode"])
     if gradcam and best["backbone"] in gradcam["mass"]:
         for target in gradcam["mass"][best["backbone"]]:
@@ -124,15 +148,26 @@ def learning_check(summary):
             if value.get("mean") is None or excess is None or excess[1] is None:
                 continue
             clear = excess[0] > 2 * excess[1]
-            lines.append(f"learning check: its Grad-CAM ({target} target) puts {value['mean']:.3f} of the heatmap "
-                         f"inside the box, against {gradcam['box_share']['mean']:.3f} for a flat map "
-                         f"(excess {excess[0]:+.3f} ± {excess[1]:.3f}): "
-                         + ("clearly above" if clear else "NOT clearly above"))
-    return {"best": {k: best[k] for k in ("backbone", "mode", "label_fraction", "mean_iou", "mean_iou_margin")},
-            "bar": LEARNING_BAR, "passed": passed, "lines": lines}
+            lines.append(
+                f"learning check: its Grad-CAM ({target} target) puts {value['mean']:.3f} of the heatmap "
+                f"inside the box, against {gradcam['box_share']['mean']:.3f} for a flat map "
+                f"(excess {excess[0]:+.3f} ± {excess[1]:.3f}): "
+                + ("clearly above" if clear else "NOT clearly above")
+            )
+    return {
+        "best": {
+            k: best[k]
+            for k in ("backbone", "mode", "label_fraction", "mean_iou", "mean_iou_margin")
+        },
+        "bar": LEARNING_BAR,
+        "passed": passed,
+        "lines": lines,
+    }
 
 
-def run_demo(out, *, backbone=None, pretrain_epochs=None, detect_epochs=None, workers=None, log=print):
+def run_demo(
+    out, *, backbone=None, pretrain_epochs=None, detect_epochs=None, workers=None, log=print
+):
     """Writes the photos and OUT/demo.yaml, runs the experiment and checks that it learned.
 
     Args:
@@ -152,25 +187,43 @@ def run_demo(out, *, backbone=None, pretrain_epochs=None, detect_epochs=None, wo
 
     started = time.perf_counter()
     settings = dict(DEFAULTS)
-    settings.update({k: v for k, v in dict(backbone=backbone, pretrain_epochs=pretrain_epochs,
-                                           detect_epochs=detect_epochs).items() if v is not None})
+    settings.update(
+        {
+            k: v
+            for k, v in dict(
+                backbone=backbone, pretrain_epochs=pretrain_epochs, detect_epochs=detect_epochs
+            ).items()
+            if v is not None
+        }
+    )
     out = os.fspath(out)
     path = os.path.join(out, "demo.yaml")
     text = demo_experiment_text(out, **settings)
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
             if f.read() != text:
-                raise RunDirectoryError(f"--out {out} holds a demo with other settings ({path}); choose another --out "
-                                        "(nothing there was changed)")
+                raise RunDirectoryError(
+                    f"--out {out} holds a demo with other settings ({path}); choose another --out "
+                    "(nothing there was changed)"
+                )
     elif os.path.isdir(out) and os.listdir(out):
-        raise RunDirectoryError(f"--out {out} exists and is not empty; choose another --out (nothing there was changed)")
+        raise RunDirectoryError(
+            f"--out {out} exists and is not empty; choose another --out (nothing there was changed)"
+        )
     os.makedirs(out, exist_ok=True)
     written = write_demo_photos(os.path.join(out, "photos"), num_images=settings["photos"])
-    log(f"[demo] {settings['photos']} synthetic photos in {os.path.join(out, 'photos')} ({written} written now)")
+    log(
+        f"[demo] {settings['photos']} synthetic photos in {os.path.join(out, 'photos')} ({written} written now)"
+    )
     write_text_atomic(path, text)
     # A rerun with other workers is the same demo: the file keeps the default, the run uses `workers`.
     summary = run_experiment(load_experiment(path), log=log, workers=workers)
     learning = learning_check(summary)
-    return {"summary": summary, "learning": learning, "headline": summary["analysis"]["headline"],
-            "results_md": os.path.join(summary["compare"]["out"], "results.md"),
-            "report": summary["analysis"]["report"], "wall_seconds": time.perf_counter() - started}
+    return {
+        "summary": summary,
+        "learning": learning,
+        "headline": summary["analysis"]["headline"],
+        "results_md": os.path.join(summary["compare"]["out"], "results.md"),
+        "report": summary["analysis"]["report"],
+        "wall_seconds": time.perf_counter() - started,
+    }

@@ -73,15 +73,23 @@ class AnalysisConfig:
         from ssl_keras.compare.compare import METRICS
 
         if self.metric not in METRICS:
-            raise ConfigError(f"analysis.metric must be one of {', '.join(METRICS)}; got {self.metric!r}")
+            raise ConfigError(
+                f"analysis.metric must be one of {', '.join(METRICS)}; got {self.metric!r}"
+            )
         if not self.at or not all(isinstance(f, (int, float)) and 0 < f <= 1 for f in self.at):
-            raise ConfigError(f"analysis.at must be a list of label fractions in (0, 1]; got {self.at!r}")
+            raise ConfigError(
+                f"analysis.at must be a list of label fractions in (0, 1]; got {self.at!r}"
+            )
         self.at = [float(f) for f in self.at]
         if self.gradcam_images < 0:
-            raise ConfigError(f"analysis.gradcam_images must be an integer >= 0; got {self.gradcam_images!r}")
+            raise ConfigError(
+                f"analysis.gradcam_images must be an integer >= 0; got {self.gradcam_images!r}"
+            )
         if self.gradcam_mass_images is not None and self.gradcam_mass_images < 1:
-            raise ConfigError(f"analysis.gradcam_mass_images must be null or an integer >= 1; "
-                              f"got {self.gradcam_mass_images!r}")
+            raise ConfigError(
+                f"analysis.gradcam_mass_images must be null or an integer >= 1; "
+                f"got {self.gradcam_mass_images!r}"
+            )
         return self
 
 
@@ -100,8 +108,12 @@ class Experiment:
 
     def record(self):
         """The resolved options, as stored in OUT/experiment.json and compared on continuation."""
-        return {"name": self.name, "pretrain": {name: _options(config) for name, config in self.pretrain.items()},
-                "compare": _options(self.compare), "analysis": to_dict(self.analysis)}
+        return {
+            "name": self.name,
+            "pretrain": {name: _options(config) for name, config in self.pretrain.items()},
+            "compare": _options(self.compare),
+            "analysis": to_dict(self.analysis),
+        }
 
 
 def _options(config):
@@ -122,7 +134,9 @@ def load_experiment(path):
     where = f"experiment file {path}"
     unknown = sorted(set(values) - set(EXPERIMENT_KEYS))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(EXPERIMENT_KEYS)}")
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(EXPERIMENT_KEYS)}"
+        )
     for key in ("out", "compare"):
         if key not in values:
             raise ConfigError(f"{where}: the key {key!r} is missing")
@@ -133,32 +147,52 @@ def load_experiment(path):
 
     pretrain_values = values.get("pretrain") or {}
     if not isinstance(pretrain_values, dict):
-        raise ConfigError(f"{where}: pretrain must map stage names to pretrain options; got {pretrain_values!r}")
+        raise ConfigError(
+            f"{where}: pretrain must map stage names to pretrain options; got {pretrain_values!r}"
+        )
     pretrain = {}
     for stage, options in pretrain_values.items():
         stage = str(stage)
         if not _is_label(stage):
-            raise ConfigError(f"{where}: pretrain stage name {stage!r} must be letters, digits, . _ + -")
+            raise ConfigError(
+                f"{where}: pretrain stage name {stage!r} must be letters, digits, . _ + -"
+            )
         section = f"{where}, pretrain.{stage}"
         options = _section(section, options, PretrainConfig, _OWNED["pretrain"])
-        pretrain[stage] = _build(section, PretrainConfig, options, out=os.path.join(out, "pretrain", stage))
+        pretrain[stage] = _build(
+            section, PretrainConfig, options, out=os.path.join(out, "pretrain", stage)
+        )
 
     section = f"{where}, compare"
     compare_values = _section(section, values["compare"], CompareConfig, _OWNED["compare"])
-    compare_values["backbones"] = _resolve_backbones(section, compare_values.get("backbones"), pretrain, out)
+    compare_values["backbones"] = _resolve_backbones(
+        section, compare_values.get("backbones"), pretrain, out
+    )
     compare = _build(section, CompareConfig, compare_values, out=os.path.join(out, "compare"))
 
     section = f"{where}, analysis"
-    analysis = _build(section, AnalysisConfig, _section(section, values.get("analysis") or {}, AnalysisConfig, ()))
+    analysis = _build(
+        section, AnalysisConfig, _section(section, values.get("analysis") or {}, AnalysisConfig, ())
+    )
     labels = [label for label, _ in compare.labelled_backbones()]
     if analysis.reference not in labels:
-        raise ConfigError(f"{section}: reference {analysis.reference!r} is not one of the compared backbones "
-                          f"({', '.join(labels)})")
+        raise ConfigError(
+            f"{section}: reference {analysis.reference!r} is not one of the compared backbones "
+            f"({', '.join(labels)})"
+        )
     workers = values.get("workers", 1)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"{where}: workers must be an integer >= 1; got {workers!r}")
-    return Experiment(path=os.path.abspath(path), name=name, out=out, pretrain=pretrain, compare=compare,
-                      analysis=analysis, description=str(values.get("description") or "").strip(), workers=workers)
+    return Experiment(
+        path=os.path.abspath(path),
+        name=name,
+        out=out,
+        pretrain=pretrain,
+        compare=compare,
+        analysis=analysis,
+        description=str(values.get("description") or "").strip(),
+        workers=workers,
+    )
 
 
 def _is_label(text):
@@ -174,10 +208,14 @@ def _section(where, options, cls, owned):
     fields = {field.name: field for field in dataclasses.fields(cls)}
     for key in options:
         if key in owned:
-            raise ConfigError(f"{where}: {key!r} is set by the experiment (under its out folder); remove it")
+            raise ConfigError(
+                f"{where}: {key!r} is set by the experiment (under its out folder); remove it"
+            )
         if key not in fields:
-            raise ConfigError(f"{where}: unknown option {key!r}; known: "
-                              f"{', '.join(sorted(set(fields) - set(owned)))}")
+            raise ConfigError(
+                f"{where}: unknown option {key!r}; known: "
+                f"{', '.join(sorted(set(fields) - set(owned)))}"
+            )
         _check_type(where, key, options[key], fields[key].type)
     return dict(options)
 
@@ -197,11 +235,13 @@ def _check_type(where, key, value, annotation):
             kinds.add(list)
         elif kind in (int, float, str, bool):
             kinds.add(kind)
-    ok = ((bool in kinds and isinstance(value, bool))
-          or (int in kinds and isinstance(value, int) and not isinstance(value, bool))
-          or (float in kinds and isinstance(value, (int, float)) and not isinstance(value, bool))
-          or (str in kinds and isinstance(value, str))
-          or (list in kinds and isinstance(value, list)))
+    ok = (
+        (bool in kinds and isinstance(value, bool))
+        or (int in kinds and isinstance(value, int) and not isinstance(value, bool))
+        or (float in kinds and isinstance(value, (int, float)) and not isinstance(value, bool))
+        or (str in kinds and isinstance(value, str))
+        or (list in kinds and isinstance(value, list))
+    )
     if not ok:
         names = " or ".join(sorted(kind.__name__ for kind in kinds)) or str(annotation)
         raise ConfigError(f"{where}: {key} must be {names}; got {value!r}")
@@ -217,7 +257,9 @@ def _build(where, cls, options, **owned):
 def _resolve_backbones(where, backbones, pretrain, out):
     """Replaces `pretrain:NAME` with the encoder that stage writes; the label defaults to NAME."""
     if backbones is None:
-        raise ConfigError(f"{where}: backbones is missing (e.g. [ssl=pretrain:ssl, scratch, imagenet])")
+        raise ConfigError(
+            f"{where}: backbones is missing (e.g. [ssl=pretrain:ssl, scratch, imagenet])"
+        )
     entries = backbones.split(",") if isinstance(backbones, str) else list(backbones)
     resolved = []
     for entry in entries:
@@ -225,10 +267,12 @@ def _resolve_backbones(where, backbones, pretrain, out):
         name, sep, rest = entry.partition("=")
         label, spec = (name, rest) if sep and rest else (None, entry)
         if spec.startswith(PRETRAIN_REFERENCE):
-            stage = spec[len(PRETRAIN_REFERENCE):]
+            stage = spec[len(PRETRAIN_REFERENCE) :]
             if stage not in pretrain:
-                raise ConfigError(f"{where}: backbone {entry!r} names the pretrain stage {stage!r}, which the file "
-                                  f"does not define (stages: {', '.join(pretrain) or 'none'})")
+                raise ConfigError(
+                    f"{where}: backbone {entry!r} names the pretrain stage {stage!r}, which the file "
+                    f"does not define (stages: {', '.join(pretrain) or 'none'})"
+                )
             directory = pretrain[stage].out
             spec = f"ssl:{directory}" if pretrain[stage].method == "simclr" else directory
             label = label or stage
@@ -246,24 +290,34 @@ def prepare_experiment_directory(experiment, *, log=print):
     out = os.path.abspath(experiment.out)
     record_path = os.path.join(out, "experiment.json")
     if os.path.exists(out) and not os.path.isdir(out):
-        raise RunDirectoryError(f"out {out} (experiment file {experiment.path}) is a file, not a directory")
+        raise RunDirectoryError(
+            f"out {out} (experiment file {experiment.path}) is a file, not a directory"
+        )
     if os.path.isdir(out) and os.listdir(out):
         if not os.path.isfile(record_path):
-            raise RunDirectoryError(f"out {out} (experiment file {experiment.path}) exists, is not empty and holds "
-                                    "no experiment.json; choose another out (nothing there was changed)")
+            raise RunDirectoryError(
+                f"out {out} (experiment file {experiment.path}) exists, is not empty and holds "
+                "no experiment.json; choose another out (nothing there was changed)"
+            )
         stored = read_json(record_path)
         differences = _differences(stored.get("options", {}), experiment.record())
         if differences:
             raise RunDirectoryError(
                 f"out {out} holds an experiment with other options ({'; '.join(differences[:5])}); restore them "
-                f"in {experiment.path} to continue it, or give the file another out (nothing there was changed)")
+                f"in {experiment.path} to continue it, or give the file another out (nothing there was changed)"
+            )
         log(f"[experiment] continuing {experiment.name} in {out}")
         return out, stored
     os.makedirs(out, exist_ok=True)
     from ssl_keras.runs.run_directory import environment_info
 
-    stored = {"command": "experiment", "file": experiment.path, "options": experiment.record(),
-              "environment": environment_info(), "invocations": []}
+    stored = {
+        "command": "experiment",
+        "file": experiment.path,
+        "options": experiment.record(),
+        "environment": environment_info(),
+        "invocations": [],
+    }
     write_json_atomic(record_path, stored)
     log(f"[experiment] {experiment.name}: new experiment in {out}")
     return out, stored
@@ -312,8 +366,12 @@ def run_experiment(experiment, *, log=print, verbose=0, workers=None):
     workers = experiment.workers if workers is None else workers
     started = time.perf_counter()
     out, record = prepare_experiment_directory(experiment, log=log)
-    invocation = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "workers": workers, "stages": {},
-                  "finished": False}
+    invocation = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "workers": workers,
+        "stages": {},
+        "finished": False,
+    }
     record.setdefault("invocations", []).append(invocation)
     record_path = os.path.join(out, "experiment.json")
 
@@ -325,16 +383,23 @@ def run_experiment(experiment, *, log=print, verbose=0, workers=None):
 
     save()
     try:
-        statuses = _run_pretrain_stages(experiment, workers=workers, verbose=verbose, save=save, log=log)
+        statuses = _run_pretrain_stages(
+            experiment, workers=workers, verbose=verbose, save=save, log=log
+        )
     finally:
         save()
 
     log(f"[experiment] comparison -> {os.path.abspath(experiment.compare.out)}")
     stage_started = time.perf_counter()
     try:
-        summary = run_compare(experiment.compare, log=log, verbose=verbose, workers=workers,
-                              resume_hint="the same ssl-keras experiment command again (finished stages and cells "
-                                          "are kept)")
+        summary = run_compare(
+            experiment.compare,
+            log=log,
+            verbose=verbose,
+            workers=workers,
+            resume_hint="the same ssl-keras experiment command again (finished stages and cells "
+            "are kept)",
+        )
     finally:
         save("compare", stage_started)
 
@@ -343,9 +408,15 @@ def run_experiment(experiment, *, log=print, verbose=0, workers=None):
     invocation["finished"] = True
     save("analysis", stage_started)
     total = sum(item.get("wall_seconds", 0) for item in record["invocations"])
-    return {"out": out, "pretrain": statuses, "compare": summary, "analysis": analysis,
-            "wall_seconds": time.perf_counter() - started, "total_wall_seconds": total,
-            "invocations": len(record["invocations"])}
+    return {
+        "out": out,
+        "pretrain": statuses,
+        "compare": summary,
+        "analysis": analysis,
+        "wall_seconds": time.perf_counter() - started,
+        "total_wall_seconds": total,
+        "invocations": len(record["invocations"]),
+    }
 
 
 def _run_pretrain_stages(experiment, *, workers, verbose, save, log):
@@ -364,8 +435,10 @@ def _run_pretrain_stages(experiment, *, workers, verbose, save, log):
         config = experiment.pretrain[stage]
         directory = os.path.abspath(config.out)
         resume = os.path.isfile(os.path.join(directory, "config.json"))
-        log(f"{names[stage]} ({config.method}, {config.epochs} epochs at {config.image_size} px): "
-            f"{'resuming' if resume else 'training'} -> {directory}")
+        log(
+            f"{names[stage]} ({config.method}, {config.epochs} epochs at {config.image_size} px): "
+            f"{'resuming' if resume else 'training'} -> {directory}"
+        )
         statuses[stage] = "resumed" if resume else "trained"
         started[stage] = time.perf_counter()
         return dataclasses.replace(config, resume=resume)
@@ -381,10 +454,17 @@ def _run_pretrain_stages(experiment, *, workers, verbose, save, log):
             save(f"pretrain:{stage}", started[stage])
             return False
 
-        run_parallel(todo, workers=workers, on_done=done, on_error=on_error,
-                     prepare=lambda stage: ("ssl_keras.experiment.experiment:run_stage",
-                                            dict(config=start(stage), verbose=verbose)),
-                     on_log=lambda stage, line: log(f"  [{stage}] {line}"))
+        run_parallel(
+            todo,
+            workers=workers,
+            on_done=done,
+            on_error=on_error,
+            prepare=lambda stage: (
+                "ssl_keras.experiment.experiment:run_stage",
+                dict(config=start(stage), verbose=verbose),
+            ),
+            on_log=lambda stage, line: log(f"  [{stage}] {line}"),
+        )
         return statuses
     for stage in todo:
         config = start(stage)

@@ -25,13 +25,24 @@ def with_prior_caveat(rows, table):
     the end of its `text`.
     """
     for row in rows:
-        entry = next((e for e in table if not is_baseline(e) and e["backbone"] == row["reference"]
-                      and e["mode"] == row["mode"] and e["label_fraction"] == row["at"]), None)
+        entry = next(
+            (
+                e
+                for e in table
+                if not is_baseline(e)
+                and e["backbone"] == row["reference"]
+                and e["mode"] == row["mode"]
+                and e["label_fraction"] == row["at"]
+            ),
+            None,
+        )
         verdict = baseline_verdict(entry, row["metric"]) if entry else None
         row["reference_vs_prior"] = verdict
         if verdict is not None and verdict != "beats":
-            row["text"] += (f" [caveat: {row['reference']} {'is within noise of' if verdict == 'within noise' else 'does not beat'}"
-                            f" the constant prior box here, so this compares noise around the prior, not labels saved]")
+            row["text"] += (
+                f" [caveat: {row['reference']} {'is within noise of' if verdict == 'within noise' else 'does not beat'}"
+                f" the constant prior box here, so this compares noise around the prior, not labels saved]"
+            )
     return rows
 
 
@@ -44,13 +55,20 @@ def gradcam_models(cells, mode):
             `status` (run_compare's `cells`).
         mode: string, a detect mode.
     """
-    finished = [c for c in cells if c["mode"] == mode and c["status"] != "skipped"
-                and os.path.isfile(os.path.join(c["run_dir"], "metrics.json"))]
+    finished = [
+        c
+        for c in cells
+        if c["mode"] == mode
+        and c["status"] != "skipped"
+        and os.path.isfile(os.path.join(c["run_dir"], "metrics.json"))
+    ]
     if not finished:
         return {}
     largest = max(c["label_fraction"] for c in finished)
     chosen = {}
-    for cell in sorted((c for c in finished if c["label_fraction"] == largest), key=lambda c: c["seed"]):
+    for cell in sorted(
+        (c for c in finished if c["label_fraction"] == largest), key=lambda c: c["seed"]
+    ):
         chosen.setdefault(cell["backbone"], cell["run_dir"])
     order = [c["backbone"] for c in cells]
     return {label: chosen[label] for label in sorted(chosen, key=order.index)}
@@ -64,14 +82,24 @@ def pretrain_rows(experiment):
         result = read_json(path) if os.path.isfile(path) else {}
         history = result.get("history") or {}
         probe = history.get("probe_top1") or []
-        rows.append({
-            "stage": stage, "method": config.method, "data": config.data, "epochs": config.epochs,
-            "image_size": config.image_size, "batch_size": config.batch_size, "finished": bool(result),
-            "loss": result.get("loss"), "contrastive_accuracy": result.get("contrastive_accuracy"),
-            "chance_contrastive_accuracy": result.get("chance_contrastive_accuracy"),
-            "val_accuracy": result.get("val_accuracy"), "knn_top1_first": probe[0] if probe else None,
-            "knn_top1_last": probe[-1] if probe else None, "wall_seconds": result.get("wall_seconds"),
-        })
+        rows.append(
+            {
+                "stage": stage,
+                "method": config.method,
+                "data": config.data,
+                "epochs": config.epochs,
+                "image_size": config.image_size,
+                "batch_size": config.batch_size,
+                "finished": bool(result),
+                "loss": result.get("loss"),
+                "contrastive_accuracy": result.get("contrastive_accuracy"),
+                "chance_contrastive_accuracy": result.get("chance_contrastive_accuracy"),
+                "val_accuracy": result.get("val_accuracy"),
+                "knn_top1_first": probe[0] if probe else None,
+                "knn_top1_last": probe[-1] if probe else None,
+                "wall_seconds": result.get("wall_seconds"),
+            }
+        )
     return rows
 
 
@@ -80,16 +108,27 @@ def _fmt(value, digits=3):
 
 
 def format_pretrain_md(rows):
-    lines = ["| stage | method | epochs | px | final loss | contrastive top-1 (chance) | supervised val top-1 "
-             "| kNN top-1 monitor, first → last epoch | wall |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| stage | method | epochs | px | final loss | contrastive top-1 (chance) | supervised val top-1 "
+        "| kNN top-1 monitor, first → last epoch | wall |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        contrastive = (f"{_fmt(r['contrastive_accuracy'])} ({_fmt(r['chance_contrastive_accuracy'], 4)})"
-                       if r["contrastive_accuracy"] is not None else "—")
-        knn = (f"{_fmt(r['knn_top1_first'])} → {_fmt(r['knn_top1_last'])}" if r["knn_top1_last"] is not None else "—")
+        contrastive = (
+            f"{_fmt(r['contrastive_accuracy'])} ({_fmt(r['chance_contrastive_accuracy'], 4)})"
+            if r["contrastive_accuracy"] is not None
+            else "—"
+        )
+        knn = (
+            f"{_fmt(r['knn_top1_first'])} → {_fmt(r['knn_top1_last'])}"
+            if r["knn_top1_last"] is not None
+            else "—"
+        )
         wall = f"{r['wall_seconds'] / 60:.1f} min" if r["wall_seconds"] else "—"
-        lines.append(f"| {r['stage']} | {r['method']} | {r['epochs']} | {r['image_size']} | {_fmt(r['loss'])} | "
-                     f"{contrastive} | {_fmt(r['val_accuracy'])} | {knn} | {wall} |")
+        lines.append(
+            f"| {r['stage']} | {r['method']} | {r['epochs']} | {r['image_size']} | {_fmt(r['loss'])} | "
+            f"{contrastive} | {_fmt(r['val_accuracy'])} | {knn} | {wall} |"
+        )
     return "\n".join(lines)
 
 
@@ -99,10 +138,12 @@ def format_gradcam_md(results):
     for result in results.values():
         for entry in result["mass"].values():
             targets += [t for t in entry if t not in targets]
-    lines = ["| mode | backbone | " + " | ".join(f"in-box mass, {t} target (excess over a flat map ± s.e.)"
-                                              for t in targets)
-             + " | box's share of the image (flat map) | images |",
-             "|---|---|" + "---:|" * len(targets) + "---:|---:|"]
+    lines = [
+        "| mode | backbone | "
+        + " | ".join(f"in-box mass, {t} target (excess over a flat map ± s.e.)" for t in targets)
+        + " | box's share of the image (flat map) | images |",
+        "|---|---|" + "---:|" * len(targets) + "---:|---:|",
+    ]
     for mode, result in results.items():
         share = result["box_share"]
         for label, entry in result["mass"].items():
@@ -110,13 +151,27 @@ def format_gradcam_md(results):
             for target in targets:
                 value = entry.get(target) or {}
                 excess = paired_excess(result, label, target)
-                cells.append("—" if value.get("mean") is None else
-                             f"{value['mean']:.3f}"
-                             + (f" ({excess[0]:+.3f} ± {excess[1]:.3f})" if excess and excess[1] is not None else "")
-                             + (f", {value['skipped']} all-zero maps left out" if value.get("skipped") else ""))
+                cells.append(
+                    "—"
+                    if value.get("mean") is None
+                    else f"{value['mean']:.3f}"
+                    + (
+                        f" ({excess[0]:+.3f} ± {excess[1]:.3f})"
+                        if excess and excess[1] is not None
+                        else ""
+                    )
+                    + (
+                        f", {value['skipped']} all-zero maps left out"
+                        if value.get("skipped")
+                        else ""
+                    )
+                )
             n = max((entry.get(t) or {}).get("n") or 0 for t in targets) if targets else 0
-            lines.append(f"| {MODE_TITLES.get(mode, mode)} | {label} | " + " | ".join(cells)
-                         + f" | {_fmt(share.get('mean'))} | {n} |")
+            lines.append(
+                f"| {MODE_TITLES.get(mode, mode)} | {label} | "
+                + " | ".join(cells)
+                + f" | {_fmt(share.get('mean'))} | {n} |"
+            )
     return "\n".join(lines)
 
 
@@ -138,7 +193,9 @@ def paired_excess(result, label, target):
     shares = per_image.get("box_share")
     if not masses or not shares:
         return None
-    excess = np.asarray([m - s for m, s in zip(masses, shares) if m is not None and s is not None], dtype=np.float64)
+    excess = np.asarray(
+        [m - s for m, s in zip(masses, shares) if m is not None and s is not None], dtype=np.float64
+    )
     if excess.size == 0:
         return None
     error = float(np.std(excess, ddof=1) / np.sqrt(excess.size)) if excess.size > 1 else None
@@ -150,9 +207,13 @@ def _verdict(excess):
         return "its noise is not measured"
     mean, error, _ = excess
     if mean > 2 * error:
-        return "more of its heatmap inside the box than a flat map, by more than two standard errors"
+        return (
+            "more of its heatmap inside the box than a flat map, by more than two standard errors"
+        )
     if mean < -2 * error:
-        return "less of its heatmap inside the box than a flat map, by more than two standard errors"
+        return (
+            "less of its heatmap inside the box than a flat map, by more than two standard errors"
+        )
     return "not distinguishable from a flat map (within two standard errors)"
 
 
@@ -167,11 +228,16 @@ def gradcam_findings(results):
                     continue
                 excess = paired_excess(result, label, target)
                 ratio = value["mean"] / share if share else float("nan")
-                paired = (f", paired excess {excess[0]:+.3f} ± {excess[1]:.3f} (standard error, {excess[2]} images)"
-                          if excess and excess[1] is not None else "")
-                sentences.append(f"{MODE_TITLES.get(mode, mode)}, {label}, {target} target: in-box mass "
-                                 f"{value['mean']:.3f} against {share:.3f} for a flat map ({ratio:.2f}x{paired}): "
-                                 f"{_verdict(excess)}.")
+                paired = (
+                    f", paired excess {excess[0]:+.3f} ± {excess[1]:.3f} (standard error, {excess[2]} images)"
+                    if excess and excess[1] is not None
+                    else ""
+                )
+                sentences.append(
+                    f"{MODE_TITLES.get(mode, mode)}, {label}, {target} target: in-box mass "
+                    f"{value['mean']:.3f} against {share:.3f} for a flat map ({ratio:.2f}x{paired}): "
+                    f"{_verdict(excess)}."
+                )
     return sentences
 
 
@@ -188,10 +254,17 @@ def run_gradcam_analysis(experiment, cells, *, log=print):
         if not models:
             continue
         out_dir = os.path.join(os.path.abspath(experiment.out), GRADCAM_FOLDER, mode)
-        log(f"[experiment] Grad-CAM, {MODE_TITLES.get(mode, mode)}: {', '.join(models)} -> {out_dir}")
-        results[mode] = gradcam_across_backbones(models, data=experiment.compare.data, out_dir=out_dir,
-                                                 num_images=analysis.gradcam_images,
-                                                 mass_images=analysis.gradcam_mass_images, log=log)
+        log(
+            f"[experiment] Grad-CAM, {MODE_TITLES.get(mode, mode)}: {', '.join(models)} -> {out_dir}"
+        )
+        results[mode] = gradcam_across_backbones(
+            models,
+            data=experiment.compare.data,
+            out_dir=out_dir,
+            num_images=analysis.gradcam_images,
+            mass_images=analysis.gradcam_mass_images,
+            log=log,
+        )
     return results
 
 
@@ -211,10 +284,16 @@ def write_experiment_report(experiment, summary, *, log=print):
     analysis = experiment.analysis
     table = summary["table"]
     try:
-        saved = with_prior_caveat(labels_saved(table, reference=analysis.reference, at=analysis.at,
-                                               metric=analysis.metric), table)
+        saved = with_prior_caveat(
+            labels_saved(
+                table, reference=analysis.reference, at=analysis.at, metric=analysis.metric
+            ),
+            table,
+        )
         lines = headline(saved)
-    except ValueError as error:  # e.g. the reference backbone was skipped, so there is nothing to measure
+    except (
+        ValueError
+    ) as error:  # e.g. the reference backbone was skipped, so there is nothing to measure
         saved, lines = [], [f"labels saved: not measured ({error})"]
     for line in lines:
         log(f"[experiment] {line}")
@@ -224,14 +303,29 @@ def write_experiment_report(experiment, summary, *, log=print):
 
     pretrain = pretrain_rows(experiment)
     report_path = os.path.join(out, "report.md")
-    write_text_atomic(report_path, format_experiment_report(experiment, summary, saved, lines, gradcam, pretrain))
+    write_text_atomic(
+        report_path, format_experiment_report(experiment, summary, saved, lines, gradcam, pretrain)
+    )
     analysis_path = os.path.join(out, ANALYSIS_FILE)
-    write_json_atomic(analysis_path, {"labels_saved": saved, "headline": lines, "pretrain": pretrain,
-                                      "gradcam": {mode: {k: v for k, v in result.items()
-                                                         if k not in ("grids", "per_image")}
-                                                  for mode, result in gradcam.items()}})
-    return {"labels_saved": saved, "gradcam": gradcam, "headline": lines, "report": report_path,
-            "analysis": analysis_path}
+    write_json_atomic(
+        analysis_path,
+        {
+            "labels_saved": saved,
+            "headline": lines,
+            "pretrain": pretrain,
+            "gradcam": {
+                mode: {k: v for k, v in result.items() if k not in ("grids", "per_image")}
+                for mode, result in gradcam.items()
+            },
+        },
+    )
+    return {
+        "labels_saved": saved,
+        "gradcam": gradcam,
+        "headline": lines,
+        "report": report_path,
+        "analysis": analysis_path,
+    }
 
 
 def _relative(path, start):
@@ -250,28 +344,46 @@ def format_experiment_report(experiment, summary, saved, lines, gradcam, pretrai
     text = [f"# Experiment {experiment.name}", ""]
     if experiment.description:
         text += [experiment.description, ""]
-    text += [f"File: `{experiment.path}`. Output: `{out}`.",
-             f"Machine: {environment.get('platform', '?')}, {os.cpu_count()} CPUs, devices "
-             f"{', '.join(environment.get('devices') or ['cpu'])}; Keras {environment.get('keras', '?')} on "
-             f"{environment.get('backend', '?')}; started {environment.get('started', '?')}.",
-             f"Wall time: {total / 60:.1f} min over {len(invocations)} invocation(s) of `ssl-keras experiment`"
-             + (" (an interrupted run was continued with the same command)" if len(invocations) > 1 else "") + ".",
-             "", "## How many labels does the reference save?", "",
-             f"Reference backbone: **{analysis.reference}**; metric: {analysis.metric}, mean over seeds on the test "
-             "split. For each other backbone, the label fraction at which its measured curve (interpolated "
-             "linearly in log fraction) reaches the reference's value.", ""]
+    text += [
+        f"File: `{experiment.path}`. Output: `{out}`.",
+        f"Machine: {environment.get('platform', '?')}, {os.cpu_count()} CPUs, devices "
+        f"{', '.join(environment.get('devices') or ['cpu'])}; Keras {environment.get('keras', '?')} on "
+        f"{environment.get('backend', '?')}; started {environment.get('started', '?')}.",
+        f"Wall time: {total / 60:.1f} min over {len(invocations)} invocation(s) of `ssl-keras experiment`"
+        + (
+            " (an interrupted run was continued with the same command)"
+            if len(invocations) > 1
+            else ""
+        )
+        + ".",
+        "",
+        "## How many labels does the reference save?",
+        "",
+        f"Reference backbone: **{analysis.reference}**; metric: {analysis.metric}, mean over seeds on the test "
+        "split. For each other backbone, the label fraction at which its measured curve (interpolated "
+        "linearly in log fraction) reaches the reference's value.",
+        "",
+    ]
     text += [f"- {line}" for line in lines] or ["- (no finished cells to compare)"]
     text += ["", format_labels_saved_md(saved) if saved else "", ""]
     skipped = summary.get("skipped") or {}
     if skipped:
-        text += ["Skipped backbones:", ""] + [f"- {label}: {reason}" for label, reason in skipped.items()] + [""]
+        text += (
+            ["Skipped backbones:", ""]
+            + [f"- {label}: {reason}" for label, reason in skipped.items()]
+            + [""]
+        )
 
     text += ["## Pretraining", "", format_pretrain_md(pretrain), ""]
 
-    text += ["## Transfer: every cell, with the baselines that never look at the image", "",
-             f"Trained backbones: {', '.join(trained) or 'none'}. Full tables and per-cell rows: "
-             f"`{_relative(os.path.join(compare_out, 'results.md'), out)}`, "
-             f"`{_relative(os.path.join(compare_out, 'results.csv'), out)}`.", ""]
+    text += [
+        "## Transfer: every cell, with the baselines that never look at the image",
+        "",
+        f"Trained backbones: {', '.join(trained) or 'none'}. Full tables and per-cell rows: "
+        f"`{_relative(os.path.join(compare_out, 'results.md'), out)}`, "
+        f"`{_relative(os.path.join(compare_out, 'results.csv'), out)}`.",
+        "",
+    ]
     results_md = os.path.join(compare_out, "results.md")
     if os.path.isfile(results_md):
         with open(results_md, encoding="utf-8") as f:
@@ -286,14 +398,21 @@ def format_experiment_report(experiment, summary, saved, lines, gradcam, pretrai
 
     text += ["## Grad-CAM: where each backbone looks", ""]
     if gradcam:
-        text += ["Heatmap mass inside the ground-truth box, averaged over the test images (seed 0, largest label "
-                 "fraction). A flat heatmap gets the box's share of the image; a backbone that attends to the "
-                 "whole object gets more.", "", format_gradcam_md(gradcam), ""]
+        text += [
+            "Heatmap mass inside the ground-truth box, averaged over the test images (seed 0, largest label "
+            "fraction). A flat heatmap gets the box's share of the image; a backbone that attends to the "
+            "whole object gets more.",
+            "",
+            format_gradcam_md(gradcam),
+            "",
+        ]
         text += [f"- {sentence}" for sentence in gradcam_findings(gradcam)] + [""]
         for mode, result in gradcam.items():
             for target, path in result.get("grids", {}).items():
-                text += [f"![Grad-CAM, {MODE_TITLES.get(mode, mode)}, {target} target]({_relative(path, out)})", ""]
+                text += [
+                    f"![Grad-CAM, {MODE_TITLES.get(mode, mode)}, {target} target]({_relative(path, out)})",
+                    "",
+                ]
     else:
         text += ["No finished cells to explain.", ""]
     return "\n".join(text).rstrip() + "\n"
-

@@ -12,10 +12,20 @@ import math
 
 import numpy as np
 
-from ssl_keras.compare.compare import METRIC_TITLES, is_baseline, metric_count, percent, within_noise
+from ssl_keras.compare.compare import (
+    METRIC_TITLES,
+    is_baseline,
+    metric_count,
+    percent,
+    within_noise,
+)
 
 # Short mode names for one-line sentences ("frozen: scratch needs ...").
-MODE_NAMES = {"freeze": "frozen", "finetune": "fine-tuned", "freeze-then-finetune": "frozen, then fine-tuned"}
+MODE_NAMES = {
+    "freeze": "frozen",
+    "finetune": "fine-tuned",
+    "freeze-then-finetune": "frozen, then fine-tuned",
+}
 BOUNDS = ("inside", "below", "above")
 # Measured means are averages of floats; a curve that equals its target up to rounding reaches it.
 _TOLERANCE = 1e-12
@@ -64,21 +74,31 @@ def fraction_to_match(fractions, values, target):
     """
     fractions, values = list(fractions), list(values)
     if not fractions or len(fractions) != len(values):
-        raise ValueError(f"fraction_to_match needs one value per label fraction, at least one; got "
-                         f"{len(fractions)} fractions and {len(values)} values. Received: fractions={fractions!r}, "
-                         f"values={values!r}")
+        raise ValueError(
+            f"fraction_to_match needs one value per label fraction, at least one; got "
+            f"{len(fractions)} fractions and {len(values)} values. Received: fractions={fractions!r}, "
+            f"values={values!r}"
+        )
     if len(set(fractions)) != len(fractions):
-        raise ValueError(f"fraction_to_match: the label fractions must be distinct (average the repeated ones "
-                         f"first). Received: fractions={fractions!r}")
+        raise ValueError(
+            f"fraction_to_match: the label fractions must be distinct (average the repeated ones "
+            f"first). Received: fractions={fractions!r}"
+        )
     for fraction, value in zip(fractions, values):
         if not (isinstance(fraction, (int, float, np.number)) and 0 < fraction <= 1):
-            raise ValueError(f"fraction_to_match: label fractions must be numbers in (0, 1]. "
-                             f"Received: fraction={fraction!r}")
+            raise ValueError(
+                f"fraction_to_match: label fractions must be numbers in (0, 1]. "
+                f"Received: fraction={fraction!r}"
+            )
         if not (isinstance(value, (int, float, np.number)) and math.isfinite(value)):
-            raise ValueError(f"fraction_to_match: the curve at {fraction!r} is not a finite number; drop that "
-                             f"point. Received: value={value!r}")
+            raise ValueError(
+                f"fraction_to_match: the curve at {fraction!r} is not a finite number; drop that "
+                f"point. Received: value={value!r}"
+            )
     if not (isinstance(target, (int, float, np.number)) and math.isfinite(target)):
-        raise ValueError(f"fraction_to_match: the target must be a finite number. Received: target={target!r}")
+        raise ValueError(
+            f"fraction_to_match: the target must be a finite number. Received: target={target!r}"
+        )
     points = sorted((float(f), float(v)) for f, v in zip(fractions, values))
     if points[0][1] >= target - _TOLERANCE:
         return Match(points[0][0], "below")
@@ -86,7 +106,9 @@ def fraction_to_match(fractions, values, target):
         if v1 >= target - _TOLERANCE:
             # v0 < target <= v1 here, so v1 > v0 and the step is well defined.
             step = min(max((target - v0) / (v1 - v0), 0.0), 1.0)
-            return Match(float(math.exp(math.log(f0) + step * (math.log(f1) - math.log(f0)))), "inside")
+            return Match(
+                float(math.exp(math.log(f0) + step * (math.log(f1) - math.log(f0)))), "inside"
+            )
     return Match(None, "above")
 
 
@@ -119,8 +141,10 @@ def _label_fractions(at):
     at = [at] if isinstance(at, (int, float, np.number)) else list(at)
     for fraction in at:
         if not (isinstance(fraction, (int, float, np.number)) and 0 < fraction <= 1):
-            raise ValueError(f"labels_saved: `at` must hold label fractions in (0, 1], e.g. [0.1, 0.25]. "
-                             f"Received: at={at!r}")
+            raise ValueError(
+                f"labels_saved: `at` must hold label fractions in (0, 1], e.g. [0.1, 0.25]. "
+                f"Received: at={at!r}"
+            )
     return at
 
 
@@ -202,18 +226,26 @@ def labels_saved(table, *, reference, at, metric="mean_iou", modes=None):
         return []
     backbones = list(dict.fromkeys(e["backbone"] for e in trained))
     if reference not in backbones:
-        raise ValueError(f"labels_saved: the reference {reference!r} is not a backbone of the table; use one of "
-                         f"{', '.join(backbones)}. Received: reference={reference!r}")
+        raise ValueError(
+            f"labels_saved: the reference {reference!r} is not a backbone of the table; use one of "
+            f"{', '.join(backbones)}. Received: reference={reference!r}"
+        )
     trained = [e for e in trained if metric in e]
     if not trained:
-        raise ValueError(f"labels_saved: no backbone of the table has {metric!r} (cells that predate it?); "
-                         f"use a metric the table holds, e.g. mean_iou. Received: metric={metric!r}")
+        raise ValueError(
+            f"labels_saved: no backbone of the table has {metric!r} (cells that predate it?); "
+            f"use a metric the table holds, e.g. mean_iou. Received: metric={metric!r}"
+        )
     if modes is None:
         modes = list(dict.fromkeys(e["mode"] for e in trained))
     elif isinstance(modes, str):
         modes = [part.strip() for part in modes.split(",") if part.strip()]
 
-    return [row for mode in modes for row in _mode_rows(trained, mode, reference=reference, at=at, metric=metric)]
+    return [
+        row
+        for mode in modes
+        for row in _mode_rows(trained, mode, reference=reference, at=at, metric=metric)
+    ]
 
 
 def _at(curve, fraction):
@@ -229,17 +261,33 @@ def _row(mode, metric, reference, target, other, curve, fraction):
     match = fraction_to_match(fractions, [curve[f][metric] for f in fractions], target[metric])
     same = _at(curve, fraction)
     ref_mean, ref_n = target[metric], metric_count(target, metric)
-    row = {"mode": mode, "metric": metric, "reference": reference, "other": other, "at": fraction,
-           "reference_mean": ref_mean, "reference_std": target[metric + "_std"] if ref_n > 1 else None,
-           "reference_n": ref_n, "other_mean": None, "other_std": None, "other_n": None,
-           "fraction_needed": match.fraction, "bound": match.bound,
-           "ratio": None if match.fraction is None else match.fraction / fraction,
-           "other_better": None, "within_noise": None}
+    row = {
+        "mode": mode,
+        "metric": metric,
+        "reference": reference,
+        "other": other,
+        "at": fraction,
+        "reference_mean": ref_mean,
+        "reference_std": target[metric + "_std"] if ref_n > 1 else None,
+        "reference_n": ref_n,
+        "other_mean": None,
+        "other_std": None,
+        "other_n": None,
+        "fraction_needed": match.fraction,
+        "bound": match.bound,
+        "ratio": None if match.fraction is None else match.fraction / fraction,
+        "other_better": None,
+        "within_noise": None,
+    }
     if same is not None:
         other_n = metric_count(same, metric)
-        row.update(other_mean=same[metric], other_std=same[metric + "_std"] if other_n > 1 else None,
-                   other_n=other_n, other_better=bool(same[metric] > ref_mean),
-                   within_noise=within_noise(target, same, metric=metric))
+        row.update(
+            other_mean=same[metric],
+            other_std=same[metric + "_std"] if other_n > 1 else None,
+            other_n=other_n,
+            other_better=bool(same[metric] > ref_mean),
+            within_noise=within_noise(target, same, metric=metric),
+        )
     row["text"] = _text(row, smallest=fractions[0], largest=fractions[-1])
     return row
 
@@ -249,22 +297,30 @@ def _text(row, *, smallest, largest):
     title = METRIC_TITLES.get(row["metric"], row["metric"])
     other, reference, at = row["other"], row["reference"], percent(row["at"])
     if row["bound"] == "inside":
-        needs = f"{_fraction_text(row['fraction_needed'])} of the labels ({_ratio_text(row['ratio'])})"
+        needs = (
+            f"{_fraction_text(row['fraction_needed'])} of the labels ({_ratio_text(row['ratio'])})"
+        )
     else:
         needs = f"<= {percent(smallest)} of the labels (the smallest fraction measured)"
     if row["other_better"]:
         # Measured at `at` and above the target there, so the curve crosses at or before `at`.
-        text = (f"{mode}: {other} is better than {reference} at {at} ({title} {row['other_mean']:.3f} vs "
-                f"{row['reference_mean']:.3f}), so {reference} saves no labels against it; {other} matches it "
-                f"with {needs}")
+        text = (
+            f"{mode}: {other} is better than {reference} at {at} ({title} {row['other_mean']:.3f} vs "
+            f"{row['reference_mean']:.3f}), so {reference} saves no labels against it; {other} matches it "
+            f"with {needs}"
+        )
     elif row["bound"] == "inside":
         text = f"{mode}: {other} needs {needs} to match {reference} at {at} ({title} {row['reference_mean']:.3f})"
     elif row["bound"] == "below":
-        text = (f"{mode}: {other} already matches {reference} at {at} ({title} {row['reference_mean']:.3f}) "
-                f"with {needs}")
+        text = (
+            f"{mode}: {other} already matches {reference} at {at} ({title} {row['reference_mean']:.3f}) "
+            f"with {needs}"
+        )
     else:
-        text = (f"{mode}: {other} would need more than {percent(largest)} of the labels to match {reference} at "
-                f"{at} ({title} {row['reference_mean']:.3f}; outside the measured range)")
+        text = (
+            f"{mode}: {other} would need more than {percent(largest)} of the labels to match {reference} at "
+            f"{at} ({title} {row['reference_mean']:.3f}; outside the measured range)"
+        )
     if row["within_noise"] is True:
         text += " — within noise"
     elif row["other_mean"] is None:
@@ -292,14 +348,25 @@ def format_labels_saved_md(rows):
         return "No labels-saved comparison: the reference backbone has no finished cell at the fractions asked.\n"
     metrics = list(dict.fromkeys(row["metric"] for row in rows))
     shown = " / ".join(METRIC_TITLES.get(m, m) for m in metrics)
-    lines = ["| mode | labels | reference | reference " + shown + " | other | other " + shown
-             + " at the same labels | labels the other needs | × labels | noise |",
-             "|---|---:|---|---:|---|---:|---:|---:|---|"]
+    lines = [
+        "| mode | labels | reference | reference "
+        + shown
+        + " | other | other "
+        + shown
+        + " at the same labels | labels the other needs | × labels | noise |",
+        "|---|---:|---|---:|---|---:|---:|---:|---|",
+    ]
     for row in rows:
         if row["bound"] == "inside":
-            needed, ratio = _percent_text(row["fraction_needed"]), _ratio_text(row["ratio"], sign="×")
+            needed, ratio = (
+                _percent_text(row["fraction_needed"]),
+                _ratio_text(row["ratio"], sign="×"),
+            )
         elif row["bound"] == "below":
-            needed, ratio = "≤ " + percent(row["fraction_needed"]), "≤ " + _ratio_text(row["ratio"], sign="×")
+            needed, ratio = (
+                "≤ " + percent(row["fraction_needed"]),
+                "≤ " + _ratio_text(row["ratio"], sign="×"),
+            )
         else:
             needed, ratio = "> measured range", "—"
         if row["within_noise"] is True:
@@ -314,13 +381,18 @@ def format_labels_saved_md(rows):
             noise += "; other is better"
         reference = _mean_text(row["reference_mean"], row["reference_std"], row["reference_n"])
         other = _mean_text(row["other_mean"], row["other_std"], row["other_n"])
-        lines.append(f"| {row['mode']} | {percent(row['at'])} | {row['reference']} | {reference} | {row['other']} | "
-                     f"{other} | {needed} | {ratio} | {noise} |")
-    lines += ["", "Labels the other needs: the label fraction at which the other backbone's mean curve reaches the "
-              "reference's mean, linear in log(fraction) between the measured fractions; ≤ and > mark answers "
-              "outside the measured range (never extrapolated). × labels: that fraction over the reference's. "
-              "Noise: whether the two means at the same labels differ by more than the larger sample std over "
-              "seeds (mean ± std, n seeds)."]
+        lines.append(
+            f"| {row['mode']} | {percent(row['at'])} | {row['reference']} | {reference} | {row['other']} | "
+            f"{other} | {needed} | {ratio} | {noise} |"
+        )
+    lines += [
+        "",
+        "Labels the other needs: the label fraction at which the other backbone's mean curve reaches the "
+        "reference's mean, linear in log(fraction) between the measured fractions; ≤ and > mark answers "
+        "outside the measured range (never extrapolated). × labels: that fraction over the reference's. "
+        "Noise: whether the two means at the same labels differ by more than the larger sample std over "
+        "seeds (mean ± std, n seeds).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -341,5 +413,7 @@ def headline(rows):
     labels saved: frozen: scratch needs 0.45 of the labels (4.5x) to match ssl at 10% (mean IoU 0.431) — n = 1, ...
     """
     if not rows:
-        return ["labels saved: nothing to compare yet (the reference has no finished cell at the fractions asked)"]
+        return [
+            "labels saved: nothing to compare yet (the reference has no finished cell at the fractions asked)"
+        ]
     return [f"labels saved: {row['text']}" for row in rows]

@@ -110,7 +110,11 @@ def _walk(model, prefix):
         if _is_graph_model(layer):
             yield from _walk(layer, path + "/")
         output = _output(layer)
-        if output is not None and not isinstance(output, (list, tuple, dict)) and _spatial_ok(output.shape):
+        if (
+            output is not None
+            and not isinstance(output, (list, tuple, dict))
+            and _spatial_ok(output.shape)
+        ):
             yield path, layer
 
 
@@ -127,8 +131,10 @@ def _resolve_layer(backbone, layer_name):
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
-        raise GradCAMError(f"layer_name {layer_name!r} is ambiguous in backbone {backbone.name!r}; "
-                           f"use one of the paths {', '.join(matches)}")
+        raise GradCAMError(
+            f"layer_name {layer_name!r} is ambiguous in backbone {backbone.name!r}; "
+            f"use one of the paths {', '.join(matches)}"
+        )
     shown = candidates[-_MAX_LISTED_CANDIDATES:]
     more = len(candidates) - len(shown)
     listed = ", ".join(shown) + (f" (and {more} earlier ones)" if more else "")
@@ -162,8 +168,10 @@ def _feature_model(model, path):
     # clone_function=identity: the clone shares every layer (and weight) with the original.
     clone = keras.models.clone_model(model, clone_function=lambda l: l, call_function=call_function)
     if len(captured) != 1:
-        raise GradCAMError(f"layer {path!r}: the nested model {name!r} is called {len(captured)} times "
-                           "in the backbone; Grad-CAM needs it called once")
+        raise GradCAMError(
+            f"layer {path!r}: the nested model {name!r} is called {len(captured)} times "
+            "in the backbone; Grad-CAM needs it called once"
+        )
     return keras.Model(_single(clone.inputs), [captured[0], _single(clone.outputs)])
 
 
@@ -197,12 +205,27 @@ def _walk_back(tensor):
         tensor = inputs[0]
 
 
-_SHAPE_KEEPING = (keras.layers.BatchNormalization, keras.layers.Activation, keras.layers.ReLU,
-                  keras.layers.Rescaling, keras.layers.Normalization, keras.layers.Dropout,
-                  keras.layers.SpatialDropout2D, keras.layers.Add, keras.layers.Multiply,
-                  keras.layers.Concatenate, keras.layers.LayerNormalization, keras.layers.GroupNormalization)
-_SPATIAL_CHANGING = (keras.layers.UpSampling2D, keras.layers.Conv2DTranspose, keras.layers.Reshape,
-                     keras.layers.Flatten, keras.layers.Resizing)
+_SHAPE_KEEPING = (
+    keras.layers.BatchNormalization,
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.Rescaling,
+    keras.layers.Normalization,
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout2D,
+    keras.layers.Add,
+    keras.layers.Multiply,
+    keras.layers.Concatenate,
+    keras.layers.LayerNormalization,
+    keras.layers.GroupNormalization,
+)
+_SPATIAL_CHANGING = (
+    keras.layers.UpSampling2D,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Reshape,
+    keras.layers.Flatten,
+    keras.layers.Resizing,
+)
 
 
 def _pair(value):
@@ -219,9 +242,16 @@ def _layer_geometry(layer, size):
     if isinstance(layer, keras.layers.Cropping2D):
         (top, bottom), (left, right) = layer.cropping
         return (1, 1), (top, left), (size[0] - top - bottom, size[1] - left - right)
-    if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
-                          keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)) and not isinstance(
-                              layer, keras.layers.Conv2DTranspose):
+    if isinstance(
+        layer,
+        (
+            keras.layers.Conv2D,
+            keras.layers.DepthwiseConv2D,
+            keras.layers.SeparableConv2D,
+            keras.layers.MaxPooling2D,
+            keras.layers.AveragePooling2D,
+        ),
+    ) and not isinstance(layer, keras.layers.Conv2DTranspose):
         kernel = _pair(getattr(layer, "kernel_size", None) or layer.pool_size)
         strides = _pair(layer.strides if layer.strides is not None else kernel)
         dilation = _pair(getattr(layer, "dilation_rate", 1))
@@ -230,7 +260,9 @@ def _layer_geometry(layer, size):
             extent = (k - 1) * r + 1
             if layer.padding == "same":
                 out = -(-n // s)
-                top = max((out - 1) * s + extent - n, 0) // 2  # TensorFlow's rule: extra pixel at the end
+                top = (
+                    max((out - 1) * s + extent - n, 0) // 2
+                )  # TensorFlow's rule: extra pixel at the end
             elif layer.padding == "valid":
                 out, top = (n - extent) // s + 1, 0
             else:
@@ -286,7 +318,9 @@ def _upsample(maps, image_hw, geometry):
         else:
             positions = (pixels - geometry["offset"][axis]) / geometry["stride"][axis]
         # Clamped: past the outermost cell centres the border cell is repeated, as `tf.image.resize` does.
-        matrices.append(keras.ops.convert_to_numpy(interpolation_matrix(positions, n_in, fill_mode="nearest")))
+        matrices.append(
+            keras.ops.convert_to_numpy(interpolation_matrix(positions, n_in, fill_mode="nearest"))
+        )
     return np.einsum("Yh,nhw,Xw->nYX", matrices[0], maps, matrices[1]).astype("float32")
 
 
@@ -307,7 +341,9 @@ def _head(model, features):
 def _score(target, box_evidence, logits, class_index):
     if target == "box":
         return keras.ops.sum(box_evidence)
-    one_hot = keras.ops.one_hot(keras.ops.convert_to_tensor(class_index, "int32"), keras.ops.shape(logits)[-1])
+    one_hot = keras.ops.one_hot(
+        keras.ops.convert_to_tensor(class_index, "int32"), keras.ops.shape(logits)[-1]
+    )
     return keras.ops.sum(logits * one_hot)
 
 
@@ -316,8 +352,10 @@ def _resolve_class_index(class_index, logits):
         return np.argmax(logits, axis=-1).astype("int32")
     index = np.broadcast_to(np.asarray(class_index, "int32"), logits.shape[:1]).copy()
     if index.min() < 0 or index.max() >= logits.shape[-1]:
-        raise GradCAMError(f"class_index must be in [0, {logits.shape[-1] - 1}] (the model has "
-                           f"{logits.shape[-1]} classes). Received: class_index={class_index}")
+        raise GradCAMError(
+            f"class_index must be in [0, {logits.shape[-1] - 1}] (the model has "
+            f"{logits.shape[-1]} classes). Received: class_index={class_index}"
+        )
     return index
 
 
@@ -347,8 +385,10 @@ def _gradients(feature_model, model, images, target, class_index):
             score = _score(target, box_evidence, logits, index)
             grads = torch.autograd.grad(score, feature_map)[0]
     else:
-        raise GradCAMError(f"Grad-CAM runs on the TensorFlow and PyTorch backends; set KERAS_BACKEND=tensorflow "
-                           f"(or torch). Received: backend={backend}")
+        raise GradCAMError(
+            f"Grad-CAM runs on the TensorFlow and PyTorch backends; set KERAS_BACKEND=tensorflow "
+            f"(or torch). Received: backend={backend}"
+        )
     to_np = lambda t: keras.ops.convert_to_numpy(keras.ops.cast(t, "float32"))
     return to_np(feature_map), to_np(grads), to_np(logits), to_np(boxes), index
 
@@ -380,12 +420,16 @@ class GradCAM:
     def __init__(self, model, *, layer_name=None):
         missing = [a for a in ("backbone", "head") if not hasattr(model, a)]
         if missing:
-            raise GradCAMError(f"Grad-CAM needs a BoxRegressor; {type(model).__name__} lacks {', '.join(missing)}")
+            raise GradCAMError(
+                f"Grad-CAM needs a BoxRegressor; {type(model).__name__} lacks {', '.join(missing)}"
+            )
         self.model = model
         self.layer_name = _resolve_layer(model.backbone, layer_name)
         self.feature_model = _feature_model(model.backbone, self.layer_name)
 
-    def explain(self, images, *, target="class", class_index=None, upsample=True, align=True, batch_size=32):
+    def explain(
+        self, images, *, target="class", class_index=None, upsample=True, align=True, batch_size=32
+    ):
         """Heatmaps and predictions for a batch of images.
 
         Args:
@@ -408,20 +452,28 @@ class GradCAM:
             upsample, or None (plain resize).
         """
         if target not in TARGETS:
-            raise GradCAMError(f"target must be one of {', '.join(TARGETS)}. Received: target={target!r}")
+            raise GradCAMError(
+                f"target must be one of {', '.join(TARGETS)}. Received: target={target!r}"
+            )
         images = np.asarray(images, dtype="float32")
         if images.ndim != 4 or images.shape[-1] != 3:
-            raise GradCAMError(f"images must be [N, H, W, 3] floats in [0, 255]. Received: shape={images.shape}")
+            raise GradCAMError(
+                f"images must be [N, H, W, 3] floats in [0, 255]. Received: shape={images.shape}"
+            )
         if not self.model.built:
             self.model.build((None,) + images.shape[1:])
-        per_image_index = None if class_index is None else np.broadcast_to(
-            np.asarray(class_index, "int32"), images.shape[:1])
+        per_image_index = (
+            None
+            if class_index is None
+            else np.broadcast_to(np.asarray(class_index, "int32"), images.shape[:1])
+        )
         maps, indices, probs, boxes = [], [], [], []
         for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
-            index = None if per_image_index is None else per_image_index[start:start + batch_size]
-            feature_map, grads, logits, box_batch, index = _gradients(self.feature_model, self.model, chunk,
-                                                                    target, index)
+            chunk = images[start : start + batch_size]
+            index = None if per_image_index is None else per_image_index[start : start + batch_size]
+            feature_map, grads, logits, box_batch, index = _gradients(
+                self.feature_model, self.model, chunk, target, index
+            )
             if feature_map.shape[1] * feature_map.shape[2] <= 1:
                 raise GradCAMError(
                     f"layer {self.layer_name!r} gives a 1x1 feature map for {chunk.shape[1]}x{chunk.shape[2]} "
@@ -441,16 +493,22 @@ class GradCAM:
                 if geometry is not None and geometry["size"] != maps.shape[1:]:
                     geometry = None  # an untracked layer changed the size: trust nothing
             maps = _upsample(maps, images.shape[1:3], geometry)
-        return {"heatmaps": _normalize(np.maximum(maps, 0.0)).astype("float32"),
-                "class_index": np.concatenate(indices).astype("int32"),
-                "class_probs": np.concatenate(probs).astype("float32"),
-                "boxes": np.concatenate(boxes).astype("float32"), "layer": self.layer_name, "geometry": geometry}
+        return {
+            "heatmaps": _normalize(np.maximum(maps, 0.0)).astype("float32"),
+            "class_index": np.concatenate(indices).astype("int32"),
+            "class_probs": np.concatenate(probs).astype("float32"),
+            "boxes": np.concatenate(boxes).astype("float32"),
+            "layer": self.layer_name,
+            "geometry": geometry,
+        }
 
     def __call__(self, images, **kwargs):
         return self.explain(images, **kwargs)["heatmaps"]
 
 
-def gradcam(model, images, *, target="class", class_index=None, layer_name=None, upsample=True, align=True):
+def gradcam(
+    model, images, *, target="class", class_index=None, layer_name=None, upsample=True, align=True
+):
     """Grad-CAM heatmaps of a `BoxRegressor` for a batch of images.
 
     Args:
@@ -473,8 +531,9 @@ def gradcam(model, images, *, target="class", class_index=None, layer_name=None,
     >>> heatmaps = gradcam(model, images)
     >>> overlay(images[0].astype("uint8"), heatmaps[0])
     """
-    return GradCAM(model, layer_name=layer_name).explain(images, target=target, class_index=class_index,
-                                                         upsample=upsample, align=align)["heatmaps"]
+    return GradCAM(model, layer_name=layer_name).explain(
+        images, target=target, class_index=class_index, upsample=upsample, align=align
+    )["heatmaps"]
 
 
 # Pictures.
@@ -505,7 +564,7 @@ def heatmap_to_original(heatmap, original_hw, image_size, resize):
     heatmap = np.asarray(heatmap, dtype="float32")
     if resize == "letterbox":
         new_h, new_w, top, left = (int(v) for v in letterbox_geometry((height, width), image_size))
-        heatmap = heatmap[top:top + new_h, left:left + new_w]
+        heatmap = heatmap[top : top + new_h, left : left + new_w]
     elif resize != "stretch":
         raise ValueError(f"`resize` must be 'stretch' or 'letterbox'. Received: resize={resize!r}")
     return _resize_map(heatmap, height, width)
@@ -541,7 +600,9 @@ def overlay(image, heatmap, *, alpha=0.45, colormap="jet"):
     return np.clip(np.round(blended), 0, 255).astype("uint8")
 
 
-def gradcam_grid(image_rows, *, titles=None, column_titles=None, path=None, tile_inches=2.0, dpi=100):
+def gradcam_grid(
+    image_rows, *, titles=None, column_titles=None, path=None, tile_inches=2.0, dpi=100
+):
     """The comparison figure: one row per image, one column per view (original, then models).
 
     Args:
@@ -561,15 +622,23 @@ def gradcam_grid(image_rows, *, titles=None, column_titles=None, path=None, tile
 
     rows = [list(row) for row in image_rows]
     if not rows or not rows[0]:
-        raise ValueError("`image_rows` must hold at least one non-empty row. Received: image_rows=[]")
+        raise ValueError(
+            "`image_rows` must hold at least one non-empty row. Received: image_rows=[]"
+        )
     ncols = len(rows[0])
     if any(len(row) != ncols for row in rows):
-        raise ValueError(f"every row needs {ncols} images. Received: row lengths {[len(r) for r in rows]}")
+        raise ValueError(
+            f"every row needs {ncols} images. Received: row lengths {[len(r) for r in rows]}"
+        )
     if titles is not None and (len(titles) != len(rows) or any(len(r) != ncols for r in titles)):
-        raise ValueError(f"`titles` must give one caption per cell ({len(rows)} rows of {ncols}). "
-                         f"Received: row lengths {[len(r) for r in titles]}")
+        raise ValueError(
+            f"`titles` must give one caption per cell ({len(rows)} rows of {ncols}). "
+            f"Received: row lengths {[len(r) for r in titles]}"
+        )
     if column_titles is not None and len(column_titles) != ncols:
-        raise ValueError(f"`column_titles` must give {ncols} titles. Received: {len(column_titles)}")
+        raise ValueError(
+            f"`column_titles` must give {ncols} titles. Received: {len(column_titles)}"
+        )
     figure = Figure(figsize=(tile_inches * ncols, tile_inches * len(rows) + 0.3), dpi=dpi)
     canvas = FigureCanvasAgg(figure)
     axes = figure.subplots(len(rows), ncols, squeeze=False)
@@ -599,15 +668,19 @@ def gradcam_grid(image_rows, *, titles=None, column_titles=None, path=None, tile
 def _check_boxes(box, name):
     box = np.asarray(box, dtype="float64")
     if box.shape[-1:] != (4,) or box.ndim not in (1, 2):
-        raise ValueError(f"`{name}` must be one (ymin, xmin, ymax, xmax) box [4] or boxes [N, 4]. "
-                         f"Received: {name} of shape {box.shape}")
+        raise ValueError(
+            f"`{name}` must be one (ymin, xmin, ymax, xmax) box [4] or boxes [N, 4]. "
+            f"Received: {name} of shape {box.shape}"
+        )
     if not np.isfinite(box).all():
         raise ValueError(f"`{name}` must be finite. Received: {name}={box.tolist()}")
     flipped = (box[..., 2] < box[..., 0]) | (box[..., 3] < box[..., 1])
     if flipped.any():
         first = box.reshape(-1, 4)[int(np.flatnonzero(flipped.reshape(-1))[0])]
-        raise ValueError(f"`{name}` must be (ymin, xmin, ymax, xmax) with ymin <= ymax and xmin <= xmax; "
-                         f"is it in (xmin, ymin, xmax, ymax) order? Received: box {first.tolist()}")
+        raise ValueError(
+            f"`{name}` must be (ymin, xmin, ymax, xmax) with ymin <= ymax and xmin <= xmax; "
+            f"is it in (xmin, ymin, xmax, ymax) order? Received: box {first.tolist()}"
+        )
     return box
 
 
@@ -685,17 +758,23 @@ def inbox_mass(heatmap, box):
     if single:
         heatmap = heatmap[None]
     if heatmap.ndim != 3:
-        raise ValueError(f"`heatmap` must be [H, W] or [N, H, W]. Received: heatmap of shape {heatmap.shape}")
+        raise ValueError(
+            f"`heatmap` must be [H, W] or [N, H, W]. Received: heatmap of shape {heatmap.shape}"
+        )
     boxes = box.reshape(-1, 4)
     if (single and box.ndim != 1) or (not single and (box.ndim != 2 or len(boxes) != len(heatmap))):
         expected = "[4]" if single else f"[{len(heatmap)}, 4]"
-        raise ValueError(f"`box` must be {expected} for heatmaps of shape {heatmap.shape[int(single):]}. "
-                         f"Received: box of shape {box.shape}")
+        raise ValueError(
+            f"`box` must be {expected} for heatmaps of shape {heatmap.shape[int(single) :]}. "
+            f"Received: box of shape {box.shape}"
+        )
     if not np.isfinite(heatmap).all():
         raise ValueError("`heatmap` must be finite; replace NaN/inf (e.g. np.nan_to_num) first")
     if heatmap.size and heatmap.min() < 0.0:
-        raise ValueError(f"`heatmap` must be non-negative (mass is a share of the total); clip it "
-                         f"(np.maximum(heatmap, 0)) first. Received: minimum {heatmap.min():.4g}")
+        raise ValueError(
+            f"`heatmap` must be non-negative (mass is a share of the total); clip it "
+            f"(np.maximum(heatmap, 0)) first. Received: minimum {heatmap.min():.4g}"
+        )
     rows = _coverage(boxes[:, 0], boxes[:, 2], heatmap.shape[1])
     cols = _coverage(boxes[:, 1], boxes[:, 3], heatmap.shape[2])
     inside = np.einsum("nh,nhw,nw->n", rows, heatmap, cols)
@@ -722,7 +801,9 @@ def _output_names(image_paths, num_models):
     return stems, [[f"gradcam_{stem}_{m}.png" for m in range(num_models)] for stem in stems]
 
 
-def run_gradcam(model_dirs, image_paths, out, *, target="class", layer_name=None, model_titles=None):
+def run_gradcam(
+    model_dirs, image_paths, out, *, target="class", layer_name=None, model_titles=None
+):
     """Grad-CAM overlays of several detect runs on the same images, and the comparison grid.
 
     Each image is read with `read_rgb`, resized as each run was trained (its `image_size` and
@@ -754,17 +835,23 @@ def run_gradcam(model_dirs, image_paths, out, *, target="class", layer_name=None
     if not image_paths:
         raise ValueError("run_gradcam needs at least one image file")
     if target not in TARGETS:
-        raise GradCAMError(f"target must be one of {', '.join(TARGETS)}. Received: target={target!r}")
+        raise GradCAMError(
+            f"target must be one of {', '.join(TARGETS)}. Received: target={target!r}"
+        )
     for run_dir in model_dirs:
         for name in ("config.json", "model.keras"):
             if not os.path.isfile(os.path.join(run_dir, name)):
-                raise FileNotFoundError(f"--model {run_dir}: {name} is missing; is it a finished detect run?")
+                raise FileNotFoundError(
+                    f"--model {run_dir}: {name} is missing; is it a finished detect run?"
+                )
     images = [read_rgb(p) for p in image_paths]  # every input is checked before any work
     out = os.path.abspath(os.fspath(out))
     stems, names = _output_names(image_paths, len(model_dirs))
     for name in [n for row in names for n in row] + ["gradcam_grid.png"]:
         if os.path.exists(os.path.join(out, name)):
-            raise FileExistsError(f"--out {out}: {name} exists; choose a new --out (nothing was overwritten)")
+            raise FileExistsError(
+                f"--out {out}: {name} exists; choose a new --out (nothing was overwritten)"
+            )
     os.makedirs(out, exist_ok=True)
 
     rows = [[image] for image in images]
@@ -774,11 +861,21 @@ def run_gradcam(model_dirs, image_paths, out, *, target="class", layer_name=None
         model, record = load_run(run_dir)
         options, class_names = record["options"], record["resolved"]["class_names"]
         size, resize = int(options["image_size"]), options["resize"]
-        batch = np.stack([np.asarray(resize_example(image, np.zeros(4, "float32"), image_size=size,
-                                                    resize=resize)[0]) for image in images])
+        batch = np.stack(
+            [
+                np.asarray(
+                    resize_example(image, np.zeros(4, "float32"), image_size=size, resize=resize)[0]
+                )
+                for image in images
+            ]
+        )
         result = GradCAM(model, layer_name=layer_name).explain(batch, target=target)
         layers.append(result["layer"])
-        column_titles.append(model_titles[m] if model_titles else f"model {m}: {os.path.basename(os.path.normpath(run_dir))}")
+        column_titles.append(
+            model_titles[m]
+            if model_titles
+            else f"model {m}: {os.path.basename(os.path.normpath(run_dir))}"
+        )
         for i, (path, image) in enumerate(zip(image_paths, images)):
             heat = heatmap_to_original(result["heatmaps"][i], image.shape[:2], size, resize)
             drawn = overlay(image, heat)
@@ -788,8 +885,16 @@ def run_gradcam(model_dirs, image_paths, out, *, target="class", layer_name=None
             score = float(result["class_probs"][i][label])
             rows[i].append(drawn)
             titles[i].append(f"{class_names[label]} {score:.2f}")
-            overlays.append({"image": path, "model": run_dir, "output": target_path, "class": class_names[label],
-                             "score": score, "layer": result["layer"]})
+            overlays.append(
+                {
+                    "image": path,
+                    "model": run_dir,
+                    "output": target_path,
+                    "class": class_names[label],
+                    "score": score,
+                    "layer": result["layer"],
+                }
+            )
         del model
     grid_path = os.path.join(out, "gradcam_grid.png")
     gradcam_grid(rows, titles=titles, column_titles=column_titles, path=grid_path)
@@ -832,7 +937,9 @@ def gradcam_for_report(out_dir, cell_dirs, *, data, num_images=3):
     grid's path, or None when the data source has no image files to show (TFDS).
     """
     chosen = {}
-    for (label, mode, fraction, seed), run_dir in sorted(cell_dirs.items(), key=lambda kv: (kv[0][3], -kv[0][2])):
+    for (label, mode, fraction, seed), run_dir in sorted(
+        cell_dirs.items(), key=lambda kv: (kv[0][3], -kv[0][2])
+    ):
         chosen.setdefault((label, mode), (fraction, seed, run_dir))
     images = _report_images(data, out_dir, num_images)
     if not chosen or not images:
@@ -841,8 +948,12 @@ def gradcam_for_report(out_dir, cell_dirs, *, data, num_images=3):
     target = os.path.join(out_dir, "gradcam")
     if os.path.exists(os.path.join(target, "gradcam_grid.png")):
         return os.path.join(target, "gradcam_grid.png")
-    result = run_gradcam([chosen[k][2] for k in keys], images, target,
-                         model_titles=[f"{label}, {_SHORT_MODES.get(mode, mode)}" for label, mode in keys])
+    result = run_gradcam(
+        [chosen[k][2] for k in keys],
+        images,
+        target,
+        model_titles=[f"{label}, {_SHORT_MODES.get(mode, mode)}" for label, mode in keys],
+    )
     return result["grid"]
 
 
@@ -859,21 +970,30 @@ MASS_FILE = "gradcam_mass.json"
 def _check_targets(targets):
     targets = tuple(targets) if not isinstance(targets, str) else (targets,)
     if not targets or any(t not in TARGETS for t in targets) or len(set(targets)) != len(targets):
-        raise GradCAMError(f"targets must be distinct values of {', '.join(TARGETS)}. Received: targets={targets!r}")
+        raise GradCAMError(
+            f"targets must be distinct values of {', '.join(TARGETS)}. Received: targets={targets!r}"
+        )
     return targets
 
 
 def _check_count(value, name):
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f"`{name}` must be an int >= 1 or None (all test images). Received: {name}={value!r}")
+        raise ValueError(
+            f"`{name}` must be an int >= 1 or None (all test images). Received: {name}={value!r}"
+        )
     return value
 
 
 def _load_test_split(spec, options, batch_size):
     from ssl_keras.data.localization import load_localization_data
 
-    return load_localization_data(spec, image_size=int(options["image_size"]), batch_size=batch_size,
-                                  resize=options["resize"], splits=("test",))
+    return load_localization_data(
+        spec,
+        image_size=int(options["image_size"]),
+        batch_size=batch_size,
+        resize=options["resize"],
+        splits=("test",),
+    )
 
 
 def _finite_stats(values):
@@ -898,44 +1018,72 @@ def _mass_pass(model, test, *, targets, num_images, keep, layer_name, batch_size
     for images, truth in test.test.as_numpy_iterator():
         if seen >= wanted:
             break
-        images, boxes, labels = (np.asarray(a)[:wanted - seen] for a in (images, truth["boxes"], truth["labels"]))
+        images, boxes, labels = (
+            np.asarray(a)[: wanted - seen] for a in (images, truth["boxes"], truth["labels"])
+        )
         shares.append(box_area_share(boxes))
         room = max(keep - seen, 0)
         kept["images"].append(images[:room])
         kept["boxes"].append(boxes[:room])
         for t in targets:
             class_index = labels if t == "class" and explained_class == "label" else None
-            heatmaps = cam.explain(images, target=t, class_index=class_index, batch_size=batch_size)["heatmaps"]
+            heatmaps = cam.explain(
+                images, target=t, class_index=class_index, batch_size=batch_size
+            )["heatmaps"]
             masses[t].append(inbox_mass(heatmaps, boxes))
             kept["heatmaps"][t].append(heatmaps[:room])
         seen += len(images)
     masses = {t: np.concatenate(m) for t, m in masses.items()}
-    kept = {"images": np.concatenate(kept["images"]), "boxes": np.concatenate(kept["boxes"]),
-            "heatmaps": {t: np.concatenate(h) for t, h in kept["heatmaps"].items()},
-            "masses": {t: m[:keep] for t, m in masses.items()},
-            "image_ids": list(test.image_ids["test"][:keep])}
+    kept = {
+        "images": np.concatenate(kept["images"]),
+        "boxes": np.concatenate(kept["boxes"]),
+        "heatmaps": {t: np.concatenate(h) for t, h in kept["heatmaps"].items()},
+        "masses": {t: m[:keep] for t, m in masses.items()},
+        "image_ids": list(test.image_ids["test"][:keep]),
+    }
     masses = {t: m[:count] for t, m in masses.items()}
     shares = np.concatenate(shares)[:count]
     summary = {}
     for t in targets:
         finite = np.isfinite(masses[t])
         mean, std = _finite_stats(masses[t])
-        summary[t] = {"mean": mean, "std": std, "n": int(finite.sum()), "skipped": int((~finite).sum()),
-                      "box_share": _finite_stats(shares[finite])[0]}
-    result = {"layer": cam.layer_name, "num_images": count, "image_ids": list(test.image_ids["test"][:count]),
-              "box_share": {"mean": _finite_stats(shares)[0], "n": count}, "targets": summary,
-              "masses": masses, "box_shares": shares}
+        summary[t] = {
+            "mean": mean,
+            "std": std,
+            "n": int(finite.sum()),
+            "skipped": int((~finite).sum()),
+            "box_share": _finite_stats(shares[finite])[0],
+        }
+    result = {
+        "layer": cam.layer_name,
+        "num_images": count,
+        "image_ids": list(test.image_ids["test"][:count]),
+        "box_share": {"mean": _finite_stats(shares)[0], "n": count},
+        "targets": summary,
+        "masses": masses,
+        "box_shares": shares,
+    }
     return result, kept
 
 
 def _check_explained_class(explained_class):
     if explained_class not in EXPLAINED_CLASSES:
-        raise GradCAMError(f"explained_class must be one of {', '.join(EXPLAINED_CLASSES)}. "
-                           f"Received: explained_class={explained_class!r}")
+        raise GradCAMError(
+            f"explained_class must be one of {', '.join(EXPLAINED_CLASSES)}. "
+            f"Received: explained_class={explained_class!r}"
+        )
 
 
-def gradcam_mass_summary(run_dir, *, data=None, num_images=None, targets=("box", "class"), explained_class="predicted",
-                         layer_name=None, batch_size=16):
+def gradcam_mass_summary(
+    run_dir,
+    *,
+    data=None,
+    num_images=None,
+    targets=("box", "class"),
+    explained_class="predicted",
+    layer_name=None,
+    batch_size=16,
+):
     """How much of a detect run's Grad-CAM falls inside the ground-truth box, over the test split.
 
     The test images are read as the run was trained (its `config.json`: `image_size`,
@@ -983,13 +1131,28 @@ def gradcam_mass_summary(run_dir, *, data=None, num_images=None, targets=("box",
     options = record["options"]
     spec = data or options.get("data")
     if not spec:
-        raise ValueError(f"run {run_dir}: config.json names no data source; pass data=SPEC "
-                         "(e.g. data='voc:VOCdevkit/VOC2007')")
+        raise ValueError(
+            f"run {run_dir}: config.json names no data source; pass data=SPEC "
+            "(e.g. data='voc:VOCdevkit/VOC2007')"
+        )
     test = _load_test_split(spec, options, batch_size)
-    result, _ = _mass_pass(model, test, targets=targets, num_images=num_images, keep=0, layer_name=layer_name,
-                           batch_size=batch_size, explained_class=explained_class)
-    return {"run": os.fspath(run_dir), "data": spec, "image_size": int(options["image_size"]),
-            "resize": options["resize"], **result}
+    result, _ = _mass_pass(
+        model,
+        test,
+        targets=targets,
+        num_images=num_images,
+        keep=0,
+        layer_name=layer_name,
+        batch_size=batch_size,
+        explained_class=explained_class,
+    )
+    return {
+        "run": os.fspath(run_dir),
+        "data": spec,
+        "image_size": int(options["image_size"]),
+        "resize": options["resize"],
+        **result,
+    }
 
 
 def _mass_caption(mass):
@@ -1000,8 +1163,19 @@ def _json_floats(values):
     return [None if not np.isfinite(v) else round(float(v), 4) for v in values]
 
 
-def gradcam_across_backbones(models, *, data, out_dir, num_images=4, mass_images=None, targets=("box", "class"),
-                             log=print, explained_class="predicted", layer_name=None, batch_size=16):
+def gradcam_across_backbones(
+    models,
+    *,
+    data,
+    out_dir,
+    num_images=4,
+    mass_images=None,
+    targets=("box", "class"),
+    log=print,
+    explained_class="predicted",
+    layer_name=None,
+    batch_size=16,
+):
     """Grad-CAM of several detect runs on the same test images, and how much lands on the object.
 
     For each target, one grid of the first `num_images` test images of `data` (rows) by
@@ -1048,12 +1222,28 @@ def gradcam_across_backbones(models, *, data, out_dir, num_images=4, mass_images
     >>> result["mass"]["SSL"]["box"]["mean"], result["box_share"]["mean"]
     """
     log = log or (lambda line: None)
-    titles, run_dirs, targets = _check_across_arguments(models, data=data, targets=targets, num_images=num_images,
-                                                        mass_images=mass_images, explained_class=explained_class)
+    titles, run_dirs, targets = _check_across_arguments(
+        models,
+        data=data,
+        targets=targets,
+        num_images=num_images,
+        mass_images=mass_images,
+        explained_class=explained_class,
+    )
     out_dir = os.path.abspath(os.fspath(out_dir))
     os.makedirs(out_dir, exist_ok=True)
-    runs = _explain_runs(titles, run_dirs, data=data, targets=targets, num_images=num_images, mass_images=mass_images,
-                         layer_name=layer_name, batch_size=batch_size, explained_class=explained_class, log=log)
+    runs = _explain_runs(
+        titles,
+        run_dirs,
+        data=data,
+        targets=targets,
+        num_images=num_images,
+        mass_images=mass_images,
+        layer_name=layer_name,
+        batch_size=batch_size,
+        explained_class=explained_class,
+        log=log,
+    )
     grids = {t: _write_grid(runs, t, os.path.join(out_dir, f"gradcam_{t}.png")) for t in targets}
     result = {
         "grids": grids,
@@ -1062,9 +1252,20 @@ def gradcam_across_backbones(models, *, data, out_dir, num_images=4, mass_images
         "images": list(runs[0][2]["image_ids"]),
         "json": os.path.join(out_dir, MASS_FILE),
     }
-    write_json_atomic(result["json"], _mass_record(result, runs, data=data, run_dirs=run_dirs, targets=targets,
-                                                   explained_class=explained_class))
-    log(f"[gradcam] wrote {', '.join(os.path.basename(p) for p in grids.values())} and {MASS_FILE} in {out_dir}")
+    write_json_atomic(
+        result["json"],
+        _mass_record(
+            result,
+            runs,
+            data=data,
+            run_dirs=run_dirs,
+            targets=targets,
+            explained_class=explained_class,
+        ),
+    )
+    log(
+        f"[gradcam] wrote {', '.join(os.path.basename(p) for p in grids.values())} and {MASS_FILE} in {out_dir}"
+    )
     return result
 
 
@@ -1072,29 +1273,48 @@ def _check_across_arguments(models, *, data, targets, num_images, mass_images, e
     """`(titles, run_dirs, targets)` of `gradcam_across_backbones`, every argument and run checked
     before any work."""
     if not hasattr(models, "items") or not models:
-        raise ValueError("`models` must be a non-empty mapping of column title -> detect run directory, "
-                         f"e.g. {{'SSL': 'runs/ssl'}}. Received: models={models!r}")
+        raise ValueError(
+            "`models` must be a non-empty mapping of column title -> detect run directory, "
+            f"e.g. {{'SSL': 'runs/ssl'}}. Received: models={models!r}"
+        )
     titles = [str(title) for title in models]
     if len(set(titles)) != len(titles):
         raise ValueError(f"`models` titles must be distinct as strings. Received: titles={titles}")
     run_dirs = [os.fspath(d) for d in models.values()]
     if not data:
-        raise ValueError("`data` must name the source whose test split is shown, e.g. data='voc:VOCdevkit/VOC2007'")
+        raise ValueError(
+            "`data` must name the source whose test split is shown, e.g. data='voc:VOCdevkit/VOC2007'"
+        )
     targets = _check_targets(targets)
     _check_count(num_images, "num_images")
     if num_images is None:
-        raise ValueError("`num_images` must be an int >= 1 (the grid's rows). Received: num_images=None")
+        raise ValueError(
+            "`num_images` must be an int >= 1 (the grid's rows). Received: num_images=None"
+        )
     _check_count(mass_images, "mass_images")
     _check_explained_class(explained_class)
     for run_dir in run_dirs:
         for name in ("config.json", "model.keras"):
             if not os.path.isfile(os.path.join(run_dir, name)):
-                raise FileNotFoundError(f"model {run_dir}: {name} is missing; is it a finished detect run?")
+                raise FileNotFoundError(
+                    f"model {run_dir}: {name} is missing; is it a finished detect run?"
+                )
     return titles, run_dirs, targets
 
 
-def _explain_runs(titles, run_dirs, *, data, targets, num_images, mass_images, layer_name, batch_size,
-                  explained_class, log):
+def _explain_runs(
+    titles,
+    run_dirs,
+    *,
+    data,
+    targets,
+    num_images,
+    mass_images,
+    layer_name,
+    batch_size,
+    explained_class,
+    log,
+):
     """One `(title, summary, kept)` per run (see `_mass_pass`), all on the same test images of `data`.
 
     The test split is read once per `(image_size, resize)`; one model is loaded at a time.
@@ -1108,17 +1328,36 @@ def _explain_runs(titles, run_dirs, *, data, targets, num_images, mass_images, l
         frame = (int(options["image_size"]), options["resize"])
         if frame not in splits:
             splits[frame] = _load_test_split(data, options, batch_size)
-        summary, kept = _mass_pass(model, splits[frame], targets=targets, num_images=mass_images, keep=num_images,
-                                   layer_name=layer_name, batch_size=batch_size, explained_class=explained_class)
+        summary, kept = _mass_pass(
+            model,
+            splits[frame],
+            targets=targets,
+            num_images=mass_images,
+            keep=num_images,
+            layer_name=layer_name,
+            batch_size=batch_size,
+            explained_class=explained_class,
+        )
         del model
-        if runs and (summary["image_ids"] != runs[0][1]["image_ids"] or kept["image_ids"] != runs[0][2]["image_ids"]):
-            raise ValueError(f"model {title!r} ({run_dir}) reads other test images from {data!r} than "
-                             f"{titles[0]!r}; the comparison needs the same images in every column")
+        if runs and (
+            summary["image_ids"] != runs[0][1]["image_ids"]
+            or kept["image_ids"] != runs[0][2]["image_ids"]
+        ):
+            raise ValueError(
+                f"model {title!r} ({run_dir}) reads other test images from {data!r} than "
+                f"{titles[0]!r}; the comparison needs the same images in every column"
+            )
         for t in targets:
             row = summary["targets"][t]
-            shown = "no non-zero map" if row["mean"] is None else f"{row['mean']:.3f} +- {row['std']:.3f}"
-            log(f"[gradcam] {title}: {t} in-box mass {shown} (n={row['n']}, skipped {row['skipped']}; "
-                f"flat map {summary['box_share']['mean']:.3f})")
+            shown = (
+                "no non-zero map"
+                if row["mean"] is None
+                else f"{row['mean']:.3f} +- {row['std']:.3f}"
+            )
+            log(
+                f"[gradcam] {title}: {t} in-box mass {shown} (n={row['n']}, skipped {row['skipped']}; "
+                f"flat map {summary['box_share']['mean']:.3f})"
+            )
         runs.append((title, summary, kept))
     return runs
 
@@ -1138,13 +1377,23 @@ def _write_grid(runs, target, path):
         for i, image_id in enumerate(image_ids):
             image = np.clip(np.round(kept["images"][i]), 0, 255).astype("uint8")
             line = max(1, round(image.shape[0] / 96))
-            drawn = draw_boxes(overlay(image, kept["heatmaps"][target][i]), kept["boxes"][i][None],
-                               colors=[TRUE_COLOR], width=line)
+            drawn = draw_boxes(
+                overlay(image, kept["heatmaps"][target][i]),
+                kept["boxes"][i][None],
+                colors=[TRUE_COLOR],
+                width=line,
+            )
             rows[i].append(drawn)
             caption = _mass_caption(kept["masses"][target][i])
             captions[i].append(f"{image_id}\n{caption}" if j == 0 else caption)
-    gradcam_grid(rows, titles=captions, column_titles=[title for title, _, _ in runs], path=path, tile_inches=1.6,
-                 dpi=80)
+    gradcam_grid(
+        rows,
+        titles=captions,
+        column_titles=[title for title, _, _ in runs],
+        path=path,
+        tile_inches=1.6,
+        dpi=80,
+    )
     return path
 
 
@@ -1161,6 +1410,9 @@ def _mass_record(result, runs, *, data, run_dirs, targets, explained_class):
         "per_image": {
             "image_ids": first["image_ids"],
             "box_share": _json_floats(first["box_shares"]),
-            "mass": {title: {t: _json_floats(summary["masses"][t]) for t in targets} for title, summary, _ in runs},
+            "mass": {
+                title: {t: _json_floats(summary["masses"][t]) for t in targets}
+                for title, summary, _ in runs
+            },
         },
     }

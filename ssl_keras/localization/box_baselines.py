@@ -15,7 +15,12 @@ Both are fitted on the labelled training targets alone and never look at an imag
 import numpy as np
 
 from ssl_keras.localization.box_iou import box_iou_numpy
-from ssl_keras.localization.box_metrics import MEAN_IOU, REPORT_IOU_THRESHOLDS, balanced_top1, class_rank_numpy
+from ssl_keras.localization.box_metrics import (
+    MEAN_IOU,
+    REPORT_IOU_THRESHOLDS,
+    balanced_top1,
+    class_rank_numpy,
+)
 
 PRIOR_BOX = "prior_box"
 MAJORITY_CLASS = "majority_class"
@@ -32,8 +37,10 @@ def _boxes_from_center_size(center_size):
 def _mean_iou_of_candidates(candidates, targets, chunk=4096):
     scores = np.empty(len(candidates))
     for start in range(0, len(candidates), chunk):
-        block = candidates[start:start + chunk]
-        scores[start:start + chunk] = box_iou_numpy(block[:, None, :], targets[None, :, :]).mean(axis=1)
+        block = candidates[start : start + chunk]
+        scores[start : start + chunk] = box_iou_numpy(block[:, None, :], targets[None, :, :]).mean(
+            axis=1
+        )
     return scores
 
 
@@ -59,7 +66,9 @@ def best_constant_box(boxes, *, steps=20, refinements=2):
     """
     targets = np.asarray(boxes, dtype="float64").reshape(-1, 4)
     if len(targets) == 0:
-        raise ValueError("A constant box needs at least one target box. Received: boxes of shape (0, 4)")
+        raise ValueError(
+            "A constant box needs at least one target box. Received: boxes of shape (0, 4)"
+        )
     if int(steps) < 2:
         raise ValueError(f"`steps` must be an int >= 2. Received: steps={steps}")
     centres = np.linspace(0.0, 1.0, steps + 1)
@@ -76,7 +85,9 @@ def best_constant_box(boxes, *, steps=20, refinements=2):
         # The next grid spans one cell of this one on either side, ten times finer.
         spacing_next = spacing / 10.0
         offsets = np.arange(-10, 11) * spacing_next
-        grid = [np.clip(best[0][i] + offsets, 0.0 if i < 2 else spacing_next, 1.0) for i in range(4)]
+        grid = [
+            np.clip(best[0][i] + offsets, 0.0 if i < 2 else spacing_next, 1.0) for i in range(4)
+        ]
         grid = [np.unique(axis) for axis in grid]
         spacing = spacing_next
     return best[1].astype("float32"), best[2]
@@ -116,8 +127,10 @@ def fit_baselines(train_boxes, train_labels, class_names):
     return {
         "num_train_images": int(len(np.asarray(train_labels).reshape(-1))),
         PRIOR_BOX: {"box": [round(float(v), 6) for v in box], "train_mean_iou": train_iou},
-        MAJORITY_CLASS: {"ranking": [class_names[c] for c in ranking],
-                         "train_counts": {name: counts[i] for i, name in enumerate(class_names)}},
+        MAJORITY_CLASS: {
+            "ranking": [class_names[c] for c in ranking],
+            "train_counts": {name: counts[i] for i, name in enumerate(class_names)},
+        },
     }
 
 
@@ -145,9 +158,15 @@ def score_baselines(fitted, true_boxes, true_labels, class_names):
     ranking = [index[name] for name in fitted[MAJORITY_CLASS]["ranking"]]
     scores = np.zeros(len(class_names))
     scores[ranking] = np.arange(len(ranking), 0, -1)  # Most frequent scores highest.
-    rank = class_rank_numpy(true_labels, np.broadcast_to(scores, (len(true_labels), len(class_names))))
-    majority = {"classes": fitted[MAJORITY_CLASS]["ranking"][:3], "top1": float((rank < 1).mean()),
-                "top3": float((rank < 3).mean()), "balanced_top1": balanced_top1(true_labels, rank < 1)}
+    rank = class_rank_numpy(
+        true_labels, np.broadcast_to(scores, (len(true_labels), len(class_names)))
+    )
+    majority = {
+        "classes": fitted[MAJORITY_CLASS]["ranking"][:3],
+        "top1": float((rank < 1).mean()),
+        "top3": float((rank < 3).mean()),
+        "balanced_top1": balanced_top1(true_labels, rank < 1),
+    }
     return {PRIOR_BOX: prior, MAJORITY_CLASS: majority}
 
 

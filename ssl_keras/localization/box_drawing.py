@@ -26,8 +26,12 @@ def draw_boxes(image, boxes, *, captions=None, colors=None, width=2):
     for i, box in enumerate(np.asarray(boxes, dtype="float32").reshape(-1, 4)):
         ymin, xmin, ymax, xmax = box
         color = colors[i] if colors else PRED_COLOR
-        corners = [xmin * width_px, ymin * height, max(xmax * width_px - 1, xmin * width_px),
-                   max(ymax * height - 1, ymin * height)]
+        corners = [
+            xmin * width_px,
+            ymin * height,
+            max(xmax * width_px - 1, xmin * width_px),
+            max(ymax * height - 1, ymin * height),
+        ]
         draw.rectangle(corners, outline=color, width=width)
         if captions and captions[i]:
             x, y = corners[0] + 2, max(corners[1] - 12, 0)

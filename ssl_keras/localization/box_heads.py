@@ -68,7 +68,11 @@ class PooledBoxHead(keras.layers.Layer):
         self.hidden_units = int(hidden_units)
         self.dropout = float(dropout)
         self.pool = keras.layers.GlobalAveragePooling2D(name="head_pool")
-        self.hidden = keras.layers.Dense(hidden_units, activation="relu", name="head_hidden") if hidden_units else None
+        self.hidden = (
+            keras.layers.Dense(hidden_units, activation="relu", name="head_hidden")
+            if hidden_units
+            else None
+        )
         self.dropout_layer = keras.layers.Dropout(dropout, name="head_dropout")
         self.box_output = keras.layers.Dense(4, name="box_output")
         self.class_output = keras.layers.Dense(num_classes, name="class_output")
@@ -91,8 +95,10 @@ class PooledBoxHead(keras.layers.Layer):
         if self.hidden is not None:
             features = self.hidden(features)
         features = self.dropout_layer(features, training=training)
-        return (ops.cast(self.box_output(features), "float32"),
-                ops.cast(self.class_output(features), "float32"))
+        return (
+            ops.cast(self.box_output(features), "float32"),
+            ops.cast(self.class_output(features), "float32"),
+        )
 
     def call(self, features, training=None, return_size_score=False):
         box_raw, logits = self.raw_outputs(features, training=training)
@@ -107,7 +113,13 @@ class PooledBoxHead(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"num_classes": self.num_classes, "hidden_units": self.hidden_units, "dropout": self.dropout})
+        config.update(
+            {
+                "num_classes": self.num_classes,
+                "hidden_units": self.hidden_units,
+                "dropout": self.dropout,
+            }
+        )
         return config
 
 
@@ -158,7 +170,11 @@ class SpatialBoxHead(keras.layers.Layer):
         self.cell_scores = keras.layers.Conv2D(1, 1, name="box_cell_scores")
         self.cell_sides = keras.layers.Conv2D(4, 1, name="box_cell_sides")
         self.pool = keras.layers.GlobalAveragePooling2D(name="head_pool")
-        self.hidden = keras.layers.Dense(hidden_units, activation="relu", name="head_hidden") if hidden_units else None
+        self.hidden = (
+            keras.layers.Dense(hidden_units, activation="relu", name="head_hidden")
+            if hidden_units
+            else None
+        )
         self.dropout_layer = keras.layers.Dropout(dropout, name="head_dropout")
         self.class_output = keras.layers.Dense(num_classes, name="class_output")
 
@@ -193,8 +209,15 @@ class SpatialBoxHead(keras.layers.Layer):
         cx = ops.reshape(ops.repeat(ops.expand_dims(xs, 0), h, axis=0), (1, h * w))
         # Each side reaches a fraction of the way from the centre to the image border, so every
         # cell's box lies inside the image and no clipping cuts its gradient.
-        boxes = ops.stack([cy * (1.0 - reach[..., 0]), cx * (1.0 - reach[..., 1]),
-                           cy + (1.0 - cy) * reach[..., 2], cx + (1.0 - cx) * reach[..., 3]], axis=-1)
+        boxes = ops.stack(
+            [
+                cy * (1.0 - reach[..., 0]),
+                cx * (1.0 - reach[..., 1]),
+                cy + (1.0 - cy) * reach[..., 2],
+                cx + (1.0 - cx) * reach[..., 3],
+            ],
+            axis=-1,
+        )
         return ops.softmax(scores, axis=-1), boxes
 
     def class_logits(self, feature_map, training=None):
@@ -218,16 +241,29 @@ class SpatialBoxHead(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"num_classes": self.num_classes, "channels": self.channels,
-                       "hidden_units": self.hidden_units, "dropout": self.dropout})
+        config.update(
+            {
+                "num_classes": self.num_classes,
+                "channels": self.channels,
+                "hidden_units": self.hidden_units,
+                "dropout": self.dropout,
+            }
+        )
         return config
 
 
 def make_head(head, *, num_classes, hidden_units=256, dropout=0.2, channels=128):
     """`PooledBoxHead` or `SpatialBoxHead` by name (`HEADS`)."""
     if head == "pooled":
-        return PooledBoxHead(num_classes=num_classes, hidden_units=hidden_units, dropout=dropout, name="pooled_head")
+        return PooledBoxHead(
+            num_classes=num_classes, hidden_units=hidden_units, dropout=dropout, name="pooled_head"
+        )
     if head == "spatial":
-        return SpatialBoxHead(num_classes=num_classes, channels=channels, hidden_units=hidden_units, dropout=dropout,
-                              name="spatial_head")
+        return SpatialBoxHead(
+            num_classes=num_classes,
+            channels=channels,
+            hidden_units=hidden_units,
+            dropout=dropout,
+            name="spatial_head",
+        )
     raise ValueError(f"`head` must be one of {', '.join(HEADS)}. Received: head={head!r}")

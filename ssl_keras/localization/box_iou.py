@@ -36,10 +36,12 @@ def intersection_and_union(boxes_a, boxes_b):
     boxes_a = ops.cast(boxes_a, "float32")
     boxes_b = ops.cast(boxes_b, "float32")
     inter_h = ops.relu(
-        ops.minimum(boxes_a[..., 2], boxes_b[..., 2]) - ops.maximum(boxes_a[..., 0], boxes_b[..., 0])
+        ops.minimum(boxes_a[..., 2], boxes_b[..., 2])
+        - ops.maximum(boxes_a[..., 0], boxes_b[..., 0])
     )
     inter_w = ops.relu(
-        ops.minimum(boxes_a[..., 3], boxes_b[..., 3]) - ops.maximum(boxes_a[..., 1], boxes_b[..., 1])
+        ops.minimum(boxes_a[..., 3], boxes_b[..., 3])
+        - ops.maximum(boxes_a[..., 1], boxes_b[..., 1])
     )
     intersection = inter_h * inter_w
     union = box_area(boxes_a) + box_area(boxes_b) - intersection

@@ -8,7 +8,12 @@ from ssl_keras.backbone import feature_map_backbone, is_feature_map_backbone
 from ssl_keras.localization.box_augmenter import BoxAugmenter
 from ssl_keras.localization.box_heads import HEADS, make_head
 from ssl_keras.localization.box_losses import box_loss
-from ssl_keras.localization.box_metrics import BoxMeanIoU, ClassAndBoxAccuracy, LocalizationAccuracy, TopKClassAccuracy
+from ssl_keras.localization.box_metrics import (
+    BoxMeanIoU,
+    ClassAndBoxAccuracy,
+    LocalizationAccuracy,
+    TopKClassAccuracy,
+)
 
 
 @keras.saving.register_keras_serializable(package="ssl_keras")
@@ -63,31 +68,58 @@ class BoxRegressor(keras.Model):
     >>> out = model.predict(images)  # {"boxes": [N, 4], "class_logits": [N, 20]}
     """
 
-    def __init__(self, backbone, *, num_classes, head="pooled", augmenter="default", hidden_units=256, dropout=0.2,
-                 spatial_channels=128, box_weight=1.0, giou_weight=1.0, l1_weight=1.0, class_weight=1.0,
-                 class_weights=None, **kwargs):
+    def __init__(
+        self,
+        backbone,
+        *,
+        num_classes,
+        head="pooled",
+        augmenter="default",
+        hidden_units=256,
+        dropout=0.2,
+        spatial_channels=128,
+        box_weight=1.0,
+        giou_weight=1.0,
+        l1_weight=1.0,
+        class_weight=1.0,
+        class_weights=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if head not in HEADS:
             raise ValueError(f"`head` must be one of {', '.join(HEADS)}. Received: head={head!r}")
         if isinstance(augmenter, str) and augmenter != "default":
-            raise ValueError("`augmenter` must be a layer, \"default\" (a `BoxAugmenter()`) or None (no augmentation). "
-                             f"Received: augmenter={augmenter!r}")
-        for name, value in (("box_weight", box_weight), ("class_weight", class_weight),
-                            ("giou_weight", giou_weight), ("l1_weight", l1_weight)):
+            raise ValueError(
+                '`augmenter` must be a layer, "default" (a `BoxAugmenter()`) or None (no augmentation). '
+                f"Received: augmenter={augmenter!r}"
+            )
+        for name, value in (
+            ("box_weight", box_weight),
+            ("class_weight", class_weight),
+            ("giou_weight", giou_weight),
+            ("l1_weight", l1_weight),
+        ):
             if value < 0:
                 raise ValueError(f"`{name}` must be >= 0. Received: {name}={value}")
         if class_weights is not None:
             class_weights = [float(w) for w in class_weights]
             if len(class_weights) != int(num_classes) or min(class_weights) < 0:
-                raise ValueError(f"`class_weights` must be {int(num_classes)} numbers >= 0 (one per class). "
-                                 f"Received: class_weights={class_weights}")
+                raise ValueError(
+                    f"`class_weights` must be {int(num_classes)} numbers >= 0 (one per class). "
+                    f"Received: class_weights={class_weights}"
+                )
         # Layers.
         if head == "spatial" and not is_feature_map_backbone(backbone):
             backbone = feature_map_backbone(backbone)
         self.backbone = backbone
         self.augmenter = BoxAugmenter() if isinstance(augmenter, str) else augmenter
-        self.head = make_head(head, num_classes=num_classes, hidden_units=hidden_units, dropout=dropout,
-                              channels=spatial_channels)
+        self.head = make_head(
+            head,
+            num_classes=num_classes,
+            hidden_units=hidden_units,
+            dropout=dropout,
+            channels=spatial_channels,
+        )
         # Config.
         self.head_type = head
         self.num_classes = int(num_classes)
@@ -99,8 +131,14 @@ class BoxRegressor(keras.Model):
         self.l1_weight = float(l1_weight)
         self.class_weight = float(class_weight)
         self.class_weights = class_weights
-        self.box_metrics = [BoxMeanIoU(), LocalizationAccuracy(threshold=0.5), LocalizationAccuracy(threshold=0.7),
-                            TopKClassAccuracy(k=1), TopKClassAccuracy(k=3), ClassAndBoxAccuracy(threshold=0.5)]
+        self.box_metrics = [
+            BoxMeanIoU(),
+            LocalizationAccuracy(threshold=0.5),
+            LocalizationAccuracy(threshold=0.7),
+            TopKClassAccuracy(k=1),
+            TopKClassAccuracy(k=3),
+            ClassAndBoxAccuracy(threshold=0.5),
+        ]
 
     def build(self, input_shape):
         if isinstance(input_shape, dict):
@@ -116,8 +154,15 @@ class BoxRegressor(keras.Model):
             self.head.build(self.backbone.compute_output_shape(input_shape))
         self.built = True
 
-    def compile(self, optimizer="adamw", loss=None, metrics=None, loss_weights=None, weighted_metrics=None,
-                **kwargs):
+    def compile(
+        self,
+        optimizer="adamw",
+        loss=None,
+        metrics=None,
+        loss_weights=None,
+        weighted_metrics=None,
+        **kwargs,
+    ):
         """Compiles; a `BackboneAdamW` optimizer is told which variables are the backbone's.
 
         Args:
@@ -132,14 +177,18 @@ class BoxRegressor(keras.Model):
             **kwargs: passed to `keras.Model.compile`.
         """
         if loss is not None or metrics is not None:
-            raise ValueError("BoxRegressor computes its own loss (box_weight * (GIoU + L1) + class_weight * "
-                             "cross-entropy) and box metrics; set the weights in the constructor and leave "
-                             f"loss and metrics out. Received: loss={loss!r}, metrics={metrics!r}")
+            raise ValueError(
+                "BoxRegressor computes its own loss (box_weight * (GIoU + L1) + class_weight * "
+                "cross-entropy) and box metrics; set the weights in the constructor and leave "
+                f"loss and metrics out. Received: loss={loss!r}, metrics={metrics!r}"
+            )
         if loss_weights is not None or weighted_metrics is not None:
-            raise ValueError("BoxRegressor weighs its loss with its constructor's box_weight, class_weight, "
-                             "giou_weight, l1_weight and class_weights, and reports its own box metrics; leave "
-                             f"loss_weights and weighted_metrics out. Received: loss_weights={loss_weights!r}, "
-                             f"weighted_metrics={weighted_metrics!r}")
+            raise ValueError(
+                "BoxRegressor weighs its loss with its constructor's box_weight, class_weight, "
+                "giou_weight, l1_weight and class_weights, and reports its own box metrics; leave "
+                f"loss_weights and weighted_metrics out. Received: loss_weights={loss_weights!r}, "
+                f"weighted_metrics={weighted_metrics!r}"
+            )
         super().compile(optimizer=optimizer, **kwargs)
         if hasattr(self.optimizer, "set_backbone_variables"):
             self.optimizer.set_backbone_variables(self.backbone.trainable_variables)
@@ -148,7 +197,13 @@ class BoxRegressor(keras.Model):
         config = keras.saving.deserialize_keras_object(config)
         config.pop("loss", None)
         config.pop("metrics", None)
-        self.compile(**{k: v for k, v in config.items() if k in ("optimizer", "jit_compile", "steps_per_execution")})
+        self.compile(
+            **{
+                k: v
+                for k, v in config.items()
+                if k in ("optimizer", "jit_compile", "steps_per_execution")
+            }
+        )
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
@@ -177,13 +232,21 @@ class BoxRegressor(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         targets = self._targets(y, y_pred)
-        box = ops.mean(box_loss(targets["boxes"], y_pred["boxes"], giou_weight=self.giou_weight,
-                                l1_weight=self.l1_weight))
-        cross_entropy = keras.losses.sparse_categorical_crossentropy(targets["labels"], y_pred["class_logits"],
-                                                                     from_logits=True)
+        box = ops.mean(
+            box_loss(
+                targets["boxes"],
+                y_pred["boxes"],
+                giou_weight=self.giou_weight,
+                l1_weight=self.l1_weight,
+            )
+        )
+        cross_entropy = keras.losses.sparse_categorical_crossentropy(
+            targets["labels"], y_pred["class_logits"], from_logits=True
+        )
         if self.class_weights is not None:
-            cross_entropy = cross_entropy * ops.take(ops.convert_to_tensor(self.class_weights, "float32"),
-                                                     targets["labels"])
+            cross_entropy = cross_entropy * ops.take(
+                ops.convert_to_tensor(self.class_weights, "float32"), targets["labels"]
+            )
         cls = ops.mean(cross_entropy)
         loss = self.box_weight * box + self.class_weight * cls
         if self.losses:
@@ -199,20 +262,24 @@ class BoxRegressor(keras.Model):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "backbone": keras.saving.serialize_keras_object(self.backbone),
-            "augmenter": keras.saving.serialize_keras_object(self.augmenter) if self.augmenter is not None else None,
-            "num_classes": self.num_classes,
-            "head": self.head_type,
-            "hidden_units": self.hidden_units,
-            "dropout": self.dropout,
-            "spatial_channels": self.spatial_channels,
-            "box_weight": self.box_weight,
-            "giou_weight": self.giou_weight,
-            "l1_weight": self.l1_weight,
-            "class_weight": self.class_weight,
-            "class_weights": self.class_weights,
-        })
+        config.update(
+            {
+                "backbone": keras.saving.serialize_keras_object(self.backbone),
+                "augmenter": keras.saving.serialize_keras_object(self.augmenter)
+                if self.augmenter is not None
+                else None,
+                "num_classes": self.num_classes,
+                "head": self.head_type,
+                "hidden_units": self.hidden_units,
+                "dropout": self.dropout,
+                "spatial_channels": self.spatial_channels,
+                "box_weight": self.box_weight,
+                "giou_weight": self.giou_weight,
+                "l1_weight": self.l1_weight,
+                "class_weight": self.class_weight,
+                "class_weights": self.class_weights,
+            }
+        )
         return config
 
     @classmethod

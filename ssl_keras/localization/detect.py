@@ -31,14 +31,25 @@ from ssl_keras.localization.box_baselines import fit_baselines, margins, score_b
 from ssl_keras.localization.box_drawing import PRED_COLOR, TRUE_COLOR, draw_boxes
 from ssl_keras.localization.box_metrics import format_per_class_table, localization_report
 from ssl_keras.localization.box_regressor import BoxRegressor, balanced_class_weights
-from ssl_keras.runs.callbacks import BestEpoch, ImageSummary, LearningRateLogger, image_grid, read_best_epoch
+from ssl_keras.runs.callbacks import (
+    BestEpoch,
+    ImageSummary,
+    LearningRateLogger,
+    image_grid,
+    read_best_epoch,
+)
 from ssl_keras.runs.config import DetectConfig, to_dict
 from ssl_keras.data.feature_cache import backbone_outputs, cached_dataset, cached_train_stream
 from ssl_keras.data.localization import boxes_to_original, load_localization_data
 from ssl_keras.runs.export import ExportError, export_serving
 from ssl_keras.optimizers import BackboneAdamW, WarmupCosineDecay
-from ssl_keras.runs.run_directory import (read_json, resolved_jit_compile, save_model_atomic, write_json_atomic,
-                                          write_text_atomic)
+from ssl_keras.runs.run_directory import (
+    read_json,
+    resolved_jit_compile,
+    save_model_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from ssl_keras.runs.resumable import StopRequest, fit_resumable, load_checkpoint, stop_on_signals
 from ssl_keras.runs.run_skeleton import start_run
 
@@ -57,16 +68,27 @@ def resolve_seeds(seed):
 
 def _load_data(options, seeds, data_spec=None, splits=("train", "val", "test")):
     """The run's localization data (`data_spec` overrides its source), reading only `splits`."""
-    return load_localization_data(data_spec or options["data"], image_size=options["image_size"],
-                                  batch_size=options["batch_size"], seed=seeds["data"],
-                                  label_fraction=options["label_fraction"], num_labeled=options["num_labeled"],
-                                  resize=options["resize"], splits=splits)
+    return load_localization_data(
+        data_spec or options["data"],
+        image_size=options["image_size"],
+        batch_size=options["batch_size"],
+        seed=seeds["data"],
+        label_fraction=options["label_fraction"],
+        num_labeled=options["num_labeled"],
+        resize=options["resize"],
+        splits=splits,
+    )
 
 
 def _phase_optimizer(config, steps, finetune):
-    schedule = WarmupCosineDecay(config.learning_rate, total_steps=max(steps, 1), warmup_steps=0, final_fraction=0.05)
-    optimizer = BackboneAdamW(backbone_lr_multiplier=config.backbone_lr_multiplier if finetune else 1.0,
-                              learning_rate=schedule, weight_decay=config.weight_decay)
+    schedule = WarmupCosineDecay(
+        config.learning_rate, total_steps=max(steps, 1), warmup_steps=0, final_fraction=0.05
+    )
+    optimizer = BackboneAdamW(
+        backbone_lr_multiplier=config.backbone_lr_multiplier if finetune else 1.0,
+        learning_rate=schedule,
+        weight_decay=config.weight_decay,
+    )
     return optimizer
 
 
@@ -76,14 +98,18 @@ def enter_phase(model, config, *, finetune, epochs, steps_per_epoch):
     model.backbone.trainable = finetune
     if finetune and config.bn_momentum is not None:
         set_batch_norm_momentum(model.backbone, config.bn_momentum)
-    model.compile(optimizer=_phase_optimizer(config, epochs * steps_per_epoch, finetune),
-                  jit_compile=resolved_jit_compile())
+    model.compile(
+        optimizer=_phase_optimizer(config, epochs * steps_per_epoch, finetune),
+        jit_compile=resolved_jit_compile(),
+    )
 
 
 def _with_box_inputs(dataset, augment):
     if not augment:
         return dataset
-    return dataset.map(lambda image, targets: ({"images": image, "boxes": targets["boxes"]}, targets))
+    return dataset.map(
+        lambda image, targets: ({"images": image, "boxes": targets["boxes"]}, targets)
+    )
 
 
 def _train_stream(data, augment):
@@ -105,7 +131,9 @@ def _flat_counts(by_split):
 def data_report(data):
     """What the data loader left out or repaired: totals, per split, and one line per file."""
     skipped_by_split = {split: dict(reasons) for split, reasons in data.skipped.items()}
-    repaired_by_split = {split: dict(reasons) for split, reasons in getattr(data, "repaired", {}).items()}
+    repaired_by_split = {
+        split: dict(reasons) for split, reasons in getattr(data, "repaired", {}).items()
+    }
     return {
         "skipped": _flat_counts(skipped_by_split),
         "skipped_by_split": skipped_by_split,
@@ -124,8 +152,12 @@ def predict_dataset(model, dataset):
         probs.append(keras.ops.convert_to_numpy(keras.ops.softmax(out["class_logits"], axis=-1)))
         true_boxes.append(np.asarray(targets["boxes"]))
         labels.append(np.asarray(targets["labels"]))
-    return {"pred_boxes": np.concatenate(boxes), "class_probs": np.concatenate(probs),
-            "true_boxes": np.concatenate(true_boxes), "labels": np.concatenate(labels)}
+    return {
+        "pred_boxes": np.concatenate(boxes),
+        "class_probs": np.concatenate(probs),
+        "true_boxes": np.concatenate(true_boxes),
+        "labels": np.concatenate(labels),
+    }
 
 
 def _box_grid(images, targets, class_names):
@@ -133,8 +165,15 @@ def _box_grid(images, targets, class_names):
         out = model(images, training=False)
         pred = keras.ops.convert_to_numpy(out["boxes"])
         cls = np.argmax(keras.ops.convert_to_numpy(out["class_logits"]), axis=-1)
-        drawn = [draw_boxes(img, np.stack([t, p]), captions=["", class_names[c]], colors=[TRUE_COLOR, PRED_COLOR])
-                 for img, t, p, c in zip(images, targets, pred, cls)]
+        drawn = [
+            draw_boxes(
+                img,
+                np.stack([t, p]),
+                captions=["", class_names[c]],
+                colors=[TRUE_COLOR, PRED_COLOR],
+            )
+            for img, t, p, c in zip(images, targets, pred, cls)
+        ]
         return image_grid([drawn])
 
     return make
@@ -149,16 +188,27 @@ def _test_metrics(model, data, split, baselines=None):
     images (`baselines`) and the model's lead over them (`margins`).
     """
     if split == "train":
-        raise ValueError("metrics are computed on val or test (the train split is shuffled and subset)")
+        raise ValueError(
+            "metrics are computed on val or test (the train split is shuffled and subset)"
+        )
     arrays = predict_dataset(model, getattr(data, split))
     original_hw = np.asarray(data.original_hw[split])
-    to_original = lambda boxes: boxes_to_original(boxes, original_hw, data.image_size, data.resize_policy)
+    to_original = lambda boxes: boxes_to_original(
+        boxes, original_hw, data.image_size, data.resize_policy
+    )
     true_boxes = to_original(arrays["true_boxes"])
-    report = localization_report(true_boxes, to_original(arrays["pred_boxes"]),
-                                 arrays["labels"], arrays["class_probs"], data.class_names)
+    report = localization_report(
+        true_boxes,
+        to_original(arrays["pred_boxes"]),
+        arrays["labels"],
+        arrays["class_probs"],
+        data.class_names,
+    )
     report["split"] = split
     if baselines is not None:
-        report["baselines"] = score_baselines(baselines, true_boxes, arrays["labels"], list(data.class_names))
+        report["baselines"] = score_baselines(
+            baselines, true_boxes, arrays["labels"], list(data.class_names)
+        )
         report["margins"] = margins(report, report["baselines"])
     report.update(data_report(data))
     return report
@@ -178,11 +228,18 @@ def _feature_caches(model, data, config, seeds, steps_per_epoch, log):
         rows = data.train
     train = backbone_outputs(model.backbone, rows, flip=config.augment)
     val = backbone_outputs(model.backbone, data.val)
-    log(f"cached the frozen backbone's features of {len(train['labels'])} training images"
-        + (" and their flips" if config.augment else "") + f" and {len(val['labels'])} val images "
-        f"in {time.perf_counter() - started:.0f} s (shape {list(train['features'].shape[1:])})")
-    stream = cached_train_stream(train, batch_size=config.batch_size, seed=seeds["data"],
-                                 flip_seed=seeds["augmenter"] if config.augment else None)
+    log(
+        f"cached the frozen backbone's features of {len(train['labels'])} training images"
+        + (" and their flips" if config.augment else "")
+        + f" and {len(val['labels'])} val images "
+        f"in {time.perf_counter() - started:.0f} s (shape {list(train['features'].shape[1:])})"
+    )
+    stream = cached_train_stream(
+        train,
+        batch_size=config.batch_size,
+        seed=seeds["data"],
+        flip_seed=seeds["augmenter"] if config.augment else None,
+    )
     return stream, cached_dataset(val, batch_size=config.batch_size)
 
 
@@ -191,13 +248,25 @@ def _new_model(config, backbone, data, seeds):
     class_names = list(data.class_names)
     train_labels = data.targets["train"]["labels"]
     augmenter = BoxAugmenter(seed=seeds["augmenter"]) if config.augment else None
-    class_weights = (balanced_class_weights(train_labels, len(class_names))
-                     if config.class_balance == "weight" else None)
-    return BoxRegressor(backbone, num_classes=len(class_names), head=config.head, augmenter=augmenter,
-                        hidden_units=config.hidden_units, dropout=config.dropout,
-                        spatial_channels=config.spatial_channels, box_weight=config.box_weight,
-                        giou_weight=config.giou_weight, l1_weight=config.l1_weight,
-                        class_weight=config.class_weight, class_weights=class_weights)
+    class_weights = (
+        balanced_class_weights(train_labels, len(class_names))
+        if config.class_balance == "weight"
+        else None
+    )
+    return BoxRegressor(
+        backbone,
+        num_classes=len(class_names),
+        head=config.head,
+        augmenter=augmenter,
+        hidden_units=config.hidden_units,
+        dropout=config.dropout,
+        spatial_channels=config.spatial_channels,
+        box_weight=config.box_weight,
+        giou_weight=config.giou_weight,
+        l1_weight=config.l1_weight,
+        class_weight=config.class_weight,
+        class_weights=class_weights,
+    )
 
 
 def _callbacks(config, data, out):
@@ -207,12 +276,24 @@ def _callbacks(config, data, out):
     callbacks = [
         LearningRateLogger(),
         keras.callbacks.TensorBoard(logs_dir, update_freq="epoch", write_graph=False),
-        ImageSummary(logs_dir, "val_true_green_vs_predicted_red",
-                     _box_grid(np.asarray(sample_images)[:6], np.asarray(sample_targets["boxes"])[:6], data.class_names)),
+        ImageSummary(
+            logs_dir,
+            "val_true_green_vs_predicted_red",
+            _box_grid(
+                np.asarray(sample_images)[:6],
+                np.asarray(sample_targets["boxes"])[:6],
+                data.class_names,
+            ),
+        ),
     ]
     if config.model_selection == "best-val":
-        callbacks.append(BestEpoch(os.path.join(out, BEST_WEIGHTS), os.path.join(out, BEST_RECORD),
-                                   monitor="val_mean_iou"))
+        callbacks.append(
+            BestEpoch(
+                os.path.join(out, BEST_WEIGHTS),
+                os.path.join(out, BEST_RECORD),
+                monitor="val_mean_iou",
+            )
+        )
     return callbacks
 
 
@@ -235,17 +316,36 @@ def _fit_phases(model, config, data, run, *, callbacks, steps_per_epoch, head_ep
             if end <= start or epoch >= end:
                 continue
             if not (run.state and (epoch > start or step > 0)):  # not resumed inside this phase
-                enter_phase(model, config, finetune=finetune, epochs=end - start, steps_per_epoch=steps_per_epoch)
+                enter_phase(
+                    model,
+                    config,
+                    finetune=finetune,
+                    epochs=end - start,
+                    steps_per_epoch=steps_per_epoch,
+                )
             cached = not finetune and config.cache_features
             if cached:
-                stream, val = _feature_caches(model, data, config, run.seeds, steps_per_epoch, run.log)
+                stream, val = _feature_caches(
+                    model, data, config, run.seeds, steps_per_epoch, run.log
+                )
             else:
                 stream, val = image_stream, image_val
-            run.log(f"{'fine-tuning' if finetune else 'training the head (backbone frozen)'}: epochs {epoch + 1}-{end}"
-                    + (" on cached features" if cached else ""))
-            ran = fit_resumable(model, stream, epochs=end, steps_per_epoch=steps_per_epoch,
-                                checkpoints=run.checkpoints, start=(epoch, step), callbacks=callbacks,
-                                stop_request=request, validation_data=val, verbose=verbose)
+            run.log(
+                f"{'fine-tuning' if finetune else 'training the head (backbone frozen)'}: epochs {epoch + 1}-{end}"
+                + (" on cached features" if cached else "")
+            )
+            ran = fit_resumable(
+                model,
+                stream,
+                epochs=end,
+                steps_per_epoch=steps_per_epoch,
+                checkpoints=run.checkpoints,
+                start=(epoch, step),
+                callbacks=callbacks,
+                stop_request=request,
+                validation_data=val,
+                verbose=verbose,
+            )
             for key, values in ran.items():
                 history.setdefault(key, []).extend(values)
             epoch, step = end, 0
@@ -255,7 +355,11 @@ def _fit_phases(model, config, data, run, *, callbacks, steps_per_epoch, head_ep
 def _select_epoch(model, config, out):
     """Loads the best val epoch's weights into `model` (best-val selection); returns the selection record."""
     selection = {"model_selection": config.model_selection, "selected_epoch": config.epochs}
-    record = read_best_epoch(os.path.join(out, BEST_RECORD)) if config.model_selection == "best-val" else None
+    record = (
+        read_best_epoch(os.path.join(out, BEST_RECORD))
+        if config.model_selection == "best-val"
+        else None
+    )
     if record is not None:
         model.load_weights(os.path.join(out, BEST_WEIGHTS))
         selection.update(selected_epoch=record["epoch"], selected_val_mean_iou=record["value"])
@@ -301,37 +405,70 @@ def run_detect(config: DetectConfig, *, verbose=1, log=print, resume_hint=None):
         backbone, backbone_description = resolve_backbone(config)
     head_epochs = config.resolved_head_epochs()
     steps_per_epoch = -(-len(data.train_ids) // config.batch_size)
-    run.write_config({"backbone": backbone_description, "head_epochs": head_epochs,
-                      "finetune_epochs": config.epochs - head_epochs, "steps_per_epoch": steps_per_epoch,
-                      "data": data.description, "num_images": data.num_images, "class_names": list(data.class_names),
-                      "resize": config.resize, "jit_compile": resolved_jit_compile()})
+    run.write_config(
+        {
+            "backbone": backbone_description,
+            "head_epochs": head_epochs,
+            "finetune_epochs": config.epochs - head_epochs,
+            "steps_per_epoch": steps_per_epoch,
+            "data": data.description,
+            "num_images": data.num_images,
+            "class_names": list(data.class_names),
+            "resize": config.resize,
+            "jit_compile": resolved_jit_compile(),
+        }
+    )
     write_json_atomic(os.path.join(run.out, "train_ids.json"), {"train_ids": list(data.train_ids)})
     train_targets = data.targets["train"]
-    baselines = fit_baselines(train_targets["boxes"], train_targets["labels"], list(data.class_names))
+    baselines = fit_baselines(
+        train_targets["boxes"], train_targets["labels"], list(data.class_names)
+    )
     write_json_atomic(os.path.join(run.out, "baselines.json"), baselines)
 
     if run.log_resume(config.epochs):
         model = load_checkpoint(run.state)
     else:
         model = _new_model(config, backbone, data, run.seeds)
-    with run.hints(resume=resume_hint, nonfinite="start a new run with a lower --learning-rate "
-                                                 f"(this one used {config.learning_rate:g})"):
-        history = _fit_phases(model, config, data, run, callbacks=_callbacks(config, data, run.out),
-                              steps_per_epoch=steps_per_epoch, head_epochs=head_epochs, verbose=verbose)
+    with run.hints(
+        resume=resume_hint,
+        nonfinite="start a new run with a lower --learning-rate "
+        f"(this one used {config.learning_rate:g})",
+    ):
+        history = _fit_phases(
+            model,
+            config,
+            data,
+            run,
+            callbacks=_callbacks(config, data, run.out),
+            steps_per_epoch=steps_per_epoch,
+            head_epochs=head_epochs,
+            verbose=verbose,
+        )
     selection = _select_epoch(model, config, run.out)
     exported = _save_model(model, run.out, config.export, log)
 
     metrics = _test_metrics(model, data, "test", baselines)
     metrics.update(selection)
-    metrics.update({"backbone": backbone_description, "mode": config.mode, "num_train_images": len(data.train_ids),
-                    "epochs": config.epochs, "history": history})
+    metrics.update(
+        {
+            "backbone": backbone_description,
+            "mode": config.mode,
+            "num_train_images": len(data.train_ids),
+            "epochs": config.epochs,
+            "history": history,
+        }
+    )
     # metrics.json holds only what the seed determines, so two runs can be compared bitwise;
     # time and memory go to timing.json.
     write_json_atomic(os.path.join(run.out, "metrics.json"), metrics)
     write_text_atomic(os.path.join(run.out, "per_class.md"), format_per_class_table(metrics))
     metrics.update(run.write_timing())
-    metrics["outputs"] = {"model": os.path.join(run.out, "model.keras"), "savedmodel": exported,
-                          "logs": os.path.join(run.out, "logs"), "metrics": os.path.join(run.out, "metrics.json")}
+    metrics["outputs"] = {
+        "model": os.path.join(run.out, "model.keras"),
+        "savedmodel": exported,
+        "logs": os.path.join(run.out, "logs"),
+        "metrics": os.path.join(run.out, "metrics.json"),
+    }
     return metrics
 
 
@@ -339,7 +476,10 @@ def _log_data_report(report, log, *, limit=20):
     """Logs, once, what the loader skipped and repaired, with up to `limit` file lines."""
     for key, verb in (("skipped", "skipped"), ("repaired", "read after a repair")):
         if report[key]:
-            log(f"{verb}: " + ", ".join(f"{reason}: {count}" for reason, count in report[key].items()))
+            log(
+                f"{verb}: "
+                + ", ".join(f"{reason}: {count}" for reason, count in report[key].items())
+            )
     messages = report["data_messages"]
     for message in messages[:limit]:
         log(f"  {message}")
@@ -356,7 +496,10 @@ def export_detector(model, path):
 
     def serve(images):
         out = model(images, training=False)
-        return {"boxes": out["boxes"], "class_probs": keras.ops.softmax(out["class_logits"], axis=-1)}
+        return {
+            "boxes": out["boxes"],
+            "class_probs": keras.ops.softmax(out["class_logits"], axis=-1),
+        }
 
     return export_serving(path, model, serve)
 
@@ -367,7 +510,9 @@ def load_run(run_dir):
     model_path = os.path.join(run_dir, "model.keras")
     for path in (record_path, model_path):
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"--model {run_dir}: {os.path.basename(path)} is missing; is it a finished detect run?")
+            raise FileNotFoundError(
+                f"--model {run_dir}: {os.path.basename(path)} is missing; is it a finished detect run?"
+            )
     return keras.saving.load_model(model_path), read_json(record_path)
 
 

@@ -104,7 +104,9 @@ def _output_paths(paths, out):
         taken.add(name)
         target = os.path.join(out, name)
         if os.path.exists(target):
-            raise FileExistsError(f"--out {out}: {name} exists; choose a new --out (nothing was overwritten)")
+            raise FileExistsError(
+                f"--out {out}: {name} exists; choose a new --out (nothing was overwritten)"
+            )
         result.append(target)
     return result
 
@@ -135,7 +137,11 @@ def _predict_and_draw(model, image, target, *, image_size, resize, class_names):
     label = int(np.argmax(probs))
     drawn = draw_boxes(image, box[None], captions=[f"{class_names[label]} {probs[label]:.2f}"])
     save_png_atomic(drawn, target)
-    return {"class": class_names[label], "score": float(probs[label]), "box": [round(float(v), 4) for v in box]}
+    return {
+        "class": class_names[label],
+        "score": float(probs[label]),
+        "box": [round(float(v), 4) for v in box],
+    }
 
 
 def predict_images(run_dir, paths, out, *, log=None):
@@ -183,7 +189,9 @@ def predict_images(run_dir, paths, out, *, log=None):
     model, record = load_run(run_dir)
     options, class_names = record["options"], record["resolved"]["class_names"]
     image_size = options["image_size"]
-    repairs = [(path, image_files.inspect_image_file(path, image_size=image_size)[1]) for path in usable]
+    repairs = [
+        (path, image_files.inspect_image_file(path, image_size=image_size)[1]) for path in usable
+    ]
     repaired_files = [(path, repair) for path, repair in repairs if repair]
     for path, reason in skipped_files:
         log(f"image {path}: skipped, {reason}")
@@ -198,9 +206,20 @@ def predict_images(run_dir, paths, out, *, log=None):
             skipped_files.append((path, error.reason))
             log(f"image {path}: skipped, {error.reason}")
             continue
-        rows.append({"image": path, "output": target,
-                     **_predict_and_draw(model, image, target, image_size=image_size, resize=options["resize"],
-                                         class_names=class_names)})
+        rows.append(
+            {
+                "image": path,
+                "output": target,
+                **_predict_and_draw(
+                    model,
+                    image,
+                    target,
+                    image_size=image_size,
+                    resize=options["resize"],
+                    class_names=class_names,
+                ),
+            }
+        )
     if not rows:
         raise _none_usable(skipped_files)
     result = {

@@ -67,13 +67,17 @@ COLLAPSE_RANK = 2.0
 
 def collapse_reason(name, std, rank, dim):
     """A one-line explanation when (std, rank) of a D-dim embedding indicate collapse, else None."""
-    healthy_std = dim ** -0.5
+    healthy_std = dim**-0.5
     if std < COLLAPSE_STD_FRACTION * healthy_std:
-        return (f"{name}_std is {std:.4f}, below {COLLAPSE_STD_FRACTION:g} x 1/sqrt({dim}) = "
-                f"{COLLAPSE_STD_FRACTION * healthy_std:.4f}: the embeddings are collapsing to one vector")
+        return (
+            f"{name}_std is {std:.4f}, below {COLLAPSE_STD_FRACTION:g} x 1/sqrt({dim}) = "
+            f"{COLLAPSE_STD_FRACTION * healthy_std:.4f}: the embeddings are collapsing to one vector"
+        )
     if rank < COLLAPSE_RANK:
-        return (f"{name}_rank is {rank:.2f}, below {COLLAPSE_RANK:g}: the embeddings are collapsing "
-                "onto one or two directions")
+        return (
+            f"{name}_rank is {rank:.2f}, below {COLLAPSE_RANK:g}: the embeddings are collapsing "
+            "onto one or two directions"
+        )
     return None
 
 
@@ -98,8 +102,11 @@ class CollapseMonitor(keras.callbacks.Callback):
 
     def feature_metrics(self):
         features = self.model.encoder(self.images, training=False)
-        return {"feature_std": float(normalized_std(features)), "feature_rank": float(effective_rank(features)),
-                "feature_dim": int(features.shape[-1])}
+        return {
+            "feature_std": float(normalized_std(features)),
+            "feature_rank": float(effective_rank(features)),
+            "feature_dim": int(features.shape[-1]),
+        }
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
@@ -111,15 +118,32 @@ class CollapseMonitor(keras.callbacks.Callback):
             return
         # Inference-mode features need the batch-norm moving statistics to have settled, which
         # takes more than one epoch of a short run: they are judged from the second epoch on.
-        checks = [("feature", metrics["feature_std"], metrics["feature_rank"], dim)] if epoch >= 1 else []
+        checks = (
+            [("feature", metrics["feature_std"], metrics["feature_rank"], dim)]
+            if epoch >= 1
+            else []
+        )
         if "projection_std" in logs:
-            checks.insert(0, ("projection", float(logs["projection_std"]), float(logs["projection_rank"]),
-                              int(self.model.projection_head.output_dim)))
+            checks.insert(
+                0,
+                (
+                    "projection",
+                    float(logs["projection_std"]),
+                    float(logs["projection_rank"]),
+                    int(self.model.projection_head.output_dim),
+                ),
+            )
         for name, std, rank, d in checks:
             reason = collapse_reason(name, std, rank, d)
             if reason:
-                hint = (" (encoder features in inference mode; if the projections are healthy, the batch-norm "
-                        "moving statistics lag: see --bn-momentum)") if name == "feature" else ""
+                hint = (
+                    (
+                        " (encoder features in inference mode; if the projections are healthy, the batch-norm "
+                        "moving statistics lag: see --bn-momentum)"
+                    )
+                    if name == "feature"
+                    else ""
+                )
                 self.log(f"warning: collapse at epoch {epoch + 1}: {reason}{hint}")
                 self.warned = True
                 return

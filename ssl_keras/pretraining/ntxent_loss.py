@@ -6,9 +6,7 @@ from keras import ops
 
 def _check_temperature(temperature):
     if not temperature > 0:
-        raise ValueError(
-            "`temperature` must be a number > 0. " f"Received: temperature={temperature}"
-        )
+        raise ValueError(f"`temperature` must be a number > 0. Received: temperature={temperature}")
 
 
 def _drop_diagonal(matrix):
@@ -104,7 +102,9 @@ class NTXentLoss(keras.losses.Loss):
     >>> value = loss(z1, z2)
     """
 
-    def __init__(self, temperature=0.1, reduction="sum_over_batch_size", name="nt_xent", dtype=None):
+    def __init__(
+        self, temperature=0.1, reduction="sum_over_batch_size", name="nt_xent", dtype=None
+    ):
         _check_temperature(temperature)
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.temperature = float(temperature)

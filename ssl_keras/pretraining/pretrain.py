@@ -28,8 +28,13 @@ from ssl_keras.runs.config import PretrainConfig
 from ssl_keras.data.labelled_images import load_labelled_source
 from ssl_keras.data.unlabeled_images import load_image_source, repaired_report, skipped_report
 from ssl_keras.runs.export import ExportError, export_encoder
-from ssl_keras.optimizers import (WarmupCosineDecay, build_optimizer, default_learning_rate, default_weight_decay,
-                                  resolve_optimizer_name)
+from ssl_keras.optimizers import (
+    WarmupCosineDecay,
+    build_optimizer,
+    default_learning_rate,
+    default_weight_decay,
+    resolve_optimizer_name,
+)
 from ssl_keras.pretraining.projection_head import ProjectionHead
 from ssl_keras.runs.run_directory import resolved_jit_compile, save_model_atomic, write_json_atomic
 from ssl_keras.runs.run_skeleton import start_run
@@ -55,31 +60,48 @@ def resolve_seeds(seed):
 def build_encoder(config):
     """The backbone of a `PretrainConfig`, with its stochastic depth, residual init and BN momentum."""
     encoder = make_backbone(config.backbone, weights=config.backbone_weights)
-    encoder, _ = configure_backbone(encoder, drop_connect_rate=config.drop_connect_rate,
-                                    zero_init_residual=config.resolved_zero_init_residual(),
-                                    bn_momentum=config.bn_momentum)
+    encoder, _ = configure_backbone(
+        encoder,
+        drop_connect_rate=config.drop_connect_rate,
+        zero_init_residual=config.resolved_zero_init_residual(),
+        bn_momentum=config.bn_momentum,
+    )
     return encoder
 
 
 def simclr_augmenter(config, seed):
     """The SimCLR augmenter of a `PretrainConfig` (blur sigma scaled to the image size)."""
-    return SimCLRAugmenter(jitter_strength=config.jitter_strength, crop_area_min=config.crop_area_min,
-                           blur_sigma_range=config.resolved_blur_sigma_range(), seed=seed)
+    return SimCLRAugmenter(
+        jitter_strength=config.jitter_strength,
+        crop_area_min=config.crop_area_min,
+        blur_sigma_range=config.resolved_blur_sigma_range(),
+        seed=seed,
+    )
 
 
 def build_simclr(config, *, seeds):
     """Builds the (uncompiled) SimCLR model described by a `PretrainConfig`."""
-    head = ProjectionHead(output_dim=config.projection_dim, hidden_dim=config.projection_hidden_dim,
-                          num_layers=config.projection_layers)
-    return SimCLR(build_encoder(config), projection_head=head, augmenter=simclr_augmenter(config, seeds["augmenter"]),
-                  temperature=config.temperature)
+    head = ProjectionHead(
+        output_dim=config.projection_dim,
+        hidden_dim=config.projection_hidden_dim,
+        num_layers=config.projection_layers,
+    )
+    return SimCLR(
+        build_encoder(config),
+        projection_head=head,
+        augmenter=simclr_augmenter(config, seeds["augmenter"]),
+        temperature=config.temperature,
+    )
 
 
 def build_supervised(config, *, seeds, num_classes):
     """Builds the (uncompiled) supervised pretrainer described by a `PretrainConfig`."""
-    return SupervisedPretrainer(build_encoder(config), num_classes=num_classes,
-                                augmenter=supervised_augmenter(seed=seeds["augmenter"]),
-                                label_smoothing=config.label_smoothing)
+    return SupervisedPretrainer(
+        build_encoder(config),
+        num_classes=num_classes,
+        augmenter=supervised_augmenter(seed=seeds["augmenter"]),
+        label_smoothing=config.label_smoothing,
+    )
 
 
 def _view_pairs(images, augmenter_config, seed):
@@ -100,9 +122,13 @@ def _extend_schedule(model, total_steps, log):
     Without this, the schedule restored from the checkpoint would have decayed to zero at the
     old last step and the extra epochs would not train at all.
     """
-    schedule = getattr(model.optimizer, "_learning_rate", None)  # the schedule object, not its value
+    schedule = getattr(
+        model.optimizer, "_learning_rate", None
+    )  # the schedule object, not its value
     if isinstance(schedule, WarmupCosineDecay) and schedule.total_steps != total_steps:
-        log(f"learning-rate schedule stretched from {schedule.total_steps} to {total_steps} steps for the new --epochs")
+        log(
+            f"learning-rate schedule stretched from {schedule.total_steps} to {total_steps} steps for the new --epochs"
+        )
         schedule.total_steps = int(total_steps)
 
 
@@ -114,14 +140,25 @@ def _open_source(config, seeds, log):
         SimCLR; `info` holds the counts and the class names.
     """
     if config.method == "supervised":
-        source = load_labelled_source(config.data, image_size=config.image_size, batch_size=config.batch_size,
-                                      seed=seeds["data_shuffle"])
+        source = load_labelled_source(
+            config.data,
+            image_size=config.image_size,
+            batch_size=config.batch_size,
+            seed=seeds["data_shuffle"],
+        )
         stream, validation = source.stream, source.validation
         sample = np.asarray(next(iter(validation.take(1)))[0])
-        info = {"class_names": list(source.class_names), "num_validation_images": source.num_validation}
+        info = {
+            "class_names": list(source.class_names),
+            "num_validation_images": source.num_validation,
+        }
     else:
-        source = load_image_source(config.data, image_size=config.image_size, batch_size=config.batch_size,
-                                   seed=seeds["data_shuffle"])
+        source = load_image_source(
+            config.data,
+            image_size=config.image_size,
+            batch_size=config.batch_size,
+            seed=seeds["data_shuffle"],
+        )
         validation = None
         if source.stream is not None:
             stream = source.stream
@@ -133,11 +170,17 @@ def _open_source(config, seeds, log):
     for report in (skipped_report(source.skipped_files), repaired_report(source.repaired_files)):
         if report:
             log(report)
-    info.update({"num_images": source.num_images, "data": source.description, "skipped": source.skipped,
-                 "skipped_files": [f"{path}: {reason}" for path, reason in source.skipped_files],
-                 "repaired": source.repaired,
-                 "repaired_files": [f"{path}: {reason}" for path, reason in source.repaired_files],
-                 "resumable_order": getattr(source, "stream", None) is not None})
+    info.update(
+        {
+            "num_images": source.num_images,
+            "data": source.description,
+            "skipped": source.skipped,
+            "skipped_files": [f"{path}: {reason}" for path, reason in source.skipped_files],
+            "repaired": source.repaired,
+            "repaired_files": [f"{path}: {reason}" for path, reason in source.repaired_files],
+            "resumable_order": getattr(source, "stream", None) is not None,
+        }
+    )
     return stream, config.steps_per_epoch or source.steps_per_epoch, sample, validation, info
 
 
@@ -146,9 +189,13 @@ def _resolve_training(config):
     optimizer_name = resolve_optimizer_name(config.optimizer, config.batch_size)
     return {
         "optimizer": optimizer_name,
-        "learning_rate": config.learning_rate or default_learning_rate(optimizer_name, config.batch_size),
-        "weight_decay": (config.weight_decay if config.weight_decay is not None
-                         else default_weight_decay(optimizer_name)),
+        "learning_rate": config.learning_rate
+        or default_learning_rate(optimizer_name, config.batch_size),
+        "weight_decay": (
+            config.weight_decay
+            if config.weight_decay is not None
+            else default_weight_decay(optimizer_name)
+        ),
         "warmup_epochs": config.resolved_warmup_epochs(),
         "jit_compile": resolved_jit_compile(),
     }
@@ -156,13 +203,19 @@ def _resolve_training(config):
 
 def _resolved_record(config, training, steps_per_epoch, data_info):
     """config.json's `resolved`: every option the run settled, and what the data turned out to be."""
-    resolved = {"method": config.method, "optimizer": training["optimizer"],
-                "learning_rate": training["learning_rate"], "weight_decay": training["weight_decay"],
-                "warmup_epochs": training["warmup_epochs"],
-                "zero_init_residual": config.resolved_zero_init_residual(),
-                "blur_sigma_range": list(config.resolved_blur_sigma_range()),
-                "steps_per_epoch": steps_per_epoch, "num_images": data_info["num_images"],
-                "data": data_info["data"], "jit_compile": training["jit_compile"]}
+    resolved = {
+        "method": config.method,
+        "optimizer": training["optimizer"],
+        "learning_rate": training["learning_rate"],
+        "weight_decay": training["weight_decay"],
+        "warmup_epochs": training["warmup_epochs"],
+        "zero_init_residual": config.resolved_zero_init_residual(),
+        "blur_sigma_range": list(config.resolved_blur_sigma_range()),
+        "steps_per_epoch": steps_per_epoch,
+        "num_images": data_info["num_images"],
+        "data": data_info["data"],
+        "jit_compile": training["jit_compile"],
+    }
     if config.method == "supervised":
         resolved["class_names"] = data_info["class_names"]
     return resolved
@@ -177,9 +230,13 @@ def _new_model(config, seeds, training, steps_per_epoch, data_info):
     total_steps = config.epochs * steps_per_epoch
     warmup_steps = int(round(training["warmup_epochs"] * steps_per_epoch))
     model.compile(
-        optimizer=build_optimizer(training["optimizer"], learning_rate=training["learning_rate"],
-                                  total_steps=total_steps, warmup_steps=min(warmup_steps, total_steps),
-                                  weight_decay=training["weight_decay"]),
+        optimizer=build_optimizer(
+            training["optimizer"],
+            learning_rate=training["learning_rate"],
+            total_steps=total_steps,
+            warmup_steps=min(warmup_steps, total_steps),
+            weight_decay=training["weight_decay"],
+        ),
         jit_compile=training["jit_compile"],
     )
     model.build((None, config.image_size, config.image_size, 3))
@@ -196,13 +253,23 @@ def _callbacks(config, model, seeds, first_batch, throughput, logs_dir, log):
         keras.callbacks.TensorBoard(logs_dir, update_freq="epoch", write_graph=False),
     ]
     if config.method == "simclr":
-        callbacks.append(ImageSummary(logs_dir, "augmented_view_pairs",
-                                      _view_pairs(first_batch[:8], model.augmenter.get_config(), seeds["view_grid"])))
+        callbacks.append(
+            ImageSummary(
+                logs_dir,
+                "augmented_view_pairs",
+                _view_pairs(first_batch[:8], model.augmenter.get_config(), seeds["view_grid"]),
+            )
+        )
     if config.probe_data:
         from ssl_keras.probing.probe import ProbeMonitor, probe_data
 
-        monitor_data = probe_data(config.probe_data, image_size=config.image_size, batch_size=config.batch_size,
-                                  max_per_class=config.probe_max_per_class, seed=seeds["global"])
+        monitor_data = probe_data(
+            config.probe_data,
+            image_size=config.image_size,
+            batch_size=config.batch_size,
+            max_per_class=config.probe_max_per_class,
+            seed=seeds["global"],
+        )
         # Before TensorBoard, so probe_top1/probe_top3 reach its epoch logs.
         callbacks.insert(2, ProbeMonitor(monitor_data, every=config.probe_every, method="knn"))
     return callbacks
@@ -223,11 +290,17 @@ def _save_encoder(model, out, export, log):
 def _method_result(config, logs, data_info):
     """The result's entries of the method alone: accuracies (supervised) or contrastive accuracy."""
     if config.method == "supervised":
-        return {"accuracy": logs.get("accuracy"), "val_loss": logs.get("val_loss"),
-                "val_accuracy": logs.get("val_accuracy"), "class_names": data_info["class_names"],
-                "num_validation_images": data_info["num_validation_images"]}
-    return {"contrastive_accuracy": logs.get("contrastive_accuracy"),
-            "chance_contrastive_accuracy": 1.0 / (2 * config.batch_size - 1)}
+        return {
+            "accuracy": logs.get("accuracy"),
+            "val_loss": logs.get("val_loss"),
+            "val_accuracy": logs.get("val_accuracy"),
+            "class_names": data_info["class_names"],
+            "num_validation_images": data_info["num_validation_images"],
+        }
+    return {
+        "contrastive_accuracy": logs.get("contrastive_accuracy"),
+        "chance_contrastive_accuracy": 1.0 / (2 * config.batch_size - 1),
+    }
 
 
 def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
@@ -244,14 +317,18 @@ def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
     run = start_run(config, command="pretrain", resolve_seeds=resolve_seeds, log=log)
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    stream, steps_per_epoch, first_batch, validation, data_info = _open_source(config, run.seeds, log)
+    stream, steps_per_epoch, first_batch, validation, data_info = _open_source(
+        config, run.seeds, log
+    )
     training = _resolve_training(config)
     run.write_config(_resolved_record(config, training, steps_per_epoch, data_info))
 
     if run.log_resume(config.epochs):
         if not data_info["resumable_order"]:
-            log("note: this source's shuffle order is not restored on resume, so the result will differ "
-                "slightly from an uninterrupted run")
+            log(
+                "note: this source's shuffle order is not restored on resume, so the result will differ "
+                "slightly from an uninterrupted run"
+            )
         model = load_checkpoint(run.state)
         _extend_schedule(model, config.epochs * steps_per_epoch, log)
     else:
@@ -261,11 +338,21 @@ def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
     throughput = Throughput(config.batch_size)
     callbacks = _callbacks(config, model, run.seeds, first_batch, throughput, logs_dir, log)
     fit_kwargs = {"validation_data": validation} if validation is not None else {}
-    with run.hints(nonfinite="this usually means the learning rate is too high for this batch size: start a new "
-                             f"run with a lower --learning-rate (this one used {training['learning_rate']:g})"):
-        history = fit_resumable(model, stream, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-                                checkpoints=run.checkpoints, start=run.start, callbacks=callbacks,
-                                verbose=verbose, **fit_kwargs)
+    with run.hints(
+        nonfinite="this usually means the learning rate is too high for this batch size: start a new "
+        f"run with a lower --learning-rate (this one used {training['learning_rate']:g})"
+    ):
+        history = fit_resumable(
+            model,
+            stream,
+            epochs=config.epochs,
+            steps_per_epoch=steps_per_epoch,
+            checkpoints=run.checkpoints,
+            start=run.start,
+            callbacks=callbacks,
+            verbose=verbose,
+            **fit_kwargs,
+        )
     encoder_path, exported = _save_encoder(model, run.out, config.export, log)
 
     final = checkpoint_state(run.checkpoints)
@@ -276,11 +363,18 @@ def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
         "loss": logs.get("loss"),
         "history": history,
         "collapse": {key: logs.get(key) for key in COLLAPSE_KEYS if key in logs},
-        **{key: data_info[key] for key in ("num_images", "skipped", "skipped_files", "repaired", "repaired_files")},
+        **{
+            key: data_info[key]
+            for key in ("num_images", "skipped", "skipped_files", "repaired", "repaired_files")
+        },
         **run.timing(),
         **throughput.summary(),
-        "outputs": {"encoder": encoder_path, "savedmodel": exported, "logs": logs_dir,
-                    "checkpoints": run.checkpoints},
+        "outputs": {
+            "encoder": encoder_path,
+            "savedmodel": exported,
+            "logs": logs_dir,
+            "checkpoints": run.checkpoints,
+        },
         **_method_result(config, logs, data_info),
     }
     write_json_atomic(os.path.join(run.out, "result.json"), result)

@@ -28,12 +28,16 @@ class ProjectionHead(keras.layers.Layer):
     >>> z = head(features)  # [N, 64]
     """
 
-    def __init__(self, *, output_dim=128, hidden_dim=None, num_layers=2, output_batch_norm=True, **kwargs):
+    def __init__(
+        self, *, output_dim=128, hidden_dim=None, num_layers=2, output_batch_norm=True, **kwargs
+    ):
         super().__init__(**kwargs)
         if int(output_dim) < 1:
             raise ValueError(f"`output_dim` must be >= 1. Received: output_dim={output_dim}")
         if hidden_dim is not None and int(hidden_dim) < 1:
-            raise ValueError(f"`hidden_dim` must be >= 1 or None. Received: hidden_dim={hidden_dim}")
+            raise ValueError(
+                f"`hidden_dim` must be >= 1 or None. Received: hidden_dim={hidden_dim}"
+            )
         if int(num_layers) < 1:
             raise ValueError(f"`num_layers` must be >= 1. Received: num_layers={num_layers}")
         self.output_dim = int(output_dim)

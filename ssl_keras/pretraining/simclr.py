@@ -51,17 +51,25 @@ class SimCLR(keras.Model):
     >>> features = model.embed(images)
     """
 
-    def __init__(self, encoder, *, projection_head="default", augmenter="default", temperature=0.1, **kwargs):
+    def __init__(
+        self, encoder, *, projection_head="default", augmenter="default", temperature=0.1, **kwargs
+    ):
         super().__init__(**kwargs)
         if not temperature > 0:
             raise ValueError(f"`temperature` must be > 0. Received: temperature={temperature}")
-        for name, value, default in (("projection_head", projection_head, "ProjectionHead()"),
-                                     ("augmenter", augmenter, "SimCLRAugmenter()")):
+        for name, value, default in (
+            ("projection_head", projection_head, "ProjectionHead()"),
+            ("augmenter", augmenter, "SimCLRAugmenter()"),
+        ):
             if isinstance(value, str) and value != "default":
-                raise ValueError(f"`{name}` must be a layer, \"default\" (a `{default}`) or None (none). "
-                                 f"Received: {name}={value!r}")
+                raise ValueError(
+                    f'`{name}` must be a layer, "default" (a `{default}`) or None (none). '
+                    f"Received: {name}={value!r}"
+                )
         self.encoder = encoder
-        self.projection_head = ProjectionHead() if isinstance(projection_head, str) else projection_head
+        self.projection_head = (
+            ProjectionHead() if isinstance(projection_head, str) else projection_head
+        )
         self.augmenter = SimCLRAugmenter() if isinstance(augmenter, str) else augmenter
         self.temperature = float(temperature)
         self.contrastive_loss = NTXentLoss(temperature=self.temperature)
@@ -80,7 +88,15 @@ class SimCLR(keras.Model):
             self.projection_head.build(self.encoder.compute_output_shape(input_shape))
         self.built = True
 
-    def compile(self, optimizer=None, loss=None, metrics=None, loss_weights=None, weighted_metrics=None, **kwargs):
+    def compile(
+        self,
+        optimizer=None,
+        loss=None,
+        metrics=None,
+        loss_weights=None,
+        weighted_metrics=None,
+        **kwargs,
+    ):
         """Configures training; defaults are AdamW (lr 1e-3, wd 0.05) and `NTXentLoss`.
 
         Args:
@@ -97,12 +113,16 @@ class SimCLR(keras.Model):
             **kwargs: passed to `keras.Model.compile` (e.g. `jit_compile`, `steps_per_execution`).
         """
         if metrics is not None or weighted_metrics is not None:
-            raise ValueError("SimCLR reports its own metrics (contrastive_accuracy, projection_std, projection_rank) "
-                             "and its batches have no targets for others; leave metrics and weighted_metrics out. "
-                             f"Received: metrics={metrics!r}, weighted_metrics={weighted_metrics!r}")
+            raise ValueError(
+                "SimCLR reports its own metrics (contrastive_accuracy, projection_std, projection_rank) "
+                "and its batches have no targets for others; leave metrics and weighted_metrics out. "
+                f"Received: metrics={metrics!r}, weighted_metrics={weighted_metrics!r}"
+            )
         if loss_weights is not None:
-            raise ValueError("SimCLR has a single loss (pass another one as `loss=`); leave loss_weights out. "
-                             f"Received: loss_weights={loss_weights!r}")
+            raise ValueError(
+                "SimCLR has a single loss (pass another one as `loss=`); leave loss_weights out. "
+                f"Received: loss_weights={loss_weights!r}"
+            )
         if optimizer is None:
             optimizer = AdamW(learning_rate=1e-3, weight_decay=0.05)
         self.contrastive_loss = NTXentLoss(temperature=self.temperature) if loss is None else loss
@@ -153,7 +173,9 @@ class SimCLR(keras.Model):
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         z1, z2 = self._split(y_pred)
         logits, labels = nt_xent_logits(z1, z2, self.temperature)
-        hits = ops.cast(ops.equal(ops.cast(ops.argmax(logits, axis=-1), "int32"), labels), "float32")
+        hits = ops.cast(
+            ops.equal(ops.cast(ops.argmax(logits, axis=-1), "int32"), labels), "float32"
+        )
         self.contrastive_accuracy.update_state(hits)
         projections = ops.stop_gradient(y_pred)
         self.projection_std.update_state(normalized_std(projections))
@@ -162,13 +184,20 @@ class SimCLR(keras.Model):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "encoder": keras.saving.serialize_keras_object(self.encoder),
-            "projection_head": (None if self.projection_head is None
-                                else keras.saving.serialize_keras_object(self.projection_head)),
-            "augmenter": None if self.augmenter is None else keras.saving.serialize_keras_object(self.augmenter),
-            "temperature": self.temperature,
-        })
+        config.update(
+            {
+                "encoder": keras.saving.serialize_keras_object(self.encoder),
+                "projection_head": (
+                    None
+                    if self.projection_head is None
+                    else keras.saving.serialize_keras_object(self.projection_head)
+                ),
+                "augmenter": None
+                if self.augmenter is None
+                else keras.saving.serialize_keras_object(self.augmenter),
+                "temperature": self.temperature,
+            }
+        )
         return config
 
     @classmethod

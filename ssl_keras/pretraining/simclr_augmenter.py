@@ -320,9 +320,7 @@ class SimCLRAugmenter(keras.layers.Layer):
         # Fallback: the largest central window whose aspect ratio is in range.
         aspect_low, aspect_high = self.crop_aspect_range
         image_aspect = width / height
-        fallback_w = ops.where(
-            image_aspect > aspect_high, height * aspect_high, width
-        )
+        fallback_w = ops.where(image_aspect > aspect_high, height * aspect_high, width)
         fallback_h = ops.where(image_aspect < aspect_low, width / aspect_low, height)
         any_fit = ops.any(fits, axis=1)
         crop_w = ops.where(any_fit, crop_w, fallback_w)

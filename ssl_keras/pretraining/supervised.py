@@ -18,7 +18,9 @@ def supervised_augmenter(seed=None):
     No colour jitter, grayscale or blur: those make SimCLR's pretext task hard, but a classifier
     does not need them (Chen et al., 2020, appendix B.9).
     """
-    return SimCLRAugmenter(jitter_probability=0.0, grayscale_probability=0.0, blur_probability=0.0, seed=seed)
+    return SimCLRAugmenter(
+        jitter_probability=0.0, grayscale_probability=0.0, blur_probability=0.0, seed=seed
+    )
 
 
 @keras.saving.register_keras_serializable(package="ssl_keras")
@@ -53,17 +55,22 @@ class SupervisedPretrainer(keras.Model):
         if int(num_classes) < 2:
             raise ValueError(f"`num_classes` must be >= 2. Received: num_classes={num_classes}")
         if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"`label_smoothing` must be in [0, 1). Received: label_smoothing={label_smoothing}")
+            raise ValueError(
+                f"`label_smoothing` must be in [0, 1). Received: label_smoothing={label_smoothing}"
+            )
         if isinstance(augmenter, str) and augmenter != "default":
-            raise ValueError("`augmenter` must be a layer, \"default\" (`supervised_augmenter()`) or None (no "
-                             f"augmentation). Received: augmenter={augmenter!r}")
+            raise ValueError(
+                '`augmenter` must be a layer, "default" (`supervised_augmenter()`) or None (no '
+                f"augmentation). Received: augmenter={augmenter!r}"
+            )
         self.encoder = encoder
         self.num_classes = int(num_classes)
         self.augmenter = supervised_augmenter() if isinstance(augmenter, str) else augmenter
         self.label_smoothing = float(label_smoothing)
         self.classifier = keras.layers.Dense(self.num_classes, name="classifier")
-        self.classification_loss = keras.losses.CategoricalCrossentropy(from_logits=True,
-                                                                         label_smoothing=self.label_smoothing)
+        self.classification_loss = keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=self.label_smoothing
+        )
 
     def build(self, input_shape):
         if self.augmenter is not None and not self.augmenter.built:
@@ -87,24 +94,36 @@ class SupervisedPretrainer(keras.Model):
             **kwargs: passed to `keras.Model.compile`.
         """
         if loss is not None or metrics is not None:
-            raise ValueError("SupervisedPretrainer computes its own loss (cross-entropy) and metric (accuracy); "
-                             f"compile it without them. Received: loss={loss!r}, metrics={metrics!r}")
+            raise ValueError(
+                "SupervisedPretrainer computes its own loss (cross-entropy) and metric (accuracy); "
+                f"compile it without them. Received: loss={loss!r}, metrics={metrics!r}"
+            )
         if loss_weights is not None:
-            raise ValueError("SupervisedPretrainer has a single loss (cross-entropy); leave loss_weights out. "
-                             f"Received: loss_weights={loss_weights!r}")
+            raise ValueError(
+                "SupervisedPretrainer has a single loss (cross-entropy); leave loss_weights out. "
+                f"Received: loss_weights={loss_weights!r}"
+            )
         if optimizer is None:
             optimizer = AdamW(learning_rate=1e-3, weight_decay=0.05)
-        super().compile(optimizer=optimizer,
-                        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")], **kwargs)
+        super().compile(
+            optimizer=optimizer,
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            **kwargs,
+        )
 
     def compile_from_config(self, config):
         config = keras.saving.deserialize_keras_object(config)
         config.pop("loss", None)
         config.pop("metrics", None)
         # weighted_metrics are honoured (Keras's own compute_metrics runs them), so they are restored too.
-        self.compile(optimizer=config.get("optimizer"),
-                     **{k: v for k, v in config.items()
-                        if k in ("jit_compile", "steps_per_execution", "weighted_metrics")})
+        self.compile(
+            optimizer=config.get("optimizer"),
+            **{
+                k: v
+                for k, v in config.items()
+                if k in ("jit_compile", "steps_per_execution", "weighted_metrics")
+            },
+        )
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
@@ -115,25 +134,32 @@ class SupervisedPretrainer(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         targets = ops.one_hot(ops.cast(ops.reshape(y, (-1,)), "int32"), self.num_classes)
-        loss = self.classification_loss(targets, ops.cast(y_pred, "float32"), sample_weight=sample_weight)
+        loss = self.classification_loss(
+            targets, ops.cast(y_pred, "float32"), sample_weight=sample_weight
+        )
         if self.losses:
             loss = loss + ops.sum(ops.stack([ops.cast(l, loss.dtype) for l in self.losses]))
         return loss
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "encoder": keras.saving.serialize_keras_object(self.encoder),
-            "num_classes": self.num_classes,
-            "augmenter": keras.saving.serialize_keras_object(self.augmenter),
-            "label_smoothing": self.label_smoothing,
-        })
+        config.update(
+            {
+                "encoder": keras.saving.serialize_keras_object(self.encoder),
+                "num_classes": self.num_classes,
+                "augmenter": keras.saving.serialize_keras_object(self.augmenter),
+                "label_smoothing": self.label_smoothing,
+            }
+        )
         return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
         config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
-        config["augmenter"] = (None if config.get("augmenter") is None
-                               else keras.saving.deserialize_keras_object(config["augmenter"]))
+        config["augmenter"] = (
+            None
+            if config.get("augmenter") is None
+            else keras.saving.deserialize_keras_object(config["augmenter"])
+        )
         return cls(**config)

@@ -34,8 +34,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ssl_keras.data.labelled_images import (cap_per_class, keep_readable, labelled_dataset, parse_labelled_spec,
-                                           read_class_folders, read_manifest)
+from ssl_keras.data.labelled_images import (
+    cap_per_class,
+    keep_readable,
+    labelled_dataset,
+    parse_labelled_spec,
+    read_class_folders,
+    read_manifest,
+)
 from ssl_keras.data import source_spec
 from ssl_keras.data import synthetic
 from ssl_keras.data.source_spec import SourceError
@@ -55,19 +61,25 @@ def _check_arrays(train_x, train_y, test_x, test_y, num_classes):
     train_x, test_x = np.asarray(train_x, "float32"), np.asarray(test_x, "float32")
     train_y, test_y = np.asarray(train_y).astype("int64"), np.asarray(test_y).astype("int64")
     if train_x.ndim != 2 or test_x.ndim != 2 or train_x.shape[1] != test_x.shape[1]:
-        raise ValueError(f"features must be [N, C] arrays with the same C. Received: train_x {train_x.shape}, "
-                         f"test_x {test_x.shape}")
+        raise ValueError(
+            f"features must be [N, C] arrays with the same C. Received: train_x {train_x.shape}, "
+            f"test_x {test_x.shape}"
+        )
     if train_y.shape != train_x.shape[:1] or test_y.shape != test_x.shape[:1]:
-        raise ValueError(f"one label per feature row is needed. Received: train {train_x.shape[0]} rows, "
-                         f"{train_y.shape} labels; test {test_x.shape[0]} rows, {test_y.shape} labels")
+        raise ValueError(
+            f"one label per feature row is needed. Received: train {train_x.shape[0]} rows, "
+            f"{train_y.shape} labels; test {test_x.shape[0]} rows, {test_y.shape} labels"
+        )
     if len(train_y) == 0 or len(test_y) == 0:
         raise ValueError("the train and the test set each need at least one example")
     if int(num_classes) < 1:
         raise ValueError(f"`num_classes` must be >= 1. Received: num_classes={num_classes}")
     for name, labels in (("train_y", train_y), ("test_y", test_y)):
         if labels.min() < 0 or labels.max() >= num_classes:
-            raise ValueError(f"{name} must hold class indices in [0, {num_classes - 1}]. "
-                             f"Received: values in [{labels.min()}, {labels.max()}]")
+            raise ValueError(
+                f"{name} must hold class indices in [0, {num_classes - 1}]. "
+                f"Received: values in [{labels.min()}, {labels.max()}]"
+            )
     return train_x, train_y, test_x, test_y
 
 
@@ -79,12 +91,29 @@ def topk_accuracy(scores, labels, k):
 
 
 def _report(scores, test_y, num_train, method, **extra):
-    return {"top1": topk_accuracy(scores, test_y, 1), "top3": topk_accuracy(scores, test_y, 3),
-            "num_train": int(num_train), "num_test": int(len(test_y)), "method": method, **extra}
+    return {
+        "top1": topk_accuracy(scores, test_y, 1),
+        "top3": topk_accuracy(scores, test_y, 3),
+        "num_train": int(num_train),
+        "num_test": int(len(test_y)),
+        "method": method,
+        **extra,
+    }
 
 
-def linear_probe(train_x, train_y, test_x, test_y, *, num_classes, epochs=100, batch_size=256,
-                 learning_rate=1e-2, l2=1e-4, seed=0):
+def linear_probe(
+    train_x,
+    train_y,
+    test_x,
+    test_y,
+    *,
+    num_classes,
+    epochs=100,
+    batch_size=256,
+    learning_rate=1e-2,
+    l2=1e-4,
+    seed=0,
+):
     """Linear evaluation: a softmax classifier trained on frozen, standardized features.
 
     Features are standardized with the training set's mean and standard deviation; a Keras
@@ -121,16 +150,25 @@ def linear_probe(train_x, train_y, test_x, test_y, *, num_classes, epochs=100, b
     std = np.where(std > 1e-6, std, 1.0)
     standardize = lambda x: ((x - mean) / std).astype("float32")
     # Softmax regression is convex: a zero start makes the result depend on the data order only.
-    classifier = keras.Sequential([
-        keras.Input((train_x.shape[1],)),
-        keras.layers.Dense(num_classes, kernel_initializer="zeros",
-                           kernel_regularizer=keras.regularizers.L2(l2) if l2 else None, name="probe_logits"),
-    ], name="linear_probe")
+    classifier = keras.Sequential(
+        [
+            keras.Input((train_x.shape[1],)),
+            keras.layers.Dense(
+                num_classes,
+                kernel_initializer="zeros",
+                kernel_regularizer=keras.regularizers.L2(l2) if l2 else None,
+                name="probe_logits",
+            ),
+        ],
+        name="linear_probe",
+    )
     batch_size = min(int(batch_size), len(train_y))
     total_steps = int(epochs) * -(-len(train_y) // batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total_steps)
-    classifier.compile(optimizer=keras.optimizers.Adam(schedule),
-                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    classifier.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     dataset = tf.data.Dataset.from_tensor_slices((standardize(train_x), train_y.astype("int32")))
     dataset = dataset.shuffle(len(train_y), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
@@ -140,7 +178,9 @@ def linear_probe(train_x, train_y, test_x, test_y, *, num_classes, epochs=100, b
     return _report(scores, test_y, len(train_y), "linear", epochs=int(epochs))
 
 
-def knn_probe(train_x, train_y, test_x, test_y, *, num_classes, k=20, temperature=0.07, chunk_size=1024):
+def knn_probe(
+    train_x, train_y, test_x, test_y, *, num_classes, k=20, temperature=0.07, chunk_size=1024
+):
     """Weighted k-nearest-neighbour classification on cosine similarity (InstDisc style).
 
     Each test feature's `k` most cosine-similar training features vote for their class with
@@ -161,18 +201,22 @@ def knn_probe(train_x, train_y, test_x, test_y, *, num_classes, k=20, temperatur
     """
     train_x, train_y, test_x, test_y = _check_arrays(train_x, train_y, test_x, test_y, num_classes)
     if int(k) < 1 or not temperature > 0:
-        raise ValueError(f"`k` must be >= 1 and `temperature` > 0. Received: k={k}, temperature={temperature}")
+        raise ValueError(
+            f"`k` must be >= 1 and `temperature` > 0. Received: k={k}, temperature={temperature}"
+        )
     k = min(int(k), len(train_y))
     unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     train_u, test_u = unit(train_x), unit(test_x)
     scores = np.zeros((len(test_y), num_classes), "float64")
     for start in range(0, len(test_y), chunk_size):
-        similarity = test_u[start:start + chunk_size] @ train_u.T
+        similarity = test_u[start : start + chunk_size] @ train_u.T
         neighbours = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
         nearest = np.take_along_axis(similarity, neighbours, axis=1)
         weights = np.exp((nearest.astype("float64") - 1.0) / temperature)  # shifted: no overflow
         rows = np.repeat(np.arange(len(neighbours)), k)
-        np.add.at(scores[start:start + chunk_size], (rows, train_y[neighbours].ravel()), weights.ravel())
+        np.add.at(
+            scores[start : start + chunk_size], (rows, train_y[neighbours].ravel()), weights.ravel()
+        )
     return _report(scores, test_y, len(train_y), "knn", k=k, temperature=float(temperature))
 
 
@@ -204,8 +248,10 @@ def extract_features(backbone, dataset):
             targets = targets["labels"]
         output = keras.ops.convert_to_numpy(backbone.predict_on_batch(images))
         if output.ndim != 2:
-            raise ValueError(f"backbone {backbone.name!r} gives {output.ndim}-D outputs {output.shape}; a probe "
-                             "needs pooled [N, C] features (build it with pooling='avg')")
+            raise ValueError(
+                f"backbone {backbone.name!r} gives {output.ndim}-D outputs {output.shape}; a probe "
+                "needs pooled [N, C] features (build it with pooling='avg')"
+            )
         features.append(output.astype("float32"))
         labels.append(np.asarray(targets).astype("int64").reshape(-1))
     if not features:
@@ -265,8 +311,13 @@ def _read_voc(path, *, max_per_class=None, seed=0):
                 items.append((record["image_path"], target[1]))
         splits[split] = cap_per_class(items, max_per_class, seed)
         skipped[split] = left_out
-    return {"class_names": tuple(voc.VOC_CLASSES), "train": splits["train"], "test": splits["test"],
-            "source": path, "skipped": skipped}
+    return {
+        "class_names": tuple(voc.VOC_CLASSES),
+        "train": splits["train"],
+        "test": splits["test"],
+        "source": path,
+        "skipped": skipped,
+    }
 
 
 def _parse_probe_spec(spec):
@@ -274,15 +325,19 @@ def _parse_probe_spec(spec):
     if text.startswith("voc:"):
         parsed = source_spec.parse_source(text)
         if parsed.split is not None:
-            raise SourceError(f"source {spec!r}: a probe uses the train and test image sets together; "
-                              f"drop :{parsed.split} (voc:{parsed.path})")
+            raise SourceError(
+                f"source {spec!r}: a probe uses the train and test image sets together; "
+                f"drop :{parsed.split} (voc:{parsed.path})"
+            )
         return "voc", parsed.path
     if text == "synthetic" or text.startswith("synthetic:"):
         return "synthetic", source_spec.parse_source(text).num_images
     labelled = parse_labelled_spec(text)
     if labelled is not None:
         return labelled
-    raise SourceError(f"probe data {spec!r}: not a known source or an existing folder; use {SPEC_FORMS}")
+    raise SourceError(
+        f"probe data {spec!r}: not a known source or an existing folder; use {SPEC_FORMS}"
+    )
 
 
 def probe_data(spec, *, image_size, batch_size, max_per_class=None, seed=0):
@@ -315,11 +370,20 @@ def probe_data(spec, *, image_size, batch_size, max_per_class=None, seed=0):
         raise ValueError(f"`batch_size` must be an int > 0. Received: batch_size={batch_size!r}")
     kind, value = _parse_probe_spec(spec)
     if kind == "synthetic":
-        return _synthetic_probe_data(value, image_size=image_size, batch_size=batch_size,
-                                     max_per_class=max_per_class, seed=seed, spec=spec)
+        return _synthetic_probe_data(
+            value,
+            image_size=image_size,
+            batch_size=batch_size,
+            max_per_class=max_per_class,
+            seed=seed,
+            spec=spec,
+        )
     reader = {"manifest": read_manifest, "folder": read_class_folders, "voc": _read_voc}[kind]
     listing = reader(value, max_per_class=max_per_class, seed=seed)
-    skipped = {split: dict(reasons) for split, reasons in listing.get("skipped", {"train": {}, "test": {}}).items()}
+    skipped = {
+        split: dict(reasons)
+        for split, reasons in listing.get("skipped", {"train": {}, "test": {}}).items()
+    }
     datasets, labels = {}, {}
     for split in ("train", "test"):
         items = listing[split]
@@ -328,21 +392,35 @@ def probe_data(spec, *, image_size, batch_size, max_per_class=None, seed=0):
             for reason, count in scan.skipped.items():
                 skipped[split][reason] = skipped[split].get(reason, 0) + count
         if not items:
-            raise SourceError(f"probe data {spec!r}: the {split} split has no readable image "
-                              f"(left out: {skipped[split] or 'none'})")
-        datasets[split], labels[split] = labelled_dataset(items, image_size=image_size, batch_size=batch_size)
-    description = (f"{kind} {listing['source']}: train {len(labels['train'])}, test {len(labels['test'])} images, "
-                   f"{len(listing['class_names'])} classes; stretch to {image_size}x{image_size}")
-    return ProbeData(train=datasets["train"], test=datasets["test"], class_names=tuple(listing["class_names"]),
-                     train_labels=labels["train"], test_labels=labels["test"], skipped=skipped,
-                     description=description)
+            raise SourceError(
+                f"probe data {spec!r}: the {split} split has no readable image "
+                f"(left out: {skipped[split] or 'none'})"
+            )
+        datasets[split], labels[split] = labelled_dataset(
+            items, image_size=image_size, batch_size=batch_size
+        )
+    description = (
+        f"{kind} {listing['source']}: train {len(labels['train'])}, test {len(labels['test'])} images, "
+        f"{len(listing['class_names'])} classes; stretch to {image_size}x{image_size}"
+    )
+    return ProbeData(
+        train=datasets["train"],
+        test=datasets["test"],
+        class_names=tuple(listing["class_names"]),
+        train_labels=labels["train"],
+        test_labels=labels["test"],
+        skipped=skipped,
+        description=description,
+    )
 
 
 def _synthetic_probe_data(num_images, *, image_size, batch_size, max_per_class, seed, spec):
     num_train = int(np.floor(num_images * SYNTHETIC_TRAIN_FRACTION + 0.5))
     if num_train < 1 or num_train >= num_images:
-        raise SourceError(f"probe data {spec!r}: {num_images} scenes leave a split empty after the 70/30 split; "
-                          "use synthetic:N with N >= 3")
+        raise SourceError(
+            f"probe data {spec!r}: {num_images} scenes leave a split empty after the 70/30 split; "
+            "use synthetic:N with N >= 3"
+        )
     arrays = synthetic.make_synthetic_arrays(num_images=num_images, image_size=image_size, seed=0)
     labels = arrays["labels"][:, 0].astype("int32")
     ids = [f"synthetic-{i:05d}" for i in range(num_images)]
@@ -354,17 +432,26 @@ def _synthetic_probe_data(num_images, *, image_size, batch_size, max_per_class, 
         dataset = dataset.map(lambda image, y: (tf.cast(image, tf.float32), y))
         datasets[split] = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
         split_labels[split] = labels[index]
-    return ProbeData(train=datasets["train"], test=datasets["test"], class_names=tuple(synthetic.SYNTHETIC_CLASSES),
-                     train_labels=split_labels["train"], test_labels=split_labels["test"],
-                     skipped={"train": {}, "test": {}},
-                     description=(f"synthetic shapes: train {len(split_labels['train'])}, test "
-                                  f"{len(split_labels['test'])} images at {image_size}x{image_size}"))
+    return ProbeData(
+        train=datasets["train"],
+        test=datasets["test"],
+        class_names=tuple(synthetic.SYNTHETIC_CLASSES),
+        train_labels=split_labels["train"],
+        test_labels=split_labels["test"],
+        skipped={"train": {}, "test": {}},
+        description=(
+            f"synthetic shapes: train {len(split_labels['train'])}, test "
+            f"{len(split_labels['test'])} images at {image_size}x{image_size}"
+        ),
+    )
 
 
 # Command and callback.
 
 
-def _probe_backbone(backbone_spec, *, backbone_name, backbone_weights, estimate_bn_on, batch_size, log):
+def _probe_backbone(
+    backbone_spec, *, backbone_name, backbone_weights, estimate_bn_on, batch_size, log
+):
     """`(backbone, description)` of `run_probe`'s backbone, batch-norm statistics estimated on request.
 
     Args:
@@ -376,8 +463,11 @@ def _probe_backbone(backbone_spec, *, backbone_name, backbone_weights, estimate_
     if isinstance(backbone_spec, keras.Model):
         backbone, description = backbone_spec, f"in-memory model {backbone_spec.name}"
     else:
-        config = types.SimpleNamespace(backbone=os.fspath(backbone_spec), backbone_name=backbone_name,
-                                       backbone_weights=backbone_weights)
+        config = types.SimpleNamespace(
+            backbone=os.fspath(backbone_spec),
+            backbone_name=backbone_name,
+            backbone_weights=backbone_weights,
+        )
         backbone, description = resolve_backbone(config)
     if estimate_bn_on is not None:
         from ssl_keras.backbone import estimate_batch_norm_statistics
@@ -390,9 +480,24 @@ def _probe_backbone(backbone_spec, *, backbone_name, backbone_weights, estimate_
     return backbone, description
 
 
-def run_probe(backbone_spec, data_spec, out, *, method="linear", image_size=96, batch_size=64, max_per_class=None,
-              seed=0, backbone_name="EfficientNetB1", backbone_weights=None, epochs=100, k=20, temperature=0.07,
-              estimate_bn=False, log=print):
+def run_probe(
+    backbone_spec,
+    data_spec,
+    out,
+    *,
+    method="linear",
+    image_size=96,
+    batch_size=64,
+    max_per_class=None,
+    seed=0,
+    backbone_name="EfficientNetB1",
+    backbone_weights=None,
+    epochs=100,
+    k=20,
+    temperature=0.07,
+    estimate_bn=False,
+    log=print,
+):
     """Probes a backbone's frozen features on labelled images and writes a run directory.
 
     Args:
@@ -426,42 +531,95 @@ def run_probe(backbone_spec, data_spec, out, *, method="linear", image_size=96, 
         (method -> `linear_probe`/`knn_probe` dict), counts, `feature_dim` and timings.
     """
     if method not in METHODS:
-        raise ValueError(f"`method` must be one of {', '.join(METHODS)}. Received: method={method!r}")
+        raise ValueError(
+            f"`method` must be one of {', '.join(METHODS)}. Received: method={method!r}"
+        )
     started = time.perf_counter()
     out = prepare_run_directory(out, command="probe")
     keras.utils.set_random_seed(seed)
-    data = probe_data(data_spec, image_size=image_size, batch_size=batch_size, max_per_class=max_per_class,
-                      seed=seed)
+    data = probe_data(
+        data_spec,
+        image_size=image_size,
+        batch_size=batch_size,
+        max_per_class=max_per_class,
+        seed=seed,
+    )
     log(data.description)
-    backbone, description = _probe_backbone(backbone_spec, backbone_name=backbone_name,
-                                            backbone_weights=backbone_weights, log=log,
-                                            estimate_bn_on=data.train if estimate_bn else None,
-                                            batch_size=batch_size)
-    options = {"backbone": backbone_spec if isinstance(backbone_spec, str) else description, "data": data_spec,
-               "out": out, "method": method, "image_size": image_size, "batch_size": batch_size,
-               "max_per_class": max_per_class, "seed": seed, "backbone_name": backbone_name,
-               "backbone_weights": backbone_weights, "epochs": epochs, "k": k, "temperature": temperature,
-               "estimate_bn": estimate_bn}
-    write_json_atomic(os.path.join(out, "config.json"), {
-        "command": "probe", "options": options, "seeds": {"global": seed, "data": seed},
-        "resolved": {"backbone": description, "data": data.description, "class_names": list(data.class_names),
-                     "num_train": data.num_train, "num_test": data.num_test, "skipped": data.skipped},
-        "environment": environment_info(),
-    })
+    backbone, description = _probe_backbone(
+        backbone_spec,
+        backbone_name=backbone_name,
+        backbone_weights=backbone_weights,
+        log=log,
+        estimate_bn_on=data.train if estimate_bn else None,
+        batch_size=batch_size,
+    )
+    options = {
+        "backbone": backbone_spec if isinstance(backbone_spec, str) else description,
+        "data": data_spec,
+        "out": out,
+        "method": method,
+        "image_size": image_size,
+        "batch_size": batch_size,
+        "max_per_class": max_per_class,
+        "seed": seed,
+        "backbone_name": backbone_name,
+        "backbone_weights": backbone_weights,
+        "epochs": epochs,
+        "k": k,
+        "temperature": temperature,
+        "estimate_bn": estimate_bn,
+    }
+    write_json_atomic(
+        os.path.join(out, "config.json"),
+        {
+            "command": "probe",
+            "options": options,
+            "seeds": {"global": seed, "data": seed},
+            "resolved": {
+                "backbone": description,
+                "data": data.description,
+                "class_names": list(data.class_names),
+                "num_train": data.num_train,
+                "num_test": data.num_test,
+                "skipped": data.skipped,
+            },
+            "environment": environment_info(),
+        },
+    )
     feature_start = time.perf_counter()
     train = extract_features(backbone, data.train)
     test = extract_features(backbone, data.test)
     feature_seconds = time.perf_counter() - feature_start
     methods = ("linear", "knn") if method == "both" else (method,)
-    results = {m: _run_method(m, train, test, len(data.class_names), seed=seed, epochs=epochs, k=k,
-                              temperature=temperature) for m in methods}
+    results = {
+        m: _run_method(
+            m,
+            train,
+            test,
+            len(data.class_names),
+            seed=seed,
+            epochs=epochs,
+            k=k,
+            temperature=temperature,
+        )
+        for m in methods
+    }
     for name, result in results.items():
         log(f"{name} probe: top1 {result['top1']:.4f}, top3 {result['top3']:.4f}")
-    report = {"top1": results[methods[0]]["top1"], "top3": results[methods[0]]["top3"], "method": method,
-              "results": results, "backbone": description, "data": data.description,
-              "num_train": int(len(train[1])), "num_test": int(len(test[1])), "feature_dim": int(train[0].shape[1]),
-              "class_names": list(data.class_names), "feature_seconds": feature_seconds,
-              "wall_seconds": time.perf_counter() - started}
+    report = {
+        "top1": results[methods[0]]["top1"],
+        "top3": results[methods[0]]["top3"],
+        "method": method,
+        "results": results,
+        "backbone": description,
+        "data": data.description,
+        "num_train": int(len(train[1])),
+        "num_test": int(len(test[1])),
+        "feature_dim": int(train[0].shape[1]),
+        "class_names": list(data.class_names),
+        "feature_seconds": feature_seconds,
+        "wall_seconds": time.perf_counter() - started,
+    }
     write_json_atomic(os.path.join(out, "probe.json"), report)
     return report
 
@@ -506,8 +664,10 @@ class ProbeMonitor(keras.callbacks.Callback):
             encoder = getattr(self.model, name, None)
             if isinstance(encoder, keras.Model):
                 return encoder
-        raise ValueError(f"ProbeMonitor needs a model with an `encoder` or `backbone` sub-model; "
-                         f"{type(self.model).__name__} has neither")
+        raise ValueError(
+            f"ProbeMonitor needs a model with an `encoder` or `backbone` sub-model; "
+            f"{type(self.model).__name__} has neither"
+        )
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
@@ -515,8 +675,15 @@ class ProbeMonitor(keras.callbacks.Callback):
         encoder = self._encoder()
         train = extract_features(encoder, self.data.train)
         test = extract_features(encoder, self.data.test)
-        result = _run_method(self.method, train, test, len(self.data.class_names), epochs=self.epochs, k=self.k,
-                             temperature=self.temperature)
+        result = _run_method(
+            self.method,
+            train,
+            test,
+            len(self.data.class_names),
+            epochs=self.epochs,
+            k=self.k,
+            temperature=self.temperature,
+        )
         self.results.append({"epoch": epoch + 1, **result})
         if logs is not None:
             logs["probe_top1"] = result["top1"]

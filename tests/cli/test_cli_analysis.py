@@ -20,9 +20,31 @@ def test_compare_command_writes_the_report_with_a_gradcam_grid(tmp_path):
     encoder_dir.mkdir()
     tiny_backbone(width=8).save(encoder_dir / "encoder.keras")
     out = tmp_path / "cmp"
-    args = ["compare", "--data", "synthetic:120", "--backbones", f"ssl:{encoder_dir},scratch", "--label-fractions",
-            "0.5", "--modes", "freeze", "--seeds", "1", "--epochs", "1", "--image-size", "32", "--batch-size", "16",
-            "--backbone-name", "tiny", "--out", str(out), "--gradcam-images", "2"]
+    args = [
+        "compare",
+        "--data",
+        "synthetic:120",
+        "--backbones",
+        f"ssl:{encoder_dir},scratch",
+        "--label-fractions",
+        "0.5",
+        "--modes",
+        "freeze",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "16",
+        "--backbone-name",
+        "tiny",
+        "--out",
+        str(out),
+        "--gradcam-images",
+        "2",
+    ]
     result = invoke(args)
     assert result.exit_code == 0, result.output
     table = list(csv.DictReader(open(out / "results.csv")))
@@ -44,20 +66,66 @@ def test_compare_command_writes_the_report_with_a_gradcam_grid(tmp_path):
 def test_gradcam_and_probe_commands_on_real_files(shared_data, tmp_path):
     voc = shared_data / "voc2007"
     run = tmp_path / "detect"
-    result = invoke(["detect", "--data", f"voc:{voc}", "--backbone-name", "tiny", "--out", str(run), "--epochs", "1",
-                     "--image-size", "32", "--batch-size", "32", "--quiet", "--no-export"])
+    result = invoke(
+        [
+            "detect",
+            "--data",
+            f"voc:{voc}",
+            "--backbone-name",
+            "tiny",
+            "--out",
+            str(run),
+            "--epochs",
+            "1",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "32",
+            "--quiet",
+            "--no-export",
+        ]
+    )
     assert result.exit_code == 0, result.output
     images = [str(voc / "JPEGImages" / name) for name in sorted(os.listdir(voc / "JPEGImages"))[:2]]
-    result = invoke(["gradcam", "--model", str(run), "--model", str(run), *images, "--out", str(tmp_path / "cam")])
+    result = invoke(
+        [
+            "gradcam",
+            "--model",
+            str(run),
+            "--model",
+            str(run),
+            *images,
+            "--out",
+            str(tmp_path / "cam"),
+        ]
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "cam" / "gradcam_grid.png").is_file()
     assert len(os.listdir(tmp_path / "cam")) == 1 + 2 * 2  # grid + one overlay per image and model
-    rerun = CliRunner().invoke(main, ["gradcam", "--model", str(run), *images, "--out", str(tmp_path / "cam")])
+    rerun = CliRunner().invoke(
+        main, ["gradcam", "--model", str(run), *images, "--out", str(tmp_path / "cam")]
+    )
     assert rerun.exit_code != 0 and "exists" in rerun.output and "Traceback" not in rerun.output
 
-    result = invoke(["probe", "--backbone", "scratch", "--backbone-name", "tiny",
-                     "--data", str(shared_data / "unlabeled"), "--out", str(tmp_path / "probe"), "--method", "knn",
-                     "--image-size", "32", "--max-per-class", "10"])
+    result = invoke(
+        [
+            "probe",
+            "--backbone",
+            "scratch",
+            "--backbone-name",
+            "tiny",
+            "--data",
+            str(shared_data / "unlabeled"),
+            "--out",
+            str(tmp_path / "probe"),
+            "--method",
+            "knn",
+            "--image-size",
+            "32",
+            "--max-per-class",
+            "10",
+        ]
+    )
     assert result.exit_code == 0, result.output
     probe = json.loads((tmp_path / "probe" / "probe.json").read_text())
     assert probe["num_train"] == 100 and probe["num_test"] == 100  # 10 classes x 10 per split

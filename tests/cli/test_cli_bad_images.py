@@ -18,8 +18,20 @@ from ssl_keras.backbone import tiny_backbone
 from ssl_keras.cli.main import main
 from ssl_keras.data import image_files
 
-TINY_PRETRAIN = ["--backbone", "tiny", "--batch-size", "4", "--image-size", "32", "--epochs", "1",
-                 "--warmup-epochs", "0", "--no-export", "--quiet"]
+TINY_PRETRAIN = [
+    "--backbone",
+    "tiny",
+    "--batch-size",
+    "4",
+    "--image-size",
+    "32",
+    "--epochs",
+    "1",
+    "--warmup-epochs",
+    "0",
+    "--no-export",
+    "--quiet",
+]
 SKIPPED = {"zero.jpg": image_files.EMPTY, "truncated.jpg": image_files.TRUNCATED}
 REPAIRED = {
     "actually_png.jpg": image_files.WRONG_EXTENSION,
@@ -39,7 +51,9 @@ def invoke(args):
 def assert_one_line_error(result, *names):
     assert result.exit_code == 1, result.output
     # An uncaught exception also exits with 1; a user error leaves only click's SystemExit.
-    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output, result.exception
+    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output, (
+        result.exception
+    )
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
     for name in names:
@@ -72,8 +86,25 @@ def detect_run(tmp_path_factory):
     encoder = tmp_path_factory.mktemp("encoder")
     tiny_backbone(width=8).save(encoder / "encoder.keras")
     out = tmp_path_factory.mktemp("detect") / "run"
-    result = invoke(["detect", "--data", "synthetic:64", "--backbone", encoder, "--out", out, "--epochs", "1",
-                     "--image-size", "32", "--batch-size", "16", "--no-export", "--quiet"])
+    result = invoke(
+        [
+            "detect",
+            "--data",
+            "synthetic:64",
+            "--backbone",
+            encoder,
+            "--out",
+            out,
+            "--epochs",
+            "1",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "16",
+            "--no-export",
+            "--quiet",
+        ]
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -87,9 +118,13 @@ def test_pretrain_on_the_matrix_skips_and_reports_each_file(photos, tmp_path):
     assert record["skipped"] == {reason: 1 for reason in SKIPPED.values()}
     # The run's log names each file once (`unlabeled_images.skipped_report` / `repaired_report`).
     for name, reason in SKIPPED.items():
-        assert f"{name}: {reason}" in result.output, f"skipped file {name} is not named in the output"
+        assert f"{name}: {reason}" in result.output, (
+            f"skipped file {name} is not named in the output"
+        )
     for name, reason in REPAIRED.items():
-        assert f"{name}: {reason}" in result.output, f"converted file {name} is not named in the output"
+        assert f"{name}: {reason}" in result.output, (
+            f"converted file {name} is not named in the output"
+        )
     assert record["repaired"] == {reason: 1 for reason in REPAIRED.values()}
 
 
@@ -97,7 +132,9 @@ def test_pretrain_on_an_empty_folder_stops_with_one_line(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     result = invoke(["pretrain", "--data", empty, "--out", tmp_path / "run", *TINY_PRETRAIN])
-    assert_one_line_error(result, str(empty), "no image files", "point --data at a folder of photos")
+    assert_one_line_error(
+        result, str(empty), "no image files", "point --data at a folder of photos"
+    )
     assert not (tmp_path / "run" / "result.json").exists()
 
 
@@ -107,8 +144,13 @@ def test_pretrain_on_only_bad_files_stops_with_one_line(tmp_path):
     bad_files.zero_byte(bad)
     bad_files.truncated_jpeg(bad)
     result = invoke(["pretrain", "--data", bad, "--out", tmp_path / "run", *TINY_PRETRAIN])
-    assert_one_line_error(result, str(bad), "none of the 2 image files can be decoded", "zero.jpg: empty file",
-                          "truncated.jpg: truncated")
+    assert_one_line_error(
+        result,
+        str(bad),
+        "none of the 2 image files can be decoded",
+        "zero.jpg: empty file",
+        "truncated.jpg: truncated",
+    )
     assert not (tmp_path / "run" / "result.json").exists()
 
 
@@ -116,7 +158,9 @@ def test_predict_on_the_matrix_draws_the_readable_and_lists_the_rest(detect_run,
     out = tmp_path / "pred"
     empty = tmp_path / "no_images"
     empty.mkdir()
-    result = invoke(["predict", "--model", detect_run, matrix, empty, tmp_path / "gone.jpg", "--out", out])
+    result = invoke(
+        ["predict", "--model", detect_run, matrix, empty, tmp_path / "gone.jpg", "--out", out]
+    )
     assert result.exit_code == 0, result.output
     for name, reason in SKIPPED.items():
         assert f"image {matrix / name}: skipped, {reason}" in result.output
@@ -125,17 +169,27 @@ def test_predict_on_the_matrix_draws_the_readable_and_lists_the_rest(detect_run,
     for name, reason in REPAIRED.items():
         assert f"image {matrix / name}: read, {reason}" in result.output
     readable = [*REPAIRED, *READ_AS_IS]
-    assert sorted(os.listdir(out)) == sorted([os.path.splitext(n)[0] + "_pred.png" for n in readable]
-                                             + ["predictions.json"])
+    assert sorted(os.listdir(out)) == sorted(
+        [os.path.splitext(n)[0] + "_pred.png" for n in readable] + ["predictions.json"]
+    )
     for name in readable:  # drawn on the original frame
-        with Image.open(matrix / name) as original, Image.open(out / (os.path.splitext(name)[0] + "_pred.png")) as drawn:
+        with (
+            Image.open(matrix / name) as original,
+            Image.open(out / (os.path.splitext(name)[0] + "_pred.png")) as drawn,
+        ):
             assert drawn.size == original.size and drawn.mode == "RGB"
     record = json.loads((out / "predictions.json").read_text())
     assert record["num_images"] == len(readable) == len(record["predictions"])
     assert {os.path.basename(row["image"]) for row in record["predictions"]} == set(readable)
-    assert record["skipped"] == {image_files.EMPTY: 1, image_files.TRUNCATED: 1, image_files.MISSING: 1,
-                                 "folder holds no image files": 1}
-    assert {(os.path.basename(f["image"]), f["reason"]) for f in record["skipped_files"]} >= set(SKIPPED.items())
+    assert record["skipped"] == {
+        image_files.EMPTY: 1,
+        image_files.TRUNCATED: 1,
+        image_files.MISSING: 1,
+        "folder holds no image files": 1,
+    }
+    assert {(os.path.basename(f["image"]), f["reason"]) for f in record["skipped_files"]} >= set(
+        SKIPPED.items()
+    )
     assert record["repaired"] == {reason: 1 for reason in REPAIRED.values()}
     assert f"{len(readable)} image(s) drawn, 4 skipped" in result.output
 
@@ -145,9 +199,20 @@ def test_predict_on_the_matrix_draws_the_readable_and_lists_the_rest(detect_run,
 
 def test_predict_with_no_usable_input_stops_before_loading_the_model(matrix, tmp_path):
     # The model folder does not even exist: the inputs are checked first.
-    result = invoke(["predict", "--model", tmp_path / "no_run", matrix / "zero.jpg", matrix / "truncated.jpg",
-                     "--out", tmp_path / "pred"])
-    assert_one_line_error(result, "no usable input image", "zero.jpg: empty file", "truncated.jpg: truncated")
+    result = invoke(
+        [
+            "predict",
+            "--model",
+            tmp_path / "no_run",
+            matrix / "zero.jpg",
+            matrix / "truncated.jpg",
+            "--out",
+            tmp_path / "pred",
+        ]
+    )
+    assert_one_line_error(
+        result, "no usable input image", "zero.jpg: empty file", "truncated.jpg: truncated"
+    )
     assert not (tmp_path / "pred").exists()
 
 
@@ -158,7 +223,10 @@ def test_predict_reads_a_huge_jpeg_at_reduced_size(detect_run, tmp_path):
     assert result.exit_code == 0, result.output
     assert f"image {huge}: read, {image_files.REDUCED}" in result.output
     with Image.open(out / "huge_pred.png") as drawn:
-        assert drawn.size == (1500, 1125)  # 1/8 of 12000x9000: drawn without holding 324 MB of pixels
+        assert drawn.size == (
+            1500,
+            1125,
+        )  # 1/8 of 12000x9000: drawn without holding 324 MB of pixels
     record = json.loads((out / "predictions.json").read_text())
     assert record["repaired"] == {image_files.REDUCED: 1} and record["num_images"] == 1
     x0, y0, x1, y1 = record["predictions"][0]["box"]

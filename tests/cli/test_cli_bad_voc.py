@@ -20,9 +20,25 @@ from ssl_keras.data import voc
 
 
 def _detect(root, out):
-    args = ["detect", "--data", f"voc:{root}", "--backbone", "scratch", "--backbone-name", "tiny",
-            "--epochs", "1", "--image-size", "32", "--batch-size", "8", "--no-export", "--out", str(out),
-            "--quiet"]
+    args = [
+        "detect",
+        "--data",
+        f"voc:{root}",
+        "--backbone",
+        "scratch",
+        "--backbone-name",
+        "tiny",
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "8",
+        "--no-export",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     return CliRunner().invoke(main, args)
 
 
@@ -39,25 +55,43 @@ def test_detect_reads_what_it_can_and_reports_each_broken_file_once(devkit, tmp_
     truncated = root / "JPEGImages" / f"{train[1]}.jpg"
     truncated.write_bytes(truncated.read_bytes()[:4000])
     width, height = image_size(root, train[2])
-    write_annotation(root, train[2], annotation_xml([("dog", (5, 5, width + 30, 80))], size=(width, height)))
+    write_annotation(
+        root, train[2], annotation_xml([("dog", (5, 5, width + 30, 80))], size=(width, height))
+    )
     width, height = image_size(root, train[3])
-    write_annotation(root, train[3], annotation_xml(
-        [("unicorn", (1, 1, 90, 90)), ("cat", (10, 10, 60, 60))], size=(width, height)))
+    write_annotation(
+        root,
+        train[3],
+        annotation_xml(
+            [("unicorn", (1, 1, 90, 90)), ("cat", (10, 10, 60, 60))], size=(width, height)
+        ),
+    )
     write_annotation(root, train[4], annotation_xml([("horse", (10, 20, 110, 120))], size=None))
     (root / "Annotations" / f"{train[5]}.xml").unlink()
     cmyk = root / "JPEGImages" / f"{train[6]}.jpg"
     with Image.open(cmyk) as image:
         image.convert("CMYK").save(cmyk, format="JPEG", quality=90)
     width, height = image_size(root, val[0])
-    write_annotation(root, val[0], annotation_xml(
-        [("bus", (70, 5, 20, 40)), ("car", (10, 10, 60, 60))], size=(width, height)))
+    write_annotation(
+        root,
+        val[0],
+        annotation_xml([("bus", (70, 5, 20, 40)), ("car", (10, 10, 60, 60))], size=(width, height)),
+    )
 
     out = tmp_path / "run"
     result = _detect(root, out)
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output
-    broken = [f"{train[0]}.xml", f"{train[1]}.jpg", f"{train[2]}.xml", f"{train[3]}.xml", f"{train[4]}.xml",
-              f"{train[5]}.jpg", f"{train[6]}.jpg", f"{val[0]}.xml"]
+    broken = [
+        f"{train[0]}.xml",
+        f"{train[1]}.jpg",
+        f"{train[2]}.xml",
+        f"{train[3]}.xml",
+        f"{train[4]}.xml",
+        f"{train[5]}.jpg",
+        f"{train[6]}.jpg",
+        f"{val[0]}.xml",
+    ]
     for name in broken:
         assert result.output.count(name) == 1, (name, result.output)
     assert "box 1 has unknown class 'unicorn', dropped" in result.output
@@ -65,11 +99,17 @@ def test_detect_reads_what_it_can_and_reports_each_broken_file_once(devkit, tmp_
     metrics = json.loads((out / "metrics.json").read_text())
     # The flat totals and the per-split counts are written by `detect.data_report`.
     assert metrics["skipped"] == {
-        voc.MALFORMED: 1, image_files.TRUNCATED: 1, voc.UNKNOWN_CLASS: 1, voc.NO_ANNOTATION: 1,
+        voc.MALFORMED: 1,
+        image_files.TRUNCATED: 1,
+        voc.UNKNOWN_CLASS: 1,
+        voc.NO_ANNOTATION: 1,
         voc.ZERO_AREA: 1,
     }
     assert metrics["skipped_by_split"]["train"] == {
-        voc.NO_ANNOTATION: 1, image_files.TRUNCATED: 1, voc.MALFORMED: 1, voc.UNKNOWN_CLASS: 1,
+        voc.NO_ANNOTATION: 1,
+        image_files.TRUNCATED: 1,
+        voc.MALFORMED: 1,
+        voc.UNKNOWN_CLASS: 1,
     }
     assert metrics["skipped_by_split"]["val"] == {voc.ZERO_AREA: 1}
     assert metrics["skipped_by_split"]["test"] == {}

@@ -14,8 +14,17 @@ from ssl_keras.backbone import tiny_backbone
 from ssl_keras.cli.main import main
 from ssl_keras.runs.export import load_serving
 
-METRIC_KEYS = {"mean_iou", "loc_acc@0.5", "loc_acc@0.7", "top1", "top3", "cls_loc_acc@0.5", "num_test_images",
-               "skipped", "per_class"}
+METRIC_KEYS = {
+    "mean_iou",
+    "loc_acc@0.5",
+    "loc_acc@0.7",
+    "top1",
+    "top3",
+    "cls_loc_acc@0.5",
+    "num_test_images",
+    "skipped",
+    "per_class",
+}
 
 
 def invoke(args):
@@ -38,8 +47,26 @@ def ssl_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def detect_run(voc, ssl_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("detect") / "run"
-    result = invoke(["detect", "--data", voc, "--backbone", str(ssl_run), "--out", str(out), "--epochs", "2",
-                     "--image-size", "32", "--batch-size", "32", "--label-fraction", "0.5", "--quiet"])
+    result = invoke(
+        [
+            "detect",
+            "--data",
+            voc,
+            "--backbone",
+            str(ssl_run),
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "32",
+            "--label-fraction",
+            "0.5",
+            "--quiet",
+        ]
+    )
     assert result.exit_code == 0, result.output
     return out, result.output
 
@@ -56,10 +83,15 @@ def test_detect_writes_all_outputs(detect_run, ssl_run):
     assert metrics["loc_acc@0.7"] <= metrics["loc_acc@0.5"] and metrics["top1"] <= metrics["top3"]
     assert sum(c["num_images"] for c in metrics["per_class"].values()) == 297
     config = json.loads((out / "config.json").read_text())
-    assert config["resolved"]["backbone"].startswith("pretrained encoder") and str(ssl_run) in config["resolved"]["backbone"]
+    assert (
+        config["resolved"]["backbone"].startswith("pretrained encoder")
+        and str(ssl_run) in config["resolved"]["backbone"]
+    )
     assert config["resolved"]["head_epochs"] == 1 and config["resolved"]["finetune_epochs"] == 1
     train_ids = json.loads((out / "train_ids.json").read_text())["train_ids"]
-    assert metrics["num_train_images"] == len(train_ids) and 190 <= len(train_ids) <= 240  # ~50% of 430
+    assert (
+        metrics["num_train_images"] == len(train_ids) and 190 <= len(train_ids) <= 240
+    )  # ~50% of 430
     assert (out / "model.keras").is_file() and (out / "savedmodel" / "saved_model.pb").is_file()
     assert (out / "checkpoints" / "state.json").is_file()
     assert any("tfevents" in f for _, _, files in os.walk(out / "logs") for f in files)
@@ -69,8 +101,12 @@ def test_detect_writes_all_outputs(detect_run, ssl_run):
     assert baselines["num_train_images"] == len(train_ids)
     assert metrics["baselines"]["prior_box"]["box"] == baselines["prior_box"]["box"]
     assert metrics["baselines"]["majority_class"]["classes"][0] == "person"
-    assert metrics["margins"]["mean_iou"] == pytest.approx(metrics["mean_iou"] - metrics["baselines"]["prior_box"]["mean_iou"])
-    assert "prior_box" in output and "majority_class" in output and "margin over prior_box" in output
+    assert metrics["margins"]["mean_iou"] == pytest.approx(
+        metrics["mean_iou"] - metrics["baselines"]["prior_box"]["mean_iou"]
+    )
+    assert (
+        "prior_box" in output and "majority_class" in output and "margin over prior_box" in output
+    )
     assert 1 <= metrics["selected_epoch"] <= 2 and (out / "best_epoch.json").is_file()
 
 
@@ -81,8 +117,12 @@ def test_savedmodel_endpoint_equals_inference(detect_run):
     expected = model(images, training=False)
     served = load_serving(out / "savedmodel")(images)
     np.testing.assert_allclose(np.asarray(served["boxes"]), expected["boxes"], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(served["class_probs"]), keras.ops.softmax(expected["class_logits"]),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(served["class_probs"]),
+        keras.ops.softmax(expected["class_logits"]),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_evaluate_reproduces_metrics_json(detect_run, tmp_path):
@@ -92,7 +132,15 @@ def test_evaluate_reproduces_metrics_json(detect_run, tmp_path):
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "metrics.json").read_text())
     again = json.loads(target.read_text())
-    for key in ("mean_iou", "loc_acc@0.5", "loc_acc@0.7", "top1", "top3", "cls_loc_acc@0.5", "num_test_images"):
+    for key in (
+        "mean_iou",
+        "loc_acc@0.5",
+        "loc_acc@0.7",
+        "top1",
+        "top3",
+        "cls_loc_acc@0.5",
+        "num_test_images",
+    ):
         assert again[key] == pytest.approx(saved[key], abs=1e-6), key
     assert again["per_class"].keys() == saved["per_class"].keys()
 
@@ -100,10 +148,14 @@ def test_evaluate_reproduces_metrics_json(detect_run, tmp_path):
 def test_evaluate_on_a_folder_with_only_a_test_set(detect_run, shared_data, tmp_path):
     out, _ = detect_run
     root = tmp_path / "VOC2007"
-    listed = copy_devkit(shared_data / "voc2007", root, sizes={"test": 297})  # only ImageSets/Main/test.txt
+    listed = copy_devkit(
+        shared_data / "voc2007", root, sizes={"test": 297}
+    )  # only ImageSets/Main/test.txt
     assert len(listed["test"]) == 297 and not (root / "ImageSets" / "Main" / "train.txt").exists()
     target = tmp_path / "test_only.json"
-    result = invoke(["evaluate", "--model", str(out), "--data", f"voc:{root}", "--out", str(target)])
+    result = invoke(
+        ["evaluate", "--model", str(out), "--data", f"voc:{root}", "--out", str(target)]
+    )
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "metrics.json").read_text())
     again = json.loads(target.read_text())
@@ -112,17 +164,30 @@ def test_evaluate_on_a_folder_with_only_a_test_set(detect_run, shared_data, tmp_
     # The baselines come from the run's own train subset (baselines.json), not from this folder.
     for name in ("prior_box", "majority_class"):
         for key, value in saved["baselines"][name].items():
-            assert again["baselines"][name][key] == (pytest.approx(value) if isinstance(value, float) else value)
-    result = CliRunner().invoke(main, ["evaluate", "--model", str(out), "--data", f"voc:{root}", "--split", "val"])
+            assert again["baselines"][name][key] == (
+                pytest.approx(value) if isinstance(value, float) else value
+            )
+    result = CliRunner().invoke(
+        main, ["evaluate", "--model", str(out), "--data", f"voc:{root}", "--split", "val"]
+    )
     assert result.exit_code != 0 and "val.txt" in result.output and "Traceback" not in result.output
 
 
 def test_predict_draws_pngs_and_rejects_unreadable_files(detect_run, shared_data, tmp_path):
     out, _ = detect_run
-    image = shared_data / "voc2007" / "JPEGImages" / sorted(os.listdir(shared_data / "voc2007" / "JPEGImages"))[0]
+    image = (
+        shared_data
+        / "voc2007"
+        / "JPEGImages"
+        / sorted(os.listdir(shared_data / "voc2007" / "JPEGImages"))[0]
+    )
     png = tmp_path / "photo.png"
-    Image.open(shared_data / "unlabeled" / "imagenette_00001.jpg").convert("L").save(png)  # grayscale PNG
-    result = invoke(["predict", "--model", str(out), str(image), str(png), "--out", str(tmp_path / "pred")])
+    Image.open(shared_data / "unlabeled" / "imagenette_00001.jpg").convert("L").save(
+        png
+    )  # grayscale PNG
+    result = invoke(
+        ["predict", "--model", str(out), str(image), str(png), "--out", str(tmp_path / "pred")]
+    )
     assert result.exit_code == 0, result.output
     drawn = sorted(os.listdir(tmp_path / "pred"))
     assert drawn == [image.stem + "_pred.png", "photo_pred.png", "predictions.json"]
@@ -131,23 +196,45 @@ def test_predict_draws_pngs_and_rejects_unreadable_files(detect_run, shared_data
         assert picture.size == Image.open(image).size  # drawn on the original image
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not a jpeg")
-    result = CliRunner().invoke(main, ["predict", "--model", str(out), str(bad), "--out", str(tmp_path / "pred2")])
-    assert result.exit_code != 0 and "broken.jpg" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(
+        main, ["predict", "--model", str(out), str(bad), "--out", str(tmp_path / "pred2")]
+    )
+    assert (
+        result.exit_code != 0 and "broken.jpg" in result.output and "Traceback" not in result.output
+    )
     assert not (tmp_path / "pred2").exists()
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--label-fraction", "1.5"], "--label-fraction must be in (0, 1]; got 1.5"),
-    (["--label-fraction", "0"], "--label-fraction must be in (0, 1]"),
-    (["--epochs", "-1"], "--epochs must be an integer >= 1; got -1"),
-    (["--backbone", "scratch", "--backbone-name", "Xception", "--image-size", "64"],
-     "--image-size must be an integer >= 71 (Xception's smallest input); got 64"),
-    (["--mode", "sideways"], "--mode must be one of"),
-    (["--backbone", "/no/such/run"], "no such pretrain run"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--label-fraction", "1.5"], "--label-fraction must be in (0, 1]; got 1.5"),
+        (["--label-fraction", "0"], "--label-fraction must be in (0, 1]"),
+        (["--epochs", "-1"], "--epochs must be an integer >= 1; got -1"),
+        (
+            ["--backbone", "scratch", "--backbone-name", "Xception", "--image-size", "64"],
+            "--image-size must be an integer >= 71 (Xception's smallest input); got 64",
+        ),
+        (["--mode", "sideways"], "--mode must be one of"),
+        (["--backbone", "/no/such/run"], "no such pretrain run"),
+    ],
+)
 def test_detect_rejects_bad_options(voc, tmp_path, args, message):
-    result = CliRunner().invoke(main, ["detect", "--data", voc, "--out", str(tmp_path / "r"), "--image-size", "32",
-                                       "--backbone-name", "tiny", *args])
+    result = CliRunner().invoke(
+        main,
+        [
+            "detect",
+            "--data",
+            voc,
+            "--out",
+            str(tmp_path / "r"),
+            "--image-size",
+            "32",
+            "--backbone-name",
+            "tiny",
+            *args,
+        ],
+    )
     assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
 
 
@@ -155,22 +242,49 @@ def test_tfds_voc_offline_fails_fast_naming_the_alternative(tmp_path):
     import time
 
     start = time.time()
-    result = CliRunner().invoke(main, ["detect", "--data", "tfds:voc/2007", "--out", str(tmp_path / "r"),
-                                       "--backbone-name", "tiny", "--image-size", "32"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "detect",
+            "--data",
+            "tfds:voc/2007",
+            "--out",
+            str(tmp_path / "r"),
+            "--backbone-name",
+            "tiny",
+            "--image-size",
+            "32",
+        ],
+    )
     assert result.exit_code != 0 and "voc:" in result.output
     assert time.time() - start < 30
 
 
 def test_resume_continues_from_the_checkpoint_into_fine_tuning(tmp_path):
     out = tmp_path / "run"
-    base = ["detect", "--data", "synthetic:120", "--backbone-name", "tiny", "--out", str(out), "--image-size", "32",
-            "--batch-size", "16", "--quiet", "--no-export"]
+    base = [
+        "detect",
+        "--data",
+        "synthetic:120",
+        "--backbone-name",
+        "tiny",
+        "--out",
+        str(out),
+        "--image-size",
+        "32",
+        "--batch-size",
+        "16",
+        "--quiet",
+        "--no-export",
+    ]
     assert invoke(base + ["--epochs", "1"]).exit_code == 0
     first = json.loads((out / "metrics.json").read_text())
     result = invoke(["detect", "--out", str(out), "--resume", "--epochs", "2", "--quiet"])
     assert result.exit_code == 0, result.output
     assert "resuming from" in result.output and "fine-tuning: epochs 2-2" in result.output
     second = json.loads((out / "metrics.json").read_text())
-    assert second["epochs"] == 2 and len(second["history"]["loss"]) == 1  # only the missing epoch ran
+    assert (
+        second["epochs"] == 2 and len(second["history"]["loss"]) == 1
+    )  # only the missing epoch ran
     assert second["backbone"] == first["backbone"]
     assert json.loads((out / "checkpoints" / "state.json").read_text())["epoch"] == 2

@@ -38,7 +38,9 @@ def labelled_photos(shared_data, tmp_path_factory):
     kept = []
     for wnid in classes:
         for split, count in (("train", 16), ("val", 4)):
-            kept += [row for row in rows if row["wnid"] == wnid and row["imagenette_split"] == split][:count]
+            kept += [
+                row for row in rows if row["wnid"] == wnid and row["imagenette_split"] == split
+            ][:count]
     for row in kept:
         shutil.copy(shared_data / "unlabeled" / row["file"], folder / row["file"])
     with open(folder / "manifest.csv", "w", newline="") as f:
@@ -57,26 +59,76 @@ def photos(shared_data, tmp_path_factory):
     return folder
 
 
-def test_supervised_pretraining_learns_and_writes_a_run_that_detect_accepts(labelled_photos, shared_data, tmp_path):
+def test_supervised_pretraining_learns_and_writes_a_run_that_detect_accepts(
+    labelled_photos, shared_data, tmp_path
+):
     out = tmp_path / "supervised"
-    result = invoke(["pretrain", "--method", "supervised", "--data", str(labelled_photos), "--out", str(out),
-                     "--epochs", "6", "--batch-size", "16", "--learning-rate", "3e-3", "--label-smoothing", "0",
-                     *TINY])
+    result = invoke(
+        [
+            "pretrain",
+            "--method",
+            "supervised",
+            "--data",
+            str(labelled_photos),
+            "--out",
+            str(out),
+            "--epochs",
+            "6",
+            "--batch-size",
+            "16",
+            "--learning-rate",
+            "3e-3",
+            "--label-smoothing",
+            "0",
+            *TINY,
+        ]
+    )
     assert result.exit_code == 0, result.output
     record = json.loads((out / "result.json").read_text())
-    assert record["method"] == "supervised" and record["num_images"] == 48 and record["num_validation_images"] == 12
+    assert (
+        record["method"] == "supervised"
+        and record["num_images"] == 48
+        and record["num_validation_images"] == 12
+    )
     assert len(record["class_names"]) == 3
     losses = record["history"]["loss"]
     assert losses[-1] < losses[0] - 0.1, losses
-    assert set(record["history"]) >= {"accuracy", "val_loss", "val_accuracy", "feature_std", "feature_rank"}
+    assert set(record["history"]) >= {
+        "accuracy",
+        "val_loss",
+        "val_accuracy",
+        "feature_std",
+        "feature_rank",
+    }
     config = json.loads((out / "config.json").read_text())
-    assert config["resolved"]["method"] == "supervised" and len(config["resolved"]["class_names"]) == 3
+    assert (
+        config["resolved"]["method"] == "supervised" and len(config["resolved"]["class_names"]) == 3
+    )
     assert "validation accuracy" in result.output
     encoder = keras.saving.load_model(out / "encoder.keras")
-    assert encoder.output_shape[-1] == 64  # the tiny backbone's features, not the 3-class classifier
-    detect = invoke(["detect", "--data", f"voc:{shared_data / 'voc2007'}", "--backbone", str(out), "--out",
-                     str(tmp_path / "detect"), "--epochs", "1", "--image-size", "32", "--batch-size", "32",
-                     "--label-fraction", "0.25", "--quiet"])
+    assert (
+        encoder.output_shape[-1] == 64
+    )  # the tiny backbone's features, not the 3-class classifier
+    detect = invoke(
+        [
+            "detect",
+            "--data",
+            f"voc:{shared_data / 'voc2007'}",
+            "--backbone",
+            str(out),
+            "--out",
+            str(tmp_path / "detect"),
+            "--epochs",
+            "1",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "32",
+            "--label-fraction",
+            "0.25",
+            "--quiet",
+        ]
+    )
     assert detect.exit_code == 0, detect.output
     assert json.loads((tmp_path / "detect" / "metrics.json").read_text())["num_test_images"] > 0
     resolved = json.loads((tmp_path / "detect" / "config.json").read_text())["resolved"]["backbone"]
@@ -84,23 +136,62 @@ def test_supervised_pretraining_learns_and_writes_a_run_that_detect_accepts(labe
 
 
 def test_supervised_pretraining_needs_labels(photos, tmp_path):
-    result = CliRunner().invoke(main, ["pretrain", "--method", "supervised", "--data", str(photos), "--out",
-                                       str(tmp_path / "r"), *TINY])
+    result = CliRunner().invoke(
+        main,
+        [
+            "pretrain",
+            "--method",
+            "supervised",
+            "--data",
+            str(photos),
+            "--out",
+            str(tmp_path / "r"),
+            *TINY,
+        ],
+    )
     assert result.exit_code == 1
-    assert "needs one sub-folder of images per class" in result.output and "Traceback" not in result.output
+    assert (
+        "needs one sub-folder of images per class" in result.output
+        and "Traceback" not in result.output
+    )
 
 
 def test_warmup_default_follows_the_number_of_epochs(photos, tmp_path):
     # The old default (10 warm-up epochs) refused every run shorter than 10 epochs.
     out = tmp_path / "one"
-    result = invoke(["pretrain", "--data", str(photos), "--out", str(out), "--epochs", "1", "--batch-size", "16",
-                     *TINY])
+    result = invoke(
+        [
+            "pretrain",
+            "--data",
+            str(photos),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            *TINY,
+        ]
+    )
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert config["options"]["warmup_epochs"] is None
     assert config["resolved"]["warmup_epochs"] == pytest.approx(0.1)
-    bad = CliRunner().invoke(main, ["pretrain", "--data", str(photos), "--out", str(tmp_path / "two"),
-                                    "--epochs", "2", "--warmup-epochs", "3", *TINY])
+    bad = CliRunner().invoke(
+        main,
+        [
+            "pretrain",
+            "--data",
+            str(photos),
+            "--out",
+            str(tmp_path / "two"),
+            "--epochs",
+            "2",
+            "--warmup-epochs",
+            "3",
+            *TINY,
+        ],
+    )
     assert bad.exit_code == 1 and "--warmup-epochs must be in [0, epochs=2]" in bad.output
 
 
@@ -108,8 +199,12 @@ def test_simclr_reaches_contrastive_accuracy_well_above_chance(photos):
     """A fixed budget on 64 real photos: 40 steps of the tiny backbone at batch 32 (chance 1/63)."""
     keras.utils.set_random_seed(0)
     source = load_image_source(str(photos), image_size=32, batch_size=32, seed=0)
-    model = SimCLR(tiny_backbone(width=16), projection_head=ProjectionHead(output_dim=32, hidden_dim=64),
-                   augmenter=SimCLRAugmenter(seed=1, blur_sigma_range=(0.01, 0.3)), temperature=0.2)
+    model = SimCLR(
+        tiny_backbone(width=16),
+        projection_head=ProjectionHead(output_dim=32, hidden_dim=64),
+        augmenter=SimCLRAugmenter(seed=1, blur_sigma_range=(0.01, 0.3)),
+        temperature=0.2,
+    )
     model.compile(optimizer=keras.optimizers.Adam(3e-3))
     history = model.fit(source.stream(0), epochs=4, steps_per_epoch=10, verbose=0).history
     chance = 1 / 63
@@ -141,16 +236,29 @@ def test_every_readme_pretrain_command_runs_as_written(shared_data, tmp_path):
         args = shlex.split(command)[1:]
         args = [a.replace("../shared/data", str(shared_data)) for a in args]
         args = [str(tmp_path / a) if a.startswith("runs/") else a for a in args]
-        result = CliRunner().invoke(main, [*args, "--steps-per-epoch", "1", "--quiet", "--no-export"],
-                                    catch_exceptions=False)
+        result = CliRunner().invoke(
+            main,
+            [*args, "--steps-per-epoch", "1", "--quiet", "--no-export"],
+            catch_exceptions=False,
+        )
         assert result.exit_code == 0, (command, result.output)
         assert "pretrain done" in result.output, (command, result.output)
 
 
 def test_supervised_pretraining_resumes_with_more_epochs(labelled_photos, tmp_path):
     out = tmp_path / "supervised"
-    args = ["pretrain", "--method", "supervised", "--data", str(labelled_photos), "--out", str(out),
-            "--batch-size", "16", *TINY]
+    args = [
+        "pretrain",
+        "--method",
+        "supervised",
+        "--data",
+        str(labelled_photos),
+        "--out",
+        str(out),
+        "--batch-size",
+        "16",
+        *TINY,
+    ]
     assert invoke([*args, "--epochs", "1"]).exit_code == 0
     result = invoke(["pretrain", "--out", str(out), "--resume", "--epochs", "2", "--quiet"])
     assert result.exit_code == 0, result.output

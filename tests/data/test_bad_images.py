@@ -94,7 +94,11 @@ def test_scan_skips_and_repairs_each_matrix_case(matrix):
     assert set(scan.repaired) <= set(image_files.REPAIRS)
     # Call sites written for the three-field result still unpack it.
     good_paths, skipped_counts, skipped_files = scan
-    assert (good_paths, skipped_counts, skipped_files) == (scan.good_paths, scan.skipped, scan.skipped_files)
+    assert (good_paths, skipped_counts, skipped_files) == (
+        scan.good_paths,
+        scan.skipped,
+        scan.skipped_files,
+    )
 
 
 def test_header_only_variants(tmp_path):
@@ -132,7 +136,9 @@ def test_unsupported_bmp_variants_would_be_lost_in_tensorflow(tmp_path):
 def test_pipeline_yields_every_readable_image_with_its_pixels(matrix):
     folder, cases = matrix
     scan = scan_images(list_image_files(folder), image_size=32)
-    dataset = image_dataset(scan.good_paths, image_size=32, batch_size=4, shuffle=False, drop_remainder=False)
+    dataset = image_dataset(
+        scan.good_paths, image_size=32, batch_size=4, shuffle=False, drop_remainder=False
+    )
     images = np.concatenate([batch.numpy() for batch in dataset])
     readable = [path for path, outcome in cases.values() if outcome == bad_files.READ]
     assert sorted(scan.good_paths) == sorted(readable) and len(images) == len(readable)
@@ -154,8 +160,12 @@ def test_read_rgb_agrees_with_the_training_decode(matrix):
             continue
         rgb = read_rgb(path)
         assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[-1] == 3, case
-        np.testing.assert_allclose(squash(rgb, 24), read_image(tf.constant(path), image_size=24).numpy(),
-                                   atol=1e-3, err_msg=case)
+        np.testing.assert_allclose(
+            squash(rgb, 24),
+            read_image(tf.constant(path), image_size=24).numpy(),
+            atol=1e-3,
+            err_msg=case,
+        )
         assert np.abs(rgb.astype(int) - pillow_rgb(path)).mean() < 2.0, case
 
 
@@ -186,14 +196,20 @@ def test_huge_image_is_read_at_reduced_size_and_reported(huge):
     assert scan.good_paths == [huge] and scan.repaired_files == [(huge, image_files.REDUCED)]
     assert full.good_paths == [huge] and full.repaired == {}  # no image_size: decoded whole
     data = tf.io.read_file(huge)
-    assert tuple(decode_rgb(data, image_size=96).shape) == (1125, 1500, 3)  # 1/8, shorter side >= 192
+    assert tuple(decode_rgb(data, image_size=96).shape) == (
+        1125,
+        1500,
+        3,
+    )  # 1/8, shorter side >= 192
     assert tuple(decode_rgb(data, image_size=1000).shape) == (2250, 3000, 3)
 
     (batch,) = list(image_dataset([huge], image_size=96, batch_size=1, shuffle=False))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with Image.open(huge) as image:
-            image.draft("RGB", (1500, 1125))  # Pillow's own 1/8 DCT scaling: an independent reference
+            image.draft(
+                "RGB", (1500, 1125)
+            )  # Pillow's own 1/8 DCT scaling: an independent reference
             expected = squash(np.asarray(image.convert("RGB")), 96)
     assert np.abs(batch.numpy()[0] - expected).mean() < 2.0
 
@@ -208,7 +224,12 @@ def test_image_source_counts_skips_and_repairs(matrix, shared_data, tmp_path):
     assert source.skipped == {image_files.EMPTY: 1, image_files.TRUNCATED: 1}
     assert source.repaired == {reason: 1 for reason in REPAIR_REASONS.values() if reason}
     assert {os.path.basename(path) for path, _ in source.repaired_files} == {
-        "actually_png.jpg", "cmyk.jpg", "gray.jpg", "sixteen_bit.png", "rgba.png"}
+        "actually_png.jpg",
+        "cmyk.jpg",
+        "gray.jpg",
+        "sixteen_bit.png",
+        "rgba.png",
+    }
     assert "2 skipped" in source.description and "5 converted" in source.description
     report = repaired_report(source.repaired_files).splitlines()
     assert report[0] == "read 5 files after a conversion:" and len(report) == 6
@@ -220,7 +241,11 @@ def test_empty_folder_names_the_folder_and_the_fix(tmp_path):
     with pytest.raises(SourceError) as error:
         load_image_source(str(tmp_path), image_size=24, batch_size=2)
     message = str(error.value)
-    assert str(tmp_path) in message and "no image files" in message and "found only 1 other file" in message
+    assert (
+        str(tmp_path) in message
+        and "no image files" in message
+        and "found only 1 other file" in message
+    )
     assert "point --data at a folder of photos" in message and "\n" not in message
 
 

@@ -26,5 +26,7 @@ def test_tfds_sources_and_backbones_ask_the_same_probe():
 def test_imagenet_weights_offline_and_not_cached_are_refused_with_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no cached weights there
     monkeypatch.setattr(backbone, "network_available", lambda: False)
-    with pytest.raises(backbone.BackboneWeightsError, match="cannot be downloaded .no network.*--backbone-weights"):
+    with pytest.raises(
+        backbone.BackboneWeightsError, match="cannot be downloaded .no network.*--backbone-weights"
+    ):
         backbone.build_backbone("EfficientNetB0", weights="imagenet", input_shape=(32, 32, 3))

@@ -98,9 +98,7 @@ def test_scan_flags_missing_and_unsupported(tmp_path, unlabeled_files):
 def test_dataset_yields_every_good_image(messy_folder):
     root, good = messy_folder
     good_paths, _, _ = scan_images(list_image_files(root))
-    dataset = image_dataset(
-        good_paths, image_size=48, batch_size=3, seed=1, drop_remainder=False
-    )
+    dataset = image_dataset(good_paths, image_size=48, batch_size=3, seed=1, drop_remainder=False)
     batches = [batch.numpy() for batch in dataset]
     assert [len(batch) for batch in batches] == [3, 3, 1]
     images = np.concatenate(batches)

@@ -27,12 +27,26 @@ SPLIT_SIZES = {"train": 430, "val": 138, "test": 297}
 
 # README: "largest-object images" per class (all objects, difficult included), train/val/test.
 README_LARGEST = {
-    "aeroplane": (21, 10, 7), "bicycle": (13, 3, 10), "bird": (23, 10, 15),
-    "boat": (8, 4, 11), "bottle": (4, 3, 4), "bus": (10, 4, 14), "car": (67, 13, 34),
-    "cat": (18, 7, 20), "chair": (16, 6, 14), "cow": (13, 2, 10),
-    "diningtable": (15, 5, 12), "dog": (21, 8, 9), "horse": (24, 8, 18),
-    "motorbike": (12, 7, 9), "person": (96, 25, 58), "pottedplant": (10, 1, 5),
-    "sheep": (5, 2, 4), "sofa": (27, 11, 23), "train": (20, 6, 14), "tvmonitor": (7, 3, 6),
+    "aeroplane": (21, 10, 7),
+    "bicycle": (13, 3, 10),
+    "bird": (23, 10, 15),
+    "boat": (8, 4, 11),
+    "bottle": (4, 3, 4),
+    "bus": (10, 4, 14),
+    "car": (67, 13, 34),
+    "cat": (18, 7, 20),
+    "chair": (16, 6, 14),
+    "cow": (13, 2, 10),
+    "diningtable": (15, 5, 12),
+    "dog": (21, 8, 9),
+    "horse": (24, 8, 18),
+    "motorbike": (12, 7, 9),
+    "person": (96, 25, 58),
+    "pottedplant": (10, 1, 5),
+    "sheep": (5, 2, 4),
+    "sofa": (27, 11, 23),
+    "train": (20, 6, 14),
+    "tvmonitor": (7, 3, 6),
 }
 
 
@@ -73,8 +87,7 @@ def voc_data(voc_root):
 def voc_batches(voc_data):
     return {
         split: [
-            (x.numpy(), {k: v.numpy() for k, v in y.items()})
-            for x, y in getattr(voc_data, split)
+            (x.numpy(), {k: v.numpy() for k, v in y.items()}) for x, y in getattr(voc_data, split)
         ]
         for split in SPLITS
     }
@@ -116,11 +129,15 @@ def test_select_target_from_normalized_boxes_uses_voc_plus_one():
     [
         [],
         [_obj(1, 0, difficult=True)],
-        [{"bbox": (0.0, 0.0, 0.5, 0.5), "label": 3, "is_difficult": True},
-         {"bbox": (0.1, 0.1, 0.3, 0.3), "label": 4, "is_difficult": False},
-         {"bbox": (0.5, 0.5, 0.7, 0.7), "label": 5, "is_difficult": False}],  # Tie: first.
-        [{"bbox": (0.0, 0.0, 0.2, 0.9), "label": 6, "is_difficult": False},
-         {"bbox": (0.0, 0.0, 0.9, 0.2), "label": 7, "is_difficult": False}],  # Aspect tie.
+        [
+            {"bbox": (0.0, 0.0, 0.5, 0.5), "label": 3, "is_difficult": True},
+            {"bbox": (0.1, 0.1, 0.3, 0.3), "label": 4, "is_difficult": False},
+            {"bbox": (0.5, 0.5, 0.7, 0.7), "label": 5, "is_difficult": False},
+        ],  # Tie: first.
+        [
+            {"bbox": (0.0, 0.0, 0.2, 0.9), "label": 6, "is_difficult": False},
+            {"bbox": (0.0, 0.0, 0.9, 0.2), "label": 7, "is_difficult": False},
+        ],  # Aspect tie.
     ],
 )
 def test_select_target_tf_matches_python(objects):
@@ -160,9 +177,7 @@ def test_real_largest_objects_match_readme(records):
             histogram[voc.VOC_CLASSES[label_all]] += 1
             target = select_target(record["objects"])
             moved += target is None or not np.array_equal(target[0], box_all)
-        assert dict(histogram) == {
-            name: counts[column] for name, counts in README_LARGEST.items()
-        }
+        assert dict(histogram) == {name: counts[column] for name, counts in README_LARGEST.items()}
     assert moved == 39
 
 
@@ -356,13 +371,19 @@ def test_voc_targets_are_the_dataset_targets_stretch(voc_data, voc_batches, reco
     )
     by_id = {r["image_id"]: select_target(r["objects"]) for r in records["train"]}
     assert train["labels"].tolist() == [by_id[i][1] for i in voc_data.train_ids]
-    np.testing.assert_array_equal(train["boxes"], np.stack([by_id[i][0] for i in voc_data.train_ids]))
+    np.testing.assert_array_equal(
+        train["boxes"], np.stack([by_id[i][0] for i in voc_data.train_ids])
+    )
 
 
 def test_voc_label_fraction_letterbox(voc_root, records):
     data = load_localization_data(
-        f"voc:{voc_root}", image_size=64, batch_size=8, label_fraction=0.25,
-        resize="letterbox", seed=3,
+        f"voc:{voc_root}",
+        image_size=64,
+        batch_size=8,
+        label_fraction=0.25,
+        resize="letterbox",
+        seed=3,
     )
     train_labels = {r["image_id"]: select_target(r["objects"])[1] for r in records["train"]}
     per_class = collections.Counter(train_labels.values())
@@ -523,16 +544,23 @@ def test_voc_folder_with_only_test_set(test_only_devkits, resize):
     )
     assert data.train is None and data.val is None and data.train_stream is None
     assert data.train_ids == [] and data.train_pool_size == 0
-    for per_split in (data.num_images, data.image_ids, data.original_hw, data.skipped,
-                      data.repaired, data.targets):
+    for per_split in (
+        data.num_images,
+        data.image_ids,
+        data.original_hw,
+        data.skipped,
+        data.repaired,
+        data.targets,
+    ):
         assert set(per_split) == {"test"}
     assert data.num_images == {"test": 5} and data.image_ids["test"] == full.image_ids["test"]
     assert data.description == f"VOC {only_root}: test 5 images; {resize} to 32x32"
     np.testing.assert_array_equal(data.original_hw["test"], full.original_hw["test"])
     for key in ("boxes", "labels"):
         np.testing.assert_array_equal(data.targets["test"][key], full.targets["test"][key])
-    images, boxes, labels = _flat([(x.numpy(), {k: v.numpy() for k, v in y.items()})
-                                   for x, y in data.test])
+    images, boxes, labels = _flat(
+        [(x.numpy(), {k: v.numpy() for k, v in y.items()}) for x, y in data.test]
+    )
     full_images, full_boxes, full_labels = _flat(
         [(x.numpy(), {k: v.numpy() for k, v in y.items()}) for x, y in full.test]
     )
@@ -550,7 +578,10 @@ def test_voc_folder_with_only_test_set(test_only_devkits, resize):
     "splits, message",
     [
         (localization.SPLITS, r"train.txt; .* \(detect needs the train, val and test image sets\)"),
-        (("test", "val"), r"val.txt; .* \(splits=\('val', 'test'\) asks for the val and test image sets\)"),
+        (
+            ("test", "val"),
+            r"val.txt; .* \(splits=\('val', 'test'\) asks for the val and test image sets\)",
+        ),
         (("train",), r"train.txt; .* \(splits=\('train',\) asks for the train image set\)"),
     ],
 )

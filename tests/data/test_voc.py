@@ -165,16 +165,15 @@ def test_feature_dataset_has_tfds_structure(split_records):
         assert element["image/filename"].numpy().decode() == record["image/filename"]
         objects = element["objects"]
         np.testing.assert_allclose(
-            objects["bbox"].numpy(), np.asarray([o["bbox"] for o in record["objects"]]),
+            objects["bbox"].numpy(),
+            np.asarray([o["bbox"] for o in record["objects"]]),
             rtol=1e-6,
         )
         assert objects["label"].numpy().tolist() == [o["label"] for o in record["objects"]]
         assert objects["is_difficult"].numpy().tolist() == [
             o["is_difficult"] for o in record["objects"]
         ]
-        assert element["labels"].numpy().tolist() == sorted(
-            {o["label"] for o in record["objects"]}
-        )
+        assert element["labels"].numpy().tolist() == sorted({o["label"] for o in record["objects"]})
         assert element["labels_no_difficult"].numpy().tolist() == sorted(
             {o["label"] for o in record["objects"] if not o["is_difficult"]}
         )

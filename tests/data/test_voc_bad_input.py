@@ -65,7 +65,9 @@ def test_malformed_annotation_skips_the_image(devkit, text, detail):
     assert bad not in [r["image_id"] for r in loaded.records]
     assert loaded.skipped == {voc.MALFORMED: 1} and loaded.repaired == {}
     (message,) = loaded.messages
-    assert message.startswith(f"annotation {bad}.xml: {detail}") and message.endswith("; image skipped")
+    assert message.startswith(f"annotation {bad}.xml: {detail}") and message.endswith(
+        "; image skipped"
+    )
     _assert_others_untouched(loaded, ids["train"], {bad})
 
 
@@ -106,7 +108,12 @@ def test_size_disagreeing_with_the_image_is_fixed_from_the_image(devkit):
     record = _record(loaded, image_id)
     assert (record["width"], record["height"]) == (width, height)
     xmin, ymin, xmax, ymax = box
-    assert record["objects"][0]["bbox"] == (ymin / height, xmin / width, ymax / height, xmax / width)
+    assert record["objects"][0]["bbox"] == (
+        ymin / height,
+        xmin / width,
+        ymax / height,
+        xmax / width,
+    )
     assert loaded.repaired == {voc.SIZE_FIXED: 1} and loaded.skipped == {}
     assert loaded.messages == [
         f"annotation {image_id}.xml: <size> {width // 2}x{height // 2} disagrees with "
@@ -119,8 +126,12 @@ def test_inverted_box_is_dropped_and_a_one_pixel_box_kept(devkit):
     root, ids = devkit
     image_id = ids["train"][0]
     width, height = image_size(root, image_id)
-    objects = [("dog", (10, 10, 50, 60)), ("cat", (51, 5, 12, 40)), ("horse", (30, 10, 30, 20)),
-               ("bird", (5, 40, 9, 39))]
+    objects = [
+        ("dog", (10, 10, 50, 60)),
+        ("cat", (51, 5, 12, 40)),
+        ("horse", (30, 10, 30, 20)),
+        ("bird", (5, 40, 9, 39)),
+    ]
     write_annotation(root, image_id, annotation_xml(objects, size=(width, height)))
     loaded = load_voc_records(root, "train")
     record = _record(loaded, image_id)
@@ -136,9 +147,18 @@ def test_inverted_box_is_dropped_and_a_one_pixel_box_kept(devkit):
 @pytest.mark.parametrize(
     "obj, text",
     [
-        (object_xml("dog", (10, "", 50, 60)), "box 2 has a missing or non-numeric <bndbox><ymin> ('')"),
-        (object_xml("dog", (10, 20, "5O", 60)), "box 2 has a missing or non-numeric <bndbox><xmax> ('5O')"),
-        (object_xml("dog", (10, 20, 50, "inf")), "box 2 has a missing or non-numeric <bndbox><ymax> ('inf')"),
+        (
+            object_xml("dog", (10, "", 50, 60)),
+            "box 2 has a missing or non-numeric <bndbox><ymin> ('')",
+        ),
+        (
+            object_xml("dog", (10, 20, "5O", 60)),
+            "box 2 has a missing or non-numeric <bndbox><xmax> ('5O')",
+        ),
+        (
+            object_xml("dog", (10, 20, 50, "inf")),
+            "box 2 has a missing or non-numeric <bndbox><ymax> ('inf')",
+        ),
         ("<object><name>dog</name></object>", "box 2 has no <bndbox>"),
     ],
 )
@@ -186,8 +206,12 @@ def test_unknown_class_box_is_dropped_and_the_next_largest_is_the_target(devkit)
     root, ids = devkit
     image_id = ids["train"][0]
     width, height = image_size(root, image_id)
-    objects = [("unicorn", (1, 1, width, height)), ("dog", (10, 10, 110, 90)),
-               ("", (1, 1, 300, 300)), ("cat", (10, 10, 20, 20))]
+    objects = [
+        ("unicorn", (1, 1, width, height)),
+        ("dog", (10, 10, 110, 90)),
+        ("", (1, 1, 300, 300)),
+        ("cat", (10, 10, 20, 20)),
+    ]
     write_annotation(root, image_id, annotation_xml(objects, size=(width, height)))
     loaded = load_voc_records(root, "train")
     record = _record(loaded, image_id)
@@ -207,8 +231,11 @@ def test_image_whose_boxes_are_all_dropped_counts_as_no_target_left(devkit):
     root, ids = devkit
     image_id = ids["train"][4]
     size = image_size(root, image_id)
-    write_annotation(root, image_id, annotation_xml(
-        [("unicorn", (1, 1, 50, 50)), ("dog", (60, 1, 10, 50))], size=size))
+    write_annotation(
+        root,
+        image_id,
+        annotation_xml([("unicorn", (1, 1, 50, 50)), ("dog", (60, 1, 10, 50))], size=size),
+    )
     data = load_localization_data(f"voc:{root}", image_size=32, batch_size=4)
     assert image_id not in data.train_ids and len(data.train_ids) == len(ids["train"]) - 1
     assert data.skipped["train"] == {voc.UNKNOWN_CLASS: 1, voc.ZERO_AREA: 1, NO_TARGET_LEFT: 1}
@@ -263,8 +290,11 @@ def test_bad_image_files_are_skipped_or_read_as_in_image_folders(devkit, tmp_pat
     assert [r["image_id"] for r in loaded.records] == read
     assert loaded.skipped == {image_files.EMPTY: 1, image_files.TRUNCATED: 1}
     assert loaded.repaired == {
-        image_files.WRONG_EXTENSION: 1, image_files.CMYK: 1, image_files.GRAYSCALE: 1,
-        image_files.SIXTEEN_BIT: 1, image_files.ALPHA: 1,
+        image_files.WRONG_EXTENSION: 1,
+        image_files.CMYK: 1,
+        image_files.GRAYSCALE: 1,
+        image_files.SIXTEEN_BIT: 1,
+        image_files.ALPHA: 1,
     }
     by_case = {case: image_id for image_id, (case, _) in cases.items()}
     assert f"image {by_case['zero_byte']}.jpg: {image_files.EMPTY}; skipped" in loaded.messages
@@ -291,7 +321,9 @@ def test_missing_image_set_stops_naming_the_file_and_the_fix(devkit):
 def test_empty_image_set_stops_naming_the_file(devkit):
     root, _ = devkit
     (root / "ImageSets" / "Main" / "val.txt").write_text("\n\n")
-    with pytest.raises(SourceError, match=r"val.txt lists no image id; write one image id per line"):
+    with pytest.raises(
+        SourceError, match=r"val.txt lists no image id; write one image id per line"
+    ):
         load_localization_data(f"voc:{root}", image_size=32, batch_size=4)
 
 
@@ -304,5 +336,7 @@ def test_split_with_no_usable_image_stops_naming_the_list_and_what_was_left_out(
         load_localization_data(f"voc:{root}", image_size=32, batch_size=4)
     message = str(error.value)
     assert "\n" not in message
-    assert (f"image set val has no usable image (left out: 1 empty file, 3 malformed annotation); "
-            f"check {root / 'ImageSets' / 'Main' / 'val.txt'}") in message
+    assert (
+        f"image set val has no usable image (left out: 1 empty file, 3 malformed annotation); "
+        f"check {root / 'ImageSets' / 'Main' / 'val.txt'}"
+    ) in message

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from ssl_keras.compare.compare import aggregate
-from ssl_keras.experiment.labels_saved import Match, format_labels_saved_md, fraction_to_match, headline, labels_saved
+from ssl_keras.experiment.labels_saved import (
+    Match,
+    format_labels_saved_md,
+    fraction_to_match,
+    headline,
+    labels_saved,
+)
 
 # fraction_to_match
 
@@ -20,14 +26,16 @@ def test_inside_the_range_is_linear_in_log_fraction():
     # 0.34 is 40% of the way from 0.30 to 0.40: log f = log 0.1 + 0.4 * (log 0.25 - log 0.1).
     match = fraction_to_match(fractions, values, 0.34)
     assert match == Match(pytest.approx(math.exp(math.log(0.1) + 0.4 * math.log(2.5))), "inside")
-    assert match.fraction == pytest.approx(0.1 * 2.5 ** 0.4)  # = 0.1442...
+    assert match.fraction == pytest.approx(0.1 * 2.5**0.4)  # = 0.1442...
     # A target met exactly at a measured point answers with that point.
     assert fraction_to_match(fractions, values, 0.40).fraction == pytest.approx(0.25)
     assert fraction_to_match(fractions, values, 0.50) == Match(pytest.approx(1.0), "inside")
 
 
 def test_fractions_are_sorted_with_their_values():
-    assert fraction_to_match([1.0, 0.1, 0.25], [0.50, 0.30, 0.40], 0.45).fraction == pytest.approx(0.5)
+    assert fraction_to_match([1.0, 0.1, 0.25], [0.50, 0.30, 0.40], 0.45).fraction == pytest.approx(
+        0.5
+    )
 
 
 def test_reached_at_the_smallest_fraction_is_a_bound_below():
@@ -43,14 +51,16 @@ def test_non_monotonic_curve_answers_with_its_first_crossing():
     fractions, values = [0.1, 0.25, 0.5, 1.0], [0.30, 0.45, 0.40, 0.50]
     # 0.42 is crossed going up between 10% and 25% (80% of the way), and again after the dip;
     # the first crossing is the answer.
-    assert fraction_to_match(fractions, values, 0.42).fraction == pytest.approx(0.1 * 2.5 ** 0.8)
+    assert fraction_to_match(fractions, values, 0.42).fraction == pytest.approx(0.1 * 2.5**0.8)
     # 0.47 is above the bump, so only the last segment reaches it: 70% of the way from 50% to 100%.
-    assert fraction_to_match(fractions, values, 0.47).fraction == pytest.approx(0.5 * 2 ** 0.7)
+    assert fraction_to_match(fractions, values, 0.47).fraction == pytest.approx(0.5 * 2**0.7)
 
 
 def test_flat_stretches_and_equal_values():
     # Flat at the target from 25% on: the first fraction that reaches it.
-    assert fraction_to_match([0.1, 0.25, 1.0], [0.2, 0.4, 0.4], 0.4) == Match(pytest.approx(0.25), "inside")
+    assert fraction_to_match([0.1, 0.25, 1.0], [0.2, 0.4, 0.4], 0.4) == Match(
+        pytest.approx(0.25), "inside"
+    )
     # Flat below the target, then rising: interpolated on the rising segment only.
     assert fraction_to_match([0.1, 0.25, 1.0], [0.3, 0.3, 0.5], 0.4).fraction == pytest.approx(0.5)
     # Averages that equal the target up to float rounding reach it.
@@ -63,14 +73,17 @@ def test_single_point_curve():
     assert fraction_to_match([0.5], [0.4], 0.5) == Match(None, "above")
 
 
-@pytest.mark.parametrize("fractions, values, target, message", [
-    ([], [], 0.4, "at least one"),
-    ([0.1, 1.0], [0.3], 0.4, "2 fractions and 1 values"),
-    ([0.1, 0.1], [0.3, 0.4], 0.4, "must be distinct"),
-    ([0.0, 1.0], [0.3, 0.4], 0.4, r"numbers in \(0, 1\]"),
-    ([0.1, 1.0], [0.3, float("nan")], 0.4, "drop that point"),
-    ([0.1, 1.0], [0.3, 0.4], None, "target must be a finite number"),
-])
+@pytest.mark.parametrize(
+    "fractions, values, target, message",
+    [
+        ([], [], 0.4, "at least one"),
+        ([0.1, 1.0], [0.3], 0.4, "2 fractions and 1 values"),
+        ([0.1, 0.1], [0.3, 0.4], 0.4, "must be distinct"),
+        ([0.0, 1.0], [0.3, 0.4], 0.4, r"numbers in \(0, 1\]"),
+        ([0.1, 1.0], [0.3, float("nan")], 0.4, "drop that point"),
+        ([0.1, 1.0], [0.3, 0.4], None, "target must be a finite number"),
+    ],
+)
 def test_bad_curves_are_refused_with_the_input(fractions, values, target, message):
     with pytest.raises(ValueError, match=message):
         fraction_to_match(fractions, values, target)
@@ -80,28 +93,46 @@ def test_bad_curves_are_refused_with_the_input(fractions, values, target, messag
 
 
 def _row(backbone, mode, fraction, seed, mean_iou):
-    return {"backbone": backbone, "mode": mode, "label_fraction": fraction, "seed": seed, "num_train_images": 40,
-            "mean_iou": mean_iou, "loc_acc@0.5": mean_iou - 0.1, "num_test_images": 20, "wall_seconds": 1.0,
-            "run_dir": "x"}
+    return {
+        "backbone": backbone,
+        "mode": mode,
+        "label_fraction": fraction,
+        "seed": seed,
+        "num_train_images": 40,
+        "mean_iou": mean_iou,
+        "loc_acc@0.5": mean_iou - 0.1,
+        "num_test_images": 20,
+        "wall_seconds": 1.0,
+        "run_dir": "x",
+    }
 
 
 # freeze, 2 seeds: ssl 0.43 ± 0.014 at 10%; scratch 0.31 / 0.37 / 0.50 at 10 / 25 / 100%, clearly
 # below; imagenet 0.44 at 10%, better than ssl by 0.01, which is within the 0.014 seed spread.
 # finetune, 1 seed: ssl 0.50 at 10%, scratch never reaches it. prior_box rows must be ignored.
 CURVES = {
-    ("ssl", "freeze", 0.1): (0.42, 0.44), ("ssl", "freeze", 1.0): (0.55, 0.57),
-    ("scratch", "freeze", 0.1): (0.30, 0.32), ("scratch", "freeze", 0.25): (0.36, 0.38),
+    ("ssl", "freeze", 0.1): (0.42, 0.44),
+    ("ssl", "freeze", 1.0): (0.55, 0.57),
+    ("scratch", "freeze", 0.1): (0.30, 0.32),
+    ("scratch", "freeze", 0.25): (0.36, 0.38),
     ("scratch", "freeze", 1.0): (0.49, 0.51),
-    ("imagenet", "freeze", 0.1): (0.43, 0.45), ("imagenet", "freeze", 1.0): (0.60, 0.62),
-    ("prior_box", "freeze", 0.1): (0.40, 0.40), ("prior_box", "freeze", 0.25): (0.45, 0.45),
-    ("ssl", "finetune", 0.1): (0.50,), ("scratch", "finetune", 0.1): (0.35,), ("scratch", "finetune", 1.0): (0.45,),
+    ("imagenet", "freeze", 0.1): (0.43, 0.45),
+    ("imagenet", "freeze", 1.0): (0.60, 0.62),
+    ("prior_box", "freeze", 0.1): (0.40, 0.40),
+    ("prior_box", "freeze", 0.25): (0.45, 0.45),
+    ("ssl", "finetune", 0.1): (0.50,),
+    ("scratch", "finetune", 0.1): (0.35,),
+    ("scratch", "finetune", 1.0): (0.45,),
 }
 
 
 @pytest.fixture
 def table():
-    rows = [_row(backbone, mode, fraction, seed, value)
-            for (backbone, mode, fraction), values in CURVES.items() for seed, value in enumerate(values)]
+    rows = [
+        _row(backbone, mode, fraction, seed, value)
+        for (backbone, mode, fraction), values in CURVES.items()
+        for seed, value in enumerate(values)
+    ]
     return aggregate(rows)
 
 
@@ -109,7 +140,10 @@ def test_labels_saved_rows_from_an_aggregated_table(table):
     rows = labels_saved(table, reference="ssl", at=[0.1, 0.25])
     # ssl has no cell at 25%, so only 10% gives rows; the prior box is not a backbone.
     assert [(r["mode"], r["at"], r["other"]) for r in rows] == [
-        ("freeze", 0.1, "scratch"), ("freeze", 0.1, "imagenet"), ("finetune", 0.1, "scratch")]
+        ("freeze", 0.1, "scratch"),
+        ("freeze", 0.1, "imagenet"),
+        ("finetune", 0.1, "scratch"),
+    ]
     scratch, imagenet, finetune = rows
     std = np.std([0.42, 0.44], ddof=1)
 
@@ -117,48 +151,85 @@ def test_labels_saved_rows_from_an_aggregated_table(table):
     needed = math.exp(math.log(0.25) + 6 / 13 * (math.log(1.0) - math.log(0.25)))
     assert needed == pytest.approx(0.25 * 4 ** (6 / 13)) == pytest.approx(0.4740, abs=1e-4)
     assert scratch["reference"] == "ssl" and scratch["metric"] == "mean_iou"
-    assert scratch["reference_mean"] == pytest.approx(0.43) and scratch["reference_std"] == pytest.approx(std)
+    assert scratch["reference_mean"] == pytest.approx(0.43) and scratch[
+        "reference_std"
+    ] == pytest.approx(std)
     assert scratch["reference_n"] == 2 and scratch["other_n"] == 2
-    assert scratch["other_mean"] == pytest.approx(0.31) and scratch["other_std"] == pytest.approx(std)
+    assert scratch["other_mean"] == pytest.approx(0.31) and scratch["other_std"] == pytest.approx(
+        std
+    )
     assert scratch["bound"] == "inside" and scratch["fraction_needed"] == pytest.approx(needed)
     assert scratch["ratio"] == pytest.approx(needed / 0.1)
-    assert scratch["other_better"] is False and scratch["within_noise"] is False  # 0.12 apart, spread 0.014
-    assert scratch["text"] == "frozen: scratch needs 0.47 of the labels (4.7x) to match ssl at 10% (mean IoU 0.430)"
+    assert (
+        scratch["other_better"] is False and scratch["within_noise"] is False
+    )  # 0.12 apart, spread 0.014
+    assert (
+        scratch["text"]
+        == "frozen: scratch needs 0.47 of the labels (4.7x) to match ssl at 10% (mean IoU 0.430)"
+    )
 
     # imagenet is better than ssl at 10% already: ssl saves it no labels, and the gap is within noise.
-    assert imagenet["bound"] == "below" and imagenet["fraction_needed"] == 0.1 and imagenet["ratio"] == 1.0
+    assert (
+        imagenet["bound"] == "below"
+        and imagenet["fraction_needed"] == 0.1
+        and imagenet["ratio"] == 1.0
+    )
     assert imagenet["other_better"] is True and imagenet["within_noise"] is True
-    assert imagenet["text"] == ("frozen: imagenet is better than ssl at 10% (mean IoU 0.440 vs 0.430), so ssl saves "
-                                "no labels against it; imagenet matches it with <= 10% of the labels (the smallest "
-                                "fraction measured) — within noise")
+    assert imagenet["text"] == (
+        "frozen: imagenet is better than ssl at 10% (mean IoU 0.440 vs 0.430), so ssl saves "
+        "no labels against it; imagenet matches it with <= 10% of the labels (the smallest "
+        "fraction measured) — within noise"
+    )
 
     # One seed: the noise is not measured; scratch never reaches 0.50 in the measured range.
-    assert finetune["bound"] == "above" and finetune["fraction_needed"] is None and finetune["ratio"] is None
-    assert finetune["reference_n"] == 1 and finetune["reference_std"] is None and finetune["other_std"] is None
+    assert (
+        finetune["bound"] == "above"
+        and finetune["fraction_needed"] is None
+        and finetune["ratio"] is None
+    )
+    assert (
+        finetune["reference_n"] == 1
+        and finetune["reference_std"] is None
+        and finetune["other_std"] is None
+    )
     assert finetune["within_noise"] is None
-    assert finetune["text"] == ("fine-tuned: scratch would need more than 100% of the labels to match ssl at 10% "
-                                "(mean IoU 0.500; outside the measured range) — n = 1, noise not measured")
+    assert finetune["text"] == (
+        "fine-tuned: scratch would need more than 100% of the labels to match ssl at 10% "
+        "(mean IoU 0.500; outside the measured range) — n = 1, noise not measured"
+    )
 
 
 def test_a_backbone_that_matches_at_its_smallest_fraction_but_is_worse_at_f():
     # scratch: 0.45 at 10%, 0.40 at 25% (a dip); ssl 0.42 at 25%. Reached at 10% already, though
     # scratch is worse than ssl at 25% itself.
     rows = [_row("ssl", "freeze", 0.25, s, v) for s, v in enumerate((0.41, 0.43))]
-    rows += [_row("scratch", "freeze", f, s, v) for f, values in [(0.1, (0.44, 0.46)), (0.25, (0.39, 0.41))]
-             for s, v in enumerate(values)]
-    row, = labels_saved(aggregate(rows), reference="ssl", at=0.25)
-    assert row["bound"] == "below" and row["ratio"] == pytest.approx(0.4) and row["other_better"] is False
+    rows += [
+        _row("scratch", "freeze", f, s, v)
+        for f, values in [(0.1, (0.44, 0.46)), (0.25, (0.39, 0.41))]
+        for s, v in enumerate(values)
+    ]
+    (row,) = labels_saved(aggregate(rows), reference="ssl", at=0.25)
+    assert (
+        row["bound"] == "below"
+        and row["ratio"] == pytest.approx(0.4)
+        and row["other_better"] is False
+    )
     assert row["within_noise"] is False  # 0.02 apart, spread 0.014
-    assert row["text"] == ("frozen: scratch already matches ssl at 25% (mean IoU 0.420) with <= 10% of the labels "
-                           "(the smallest fraction measured)")
+    assert row["text"] == (
+        "frozen: scratch already matches ssl at 25% (mean IoU 0.420) with <= 10% of the labels "
+        "(the smallest fraction measured)"
+    )
 
 
 def test_within_noise_uses_the_larger_spread_of_the_two():
     # ssl 0.43 ± 0.014, other 0.40 ± 0.042: 0.03 apart, within the other's spread but not ssl's.
     rows = [_row("ssl", "freeze", 0.1, s, v) for s, v in enumerate((0.42, 0.44))]
-    rows += [_row("noisy", "freeze", f, s, v) for f, values in [(0.1, (0.37, 0.43)), (1.0, (0.6, 0.6))]
-             for s, v in enumerate(values)]
-    row, = labels_saved(aggregate(rows), reference="ssl", at=[0.1])
+    rows += [
+        _row("noisy", "freeze", f, s, v)
+        for f, values in [(0.1, (0.37, 0.43)), (1.0, (0.6, 0.6))]
+        for s, v in enumerate(values)
+    ]
+    (row,) = labels_saved(aggregate(rows), reference="ssl", at=[0.1])
     assert row["within_noise"] is True and row["text"].endswith(" — within noise")
     assert row["other_better"] is False and row["bound"] == "inside"
 
@@ -169,20 +240,32 @@ def test_other_not_measured_at_the_fraction(table):
     ssl, imagenet = rows
     assert ssl["other_mean"] is None and ssl["other_n"] is None and ssl["within_noise"] is None
     assert ssl["other_better"] is None
-    assert ssl["bound"] == "below" and ssl["text"].endswith(" — ssl not measured at 25%, noise not compared")
+    assert ssl["bound"] == "below" and ssl["text"].endswith(
+        " — ssl not measured at 25%, noise not compared"
+    )
 
 
 def test_modes_and_metric_are_chosen(table):
     rows = labels_saved(table, reference="ssl", at=0.1, modes="finetune", metric="loc_acc@0.5")
-    assert [(r["mode"], r["other"], r["metric"]) for r in rows] == [("finetune", "scratch", "loc_acc@0.5")]
-    assert rows[0]["reference_mean"] == pytest.approx(0.40) and "(loc acc@0.5 0.400;" in rows[0]["text"]
-    assert labels_saved(table, reference="ssl", at=[0.5]) == []  # a fraction nobody measured: no row
+    assert [(r["mode"], r["other"], r["metric"]) for r in rows] == [
+        ("finetune", "scratch", "loc_acc@0.5")
+    ]
+    assert (
+        rows[0]["reference_mean"] == pytest.approx(0.40)
+        and "(loc acc@0.5 0.400;" in rows[0]["text"]
+    )
+    assert (
+        labels_saved(table, reference="ssl", at=[0.5]) == []
+    )  # a fraction nobody measured: no row
     assert labels_saved([], reference="ssl", at=[0.1]) == []
 
 
 def test_bad_arguments_name_the_input(table):
-    with pytest.raises(ValueError, match="reference 'simclr' is not a backbone of the table; use one of ssl, "
-                                         "scratch, imagenet"):
+    with pytest.raises(
+        ValueError,
+        match="reference 'simclr' is not a backbone of the table; use one of ssl, "
+        "scratch, imagenet",
+    ):
         labels_saved(table, reference="simclr", at=[0.1])
     with pytest.raises(ValueError, match=r"Received: at=\[0.1, 2\]"):
         labels_saved(table, reference="ssl", at=[0.1, 2])
@@ -195,17 +278,29 @@ def test_markdown_table_and_headline(table):
     text = format_labels_saved_md(rows)
     lines = text.splitlines()
     assert lines[0].startswith("| mode | labels | reference | reference mean IoU | other |")
-    assert lines[2] == ("| freeze | 10% | ssl | 0.430 ± 0.014 (n = 2) | scratch | 0.310 ± 0.014 (n = 2) | 47% | "
-                        "4.7× | beyond noise |")
-    assert lines[3] == ("| freeze | 10% | ssl | 0.430 ± 0.014 (n = 2) | imagenet | 0.440 ± 0.014 (n = 2) | ≤ 10% | "
-                        "≤ 1× | within noise; other is better |")
-    assert lines[4] == ("| finetune | 10% | ssl | 0.500 (n = 1) | scratch | 0.350 (n = 1) | > measured range | — | "
-                        "n = 1, not measured |")
+    assert lines[2] == (
+        "| freeze | 10% | ssl | 0.430 ± 0.014 (n = 2) | scratch | 0.310 ± 0.014 (n = 2) | 47% | "
+        "4.7× | beyond noise |"
+    )
+    assert lines[3] == (
+        "| freeze | 10% | ssl | 0.430 ± 0.014 (n = 2) | imagenet | 0.440 ± 0.014 (n = 2) | ≤ 10% | "
+        "≤ 1× | within noise; other is better |"
+    )
+    assert lines[4] == (
+        "| finetune | 10% | ssl | 0.500 (n = 1) | scratch | 0.350 (n = 1) | > measured range | — | "
+        "n = 1, not measured |"
+    )
     assert "± 0.000" not in text and text.endswith("\n")
-    assert format_labels_saved_md([]).startswith("No labels-saved comparison: the reference backbone has no finished")
+    assert format_labels_saved_md([]).startswith(
+        "No labels-saved comparison: the reference backbone has no finished"
+    )
     lines = headline(rows)
     assert len(lines) == 3 and all(line.startswith("labels saved: ") for line in lines)
-    assert lines[0] == ("labels saved: frozen: scratch needs 0.47 of the labels (4.7x) to match ssl at 10% "
-                        "(mean IoU 0.430)")
-    assert headline([]) == ["labels saved: nothing to compare yet (the reference has no finished cell at the "
-                            "fractions asked)"]
+    assert lines[0] == (
+        "labels saved: frozen: scratch needs 0.47 of the labels (4.7x) to match ssl at 10% "
+        "(mean IoU 0.430)"
+    )
+    assert headline([]) == [
+        "labels saved: nothing to compare yet (the reference has no finished cell at the "
+        "fractions asked)"
+    ]

@@ -8,8 +8,17 @@ from PIL import Image
 
 from ssl_keras.backbone import make_backbone, tiny_backbone
 from ssl_keras.localization.box_regressor import BoxRegressor
-from ssl_keras.gradcam.gradcam import (GradCAM, GradCAMError, feature_geometry, feature_layer_candidates, gradcam,
-                               gradcam_grid, heatmap_to_original, overlay, run_gradcam)
+from ssl_keras.gradcam.gradcam import (
+    GradCAM,
+    GradCAMError,
+    feature_geometry,
+    feature_layer_candidates,
+    gradcam,
+    gradcam_grid,
+    heatmap_to_original,
+    overlay,
+    run_gradcam,
+)
 
 COLORS = np.array([[255, 40, 40], [40, 255, 40], [40, 40, 255]], "float32")
 
@@ -23,7 +32,7 @@ def one_square_images(n, *, size=48, seed=0):
     for i in range(n):
         side = int(rng.integers(10, 15))
         y0, x0 = (int(v) for v in rng.integers(0, size - side + 1, 2))
-        images[i, y0:y0 + side, x0:x0 + side] = COLORS[labels[i]]
+        images[i, y0 : y0 + side, x0 : x0 + side] = COLORS[labels[i]]
         boxes[i] = np.array([y0, x0, y0 + side, x0 + side]) / size
     return images, boxes, labels
 
@@ -33,9 +42,18 @@ def plain_backbone(width=8):
     inputs = keras.Input((None, None, 3), name="images")
     x = keras.layers.Rescaling(1.0 / 255.0)(inputs)
     for i, channels in enumerate((width, 2 * width, 4 * width)):
-        x = keras.layers.Conv2D(channels, 3, strides=2, padding="same", use_bias=False, activation="relu",
-                                name=f"conv{i}")(x)
-    return keras.Model(inputs, keras.layers.GlobalAveragePooling2D(name="pool")(x), name="plain_backbone")
+        x = keras.layers.Conv2D(
+            channels,
+            3,
+            strides=2,
+            padding="same",
+            use_bias=False,
+            activation="relu",
+            name=f"conv{i}",
+        )(x)
+    return keras.Model(
+        inputs, keras.layers.GlobalAveragePooling2D(name="pool")(x), name="plain_backbone"
+    )
 
 
 def box_mass_ratio(heatmaps, boxes):
@@ -51,7 +69,9 @@ def box_mass_ratio(heatmaps, boxes):
 
 def small_regressor(backbone, num_classes=3, hidden_units=16):
     keras.utils.set_random_seed(0)
-    return BoxRegressor(backbone, num_classes=num_classes, augmenter=None, hidden_units=hidden_units, dropout=0.0)
+    return BoxRegressor(
+        backbone, num_classes=num_classes, augmenter=None, hidden_units=hidden_units, dropout=0.0
+    )
 
 
 def test_heatmaps_have_image_shape_and_lie_in_unit_range():
@@ -77,7 +97,8 @@ def test_matches_the_closed_form_for_a_linear_head():
     images = np.random.default_rng(1).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     model(images)
     feature_map = keras.ops.convert_to_numpy(
-        keras.Model(backbone.input, backbone.get_layer("relu2").output)(images, training=False))
+        keras.Model(backbone.input, backbone.get_layer("relu2").output)(images, training=False)
+    )
     logits = keras.ops.convert_to_numpy(model(images, training=False)["class_logits"])
 
     def normalized(maps):
@@ -93,13 +114,21 @@ def test_matches_the_closed_form_for_a_linear_head():
     np.testing.assert_allclose(result["heatmaps"], expected, atol=1e-5)
 
     expected = normalized(np.einsum("nhwk,k->nhw", feature_map, class_kernel[:, 2]))
-    np.testing.assert_allclose(gradcam(model, images, class_index=2, upsample=False), expected, atol=1e-5)
+    np.testing.assert_allclose(
+        gradcam(model, images, class_index=2, upsample=False), expected, atol=1e-5
+    )
 
     box_kernel = keras.ops.convert_to_numpy(model.head.box_output.kernel)
-    expected = normalized(np.einsum("nhwk,k->nhw", feature_map, box_kernel[:, 2] + box_kernel[:, 3]))
-    np.testing.assert_allclose(gradcam(model, images, target="box", upsample=False), expected, atol=1e-5)
+    expected = normalized(
+        np.einsum("nhwk,k->nhw", feature_map, box_kernel[:, 2] + box_kernel[:, 3])
+    )
+    np.testing.assert_allclose(
+        gradcam(model, images, target="box", upsample=False), expected, atol=1e-5
+    )
     backbone.trainable = False  # a frozen backbone (no watched variables) gives the same maps
-    np.testing.assert_allclose(gradcam(model, images, target="box", upsample=False), expected, atol=1e-5)
+    np.testing.assert_allclose(
+        gradcam(model, images, target="box", upsample=False), expected, atol=1e-5
+    )
 
 
 def test_spatial_head_box_target_is_the_gradient_of_the_predicted_size():
@@ -108,12 +137,21 @@ def test_spatial_head_box_target_is_the_gradient_of_the_predicted_size():
     import tensorflow as tf
 
     keras.utils.set_random_seed(0)
-    model = BoxRegressor(tiny_backbone(width=4), num_classes=3, head="spatial", augmenter=None, dropout=0.0,
-                         spatial_channels=4, hidden_units=8)
+    model = BoxRegressor(
+        tiny_backbone(width=4),
+        num_classes=3,
+        head="spatial",
+        augmenter=None,
+        dropout=0.0,
+        spatial_channels=4,
+        hidden_units=8,
+    )
     images = np.random.default_rng(3).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     model(images)
     result = GradCAM(model).explain(images, target="box", upsample=False)
-    feature_map = tf.constant(np.asarray(model.backbone(images)))  # [2, 4, 4, 16], the automatic layer
+    feature_map = tf.constant(
+        np.asarray(model.backbone(images))
+    )  # [2, 4, 4, 16], the automatic layer
     with tf.GradientTape() as tape:
         tape.watch(feature_map)
         boxes, _ = model.head(feature_map, training=False)
@@ -135,7 +173,9 @@ def test_heatmap_of_a_trained_model_falls_on_the_object():
     model = small_regressor(plain_backbone(), hidden_units=32)
     model.box_weight = 0.0
     model.compile(optimizer=keras.optimizers.Adam(3e-3))
-    history = model.fit(images, {"boxes": boxes, "labels": labels}, batch_size=32, epochs=3, verbose=0)
+    history = model.fit(
+        images, {"boxes": boxes, "labels": labels}, batch_size=32, epochs=3, verbose=0
+    )
     assert history.history["top1"][-1] > 0.9
 
     test_images, test_boxes, test_labels = one_square_images(48, seed=1)
@@ -154,17 +194,27 @@ def receptive_field_centres(feature_model, image_hw):
     """Centre of each cell's gradient support in the image, for cells whose support stays inside."""
     import tensorflow as tf
 
-    images = tf.convert_to_tensor(np.random.default_rng(0).uniform(0, 255, (1, *image_hw, 3)).astype("float32"))
+    images = tf.convert_to_tensor(
+        np.random.default_rng(0).uniform(0, 255, (1, *image_hw, 3)).astype("float32")
+    )
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(images)
         feature_map = feature_model(images, training=False)[0]
-        cells = {(i, j): tf.reduce_sum(feature_map[0, i, j]) for i in range(feature_map.shape[1])
-                 for j in range(feature_map.shape[2])}
+        cells = {
+            (i, j): tf.reduce_sum(feature_map[0, i, j])
+            for i in range(feature_map.shape[1])
+            for j in range(feature_map.shape[2])
+        }
     centres = {}
     for cell, score in cells.items():
         support = np.abs(tape.gradient(score, images)[0].numpy()).sum(-1) > 0
         rows, cols = np.flatnonzero(support.any(1)), np.flatnonzero(support.any(0))
-        if rows[0] > 0 and cols[0] > 0 and rows[-1] < image_hw[0] - 1 and cols[-1] < image_hw[1] - 1:
+        if (
+            rows[0] > 0
+            and cols[0] > 0
+            and rows[-1] < image_hw[0] - 1
+            and cols[-1] < image_hw[1] - 1
+        ):
             centres[cell] = ((rows[0] + rows[-1]) / 2, (cols[0] + cols[-1]) / 2)
     return centres
 
@@ -185,23 +235,34 @@ def test_feature_geometry_matches_the_receptive_fields(image_hw):
         centres = receptive_field_centres(cam.feature_model, image_hw)
         assert len(centres) >= 2
         for (i, j), centre in centres.items():
-            expected = (geometry["stride"][0] * i + geometry["offset"][0], geometry["stride"][1] * j + geometry["offset"][1])
+            expected = (
+                geometry["stride"][0] * i + geometry["offset"][0],
+                geometry["stride"][1] * j + geometry["offset"][1],
+            )
             assert centre == pytest.approx(expected), (backbone.name, (i, j))
-    geometry = feature_geometry(GradCAM(small_regressor(tiny_backbone(width=4))).feature_model.outputs[0], (48, 48))
+    geometry = feature_geometry(
+        GradCAM(small_regressor(tiny_backbone(width=4))).feature_model.outputs[0], (48, 48)
+    )
     assert geometry == {"stride": (8, 8), "offset": (7.0, 7.0), "size": (6, 6)}
 
 
 def test_nested_and_wrapped_backbones_give_the_same_maps():
     inner = tiny_backbone(width=4)
     inputs = keras.Input((None, None, 3))
-    wrapped = keras.Model(inputs, inner(keras.layers.Rescaling(1.0, name="identity")(inputs)), name="wrapper")
+    wrapped = keras.Model(
+        inputs, inner(keras.layers.Rescaling(1.0, name="identity")(inputs)), name="wrapper"
+    )
     images = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     model = small_regressor(inner)
     model(images)
-    wrapped_model = BoxRegressor(wrapped, num_classes=3, augmenter=None, hidden_units=16, dropout=0.0)
+    wrapped_model = BoxRegressor(
+        wrapped, num_classes=3, augmenter=None, hidden_units=16, dropout=0.0
+    )
     wrapped_model(images)
-    for a, b in zip((wrapped_model.head.hidden, wrapped_model.head.class_output, wrapped_model.head.box_output),
-                    (model.head.hidden, model.head.class_output, model.head.box_output)):
+    for a, b in zip(
+        (wrapped_model.head.hidden, wrapped_model.head.class_output, wrapped_model.head.box_output),
+        (model.head.hidden, model.head.class_output, model.head.box_output),
+    ):
         a.set_weights(b.get_weights())
     cam = GradCAM(wrapped_model)
     assert cam.layer_name == "tiny_backbone/relu2"
@@ -219,7 +280,10 @@ def test_efficientnet_backbone_uses_top_activation():
     # Five TF-padded stride-2 stages: cell i is centred on pixel 32 i + 31.
     assert result["geometry"] == {"stride": (32, 32), "offset": (31.0, 31.0), "size": (2, 2)}
     assert result["heatmaps"].shape == (2, 64, 64)
-    assert np.isfinite(result["heatmaps"]).all() and 0.0 <= result["heatmaps"].min() <= result["heatmaps"].max() <= 1.0
+    assert (
+        np.isfinite(result["heatmaps"]).all()
+        and 0.0 <= result["heatmaps"].min() <= result["heatmaps"].max() <= 1.0
+    )
 
 
 def test_unknown_layer_lists_the_candidates():
@@ -256,8 +320,14 @@ def test_overlay_and_heatmap_mapping():
 def test_grid_has_one_tile_per_cell_and_is_saved(tmp_path):
     tile = np.zeros((16, 16, 3), "uint8")
     path = tmp_path / "grid.png"
-    grid = gradcam_grid([[tile, tile, tile], [tile, tile, tile]], titles=[["a", "b", "c"], ["d", "e", "f"]],
-                        column_titles=["image", "m0", "m1"], path=str(path), tile_inches=1.0, dpi=50)
+    grid = gradcam_grid(
+        [[tile, tile, tile], [tile, tile, tile]],
+        titles=[["a", "b", "c"], ["d", "e", "f"]],
+        column_titles=["image", "m0", "m1"],
+        path=str(path),
+        tile_inches=1.0,
+        dpi=50,
+    )
     assert grid.dtype == np.uint8 and grid.shape[1] == 150 and grid.shape[0] > 100
     assert np.asarray(Image.open(path)).shape == grid.shape
     with pytest.raises(ValueError, match="titles"):
@@ -268,8 +338,13 @@ def _fake_run(run_dir, model, *, image_size, resize):
     os.makedirs(run_dir)
     model.save(os.path.join(run_dir, "model.keras"))
     with open(os.path.join(run_dir, "config.json"), "w") as f:
-        json.dump({"options": {"image_size": image_size, "resize": resize},
-                   "resolved": {"class_names": ["red", "green", "blue"]}}, f)
+        json.dump(
+            {
+                "options": {"image_size": image_size, "resize": resize},
+                "resolved": {"class_names": ["red", "green", "blue"]},
+            },
+            f,
+        )
 
 
 def test_run_gradcam_writes_overlays_and_grid_and_never_overwrites(tmp_path):
@@ -285,9 +360,18 @@ def test_run_gradcam_writes_overlays_and_grid_and_never_overwrites(tmp_path):
     out = tmp_path / "cams"
     result = run_gradcam([tmp_path / "run_a", tmp_path / "run_b"], paths, out)
     names = sorted(os.listdir(out))
-    assert names == ["gradcam_grid.png", "gradcam_photo0_0.png", "gradcam_photo0_1.png",
-                     "gradcam_photo1_0.png", "gradcam_photo1_1.png"]
-    assert np.asarray(Image.open(out / "gradcam_photo1_1.png")).shape == (24, 40, 3)  # original frame
+    assert names == [
+        "gradcam_grid.png",
+        "gradcam_photo0_0.png",
+        "gradcam_photo0_1.png",
+        "gradcam_photo1_0.png",
+        "gradcam_photo1_1.png",
+    ]
+    assert np.asarray(Image.open(out / "gradcam_photo1_1.png")).shape == (
+        24,
+        40,
+        3,
+    )  # original frame
     assert result["layers"] == ["relu2", "relu2"]
     assert {row["class"] for row in result["overlays"]} <= {"red", "green", "blue"}
     with pytest.raises(FileExistsError, match="gradcam_photo0_0.png"):

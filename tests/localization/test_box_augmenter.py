@@ -79,9 +79,7 @@ def test_flip_only_mirrors_image_and_box_exactly():
     boxes = np.array(
         [[0.1, 0.2, 0.5, 0.6], [0.0, 0.0, 1.0, 0.3], [0.25, 0.7, 0.75, 1.0]], dtype="float32"
     )
-    out_images, out_boxes = BoxAugmenter(flip_probability=1.0, **NO_JITTER, seed=0)(
-        images, boxes
-    )
+    out_images, out_boxes = BoxAugmenter(flip_probability=1.0, **NO_JITTER, seed=0)(images, boxes)
     np.testing.assert_allclose(to_numpy(out_images), images[:, :, ::-1], atol=1e-3)
     expected = np.stack([boxes[:, 0], 1 - boxes[:, 3], boxes[:, 2], 1 - boxes[:, 1]], axis=1)
     np.testing.assert_allclose(to_numpy(out_boxes), expected, atol=1e-6)

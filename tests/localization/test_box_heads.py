@@ -22,9 +22,13 @@ def numpy_spatial_box(head, feature_map):
             for x in range(w):
                 r = np.maximum(feature_map[i, y, x] @ reduce_kernel[0, 0] + reduce_bias, 0.0)
                 scores.append(r @ score_kernel[0, 0, :, 0] + score_bias[0])
-                top, left, bottom, right = 1.0 / (1.0 + np.exp(-(r @ side_kernel[0, 0] + side_bias)))
+                top, left, bottom, right = 1.0 / (
+                    1.0 + np.exp(-(r @ side_kernel[0, 0] + side_bias))
+                )
                 cy, cx = (y + 0.5) / h, (x + 0.5) / w
-                boxes.append([cy * (1 - top), cx * (1 - left), cy + (1 - cy) * bottom, cx + (1 - cx) * right])
+                boxes.append(
+                    [cy * (1 - top), cx * (1 - left), cy + (1 - cy) * bottom, cx + (1 - cx) * right]
+                )
         weights = np.exp(np.asarray(scores) - max(scores))
         weights /= weights.sum()
         out[i] = (weights[:, None] * np.asarray(boxes)).sum(axis=0)
@@ -49,7 +53,9 @@ def test_spatial_box_follows_the_dominant_cell():
     head.reduce.set_weights([np.ones((1, 1, 1, 1), "float32"), np.zeros(1, "float32")])
     head.cell_scores.set_weights([np.full((1, 1, 1, 1), 50.0, "float32"), np.zeros(1, "float32")])
     # Reaches 0 (sigmoid(-20)) upwards and leftwards, 1 (sigmoid(20)) down and right.
-    head.cell_sides.set_weights([np.zeros((1, 1, 1, 4), "float32"), np.array([-20, -20, 20, 20], "float32")])
+    head.cell_sides.set_weights(
+        [np.zeros((1, 1, 1, 4), "float32"), np.array([-20, -20, 20, 20], "float32")]
+    )
     box = np.asarray(head(feature_map)[0])[0]
     np.testing.assert_allclose(box, [0.875, 0.125, 1.0, 1.0], atol=1e-4)
 
@@ -63,7 +69,9 @@ def test_spatial_box_keeps_a_gradient_when_every_cell_reaches_the_borders():
     feature_map = np.random.default_rng(0).normal(size=(1, 3, 3, 4)).astype("float32")
     head(feature_map)
     kernel, _ = head.cell_sides.get_weights()
-    head.cell_sides.set_weights([kernel, np.full(4, 4.0, "float32")])  # every side ~98% of the way out
+    head.cell_sides.set_weights(
+        [kernel, np.full(4, 4.0, "float32")]
+    )  # every side ~98% of the way out
     with tf.GradientTape() as tape:
         box, _ = head(feature_map)
         area = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
@@ -75,7 +83,9 @@ def test_spatial_box_keeps_a_gradient_when_every_cell_reaches_the_borders():
 def test_spatial_head_works_at_any_feature_map_size():
     head = SpatialBoxHead(num_classes=4, channels=8)
     for size in (1, 2, 5, 7):
-        boxes, logits = head(np.random.default_rng(size).normal(size=(3, size, size, 16)).astype("float32"))
+        boxes, logits = head(
+            np.random.default_rng(size).normal(size=(3, size, size, 16)).astype("float32")
+        )
         assert tuple(boxes.shape) == (3, 4) and tuple(logits.shape) == (3, 4)
         b = np.asarray(boxes)
         assert np.all((b >= 0) & (b <= 1))
@@ -106,7 +116,9 @@ def test_head_config_round_trip(name):
 
 def test_spatial_regressor_strips_pooling_and_round_trips(tmp_path):
     backbone = tiny_backbone(width=4)
-    model = BoxRegressor(backbone, num_classes=3, head="spatial", augmenter=None, spatial_channels=5, hidden_units=8)
+    model = BoxRegressor(
+        backbone, num_classes=3, head="spatial", augmenter=None, spatial_channels=5, hidden_units=8
+    )
     assert len(model.backbone.outputs[0].shape) == 4
     images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     out = model(images)
@@ -127,17 +139,25 @@ def test_cached_features_give_the_same_outputs_as_images():
     images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
     from_images = model(images)
     from_features = model({"features": backbone(images)})
-    np.testing.assert_allclose(np.asarray(from_images["boxes"]), np.asarray(from_features["boxes"]), atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(from_images["boxes"]), np.asarray(from_features["boxes"]), atol=1e-6
+    )
 
 
 def test_class_weights_weight_the_cross_entropy():
     backbone = tiny_backbone(width=4)
     weights = [0.5, 2.0, 1.0]
-    model = BoxRegressor(backbone, num_classes=3, augmenter=None, box_weight=0.0, class_weights=weights)
+    model = BoxRegressor(
+        backbone, num_classes=3, augmenter=None, box_weight=0.0, class_weights=weights
+    )
     images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     labels = np.array([0, 1, 1, 2])
     y_pred = model(images)
-    loss = float(model.compute_loss(y={"boxes": np.zeros((4, 4), "float32"), "labels": labels}, y_pred=y_pred))
+    loss = float(
+        model.compute_loss(
+            y={"boxes": np.zeros((4, 4), "float32"), "labels": labels}, y_pred=y_pred
+        )
+    )
     logits = np.asarray(y_pred["class_logits"], "float64")
     log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
     expected = np.mean([-weights[c] * log_probs[i, c] for i, c in enumerate(labels)])
@@ -169,9 +189,13 @@ def test_size_score_is_the_raw_size_of_the_pooled_head_and_the_box_size_of_the_s
     boxes, logits, score = pooled(features, return_size_score=True)
     box_raw, raw_logits = pooled.raw_outputs(features)
     # Pre-sigmoid height + width: it does not saturate as the box reaches the image's size.
-    np.testing.assert_allclose(np.asarray(score), np.asarray(box_raw[:, 2] + box_raw[:, 3]), atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(score), np.asarray(box_raw[:, 2] + box_raw[:, 3]), atol=1e-6
+    )
     np.testing.assert_allclose(np.asarray(logits), np.asarray(raw_logits), atol=1e-6)
     np.testing.assert_allclose(np.asarray(boxes), np.asarray(pooled(features)[0]), atol=1e-6)
     spatial = SpatialBoxHead(num_classes=4, channels=3, hidden_units=0, dropout=0.0)
     boxes, _, score = (np.asarray(t) for t in spatial(features, return_size_score=True))
-    np.testing.assert_allclose(score, (boxes[:, 2] - boxes[:, 0]) + (boxes[:, 3] - boxes[:, 1]), atol=1e-6)
+    np.testing.assert_allclose(
+        score, (boxes[:, 2] - boxes[:, 0]) + (boxes[:, 3] - boxes[:, 1]), atol=1e-6
+    )

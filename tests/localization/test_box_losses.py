@@ -85,12 +85,8 @@ def test_box_loss_combines_giou_and_summed_l1():
         2 * giou + 5 * l1,
         atol=1e-5,
     )
-    np.testing.assert_allclose(
-        to_numpy(box_loss(y_true, y_pred, giou_weight=0.0)), l1, atol=1e-6
-    )
-    np.testing.assert_allclose(
-        to_numpy(box_loss(y_true, y_pred, l1_weight=0.0)), giou, atol=1e-6
-    )
+    np.testing.assert_allclose(to_numpy(box_loss(y_true, y_pred, giou_weight=0.0)), l1, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(box_loss(y_true, y_pred, l1_weight=0.0)), giou, atol=1e-6)
     loss = BoxLoss(giou_weight=2.0, l1_weight=5.0)
     np.testing.assert_allclose(
         float(to_numpy(loss(y_true, y_pred))), np.mean(2 * giou + 5 * l1), atol=1e-5

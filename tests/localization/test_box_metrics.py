@@ -233,10 +233,13 @@ def test_numpy_report_agrees_with_keras_metrics(seed):
     names = [f"class_{i}" for i in range(20)]
     probs = np.exp(y_pred["class_logits"])
     probs /= probs.sum(axis=1, keepdims=True)
-    report = localization_report(
-        y_true["boxes"], y_pred["boxes"], y_true["labels"], probs, names
-    )
-    assert set(report) == set(keras_values) | {"num_test_images", "per_class", "balanced_top1", "classes_predicted"}
+    report = localization_report(y_true["boxes"], y_pred["boxes"], y_true["labels"], probs, names)
+    assert set(report) == set(keras_values) | {
+        "num_test_images",
+        "per_class",
+        "balanced_top1",
+        "classes_predicted",
+    }
     for name, value in keras_values.items():
         np.testing.assert_allclose(report[name], value, atol=1e-6, err_msg=name)
     assert report["num_test_images"] == 200

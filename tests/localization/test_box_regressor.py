@@ -42,10 +42,17 @@ def test_training_with_box_inputs_learns_and_reports_metrics():
     images, boxes, labels = data(32)
     m = model(augmenter=BoxAugmenter(seed=3))
     m.compile(optimizer=keras.optimizers.Adam(3e-3))
-    history = m.fit({"images": images, "boxes": boxes}, {"boxes": boxes, "labels": labels},
-                    batch_size=8, epochs=6, verbose=0)
+    history = m.fit(
+        {"images": images, "boxes": boxes},
+        {"boxes": boxes, "labels": labels},
+        batch_size=8,
+        epochs=6,
+        verbose=0,
+    )
     assert history.history["loss"][-1] < history.history["loss"][0]
-    assert {"mean_iou", "loc_acc@0.5", "loc_acc@0.7", "top1", "top3", "cls_loc_acc@0.5"} <= set(history.history)
+    assert {"mean_iou", "loc_acc@0.5", "loc_acc@0.7", "top1", "top3", "cls_loc_acc@0.5"} <= set(
+        history.history
+    )
 
 
 @pytest.mark.parametrize("mode,changes", [("freeze", False), ("finetune", True)])
@@ -70,8 +77,13 @@ def test_finetune_moves_the_backbone_less_than_the_head_learning_rate():
     images, boxes, labels = data(8)
     m = model()
     m.build((None, 32, 32, 3))
-    enter_phase(m, DetectConfig(learning_rate=1e-2, backbone_lr_multiplier=0.1, weight_decay=0.0),
-                 finetune=True, epochs=1, steps_per_epoch=1)
+    enter_phase(
+        m,
+        DetectConfig(learning_rate=1e-2, backbone_lr_multiplier=0.1, weight_decay=0.0),
+        finetune=True,
+        epochs=1,
+        steps_per_epoch=1,
+    )
     kernel = m.backbone.get_layer("conv1").kernel
     before_backbone, before_head = np.array(kernel), np.array(m.head.class_output.kernel)
     m.fit(images, {"boxes": boxes, "labels": labels}, batch_size=8, epochs=1, verbose=0)
@@ -85,19 +97,31 @@ def test_keras_round_trip_and_export_equal_inference(tmp_path):
     images, boxes, labels = data(8)
     m = model(augmenter=BoxAugmenter(seed=5, flip_probability=0.3))
     m.compile(optimizer="adam")
-    m.fit({"images": images, "boxes": boxes}, {"boxes": boxes, "labels": labels}, batch_size=4, epochs=1, verbose=0)
+    m.fit(
+        {"images": images, "boxes": boxes},
+        {"boxes": boxes, "labels": labels},
+        batch_size=4,
+        epochs=1,
+        verbose=0,
+    )
     m.save(tmp_path / "m.keras")
     restored = keras.saving.load_model(tmp_path / "m.keras")
     assert restored.num_classes == 5 and restored.hidden_units == 16
     assert restored.augmenter.get_config()["flip_probability"] == 0.3
     expected = m(images, training=False)
     for key in ("boxes", "class_logits"):
-        np.testing.assert_allclose(restored(images, training=False)[key], expected[key], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            restored(images, training=False)[key], expected[key], rtol=1e-5, atol=1e-5
+        )
     serve = load_serving(export_detector(m, tmp_path / "savedmodel"))
     served = serve(images)
     np.testing.assert_allclose(np.asarray(served["boxes"]), expected["boxes"], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(served["class_probs"]),
-                               keras.ops.softmax(expected["class_logits"], axis=-1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(served["class_probs"]),
+        keras.ops.softmax(expected["class_logits"], axis=-1),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_invalid_arguments():
@@ -110,9 +134,13 @@ def test_invalid_arguments():
 def test_compile_refuses_loss_weights_and_weighted_metrics_instead_of_dropping_them():
     # compute_loss and compute_metrics are the model's own, so Keras would ignore both.
     m = model()
-    with pytest.raises(ValueError, match=r"Received: loss_weights=\{'boxes': 2.0\}, weighted_metrics=None"):
+    with pytest.raises(
+        ValueError, match=r"Received: loss_weights=\{'boxes': 2.0\}, weighted_metrics=None"
+    ):
         m.compile(loss_weights={"boxes": 2.0})
-    with pytest.raises(ValueError, match=r"Received: loss_weights=None, weighted_metrics=\['mae'\]"):
+    with pytest.raises(
+        ValueError, match=r"Received: loss_weights=None, weighted_metrics=\['mae'\]"
+    ):
         m.compile(weighted_metrics=["mae"])
 
 
@@ -133,7 +161,9 @@ def test_augmenter_is_default_or_none_and_round_trips():
 @pytest.mark.parametrize("head", ["pooled", "spatial"])
 def test_head_on_backbone_features_is_what_call_returns(head):
     keras.utils.set_random_seed(0)
-    m = BoxRegressor(tiny_backbone(width=4), num_classes=3, head=head, augmenter=None, hidden_units=8)
+    m = BoxRegressor(
+        tiny_backbone(width=4), num_classes=3, head=head, augmenter=None, hidden_units=8
+    )
     images, _, _ = data(4)
     out = m(images, training=False)
     boxes, logits = m.head(m.backbone(images, training=False), training=False)
@@ -142,5 +172,7 @@ def test_head_on_backbone_features_is_what_call_returns(head):
     # The size score Grad-CAM explains comes with the same boxes and logits.
     with_score = m.head(m.backbone(images, training=False), training=False, return_size_score=True)
     np.testing.assert_allclose(np.asarray(with_score[0]), np.asarray(out["boxes"]), atol=1e-6)
-    np.testing.assert_allclose(np.asarray(with_score[1]), np.asarray(out["class_logits"]), atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(with_score[1]), np.asarray(out["class_logits"]), atol=1e-6
+    )
     assert tuple(with_score[2].shape) == (4,)

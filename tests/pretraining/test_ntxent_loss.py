@@ -12,7 +12,12 @@ def reference_nt_xent(z1, z2, temperature):
     z = np.concatenate([z1, z2]).astype("float64")
     n2 = len(z)
     n = n2 // 2
-    sim = np.array([[z[i] @ z[j] / (np.linalg.norm(z[i]) * np.linalg.norm(z[j])) for j in range(n2)] for i in range(n2)])
+    sim = np.array(
+        [
+            [z[i] @ z[j] / (np.linalg.norm(z[i]) * np.linalg.norm(z[j])) for j in range(n2)]
+            for i in range(n2)
+        ]
+    )
 
     def l(i, j):
         denominator = sum(math.exp(sim[i, k] / temperature) for k in range(n2) if k != i)
@@ -37,8 +42,11 @@ def test_symmetric_in_the_two_views():
     rng = np.random.default_rng(1)
     z1, z2 = rng.normal(size=(2, 6, 5)).astype("float32")
     loss = NTXentLoss(temperature=0.3)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(loss(z1, z2)),
-                               keras.ops.convert_to_numpy(loss(z2, z1)), rtol=1e-6)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loss(z1, z2)),
+        keras.ops.convert_to_numpy(loss(z2, z1)),
+        rtol=1e-6,
+    )
 
 
 @pytest.mark.parametrize("n,temperature", [(2, 0.1), (4, 0.5), (7, 2.0)])
@@ -62,7 +70,12 @@ def test_float16_inputs_are_computed_in_float32_without_overflow():
     value = keras.ops.convert_to_numpy(nt_xent(z1, z2, 0.05))
     assert value.dtype == np.float32
     assert np.all(np.isfinite(value))
-    np.testing.assert_allclose(value, reference_nt_xent(z1.astype("float32"), z2.astype("float32"), 0.05), rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(
+        value,
+        reference_nt_xent(z1.astype("float32"), z2.astype("float32"), 0.05),
+        rtol=2e-3,
+        atol=2e-3,
+    )
 
 
 @pytest.mark.parametrize("temperature", [0, -0.5])

@@ -43,5 +43,12 @@ def test_keras_round_trip_with_non_default_config(tmp_path):
     restored = keras.saving.load_model(path)
     layer = restored.layers[-1]
     assert isinstance(layer, ProjectionHead)
-    assert (layer.output_dim, layer.hidden_dim, layer.num_layers, layer.output_batch_norm) == (6, 20, 3, False)
-    np.testing.assert_allclose(restored.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6, atol=1e-6)
+    assert (layer.output_dim, layer.hidden_dim, layer.num_layers, layer.output_batch_norm) == (
+        6,
+        20,
+        3,
+        False,
+    )
+    np.testing.assert_allclose(
+        restored.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6, atol=1e-6
+    )

@@ -16,7 +16,9 @@ from ssl_keras.pretraining.simclr_augmenter import SimCLRAugmenter
 
 
 def scenes(n, size=32):
-    return np.stack([make_synthetic_scene(i, image_size=size)[0] for i in range(n)]).astype("float32")
+    return np.stack([make_synthetic_scene(i, image_size=size)[0] for i in range(n)]).astype(
+        "float32"
+    )
 
 
 def small_simclr(seed=0):
@@ -46,7 +48,9 @@ def test_fit_lowers_the_loss_and_logs_contrastive_accuracy():
         def on_train_batch_end(self, batch, logs=None):
             losses.append(logs["loss"])
 
-    history = model.fit(images, batch_size=16, epochs=12, verbose=0, callbacks=[Record()], shuffle=False)
+    history = model.fit(
+        images, batch_size=16, epochs=12, verbose=0, callbacks=[Record()], shuffle=False
+    )
     assert set(history.history) >= {"loss", "contrastive_accuracy"}
     # Keras reports running means within an epoch, so compare whole-epoch means.
     first, last = history.history["loss"][0], history.history["loss"][-1]
@@ -83,8 +87,12 @@ def test_keras_round_trip_keeps_config_weights_and_optimizer(tmp_path):
     assert restored.projection_head.output_dim == 16
     np.testing.assert_allclose(restored.embed(images), model.embed(images), rtol=1e-5, atol=1e-5)
     features = model.embed(images)
-    np.testing.assert_allclose(restored.projection_head(features, training=False),
-                               model.projection_head(features, training=False), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        restored.projection_head(features, training=False),
+        model.projection_head(features, training=False),
+        rtol=1e-5,
+        atol=1e-5,
+    )
     assert int(restored.optimizer.iterations) == int(model.optimizer.iterations) == 2
     restored.fit(images, batch_size=8, epochs=1, verbose=0)  # continues training after loading
     assert int(restored.optimizer.iterations) == 4
@@ -115,14 +123,18 @@ def test_torch_backend_runs_the_training_step():
         """
     )
     env = dict(os.environ, KERAS_BACKEND="torch")
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "TORCH_OK" in result.stdout
 
 
 def test_compile_refuses_metrics_instead_of_dropping_them():
     model = small_simclr()
-    with pytest.raises(ValueError, match=r"Received: metrics=\['accuracy'\], weighted_metrics=None"):
+    with pytest.raises(
+        ValueError, match=r"Received: metrics=\['accuracy'\], weighted_metrics=None"
+    ):
         model.compile(metrics=["accuracy"])
     with pytest.raises(ValueError, match=r"Received: metrics=None, weighted_metrics=\['mae'\]"):
         model.compile(weighted_metrics=["mae"])
@@ -138,12 +150,17 @@ def test_compile_loss_is_the_training_loss_and_is_saved(tmp_path):
     z1, z2 = projections[:8], projections[8:]
     loss = float(model.compute_loss(y_pred=projections))
     assert loss == pytest.approx(float(NTXentLoss(temperature=0.7)(z1, z2)), rel=1e-5)
-    assert loss != pytest.approx(float(NTXentLoss(temperature=0.2)(z1, z2)), rel=1e-3)  # not the default
+    assert loss != pytest.approx(
+        float(NTXentLoss(temperature=0.2)(z1, z2)), rel=1e-3
+    )  # not the default
     model.fit(images, batch_size=8, epochs=1, verbose=0)
     path = tmp_path / "simclr.keras"
     model.save(path)
     restored = keras.saving.load_model(path)
-    assert isinstance(restored.contrastive_loss, NTXentLoss) and restored.contrastive_loss.temperature == 0.7
+    assert (
+        isinstance(restored.contrastive_loss, NTXentLoss)
+        and restored.contrastive_loss.temperature == 0.7
+    )
     # The default loss is not written, so files of default-compiled models are as before.
     plain = small_simclr()
     plain.compile()
@@ -152,7 +169,9 @@ def test_compile_loss_is_the_training_loss_and_is_saved(tmp_path):
 
 def test_augmenter_and_projection_head_follow_the_default_and_none_convention(tmp_path):
     default = SimCLR(tiny_backbone(width=8))
-    assert isinstance(default.augmenter, SimCLRAugmenter) and isinstance(default.projection_head, ProjectionHead)
+    assert isinstance(default.augmenter, SimCLRAugmenter) and isinstance(
+        default.projection_head, ProjectionHead
+    )
     images = scenes(4)
     keras.utils.set_random_seed(0)
     bare = SimCLR(tiny_backbone(width=8), augmenter=None, projection_head=None)
@@ -168,8 +187,12 @@ def test_augmenter_and_projection_head_follow_the_default_and_none_convention(tm
     bare.save(path)
     restored = keras.saving.load_model(path)
     assert restored.augmenter is None and restored.projection_head is None
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(restored.embed(images)),
-                               keras.ops.convert_to_numpy(bare.embed(images)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(restored.embed(images)),
+        keras.ops.convert_to_numpy(bare.embed(images)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
     for name in ("augmenter", "projection_head"):
         with pytest.raises(ValueError, match=f"Received: {name}='none'"):
             SimCLR(tiny_backbone(width=8), **{name: "none"})

@@ -16,8 +16,9 @@ def labelled(n=64, size=32):
 
 def small_model(seed=0, **kwargs):
     keras.utils.set_random_seed(seed)
-    return SupervisedPretrainer(tiny_backbone(width=8), num_classes=6, augmenter=supervised_augmenter(seed=seed),
-                                **kwargs)
+    return SupervisedPretrainer(
+        tiny_backbone(width=8), num_classes=6, augmenter=supervised_augmenter(seed=seed), **kwargs
+    )
 
 
 def test_loss_is_the_softmax_cross_entropy_with_label_smoothing():
@@ -43,8 +44,12 @@ def test_fit_lowers_the_loss_and_raises_the_accuracy():
 def test_augmentation_runs_in_training_only():
     images, _ = labelled(4)
     model = small_model()
-    np.testing.assert_allclose(np.asarray(model(images, training=False)), np.asarray(model(images, training=False)))
-    assert not np.allclose(np.asarray(model(images, training=True)), np.asarray(model(images, training=False)))
+    np.testing.assert_allclose(
+        np.asarray(model(images, training=False)), np.asarray(model(images, training=False))
+    )
+    assert not np.allclose(
+        np.asarray(model(images, training=True)), np.asarray(model(images, training=False))
+    )
 
 
 def test_compile_refuses_a_loss_or_metrics_instead_of_dropping_them():
@@ -70,8 +75,12 @@ def test_keras_round_trip_keeps_config_weights_and_outputs(tmp_path):
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     assert loaded.num_classes == 6 and loaded.label_smoothing == 0.05
-    np.testing.assert_allclose(np.asarray(loaded(images, training=False)), np.asarray(model(images, training=False)),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(loaded(images, training=False)),
+        np.asarray(model(images, training=False)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
     json.dumps(loaded.get_config())
 
 
@@ -91,20 +100,34 @@ def test_augmenter_default_and_none_round_trip():
     assert settings(default.augmenter) == settings(supervised_augmenter())
     bare = SupervisedPretrainer(tiny_backbone(width=8), num_classes=3, augmenter=None)
     assert SupervisedPretrainer.from_config(bare.get_config()).augmenter is None
-    assert settings(SupervisedPretrainer.from_config(default.get_config()).augmenter) == settings(default.augmenter)
+    assert settings(SupervisedPretrainer.from_config(default.get_config()).augmenter) == settings(
+        default.augmenter
+    )
 
 
 def test_weighted_metrics_are_honoured_and_restored(tmp_path):
     images, labels = labelled(16)
     model = small_model()
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="weighted_accuracy")])
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="weighted_accuracy")],
+    )
     model.fit(images, labels, batch_size=16, epochs=1, verbose=0)
-    logs = model.evaluate(images, labels, sample_weight=(labels == labels[0]).astype("float32"),
-                          verbose=0, return_dict=True)
+    logs = model.evaluate(
+        images,
+        labels,
+        sample_weight=(labels == labels[0]).astype("float32"),
+        verbose=0,
+        return_dict=True,
+    )
     assert "weighted_accuracy" in logs
     model.save(tmp_path / "m.keras")
     restored = keras.saving.load_model(tmp_path / "m.keras")
-    again = restored.evaluate(images, labels, sample_weight=(labels == labels[0]).astype("float32"),
-                              verbose=0, return_dict=True)
+    again = restored.evaluate(
+        images,
+        labels,
+        sample_weight=(labels == labels[0]).astype("float32"),
+        verbose=0,
+        return_dict=True,
+    )
     assert again["weighted_accuracy"] == pytest.approx(logs["weighted_accuracy"])

@@ -10,8 +10,17 @@ from PIL import Image
 
 from ssl_keras.backbone import tiny_backbone
 from ssl_keras.data.source_spec import SourceError
-from ssl_keras.probing.probe import (ProbeMonitor, extract_features, knn_probe, linear_probe, probe_data, read_class_folders,
-                             read_manifest, run_probe, topk_accuracy)
+from ssl_keras.probing.probe import (
+    ProbeMonitor,
+    extract_features,
+    knn_probe,
+    linear_probe,
+    probe_data,
+    read_class_folders,
+    read_manifest,
+    run_probe,
+    topk_accuracy,
+)
 from ssl_keras.pretraining.projection_head import ProjectionHead
 from ssl_keras.runs.run_directory import RunDirectoryError
 from ssl_keras.pretraining.simclr import SimCLR
@@ -47,8 +56,11 @@ def test_topk_accuracy_counts_ties_and_small_class_counts():
 @pytest.mark.parametrize("method", ["linear", "knn"])
 def test_probes_separate_blobs_and_fall_to_chance_on_shuffled_labels(method, blob_split):
     train_x, train_y, test_x, test_y = blob_split
-    probe = (lambda *a: linear_probe(*a, num_classes=NUM_CLASSES, epochs=40)) if method == "linear" else (
-        lambda *a: knn_probe(*a, num_classes=NUM_CLASSES, k=10))
+    probe = (
+        (lambda *a: linear_probe(*a, num_classes=NUM_CLASSES, epochs=40))
+        if method == "linear"
+        else (lambda *a: knn_probe(*a, num_classes=NUM_CLASSES, k=10))
+    )
     result = probe(train_x, train_y, test_x, test_y)
     assert result["method"] == method and result["num_train"] == 300 and result["num_test"] == 400
     assert result["top1"] > 0.9
@@ -64,21 +76,37 @@ def test_linear_probe_is_deterministic_and_leaves_the_global_seed_alone(blob_spl
     keras.utils.set_random_seed(3)
     expected = keras.random.uniform((1,), seed=None)
     keras.utils.set_random_seed(3)
-    first = linear_probe(train_x, train_y, test_x[:50], test_y[:50], num_classes=NUM_CLASSES, epochs=3, seed=1)
+    first = linear_probe(
+        train_x, train_y, test_x[:50], test_y[:50], num_classes=NUM_CLASSES, epochs=3, seed=1
+    )
     after = keras.random.uniform((1,), seed=None)
-    second = linear_probe(train_x, train_y, test_x[:50], test_y[:50], num_classes=NUM_CLASSES, epochs=3, seed=1)
+    second = linear_probe(
+        train_x, train_y, test_x[:50], test_y[:50], num_classes=NUM_CLASSES, epochs=3, seed=1
+    )
     assert first == second
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(after), keras.ops.convert_to_numpy(expected))
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(after), keras.ops.convert_to_numpy(expected)
+    )
 
 
 def test_knn_matches_a_hand_count():
     train_x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     train_y = np.array([0, 0, 1, 1])
     # The first query's 3 nearest are rows 0, 1 (class 0) and 3 (class 1): class 0 wins.
-    result = knn_probe(train_x, train_y, np.array([[1.0, 0.2], [0.2, 1.0]]), np.array([0, 1]), num_classes=2, k=3)
+    result = knn_probe(
+        train_x, train_y, np.array([[1.0, 0.2], [0.2, 1.0]]), np.array([0, 1]), num_classes=2, k=3
+    )
     assert result["top1"] == 1.0
     # With one neighbour and a huge temperature, labels far from it are missed.
-    result = knn_probe(train_x, train_y, np.array([[1.0, 0.0]]), np.array([1]), num_classes=2, k=1, temperature=100.0)
+    result = knn_probe(
+        train_x,
+        train_y,
+        np.array([[1.0, 0.0]]),
+        np.array([1]),
+        num_classes=2,
+        k=1,
+        temperature=100.0,
+    )
     assert result["top1"] == 0.0 and result["top3"] == 1.0
 
 
@@ -102,7 +130,9 @@ def test_extract_features_reads_plain_and_dict_labels():
     assert features.shape == (5, 16) and features.dtype == np.float32
     np.testing.assert_array_equal(got, labels)
     np.testing.assert_allclose(extract_features(backbone, as_dict)[0], features, atol=1e-5)
-    np.testing.assert_allclose(features, keras.ops.convert_to_numpy(backbone(images, training=False)), atol=1e-5)
+    np.testing.assert_allclose(
+        features, keras.ops.convert_to_numpy(backbone(images, training=False)), atol=1e-5
+    )
 
 
 def test_reads_the_shared_imagenette_manifest(shared_data):
@@ -137,7 +167,9 @@ def test_class_folders_split_80_20_deterministically_and_load(tmp_path):
     for name, count in (("cats", 10), ("dogs", 5)):
         (tmp_path / name).mkdir()
         for i in range(count):
-            Image.fromarray(rng.integers(0, 255, (12, 20, 3)).astype("uint8")).save(tmp_path / name / f"{i}.png")
+            Image.fromarray(rng.integers(0, 255, (12, 20, 3)).astype("uint8")).save(
+                tmp_path / name / f"{i}.png"
+            )
     (tmp_path / "dogs" / "broken.png").write_bytes(b"not an image")
     listing = read_class_folders(tmp_path)
     assert listing["class_names"] == ("cats", "dogs")
@@ -157,8 +189,17 @@ def test_class_folders_split_80_20_deterministically_and_load(tmp_path):
 
 def test_run_probe_end_to_end_on_synthetic(tmp_path):
     out = tmp_path / "probe"
-    report = run_probe("scratch", "synthetic:96", out, backbone_name="tiny", method="both", image_size=32,
-                       batch_size=32, epochs=5, log=lambda message: None)
+    report = run_probe(
+        "scratch",
+        "synthetic:96",
+        out,
+        backbone_name="tiny",
+        method="both",
+        image_size=32,
+        batch_size=32,
+        epochs=5,
+        log=lambda message: None,
+    )
     saved = json.loads((out / "probe.json").read_text())
     assert saved["num_train"] == 67 and saved["num_test"] == 29 and saved["feature_dim"] == 64
     assert set(saved["results"]) == {"linear", "knn"}
@@ -175,18 +216,33 @@ def test_run_probe_end_to_end_on_synthetic(tmp_path):
 
 def test_run_probe_can_estimate_batch_norm_statistics_first(tmp_path):
     messages = []
-    run_probe("scratch", "synthetic:96", tmp_path / "probe", backbone_name="tiny", method="knn", image_size=32,
-              batch_size=32, estimate_bn=True, log=messages.append)
+    run_probe(
+        "scratch",
+        "synthetic:96",
+        tmp_path / "probe",
+        backbone_name="tiny",
+        method="knn",
+        image_size=32,
+        batch_size=32,
+        estimate_bn=True,
+        log=messages.append,
+    )
     config = json.loads((tmp_path / "probe" / "config.json").read_text())
     assert config["options"]["estimate_bn"] is True
-    assert config["resolved"]["backbone"].endswith("batch-norm statistics estimated on 67 train images")
+    assert config["resolved"]["backbone"].endswith(
+        "batch-norm statistics estimated on 67 train images"
+    )
     assert "batch-norm statistics estimated on 67 train images" in messages
 
 
 def test_probe_monitor_logs_into_history():
     keras.utils.set_random_seed(0)
-    model = SimCLR(tiny_backbone(width=8), projection_head=ProjectionHead(output_dim=16, hidden_dim=32),
-                   augmenter=SimCLRAugmenter(seed=0, crop_area_min=0.3), temperature=0.2)
+    model = SimCLR(
+        tiny_backbone(width=8),
+        projection_head=ProjectionHead(output_dim=16, hidden_dim=32),
+        augmenter=SimCLRAugmenter(seed=0, crop_area_min=0.3),
+        temperature=0.2,
+    )
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     data = probe_data("synthetic:40", image_size=32, batch_size=16)
     images = np.concatenate([x.numpy() for x, _ in data.train])
