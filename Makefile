@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 # Lower-priority warnings from TensorFlow's C++ start-up are noise in logs.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo experiment test test-fast env benchmark clean
+.PHONY: demo experiment test test-fast env benchmark format clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ test: env
 
 test-fast: env
 	$(PY) -m pytest -q -m "not large"
+
+# The one formatter (ruff format, 100 columns, pyproject.toml) and the pyflakes rules.
+format: env
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
 
 benchmark: env
 	$(PY) benchmarks/pretrain_throughput.py
