@@ -15,6 +15,7 @@ from ssl_keras.localization.box_metrics import (
     localization_metrics,
     localization_report,
 )
+from test_case import run_serialization_test
 
 
 def to_numpy(x):
@@ -345,10 +346,7 @@ def test_invalid_arguments_are_rejected(cls, kwargs, message):
     ],
 )
 def test_config_round_trip(metric):
-    config = metric.get_config()
-    revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(metric))
-    assert type(revived) is type(metric)
-    assert revived.get_config() == config
+    _, revived = run_serialization_test(metric)
     assert revived.name == metric.name
     for attribute in ("threshold", "k"):
         assert getattr(revived, attribute, None) == getattr(metric, attribute, None)

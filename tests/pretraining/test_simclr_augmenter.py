@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ssl_keras.pretraining.simclr_augmenter import SimCLRAugmenter
-from test_case import run_on_backend
+from test_case import run_model_saving_test, run_on_backend, run_serialization_test
 
 requires_tensorflow = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="needs the TensorFlow backend"
@@ -214,26 +214,16 @@ def test_config_round_trip():
     config = layer.get_config()
     for key, value in NON_DEFAULT.items():
         assert config[key] == (list(value) if isinstance(value, tuple) else value)
-    restored = SimCLRAugmenter.from_config(config)
-    assert restored.get_config() == config
-    revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
-    assert isinstance(revived, SimCLRAugmenter)
-    assert revived.get_config() == config
+    run_serialization_test(layer)
 
 
 def test_keras_file_save_and_load(tmp_path):
     inputs = keras.Input((16, 16, 3))
     outputs = keras.layers.Conv2D(2, 3)(SimCLRAugmenter(**NON_DEFAULT)(inputs))
     model = keras.Model(inputs, outputs)
-    path = str(tmp_path / "model.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path)
+    loaded = run_model_saving_test(model, random_images(2, 16, 16), tmp_path, atol=1e-5, rtol=1e-7)
     assert isinstance(loaded.layers[1], SimCLRAugmenter)
     assert loaded.layers[1].get_config() == model.layers[1].get_config()
-    images = random_images(2, 16, 16)
-    np.testing.assert_allclose(
-        to_numpy(loaded(images, training=False)), to_numpy(model(images, training=False)), atol=1e-5
-    )
 
 
 def test_symbolic_call_keeps_shape():
