@@ -21,6 +21,7 @@ def drop_rates(model):
     ]
 
 
+@pytest.mark.large
 def test_drop_connect_rate_rescales_every_block_and_survives_saving(images, tmp_path):
     model = build_backbone("EfficientNetB0")
     before = drop_rates(model)
@@ -35,6 +36,7 @@ def test_drop_connect_rate_rescales_every_block_and_survives_saving(images, tmp_
     np.testing.assert_allclose(drop_rates(loaded), after, rtol=1e-6)
 
 
+@pytest.mark.large
 def test_zero_init_residual_makes_every_residual_block_the_identity(images):
     model = build_backbone("EfficientNetB0")
     model, counts = configure_backbone(model, zero_init_residual=True)
@@ -49,6 +51,7 @@ def test_zero_init_residual_makes_every_residual_block_the_identity(images):
     assert float(np.abs(model.get_layer("block2a_project_bn").gamma.numpy()).min()) == 1.0
 
 
+@pytest.mark.large
 def test_bn_momentum_is_set_everywhere_and_moves_the_statistics_faster(images):
     keras.utils.set_random_seed(0)
     fast = build_backbone("EfficientNetB0")
@@ -68,6 +71,7 @@ def test_bn_momentum_is_set_everywhere_and_moves_the_statistics_faster(images):
         np.testing.assert_allclose(moved_fast, 10 * moved_slow, rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.large
 def test_the_configured_copy_is_what_loading_its_file_gives_back(images, tmp_path):
     """A Dropout of rate 0 has no seed state once reloaded; the copy must not have one either,
     or a checkpoint's stored seed states no longer match the model that resumes from it."""
@@ -86,6 +90,7 @@ def test_the_configured_copy_is_what_loading_its_file_gives_back(images, tmp_pat
     )
 
 
+@pytest.mark.large
 def test_bad_settings_are_refused():
     model = build_backbone("EfficientNetB0")
     with pytest.raises(ValueError, match="drop_connect_rate"):
@@ -117,6 +122,7 @@ def test_estimated_batch_norm_statistics_are_the_average_of_the_batch_statistics
         np.testing.assert_array_equal(before, variable.numpy())
 
 
+@pytest.mark.large
 def test_partly_updated_statistics_make_all_features_alike_and_estimating_them_repairs_it(
     shared_data,
 ):

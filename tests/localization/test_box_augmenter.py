@@ -312,6 +312,7 @@ def test_keras_file_save_and_load(tmp_path):
     assert augmenter.get_config()["scale_range"] == [0.6, 1.4]
 
 
+@pytest.mark.large
 @requires_tensorflow
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_tf_function_with_dynamic_shapes(jit_compile):
@@ -358,6 +359,7 @@ class AugmentedBoxRegressor(keras.Model):
         return keras.ops.mean(keras.ops.abs(y - y_pred))
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_inside_compiled_fit(jit_compile):
     if jit_compile and keras.backend.backend() == "torch":
@@ -403,6 +405,7 @@ _OTHER_BACKEND_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 def test_other_backends(backend):
     result = run_on_backend(backend, _OTHER_BACKEND_SCRIPT.format(backend=backend))

@@ -49,6 +49,7 @@ def test_giou_loss_hand_computed(y_true, y_pred, expected):
     np.testing.assert_allclose(to_numpy(giou_loss([y_pred], [y_true])), [expected], atol=1e-6)
 
 
+@pytest.mark.large
 @pytest.mark.filterwarnings("ignore:`axis='no_reduction'` is a temporary API")
 def test_matches_keras_cv():
     keras_cv = pytest.importorskip("keras_cv")
@@ -133,6 +134,7 @@ def test_gradients_are_finite_for_degenerate_predictions():
     assert np.abs(gradient[1]).sum() > 0.0
 
 
+@pytest.mark.large
 @requires_tensorflow
 def test_gradient_descent_on_box_loss_aligns_a_disjoint_box():
     import tensorflow as tf
@@ -225,6 +227,7 @@ _TORCH_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.large
 def test_loss_and_metrics_on_torch_backend():
     result = run_on_backend("torch", _TORCH_SCRIPT)
     assert result.stdout.strip().endswith("ok")

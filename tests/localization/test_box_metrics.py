@@ -365,6 +365,7 @@ def tiny_two_output_model(num_classes):
     return keras.Model(inputs, outputs)
 
 
+@pytest.mark.large
 def test_usable_in_compile_with_one_list_per_output():
     num_classes = 5
     y_true, _ = random_task(5, n=32, num_classes=num_classes)
@@ -432,6 +433,7 @@ class DictMetricsModel(keras.Model):
         return super().metrics + self.localization_metrics
 
 
+@pytest.mark.large
 def test_usable_from_compute_metrics_with_full_dicts():
     num_classes = 5
     y_true, _ = random_task(6, n=24, num_classes=num_classes)

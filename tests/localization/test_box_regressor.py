@@ -39,6 +39,7 @@ def test_outputs_are_valid_boxes_and_logits():
     assert np.all(boxes[:, 2] >= boxes[:, 0]) and np.all(boxes[:, 3] >= boxes[:, 1])
 
 
+@pytest.mark.large
 def test_training_with_box_inputs_learns_and_reports_metrics():
     images, boxes, labels = data(32)
     m = model(augmenter=BoxAugmenter(seed=3))
@@ -56,6 +57,7 @@ def test_training_with_box_inputs_learns_and_reports_metrics():
     )
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("mode,changes", [("freeze", False), ("finetune", True)])
 def test_freeze_keeps_backbone_weights_and_finetune_changes_them(mode, changes):
     images, boxes, labels = data(16)
@@ -73,6 +75,7 @@ def test_freeze_keeps_backbone_weights_and_finetune_changes_them(mode, changes):
     assert not np.array_equal(head_before, np.array(m.head.box_output.kernel))
 
 
+@pytest.mark.large
 def test_finetune_moves_the_backbone_less_than_the_head_learning_rate():
     # With Adam the first step size of every variable is ~lr, so the backbone's should be ~lr * 0.1.
     images, boxes, labels = data(8)
@@ -94,6 +97,7 @@ def test_finetune_moves_the_backbone_less_than_the_head_learning_rate():
     assert head_step == pytest.approx(1e-2, rel=0.05)
 
 
+@pytest.mark.large
 def test_keras_round_trip_and_export_equal_inference(tmp_path):
     images, boxes, labels = data(8)
     m = model(augmenter=BoxAugmenter(seed=5, flip_probability=0.3))

@@ -36,6 +36,7 @@ def test_call_returns_two_views_of_projections():
     assert model.embed(scenes(4)).shape == (4, 32)
 
 
+@pytest.mark.large
 def test_fit_lowers_the_loss_and_logs_contrastive_accuracy():
     model = small_simclr()
     model.compile(optimizer=keras.optimizers.Adam(3e-3))
@@ -72,6 +73,7 @@ def test_rejects_bad_temperature():
         SimCLR(tiny_backbone(), temperature=0.0)
 
 
+@pytest.mark.large
 def test_keras_round_trip_keeps_config_weights_and_optimizer(tmp_path):
     model = small_simclr()
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
@@ -95,6 +97,7 @@ def test_keras_round_trip_keeps_config_weights_and_optimizer(tmp_path):
     assert int(restored.optimizer.iterations) == 4
 
 
+@pytest.mark.large
 def test_torch_backend_runs_the_training_step():
     script = textwrap.dedent(
         """
@@ -134,6 +137,7 @@ def test_compile_refuses_metrics_instead_of_dropping_them():
         model.compile(loss_weights=[1.0])
 
 
+@pytest.mark.large
 def test_compile_loss_is_the_training_loss_and_is_saved(tmp_path):
     images = scenes(8)
     model = small_simclr()
@@ -157,6 +161,7 @@ def test_compile_loss_is_the_training_loss_and_is_saved(tmp_path):
     assert plain.get_compile_config()["loss"] is None
 
 
+@pytest.mark.large
 def test_augmenter_and_projection_head_follow_the_default_and_none_convention(tmp_path):
     default = SimCLR(tiny_backbone(width=8))
     assert isinstance(default.augmenter, SimCLRAugmenter) and isinstance(

@@ -246,6 +246,7 @@ def test_tf_data_map():
     assert np.abs(first_epoch - second_epoch).mean() > 1.0
 
 
+@pytest.mark.large
 @requires_tensorflow
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_tf_function_with_dynamic_shapes(jit_compile):
@@ -276,6 +277,7 @@ class AugmentedRegressor(keras.Model):
         return self.dense(self.pool(views / 255.0))
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_inside_compiled_fit(jit_compile):
     images = random_images(8, 16, 16)
@@ -306,6 +308,7 @@ _OTHER_BACKEND_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 def test_other_backends(backend):
     result = run_on_backend(backend, _OTHER_BACKEND_SCRIPT.format(backend=backend))

@@ -30,6 +30,7 @@ def test_loss_is_the_softmax_cross_entropy_with_label_smoothing():
     assert float(model.compute_loss(y=labels, y_pred=logits)) == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.large
 def test_fit_lowers_the_loss_and_raises_the_accuracy():
     images, labels = labelled()
     model = small_model(label_smoothing=0.0)
@@ -66,6 +67,7 @@ def test_rejects_bad_arguments():
         SupervisedPretrainer(tiny_backbone(), num_classes=3, label_smoothing=1.0)
 
 
+@pytest.mark.large
 def test_keras_round_trip_keeps_config_weights_and_outputs(tmp_path):
     images, labels = labelled(16)
     model = small_model(label_smoothing=0.05)
@@ -95,6 +97,7 @@ def test_augmenter_default_and_none_round_trip():
         assert settings(copy.augmenter) == settings(default.augmenter)
 
 
+@pytest.mark.large
 def test_weighted_metrics_are_honoured_and_restored(tmp_path):
     images, labels = labelled(16)
     model = small_model()
