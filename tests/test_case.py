@@ -49,7 +49,7 @@ def run_on_backend(backend, script, *, timeout=300):
     return result
 
 
-def run_serialization_test(instance):
+def run_serialization_test(instance, *, settings=None):
     """Checks that `instance` survives Keras's config round trips, as keras-hub's helper does.
 
     Four copies are made, and each must be of `instance`'s exact class with a `get_config()`
@@ -63,6 +63,8 @@ def run_serialization_test(instance):
 
     Args:
         instance: a Keras layer, model, loss, metric or schedule with `get_config`/`from_config`.
+        settings: a dict of entries `instance.get_config()` must hold (a tuple given here is
+            stored as a list), or None. Defaults to None.
 
     Returns:
         The copies from 1 and 3, `(from_config_copy, deserialized_copy)`, for further checks.
@@ -75,6 +77,8 @@ def run_serialization_test(instance):
     """
     cls = type(instance)
     config = instance.get_config()
+    for key, value in (settings or {}).items():
+        assert config[key] == (list(value) if isinstance(value, tuple) else value), key
     config_json = json.dumps(config, sort_keys=True)
 
     def check(copy_, compare_json):

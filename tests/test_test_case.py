@@ -29,8 +29,12 @@ class FaithfulScale(ForgetfulScale):
 
 
 def test_serialization_test_passes_a_faithful_layer_and_returns_its_copies():
-    restored, revived = run_serialization_test(keras.layers.Dense(3, name="d"))
+    restored, revived = run_serialization_test(
+        keras.layers.Dense(3, name="d"), settings={"units": 3, "name": "d"}
+    )
     assert (restored.units, revived.units, revived.name) == (3, 3, "d")
+    with pytest.raises(AssertionError, match="units"):
+        run_serialization_test(keras.layers.Dense(3), settings={"units": 4})
 
 
 def test_serialization_test_fails_when_from_config_builds_something_else():
