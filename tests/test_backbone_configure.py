@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from ssl_keras.backbone import build_backbone, configure_backbone
+from test_case import run_model_saving_test
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,8 @@ def drop_rates(model):
     ]
 
 
-def test_drop_connect_rate_rescales_every_block_and_survives_saving(tmp_path):
+@pytest.mark.large
+def test_drop_connect_rate_rescales_every_block_and_survives_saving(images, tmp_path):
     model = build_backbone("EfficientNetB0")
     before = drop_rates(model)
     assert max(before) == pytest.approx(
@@ -30,12 +32,11 @@ def test_drop_connect_rate_rescales_every_block_and_survives_saving(tmp_path):
     after = drop_rates(model)
     assert counts["stochastic_depth_layers"] == len(before) > 0
     np.testing.assert_allclose(after, [r / 2 for r in before], rtol=1e-6)
-    model.save(tmp_path / "m.keras")
-    np.testing.assert_allclose(
-        drop_rates(keras.saving.load_model(tmp_path / "m.keras")), after, rtol=1e-6
-    )
+    loaded = run_model_saving_test(model, images, tmp_path, atol=1e-6, rtol=1e-5)
+    np.testing.assert_allclose(drop_rates(loaded), after, rtol=1e-6)
 
 
+@pytest.mark.large
 def test_zero_init_residual_makes_every_residual_block_the_identity(images):
     model = build_backbone("EfficientNetB0")
     model, counts = configure_backbone(model, zero_init_residual=True)
@@ -50,6 +51,7 @@ def test_zero_init_residual_makes_every_residual_block_the_identity(images):
     assert float(np.abs(model.get_layer("block2a_project_bn").gamma.numpy()).min()) == 1.0
 
 
+@pytest.mark.large
 def test_bn_momentum_is_set_everywhere_and_moves_the_statistics_faster(images):
     keras.utils.set_random_seed(0)
     fast = build_backbone("EfficientNetB0")
@@ -69,6 +71,7 @@ def test_bn_momentum_is_set_everywhere_and_moves_the_statistics_faster(images):
         np.testing.assert_allclose(moved_fast, 10 * moved_slow, rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.large
 def test_the_configured_copy_is_what_loading_its_file_gives_back(images, tmp_path):
     """A Dropout of rate 0 has no seed state once reloaded; the copy must not have one either,
     or a checkpoint's stored seed states no longer match the model that resumes from it."""
@@ -78,22 +81,16 @@ def test_the_configured_copy_is_what_loading_its_file_gives_back(images, tmp_pat
     model, _ = configure_backbone(
         original, drop_connect_rate=0.0, bn_momentum=0.9, zero_init_residual=True
     )
-    model.save(tmp_path / "m.keras")
-    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    loaded = run_model_saving_test(model, images, tmp_path, atol=1e-6, rtol=1e-5)
     assert len(seed_generator_states(model)) == len(seed_generator_states(loaded)) == 0
     assert len(seed_generator_states(original)) > 0
-    np.testing.assert_allclose(
-        np.asarray(loaded(images, training=False)),
-        np.asarray(model(images, training=False)),
-        rtol=1e-5,
-        atol=1e-6,
-    )
     # Weights other than the zeroed gammas are the original's.
     np.testing.assert_array_equal(
         model.get_layer("stem_conv").kernel.numpy(), original.get_layer("stem_conv").kernel.numpy()
     )
 
 
+@pytest.mark.large
 def test_bad_settings_are_refused():
     model = build_backbone("EfficientNetB0")
     with pytest.raises(ValueError, match="drop_connect_rate"):
@@ -125,6 +122,7 @@ def test_estimated_batch_norm_statistics_are_the_average_of_the_batch_statistics
         np.testing.assert_array_equal(before, variable.numpy())
 
 
+@pytest.mark.large
 def test_partly_updated_statistics_make_all_features_alike_and_estimating_them_repairs_it(
     shared_data,
 ):

@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -29,6 +30,7 @@ def _fresh_python(script, tmp_path):
     return result.stdout
 
 
+@pytest.mark.large
 def test_import_ssl_keras_registers_every_serializable_without_heavy_imports(tmp_path):
     out = _fresh_python(
         """
@@ -64,6 +66,7 @@ def test_import_ssl_keras_registers_every_serializable_without_heavy_imports(tmp
     assert registered and registered <= set(eval(lines["REGISTERED"]))
 
 
+@pytest.mark.large
 def test_a_detect_run_loads_in_a_fresh_process_after_import_ssl_keras(tmp_path):
     from ssl_keras.localization.detect import load_run, run_detect
     from ssl_keras.runs.config import DetectConfig

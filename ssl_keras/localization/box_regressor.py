@@ -14,6 +14,11 @@ from ssl_keras.localization.box_metrics import (
     LocalizationAccuracy,
     TopKClassAccuracy,
 )
+from ssl_keras.model_config import (
+    compile_from_saved_config,
+    deserialize_nested,
+    refuse_compile_arguments,
+)
 
 
 @keras.saving.register_keras_serializable(package="ssl_keras")
@@ -176,36 +181,28 @@ class BoxRegressor(keras.Model):
             weighted_metrics: None; any other value is refused, as for `metrics`.
             **kwargs: passed to `keras.Model.compile`.
         """
-        if loss is not None or metrics is not None:
-            raise ValueError(
-                "BoxRegressor computes its own loss (box_weight * (GIoU + L1) + class_weight * "
-                "cross-entropy) and box metrics; set the weights in the constructor and leave "
-                f"loss and metrics out. Received: loss={loss!r}, metrics={metrics!r}"
-            )
-        if loss_weights is not None or weighted_metrics is not None:
-            raise ValueError(
-                "BoxRegressor weighs its loss with its constructor's box_weight, class_weight, "
-                "giou_weight, l1_weight and class_weights, and reports its own box metrics; leave "
-                f"loss_weights and weighted_metrics out. Received: loss_weights={loss_weights!r}, "
-                f"weighted_metrics={weighted_metrics!r}"
-            )
+        refuse_compile_arguments(
+            "BoxRegressor computes its own loss (box_weight * (GIoU + L1) + class_weight * "
+            "cross-entropy) and box metrics; set the weights in the constructor and leave "
+            "loss and metrics out.",
+            loss=loss,
+            metrics=metrics,
+        )
+        refuse_compile_arguments(
+            "BoxRegressor weighs its loss with its constructor's box_weight, class_weight, "
+            "giou_weight, l1_weight and class_weights, and reports its own box metrics; leave "
+            "loss_weights and weighted_metrics out.",
+            loss_weights=loss_weights,
+            weighted_metrics=weighted_metrics,
+        )
         super().compile(optimizer=optimizer, **kwargs)
         if hasattr(self.optimizer, "set_backbone_variables"):
             self.optimizer.set_backbone_variables(self.backbone.trainable_variables)
 
     def compile_from_config(self, config):
-        config = keras.saving.deserialize_keras_object(config)
-        config.pop("loss", None)
-        config.pop("metrics", None)
-        self.compile(
-            **{
-                k: v
-                for k, v in config.items()
-                if k in ("optimizer", "jit_compile", "steps_per_execution")
-            }
+        compile_from_saved_config(
+            self, config, keys=("optimizer", "jit_compile", "steps_per_execution")
         )
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
 
     def call(self, inputs, training=None):
         target_boxes = None
@@ -284,11 +281,7 @@ class BoxRegressor(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        if config.get("augmenter") is not None:
-            config["augmenter"] = keras.saving.deserialize_keras_object(config["augmenter"])
-        return cls(**config)
+        return cls(**deserialize_nested(config, ("backbone", "augmenter")))
 
 
 def balanced_class_weights(labels, num_classes):

@@ -3,6 +3,11 @@
 import keras
 from keras import ops
 
+from ssl_keras.model_config import (
+    compile_from_saved_config,
+    deserialize_nested,
+    refuse_compile_arguments,
+)
 from ssl_keras.pretraining.collapse import effective_rank, normalized_std
 from ssl_keras.pretraining.ntxent_loss import NTXentLoss, nt_xent_logits
 from ssl_keras.optimizers import AdamW
@@ -112,17 +117,16 @@ class SimCLR(keras.Model):
             weighted_metrics: None; any other value is refused, as for `metrics`.
             **kwargs: passed to `keras.Model.compile` (e.g. `jit_compile`, `steps_per_execution`).
         """
-        if metrics is not None or weighted_metrics is not None:
-            raise ValueError(
-                "SimCLR reports its own metrics (contrastive_accuracy, projection_std, projection_rank) "
-                "and its batches have no targets for others; leave metrics and weighted_metrics out. "
-                f"Received: metrics={metrics!r}, weighted_metrics={weighted_metrics!r}"
-            )
-        if loss_weights is not None:
-            raise ValueError(
-                "SimCLR has a single loss (pass another one as `loss=`); leave loss_weights out. "
-                f"Received: loss_weights={loss_weights!r}"
-            )
+        refuse_compile_arguments(
+            "SimCLR reports its own metrics (contrastive_accuracy, projection_std, projection_rank) "
+            "and its batches have no targets for others; leave metrics and weighted_metrics out.",
+            metrics=metrics,
+            weighted_metrics=weighted_metrics,
+        )
+        refuse_compile_arguments(
+            "SimCLR has a single loss (pass another one as `loss=`); leave loss_weights out.",
+            loss_weights=loss_weights,
+        )
         if optimizer is None:
             optimizer = AdamW(learning_rate=1e-3, weight_decay=0.05)
         self.contrastive_loss = NTXentLoss(temperature=self.temperature) if loss is None else loss
@@ -139,10 +143,7 @@ class SimCLR(keras.Model):
 
     def compile_from_config(self, config):
         # Restores the optimizer (and its state, once loaded) when a `.keras` file is loaded.
-        config = keras.saving.deserialize_keras_object(config)
-        self.compile(**config)
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
+        compile_from_saved_config(self, config)
 
     def call(self, images, training=None):
         # Augmentation is part of the task, so it runs in training and in evaluation alike.
@@ -202,10 +203,6 @@ class SimCLR(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        for key in ("encoder", "projection_head", "augmenter"):
-            # None stays None (no head, no augmentation); every file written before
-            # `"default"` existed holds the layers themselves.
-            if config.get(key) is not None:
-                config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
+        # None stays None (no head, no augmentation); every file written before `"default"`
+        # existed holds the layers themselves.
+        return cls(**deserialize_nested(config, ("encoder", "projection_head", "augmenter")))

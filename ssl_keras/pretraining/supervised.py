@@ -8,6 +8,11 @@ honest offline.
 import keras
 from keras import ops
 
+from ssl_keras.model_config import (
+    compile_from_saved_config,
+    deserialize_nested,
+    refuse_compile_arguments,
+)
 from ssl_keras.optimizers import AdamW
 from ssl_keras.pretraining.simclr_augmenter import SimCLRAugmenter
 
@@ -93,16 +98,16 @@ class SupervisedPretrainer(keras.Model):
             loss_weights: None; there is one loss. Any other value is refused.
             **kwargs: passed to `keras.Model.compile`.
         """
-        if loss is not None or metrics is not None:
-            raise ValueError(
-                "SupervisedPretrainer computes its own loss (cross-entropy) and metric (accuracy); "
-                f"compile it without them. Received: loss={loss!r}, metrics={metrics!r}"
-            )
-        if loss_weights is not None:
-            raise ValueError(
-                "SupervisedPretrainer has a single loss (cross-entropy); leave loss_weights out. "
-                f"Received: loss_weights={loss_weights!r}"
-            )
+        refuse_compile_arguments(
+            "SupervisedPretrainer computes its own loss (cross-entropy) and metric (accuracy); "
+            "compile it without them.",
+            loss=loss,
+            metrics=metrics,
+        )
+        refuse_compile_arguments(
+            "SupervisedPretrainer has a single loss (cross-entropy); leave loss_weights out.",
+            loss_weights=loss_weights,
+        )
         if optimizer is None:
             optimizer = AdamW(learning_rate=1e-3, weight_decay=0.05)
         super().compile(
@@ -112,20 +117,12 @@ class SupervisedPretrainer(keras.Model):
         )
 
     def compile_from_config(self, config):
-        config = keras.saving.deserialize_keras_object(config)
-        config.pop("loss", None)
-        config.pop("metrics", None)
         # weighted_metrics are honoured (Keras's own compute_metrics runs them), so they are restored too.
-        self.compile(
-            optimizer=config.get("optimizer"),
-            **{
-                k: v
-                for k, v in config.items()
-                if k in ("jit_compile", "steps_per_execution", "weighted_metrics")
-            },
+        compile_from_saved_config(
+            self,
+            config,
+            keys=("optimizer", "jit_compile", "steps_per_execution", "weighted_metrics"),
         )
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
 
     def call(self, images, training=None):
         if training and self.augmenter is not None:
@@ -155,11 +152,6 @@ class SupervisedPretrainer(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
-        config["augmenter"] = (
-            None
-            if config.get("augmenter") is None
-            else keras.saving.deserialize_keras_object(config["augmenter"])
-        )
-        return cls(**config)
+        # A config without an augmenter entry means none (not the default).
+        config = {"augmenter": None, **config}
+        return cls(**deserialize_nested(config, ("encoder", "augmenter")))

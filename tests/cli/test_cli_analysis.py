@@ -4,6 +4,7 @@ import csv
 import json
 import os
 
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 
@@ -15,6 +16,7 @@ def invoke(args):
     return CliRunner().invoke(main, args, catch_exceptions=False)
 
 
+@pytest.mark.large
 def test_compare_command_writes_the_report_with_a_gradcam_grid(tmp_path):
     encoder_dir = tmp_path / "pretrain"
     encoder_dir.mkdir()
@@ -63,6 +65,7 @@ def test_compare_command_writes_the_report_with_a_gradcam_grid(tmp_path):
     assert before == {d: os.path.getmtime(out / d / "metrics.json") for d in before}
 
 
+@pytest.mark.large
 def test_gradcam_and_probe_commands_on_real_files(shared_data, tmp_path):
     voc = shared_data / "voc2007"
     run = tmp_path / "detect"

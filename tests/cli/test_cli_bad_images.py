@@ -109,6 +109,7 @@ def detect_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.large
 def test_pretrain_on_the_matrix_skips_and_reports_each_file(photos, tmp_path):
     out = tmp_path / "run"
     result = invoke(["pretrain", "--data", photos, "--out", out, *TINY_PRETRAIN])
@@ -154,6 +155,7 @@ def test_pretrain_on_only_bad_files_stops_with_one_line(tmp_path):
     assert not (tmp_path / "run" / "result.json").exists()
 
 
+@pytest.mark.large
 def test_predict_on_the_matrix_draws_the_readable_and_lists_the_rest(detect_run, matrix, tmp_path):
     out = tmp_path / "pred"
     empty = tmp_path / "no_images"
@@ -216,6 +218,7 @@ def test_predict_with_no_usable_input_stops_before_loading_the_model(matrix, tmp
     assert not (tmp_path / "pred").exists()
 
 
+@pytest.mark.large
 def test_predict_reads_a_huge_jpeg_at_reduced_size(detect_run, tmp_path):
     huge = bad_files.huge_jpeg(tmp_path)
     out = tmp_path / "pred"

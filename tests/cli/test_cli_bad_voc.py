@@ -48,6 +48,7 @@ def devkit(tmp_path, shared_data):
     return root, copy_devkit(shared_data / "voc2007", root, {"train": 10, "val": 4, "test": 4})
 
 
+@pytest.mark.large
 def test_detect_reads_what_it_can_and_reports_each_broken_file_once(devkit, tmp_path):
     root, ids = devkit
     train, val = ids["train"], ids["val"]

@@ -71,6 +71,7 @@ def detect_run(voc, ssl_run, tmp_path_factory):
     return out, result.output
 
 
+@pytest.mark.large
 def test_detect_writes_all_outputs(detect_run, ssl_run):
     out, output = detect_run
     metrics = json.loads((out / "metrics.json").read_text())
@@ -110,6 +111,7 @@ def test_detect_writes_all_outputs(detect_run, ssl_run):
     assert 1 <= metrics["selected_epoch"] <= 2 and (out / "best_epoch.json").is_file()
 
 
+@pytest.mark.large
 def test_savedmodel_endpoint_equals_inference(detect_run):
     out, _ = detect_run
     model = keras.saving.load_model(out / "model.keras")
@@ -125,6 +127,7 @@ def test_savedmodel_endpoint_equals_inference(detect_run):
     )
 
 
+@pytest.mark.large
 def test_evaluate_reproduces_metrics_json(detect_run, tmp_path):
     out, _ = detect_run
     target = tmp_path / "again.json"
@@ -145,6 +148,7 @@ def test_evaluate_reproduces_metrics_json(detect_run, tmp_path):
     assert again["per_class"].keys() == saved["per_class"].keys()
 
 
+@pytest.mark.large
 def test_evaluate_on_a_folder_with_only_a_test_set(detect_run, shared_data, tmp_path):
     out, _ = detect_run
     root = tmp_path / "VOC2007"
@@ -173,6 +177,7 @@ def test_evaluate_on_a_folder_with_only_a_test_set(detect_run, shared_data, tmp_
     assert result.exit_code != 0 and "val.txt" in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.large
 def test_predict_draws_pngs_and_rejects_unreadable_files(detect_run, shared_data, tmp_path):
     out, _ = detect_run
     image = (
@@ -260,6 +265,7 @@ def test_tfds_voc_offline_fails_fast_naming_the_alternative(tmp_path):
     assert time.time() - start < 30
 
 
+@pytest.mark.large
 def test_resume_continues_from_the_checkpoint_into_fine_tuning(tmp_path):
     out = tmp_path / "run"
     base = [

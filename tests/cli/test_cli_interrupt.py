@@ -20,6 +20,9 @@ from click.testing import CliRunner
 import ssl_keras.pretraining.simclr  # noqa: F401 - registers the classes stored in checkpoints
 from ssl_keras.cli.main import main
 
+# Every test here runs training commands end to end (some as real processes), so they are slow.
+pytestmark = pytest.mark.large
+
 PRETRAIN = [
     "--backbone",
     "tiny",

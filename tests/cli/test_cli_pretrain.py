@@ -40,6 +40,7 @@ def run_cli(args):
     return result
 
 
+@pytest.mark.large
 def test_pretrain_writes_the_whole_run_directory(photos, tmp_path):
     out = tmp_path / "run"
     result = run_cli(
@@ -117,6 +118,7 @@ def test_bad_options_are_one_line_errors(photos, tmp_path, args, message):
     assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.large
 def test_config_file_sets_defaults_and_options_override_it(photos, tmp_path):
     config_file = tmp_path / "pretrain.yaml"
     config_file.write_text("epochs: 1\ntemperature: 0.3\nprojection_dim: 16\n")
@@ -180,6 +182,7 @@ def test_efficientnetb1_pretrain_and_export_on_real_photos(photos, tmp_path):
     )
 
 
+@pytest.mark.large
 def test_probe_monitor_is_logged_during_pretraining(photos, tmp_path):
     out = tmp_path / "probed"
     result = run_cli(
@@ -204,6 +207,7 @@ def test_probe_monitor_is_logged_during_pretraining(photos, tmp_path):
     assert all(0.0 <= a <= b <= 1.0 for a, b in zip(history["probe_top1"], history["probe_top3"]))
 
 
+@pytest.mark.large
 def test_resume_with_more_epochs_keeps_training(photos, tmp_path):
     out = tmp_path / "run"
     args = [

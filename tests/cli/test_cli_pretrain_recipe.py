@@ -59,6 +59,7 @@ def photos(shared_data, tmp_path_factory):
     return folder
 
 
+@pytest.mark.large
 def test_supervised_pretraining_learns_and_writes_a_run_that_detect_accepts(
     labelled_photos, shared_data, tmp_path
 ):
@@ -156,6 +157,7 @@ def test_supervised_pretraining_needs_labels(photos, tmp_path):
     )
 
 
+@pytest.mark.large
 def test_warmup_default_follows_the_number_of_epochs(photos, tmp_path):
     # The old default (10 warm-up epochs) refused every run shorter than 10 epochs.
     out = tmp_path / "one"
@@ -195,6 +197,7 @@ def test_warmup_default_follows_the_number_of_epochs(photos, tmp_path):
     assert bad.exit_code == 1 and "--warmup-epochs must be in [0, epochs=2]" in bad.output
 
 
+@pytest.mark.large
 def test_simclr_reaches_contrastive_accuracy_well_above_chance(photos):
     """A fixed budget on 64 real photos: 40 steps of the tiny backbone at batch 32 (chance 1/63)."""
     keras.utils.set_random_seed(0)
@@ -245,6 +248,7 @@ def test_every_readme_pretrain_command_runs_as_written(shared_data, tmp_path):
         assert "pretrain done" in result.output, (command, result.output)
 
 
+@pytest.mark.large
 def test_supervised_pretraining_resumes_with_more_epochs(labelled_photos, tmp_path):
     out = tmp_path / "supervised"
     args = [

@@ -695,6 +695,7 @@ def grid(tmp_path_factory):
     return config, summary, calls, logs
 
 
+@pytest.mark.large
 def test_grid_runs_cells_and_skips_unavailable_backbone(grid):
     config, summary, calls, logs = grid
     out = summary["out"]
@@ -739,6 +740,7 @@ def test_grid_runs_cells_and_skips_unavailable_backbone(grid):
     ]
 
 
+@pytest.mark.large
 def test_report_links_table_plots_and_skipped(grid):
     _, summary, _, _ = grid
     out = summary["out"]
@@ -767,6 +769,7 @@ def test_report_links_table_plots_and_skipped(grid):
     assert "Unfinished cells" not in report
 
 
+@pytest.mark.large
 def test_rerun_skips_finished_cells_and_resumes_interrupted_one(grid, tmp_path, monkeypatch):
     config, summary, _, _ = grid
     out = tmp_path / "out"
@@ -794,6 +797,7 @@ def test_rerun_skips_finished_cells_and_resumes_interrupted_one(grid, tmp_path, 
     assert any("continuing the comparison" in line for line in logs)
 
 
+@pytest.mark.large
 def test_gradcam_hook_is_called_and_linked(grid, tmp_path):
     config, summary, _, _ = grid
     out = tmp_path / "out"
@@ -813,6 +817,7 @@ def test_gradcam_hook_is_called_and_linked(grid, tmp_path):
     assert "![Grad-CAM grid](gradcam_grid.png)" in open(result["outputs"]["report"]).read()
 
 
+@pytest.mark.large
 def test_out_is_refused_unless_it_holds_the_same_comparison(grid, tmp_path):
     config, summary, _, _ = grid
     stray = tmp_path / "stray"
@@ -852,6 +857,7 @@ def test_all_backbones_unavailable_is_an_error(tmp_path, monkeypatch):
     assert set(json.load(open(tmp_path / "out" / "skipped.json"))) == {"imagenet", "ssl"}
 
 
+@pytest.mark.large
 def test_imagenet_from_a_local_weights_file_is_labelled_imagenet_and_loads_that_file(tmp_path):
     import keras
 

@@ -376,6 +376,7 @@ def test_voc_targets_are_the_dataset_targets_stretch(voc_data, voc_batches, reco
     )
 
 
+@pytest.mark.large
 def test_voc_label_fraction_letterbox(voc_root, records):
     data = load_localization_data(
         f"voc:{voc_root}",
@@ -535,6 +536,7 @@ def test_only_devkits(voc_root, tmp_path_factory):
     return base / "full", base / "only"
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("resize", ["stretch", "letterbox"])
 def test_voc_folder_with_only_test_set(test_only_devkits, resize):
     full_root, only_root = test_only_devkits
@@ -618,6 +620,7 @@ def test_tfds_offline_fails_fast(tmp_path, monkeypatch):
     assert "manual_dir" in str(error.value)
 
 
+@pytest.mark.large
 def test_tfds_path_with_fake_builder(monkeypatch, records):
     """The TFDS branch (encoded-image scan, id filter, decode) on TFDS-shaped VOC features."""
     splits = {

@@ -100,6 +100,7 @@ def test_voc_all_images(shared_data):
     assert _count_images(source) == 865
 
 
+@pytest.mark.large
 def test_voc_split(shared_data):
     voc = shared_data / "voc2007"
     source = load_image_source(f"voc:{voc}:train", image_size=32, batch_size=5)
@@ -107,6 +108,7 @@ def test_voc_split(shared_data):
     assert _count_images(source) == 430
 
 
+@pytest.mark.large
 def test_folder_source_skips_broken_files(tmp_path, shared_data):
     files = sorted((shared_data / "unlabeled").glob("*.jpg"))[:5]
     for path in files:

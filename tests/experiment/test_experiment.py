@@ -152,6 +152,7 @@ def result_rows(out):
     return [{k: v for k, v in row.items() if "wall" not in k} for row in rows]
 
 
+@pytest.mark.large
 def test_tiny_experiment_interrupted_mid_grid_continues_to_the_same_tables(tmp_path):
     # The reference runs in this process; the interrupted run and its continuation in two worker
     # processes, so this also checks that the workers give the same tables.

@@ -163,6 +163,7 @@ def test_spatial_head_box_target_is_the_gradient_of_the_predicted_size():
     np.testing.assert_allclose(result["boxes"], np.asarray(model(images)["boxes"]), atol=1e-6)
 
 
+@pytest.mark.large
 def test_heatmap_of_a_trained_model_falls_on_the_object():
     # Trained for ~50 steps to tell the square's colour; the square's place varies, so only a
     # correctly computed and aligned map can follow it (flipping the maps drops the ratio to ~0.5).
@@ -270,6 +271,7 @@ def test_nested_and_wrapped_backbones_give_the_same_maps():
     assert GradCAM(wrapped_model, layer_name="relu1").layer_name == "tiny_backbone/relu1"
 
 
+@pytest.mark.large
 def test_efficientnet_backbone_uses_top_activation():
     backbone = make_backbone("EfficientNetB0")
     assert feature_layer_candidates(backbone)[-1] == "top_activation"
@@ -347,6 +349,7 @@ def _fake_run(run_dir, model, *, image_size, resize):
         )
 
 
+@pytest.mark.large
 def test_run_gradcam_writes_overlays_and_grid_and_never_overwrites(tmp_path):
     images = np.random.default_rng(4).uniform(0, 255, (2, 24, 40, 3)).astype("uint8")
     paths = []

@@ -143,6 +143,7 @@ def expected_masses(run_dir, target):
     ), truth["boxes"]
 
 
+@pytest.mark.large
 def test_across_backbones_writes_grids_and_the_same_images_in_every_column(tmp_path):
     models = {
         "tiny A": detect_run(tmp_path / "run_a", image_size=32, resize="stretch", seed=0),

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ssl_keras.localization.box_augmenter import BoxAugmenter
-from test_case import run_on_backend
+from test_case import run_model_saving_test, run_on_backend, run_serialization_test
 
 requires_tensorflow = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="needs the TensorFlow backend"
@@ -291,15 +291,9 @@ NON_DEFAULT = dict(
 
 
 def test_config_round_trip():
-    layer = BoxAugmenter(**NON_DEFAULT, name="box_augment")
-    config = layer.get_config()
-    for key, value in NON_DEFAULT.items():
-        assert config[key] == (list(value) if isinstance(value, tuple) else value)
-    restored = BoxAugmenter.from_config(config)
-    assert restored.get_config() == config
-    revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
-    assert isinstance(revived, BoxAugmenter)
-    assert revived.get_config() == config
+    _, revived = run_serialization_test(
+        BoxAugmenter(**NON_DEFAULT, name="box_augment"), settings=NON_DEFAULT
+    )
     assert revived.scale_range == (0.6, 1.4)
 
 
@@ -310,17 +304,13 @@ def test_keras_file_save_and_load(tmp_path):
     features = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3)(images))
     outputs = keras.layers.Concatenate()([features, boxes])
     model = keras.Model([image_input, box_input], outputs)
-    path = str(tmp_path / "model.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path)
+    inputs = [random_images(2, 16, 16), edge_and_random_boxes(2)]
+    loaded = run_model_saving_test(model, inputs, tmp_path, atol=1e-5, rtol=1e-7)
     (augmenter,) = [layer for layer in loaded.layers if isinstance(layer, BoxAugmenter)]
     assert augmenter.get_config()["scale_range"] == [0.6, 1.4]
-    inputs = [random_images(2, 16, 16), edge_and_random_boxes(2)]
-    np.testing.assert_allclose(
-        to_numpy(loaded(inputs, training=False)), to_numpy(model(inputs, training=False)), atol=1e-5
-    )
 
 
+@pytest.mark.large
 @requires_tensorflow
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_tf_function_with_dynamic_shapes(jit_compile):
@@ -367,6 +357,7 @@ class AugmentedBoxRegressor(keras.Model):
         return keras.ops.mean(keras.ops.abs(y - y_pred))
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_inside_compiled_fit(jit_compile):
     if jit_compile and keras.backend.backend() == "torch":
@@ -412,6 +403,7 @@ _OTHER_BACKEND_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 def test_other_backends(backend):
     result = run_on_backend(backend, _OTHER_BACKEND_SCRIPT.format(backend=backend))

@@ -1,12 +1,12 @@
 """Tests of the box heads: the soft-argmax box against a NumPy transcription, sizes, config."""
 
-import keras
 import numpy as np
 import pytest
 
 from ssl_keras.backbone import feature_map_backbone, tiny_backbone
 from ssl_keras.localization.box_heads import PooledBoxHead, SpatialBoxHead, make_head
 from ssl_keras.localization.box_regressor import BoxRegressor
+from test_case import run_model_saving_test, run_serialization_test
 
 
 def numpy_spatial_box(head, feature_map):
@@ -108,10 +108,13 @@ def test_pooled_head_takes_vectors_and_maps_alike():
 @pytest.mark.parametrize("name", ["pooled", "spatial"])
 def test_head_config_round_trip(name):
     head = make_head(name, num_classes=5, hidden_units=7, dropout=0.3, channels=9)
-    clone = type(head).from_config(head.get_config())
-    assert clone.get_config() == head.get_config()
+    run_serialization_test(head)
     with pytest.raises(ValueError, match="head"):
         make_head("dense", num_classes=5)
+
+
+def call(model, images):
+    return model(images)
 
 
 def test_spatial_regressor_strips_pooling_and_round_trips(tmp_path):
@@ -121,14 +124,8 @@ def test_spatial_regressor_strips_pooling_and_round_trips(tmp_path):
     )
     assert len(model.backbone.outputs[0].shape) == 4
     images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
-    out = model(images)
-    path = str(tmp_path / "m.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path)
+    loaded = run_model_saving_test(model, images, tmp_path, call=call, atol=1e-6, rtol=1e-7)
     assert loaded.head_type == "spatial" and loaded.get_config()["spatial_channels"] == 5
-    again = loaded(images)
-    for key in ("boxes", "class_logits"):
-        np.testing.assert_allclose(np.asarray(out[key]), np.asarray(again[key]), atol=1e-6)
     # A spatial model is not tied to the image size it was built with.
     assert tuple(loaded(np.zeros((1, 64, 48, 3), "float32"))["boxes"].shape) == (1, 4)
 

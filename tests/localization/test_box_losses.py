@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ssl_keras.localization.box_losses import BoxLoss, box_loss, giou_loss
-from test_case import run_on_backend
+from test_case import run_on_backend, run_serialization_test
 
 requires_tensorflow = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="needs the TensorFlow backend"
@@ -49,6 +49,7 @@ def test_giou_loss_hand_computed(y_true, y_pred, expected):
     np.testing.assert_allclose(to_numpy(giou_loss([y_pred], [y_true])), [expected], atol=1e-6)
 
 
+@pytest.mark.large
 @pytest.mark.filterwarnings("ignore:`axis='no_reduction'` is a temporary API")
 def test_matches_keras_cv():
     keras_cv = pytest.importorskip("keras_cv")
@@ -133,6 +134,7 @@ def test_gradients_are_finite_for_degenerate_predictions():
     assert np.abs(gradient[1]).sum() > 0.0
 
 
+@pytest.mark.large
 @requires_tensorflow
 def test_gradient_descent_on_box_loss_aligns_a_disjoint_box():
     import tensorflow as tf
@@ -183,9 +185,7 @@ def test_config_round_trip():
     loss = BoxLoss(giou_weight=2.0, l1_weight=5.0, reduction="sum", name="boxes")
     config = loss.get_config()
     assert (config["giou_weight"], config["l1_weight"]) == (2.0, 5.0)
-    revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
-    assert isinstance(revived, BoxLoss)
-    assert revived.get_config() == config
+    _, revived = run_serialization_test(loss)
     rng = np.random.default_rng(3)
     y_true, y_pred = random_boxes(rng, 4), random_boxes(rng, 4)
     np.testing.assert_allclose(
@@ -227,6 +227,7 @@ _TORCH_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.large
 def test_loss_and_metrics_on_torch_backend():
     result = run_on_backend("torch", _TORCH_SCRIPT)
     assert result.stdout.strip().endswith("ok")

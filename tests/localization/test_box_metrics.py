@@ -15,6 +15,7 @@ from ssl_keras.localization.box_metrics import (
     localization_metrics,
     localization_report,
 )
+from test_case import run_serialization_test
 
 
 def to_numpy(x):
@@ -345,10 +346,7 @@ def test_invalid_arguments_are_rejected(cls, kwargs, message):
     ],
 )
 def test_config_round_trip(metric):
-    config = metric.get_config()
-    revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(metric))
-    assert type(revived) is type(metric)
-    assert revived.get_config() == config
+    _, revived = run_serialization_test(metric)
     assert revived.name == metric.name
     for attribute in ("threshold", "k"):
         assert getattr(revived, attribute, None) == getattr(metric, attribute, None)
@@ -367,6 +365,7 @@ def tiny_two_output_model(num_classes):
     return keras.Model(inputs, outputs)
 
 
+@pytest.mark.large
 def test_usable_in_compile_with_one_list_per_output():
     num_classes = 5
     y_true, _ = random_task(5, n=32, num_classes=num_classes)
@@ -434,6 +433,7 @@ class DictMetricsModel(keras.Model):
         return super().metrics + self.localization_metrics
 
 
+@pytest.mark.large
 def test_usable_from_compute_metrics_with_full_dicts():
     num_classes = 5
     y_true, _ = random_task(6, n=24, num_classes=num_classes)

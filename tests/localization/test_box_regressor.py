@@ -8,6 +8,7 @@ from ssl_keras.localization.box_regressor import BoxRegressor
 from ssl_keras.localization.detect import enter_phase, export_detector
 from ssl_keras.runs.config import DetectConfig
 from ssl_keras.runs.export import load_serving
+from test_case import run_model_saving_test, run_serialization_test
 
 
 def data(n=16, size=32, seed=0):
@@ -38,6 +39,7 @@ def test_outputs_are_valid_boxes_and_logits():
     assert np.all(boxes[:, 2] >= boxes[:, 0]) and np.all(boxes[:, 3] >= boxes[:, 1])
 
 
+@pytest.mark.large
 def test_training_with_box_inputs_learns_and_reports_metrics():
     images, boxes, labels = data(32)
     m = model(augmenter=BoxAugmenter(seed=3))
@@ -55,6 +57,7 @@ def test_training_with_box_inputs_learns_and_reports_metrics():
     )
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("mode,changes", [("freeze", False), ("finetune", True)])
 def test_freeze_keeps_backbone_weights_and_finetune_changes_them(mode, changes):
     images, boxes, labels = data(16)
@@ -72,6 +75,7 @@ def test_freeze_keeps_backbone_weights_and_finetune_changes_them(mode, changes):
     assert not np.array_equal(head_before, np.array(m.head.box_output.kernel))
 
 
+@pytest.mark.large
 def test_finetune_moves_the_backbone_less_than_the_head_learning_rate():
     # With Adam the first step size of every variable is ~lr, so the backbone's should be ~lr * 0.1.
     images, boxes, labels = data(8)
@@ -93,6 +97,7 @@ def test_finetune_moves_the_backbone_less_than_the_head_learning_rate():
     assert head_step == pytest.approx(1e-2, rel=0.05)
 
 
+@pytest.mark.large
 def test_keras_round_trip_and_export_equal_inference(tmp_path):
     images, boxes, labels = data(8)
     m = model(augmenter=BoxAugmenter(seed=5, flip_probability=0.3))
@@ -104,15 +109,10 @@ def test_keras_round_trip_and_export_equal_inference(tmp_path):
         epochs=1,
         verbose=0,
     )
-    m.save(tmp_path / "m.keras")
-    restored = keras.saving.load_model(tmp_path / "m.keras")
+    restored = run_model_saving_test(m, images, tmp_path, atol=1e-5, rtol=1e-5)
     assert restored.num_classes == 5 and restored.hidden_units == 16
     assert restored.augmenter.get_config()["flip_probability"] == 0.3
     expected = m(images, training=False)
-    for key in ("boxes", "class_logits"):
-        np.testing.assert_allclose(
-            restored(images, training=False)[key], expected[key], rtol=1e-5, atol=1e-5
-        )
     serve = load_serving(export_detector(m, tmp_path / "savedmodel"))
     served = serve(images)
     np.testing.assert_allclose(np.asarray(served["boxes"]), expected["boxes"], rtol=1e-5, atol=1e-5)
@@ -147,9 +147,9 @@ def test_compile_refuses_loss_weights_and_weighted_metrics_instead_of_dropping_t
 def test_augmenter_is_default_or_none_and_round_trips():
     default = BoxRegressor(tiny_backbone(width=4), num_classes=3)
     assert isinstance(default.augmenter, BoxAugmenter)
-    assert isinstance(BoxRegressor.from_config(default.get_config()).augmenter, BoxAugmenter)
+    assert all(isinstance(copy.augmenter, BoxAugmenter) for copy in run_serialization_test(default))
     bare = BoxRegressor(tiny_backbone(width=4), num_classes=3, augmenter=None)
-    assert BoxRegressor.from_config(bare.get_config()).augmenter is None
+    assert all(copy.augmenter is None for copy in run_serialization_test(bare))
     # With no augmenter, box inputs pass through unchanged even in training.
     images, boxes, _ = data(4)
     out = bare({"images": images, "boxes": boxes}, training=True)

@@ -36,6 +36,7 @@ def detect(tmp_path, name, **options):
     return run_detect(DetectConfig(**base).validate(), verbose=0, log=lambda line: None)
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("head", ["spatial", "pooled"])
 def test_cached_and_uncached_frozen_training_give_the_same_numbers(tmp_path, head):
     # Without augmentation both paths see the same batches in the same order; the frozen
@@ -54,6 +55,7 @@ def test_cached_and_uncached_frozen_training_give_the_same_numbers(tmp_path, hea
         )
 
 
+@pytest.mark.large
 def test_cached_flips_change_training_and_are_reproducible(tmp_path):
     plain = detect(tmp_path, "plain", augment=False, model_selection="last")
     flipped = detect(tmp_path, "flipped", augment=True, model_selection="last")
@@ -62,6 +64,7 @@ def test_cached_flips_change_training_and_are_reproducible(tmp_path):
     assert flipped["history"]["loss"] == again["history"]["loss"]
 
 
+@pytest.mark.large
 def test_model_selection_keeps_the_best_val_epoch(tmp_path):
     metrics = detect(tmp_path, "run", epochs=5, learning_rate=3e-2)
     val = metrics["history"]["val_mean_iou"]
@@ -75,11 +78,13 @@ def test_model_selection_keeps_the_best_val_epoch(tmp_path):
     )
 
 
+@pytest.mark.large
 def test_last_epoch_selection_keeps_the_last_weights(tmp_path):
     metrics = detect(tmp_path, "run", epochs=3, model_selection="last")
     assert metrics["selected_epoch"] == 3 and not (tmp_path / "run" / "best_epoch.json").exists()
 
 
+@pytest.mark.large
 def test_baselines_are_fitted_on_the_train_subset_and_scored_on_test(tmp_path):
     metrics = detect(tmp_path, "run", num_labeled=20)
     data = load_localization_data(
@@ -111,6 +116,7 @@ def metrics_seed(run_dir):
     return json.loads((run_dir / "config.json").read_text())["seeds"]["data"]
 
 
+@pytest.mark.large
 def test_class_balance_weight_stores_balanced_weights(tmp_path):
     detect(tmp_path, "run", class_balance="weight", epochs=1)
     model, record = load_run(str(tmp_path / "run"))

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from ssl_keras.pretraining.ntxent_loss import NTXentLoss, nt_xent, nt_xent_logits
+from test_case import run_serialization_test
 
 
 def reference_nt_xent(z1, z2, temperature):
@@ -88,6 +89,5 @@ def test_temperature_must_be_positive(temperature):
 
 def test_config_round_trip():
     loss = NTXentLoss(temperature=0.25, name="my_loss")
-    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
-    assert isinstance(restored, NTXentLoss)
+    _, restored = run_serialization_test(loss)
     assert restored.temperature == 0.25 and restored.name == "my_loss"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ssl_keras.pretraining.simclr_augmenter import SimCLRAugmenter
-from test_case import run_on_backend
+from test_case import run_model_saving_test, run_on_backend, run_serialization_test
 
 requires_tensorflow = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="needs the TensorFlow backend"
@@ -210,30 +210,16 @@ NON_DEFAULT = dict(
 
 
 def test_config_round_trip():
-    layer = SimCLRAugmenter(**NON_DEFAULT, name="augment")
-    config = layer.get_config()
-    for key, value in NON_DEFAULT.items():
-        assert config[key] == (list(value) if isinstance(value, tuple) else value)
-    restored = SimCLRAugmenter.from_config(config)
-    assert restored.get_config() == config
-    revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
-    assert isinstance(revived, SimCLRAugmenter)
-    assert revived.get_config() == config
+    run_serialization_test(SimCLRAugmenter(**NON_DEFAULT, name="augment"), settings=NON_DEFAULT)
 
 
 def test_keras_file_save_and_load(tmp_path):
     inputs = keras.Input((16, 16, 3))
     outputs = keras.layers.Conv2D(2, 3)(SimCLRAugmenter(**NON_DEFAULT)(inputs))
     model = keras.Model(inputs, outputs)
-    path = str(tmp_path / "model.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path)
+    loaded = run_model_saving_test(model, random_images(2, 16, 16), tmp_path, atol=1e-5, rtol=1e-7)
     assert isinstance(loaded.layers[1], SimCLRAugmenter)
     assert loaded.layers[1].get_config() == model.layers[1].get_config()
-    images = random_images(2, 16, 16)
-    np.testing.assert_allclose(
-        to_numpy(loaded(images, training=False)), to_numpy(model(images, training=False)), atol=1e-5
-    )
 
 
 def test_symbolic_call_keeps_shape():
@@ -256,6 +242,7 @@ def test_tf_data_map():
     assert np.abs(first_epoch - second_epoch).mean() > 1.0
 
 
+@pytest.mark.large
 @requires_tensorflow
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_tf_function_with_dynamic_shapes(jit_compile):
@@ -286,6 +273,7 @@ class AugmentedRegressor(keras.Model):
         return self.dense(self.pool(views / 255.0))
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_inside_compiled_fit(jit_compile):
     images = random_images(8, 16, 16)
@@ -316,6 +304,7 @@ _OTHER_BACKEND_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 def test_other_backends(backend):
     result = run_on_backend(backend, _OTHER_BACKEND_SCRIPT.format(backend=backend))

@@ -1,5 +1,3 @@
-import json
-
 import keras
 import numpy as np
 import pytest
@@ -7,6 +5,7 @@ import pytest
 from ssl_keras.backbone import tiny_backbone
 from ssl_keras.data.synthetic import make_synthetic_arrays
 from ssl_keras.pretraining.supervised import SupervisedPretrainer, supervised_augmenter
+from test_case import run_model_saving_test, run_serialization_test
 
 
 def labelled(n=64, size=32):
@@ -31,6 +30,7 @@ def test_loss_is_the_softmax_cross_entropy_with_label_smoothing():
     assert float(model.compute_loss(y=labels, y_pred=logits)) == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.large
 def test_fit_lowers_the_loss_and_raises_the_accuracy():
     images, labels = labelled()
     model = small_model(label_smoothing=0.0)
@@ -67,21 +67,14 @@ def test_rejects_bad_arguments():
         SupervisedPretrainer(tiny_backbone(), num_classes=3, label_smoothing=1.0)
 
 
+@pytest.mark.large
 def test_keras_round_trip_keeps_config_weights_and_outputs(tmp_path):
     images, labels = labelled(16)
     model = small_model(label_smoothing=0.05)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     model.fit(images, labels, batch_size=8, epochs=1, verbose=0)
-    model.save(tmp_path / "m.keras")
-    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    loaded = run_model_saving_test(model, images, tmp_path, atol=1e-5, rtol=1e-5)
     assert loaded.num_classes == 6 and loaded.label_smoothing == 0.05
-    np.testing.assert_allclose(
-        np.asarray(loaded(images, training=False)),
-        np.asarray(model(images, training=False)),
-        rtol=1e-5,
-        atol=1e-5,
-    )
-    json.dumps(loaded.get_config())
 
 
 def test_compile_refuses_loss_weights_and_an_unknown_augmenter_name():
@@ -99,12 +92,12 @@ def test_augmenter_default_and_none_round_trip():
     default = SupervisedPretrainer(tiny_backbone(width=8), num_classes=3)
     assert settings(default.augmenter) == settings(supervised_augmenter())
     bare = SupervisedPretrainer(tiny_backbone(width=8), num_classes=3, augmenter=None)
-    assert SupervisedPretrainer.from_config(bare.get_config()).augmenter is None
-    assert settings(SupervisedPretrainer.from_config(default.get_config()).augmenter) == settings(
-        default.augmenter
-    )
+    assert all(copy.augmenter is None for copy in run_serialization_test(bare))
+    for copy in run_serialization_test(default):
+        assert settings(copy.augmenter) == settings(default.augmenter)
 
 
+@pytest.mark.large
 def test_weighted_metrics_are_honoured_and_restored(tmp_path):
     images, labels = labelled(16)
     model = small_model()
@@ -121,8 +114,7 @@ def test_weighted_metrics_are_honoured_and_restored(tmp_path):
         return_dict=True,
     )
     assert "weighted_accuracy" in logs
-    model.save(tmp_path / "m.keras")
-    restored = keras.saving.load_model(tmp_path / "m.keras")
+    restored = run_model_saving_test(model, images, tmp_path)
     again = restored.evaluate(
         images,
         labels,

@@ -235,6 +235,7 @@ def test_run_probe_can_estimate_batch_norm_statistics_first(tmp_path):
     assert "batch-norm statistics estimated on 67 train images" in messages
 
 
+@pytest.mark.large
 def test_probe_monitor_logs_into_history():
     keras.utils.set_random_seed(0)
     model = SimCLR(

@@ -32,6 +32,7 @@ def test_training_interrupted_keeps_its_fields_through_pickling():
     assert (str(error), error.checkpoint, error.epoch, error.step) == ("stopped", "x.keras", 3, 7)
 
 
+@pytest.mark.large
 def test_two_workers_run_every_task_and_pass_on_logs_and_results():
     logs, done = [], []
     results = run_parallel(list(range(5)), workers=2, prepare=lambda key: (TARGET, {"value": key, "sleep": 0.2}),
@@ -43,6 +44,7 @@ def test_two_workers_run_every_task_and_pass_on_logs_and_results():
     assert len(pids) == 2 and os.getpid() not in pids  # two processes, neither of them this one
 
 
+@pytest.mark.large
 def test_prepare_returning_none_leaves_a_task_out_and_a_handled_error_goes_on():
     errors = []
 
@@ -56,16 +58,19 @@ def test_prepare_returning_none_leaves_a_task_out_and_a_handled_error_goes_on():
     assert sorted(results) == [0, 3] and errors == [(2, "value 2 is bad")]
 
 
+@pytest.mark.large
 def test_an_unhandled_task_error_is_raised_in_the_parent():
     with pytest.raises(ValueError, match="value 2 is bad"):
         run_parallel([2], workers=2, prepare=lambda key: (TARGET, {"value": key, "fail": "value"}))
 
 
+@pytest.mark.large
 def test_a_worker_that_dies_stops_the_run_with_an_error_naming_its_task():
     with pytest.raises(RuntimeError, match=r"running 7 died \(exit code 3\)"):
         run_parallel([7], workers=1, prepare=lambda key: (TARGET, {"value": key, "fail": "exit"}))
 
 
+@pytest.mark.large
 def test_a_task_interrupted_in_a_worker_stops_the_run_with_training_interrupted():
     with pytest.raises(TrainingInterrupted, match="stopped at 4") as error:
         run_parallel([4, 5], workers=1, prepare=lambda key: (TARGET, {"value": key, "fail": "interrupted"}))

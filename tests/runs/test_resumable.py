@@ -118,6 +118,7 @@ def test_weight_decay_exclusions_survive_save_and_load(tmp_path):
     assert loaded.optimizer._use_weight_decay(kernel)
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("stop_after", [7, 10])  # mid-epoch 2, and the last step of epoch 2
 def test_stopped_then_resumed_run_matches_an_uninterrupted_one(tmp_path, stop_after):
     x, y = toy_data()
@@ -144,6 +145,7 @@ def test_stopped_then_resumed_run_matches_an_uninterrupted_one(tmp_path, stop_af
     assert checkpoint_state(str(tmp_path / "b"))["epoch"] == 3
 
 
+@pytest.mark.large
 def test_resuming_without_the_rng_state_would_differ(tmp_path):
     """The check above can fail: dropout masks restarted from the seed change the weights."""
     x, y = toy_data()
@@ -161,6 +163,7 @@ def test_resuming_without_the_rng_state_would_differ(tmp_path):
     assert max_difference(plain, reference) > 1e-4
 
 
+@pytest.mark.large
 def test_non_finite_loss_stops_before_saving_and_names_the_step(tmp_path):
     x, y = toy_data()
     model = toy_model()
