@@ -39,7 +39,6 @@ MODULES = {
 
 NOT_IMPORTED = {
     "importlib_resources": "tensorflow-datasets imports it but does not declare it",
-    "tensorboard": "the runs write TensorBoard logs (keras.callbacks.TensorBoard), read with its command",
 }
 """`{distribution name: why}` of the requirements that no file of ours imports."""
 

@@ -14,6 +14,8 @@ OUT/results.md                    mean ± std over seeds per backbone × mode ×
 OUT/plot_mean_iou.png             metric vs label fraction (log), one subplot per mode, shared y
 OUT/plot_loc_acc_0.5.png
 OUT/report.md                     grid, findings, table, plots, skipped backbones, Grad-CAM
+OUT/logs/                         TensorBoard's HParams view of the grid: one session per row of
+                                  results.csv, `tensorboard --logdir OUT/logs`
 ```
 
 A cell is finished when its `metrics.json` exists (detect writes it last). Running the same
@@ -57,6 +59,7 @@ from ssl_keras.runs.run_directory import (
     write_json_atomic,
     write_text_atomic,
 )
+from ssl_keras.runs.hparams import write_hparams_logs
 
 METRICS = ("mean_iou", "loc_acc@0.5", "loc_acc@0.7", "top1", "top3", "cls_loc_acc@0.5")
 METRIC_TITLES = {
@@ -109,6 +112,7 @@ MODE_TITLES = {
     "freeze-then-finetune": "frozen, then fine-tuned",
 }
 GRADCAM_FILE = "gradcam_grid.png"
+HPARAMS_FOLDER = "logs"
 LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _DETECT = DetectConfig()
 
@@ -1360,6 +1364,56 @@ def _write_plots(table, out):
     return plots
 
 
+def write_hparams(config, rows, path):
+    """TensorBoard's HParams view of the grid (`ssl_keras.runs.hparams`), written at `path`.
+
+    Each row of results.csv, a finished cell or a baseline row, is one session named
+    `{backbone}/{mode}/frac{fraction}/seed{seed}`. Its hyperparameters are its backbone, mode,
+    label fraction and seed, over the grid's values; its metrics are its results.csv metrics
+    and margins (those that some row holds).
+
+    Args:
+        config: the `CompareConfig`.
+        rows: dicts with the CSV_COLUMNS (`collect_rows` and `baseline_rows`).
+        path: the logs folder, replaced as a whole.
+
+    Returns:
+        `path`.
+    """
+    names = METRICS + ("balanced_top1",) + MARGINS
+    metrics = [m for m in names if any(_present(row.get(m)) for row in rows)]
+    titles = {m: METRIC_TITLES.get(m, m) for m in metrics}
+    for key, title in MARGIN_COLUMNS:
+        titles[key] = title
+    for metric in MARGIN_METRICS:
+        short = "prior" if _baseline_of(metric) == PRIOR_BOX else "majority"
+        titles.setdefault(metric + MARGIN_SUFFIX, f"Δ {METRIC_TITLES[metric]} vs {short}")
+    backbones = [label for label, _ in config.labelled_backbones()]
+    backbones += [name for name in BASELINES if any(row["backbone"] == name for row in rows)]
+    sessions = [
+        (
+            f"{row['backbone']}/{row['mode']}/frac{row['label_fraction']}/seed{row['seed']}",
+            {
+                "backbone": row["backbone"],
+                "mode": row["mode"],
+                "label_fraction": float(row["label_fraction"]),
+                "seed": int(row["seed"]),
+            },
+            {m: row.get(m) if _present(row.get(m)) else None for m in metrics},
+        )
+        for row in rows
+    ]
+    hparams = {
+        "backbone": backbones,
+        "mode": list(config.modes),
+        "label_fraction": [float(f) for f in config.label_fractions],
+        "seed": list(range(config.seeds)),
+    }
+    return write_hparams_logs(
+        path, sessions, hparams=hparams, metrics=metrics, metric_titles=titles
+    )
+
+
 def _gradcam_picture(gradcam, rows, out, *, log):
     """`(path or None, note or None)` of the report's Grad-CAM picture (see `run_compare`).
 
@@ -1413,6 +1467,10 @@ def summarize_compare(config, *, skipped=None, gradcam=None, log=print):
     _write_text(outputs["results_md"], "# Results\n\n" + results_md)
     plots = _write_plots(table, out)
     outputs.update({f"plot_{metric}": path for metric, path in plots.items()})
+    if rows:
+        outputs["hparams"] = write_hparams(
+            config, rows + baselines, os.path.join(out, HPARAMS_FOLDER)
+        )
 
     gradcam_path, gradcam_note = _gradcam_picture(gradcam, rows, out, log=log)
     if gradcam_path:
@@ -1502,6 +1560,12 @@ def format_report(
         "",
         results_md,
     ]
+    if rows:
+        lines += [
+            f"To filter and sort the cells in TensorBoard's HParams view: `tensorboard --logdir "
+            f"{os.path.join(out, HPARAMS_FOLDER)}`.",
+            "",
+        ]
     lines += _report_pictures(
         config, plots=plots, skipped=skipped, gradcam=gradcam, gradcam_note=gradcam_note, out=out
     )
