@@ -35,6 +35,9 @@ setup(
         # against keras-cv's. Not a default: the package never imports it, and it pulls in
         # the obsolete keras-core 0.1.7.
         "keras-cv": ["keras-cv>=0.9"],
+        # --export-onnx converts with tf2onnx (which brings onnx); onnxruntime runs the files,
+        # and tests/runs/test_export_onnx.py checks them with it.
+        "onnx": ["tf2onnx>=1.17", "onnxruntime>=1.17"],
     },
     entry_points={"console_scripts": ["ssl-keras=ssl_keras.cli.main:main"]},
 )
