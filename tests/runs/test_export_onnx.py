@@ -46,6 +46,21 @@ def test_encoder_onnx_equals_inference_mode_at_any_size(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder.onnx"]
 
 
+def test_constants_a_layer_captures_stay_inside_the_file(tmp_path):
+    import keras
+
+    # EfficientNet's input Normalization holds its mean and variance as constant tensors, which
+    # a traced conversion (keras's model.export(format="onnx")) turns into two extra inputs.
+    inputs = keras.Input((None, None, 3))
+    normalized = keras.layers.Normalization(mean=[120.0, 110.0, 100.0], variance=[3e3, 2e3, 1e3])(
+        inputs
+    )
+    encoder = keras.Model(inputs, tiny_backbone(width=8)(normalized))
+    images = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    [served] = _run(export_encoder_onnx(encoder, tmp_path / "encoder.onnx"), images).values()
+    np.testing.assert_allclose(served, np.asarray(encoder(images, training=False)), atol=1e-4)
+
+
 def test_an_exported_savedmodel_is_converted_as_it_is(tmp_path):
     encoder = _moved_batch_norm(tiny_backbone(width=8))
     savedmodel = export_encoder(encoder, tmp_path / "encoder_savedmodel")
