@@ -12,10 +12,11 @@ setup(
     # The click layer lives in the top-level cli/ folder but is imported as ssl_keras.cli,
     # so it can never clash with another distribution's top-level `cli` package.
     package_dir={"ssl_keras.cli": "cli"},
+    # Each requirement is imported by ssl_keras/ or cli/ (tests/test_dependencies.py checks it).
     install_requires=[
         "tensorflow>=2.16",
         "keras>=3.15",
-        "keras-cv>=0.9",
+        "numpy>=1.26",
         "tensorflow-datasets>=4.9",
         # tensorflow-datasets imports it but does not declare it.
         "importlib_resources>=5.0",
@@ -25,6 +26,18 @@ setup(
         "matplotlib>=3.7",
         "pyyaml>=6.0",
     ],
-    extras_require={"dev": ["pytest>=7.4", "ruff>=0.6"], "torch": ["torch>=2.2"]},
+    extras_require={
+        "dev": ["pytest>=7.4", "ruff>=0.6"],
+        # Optional Keras backends (KERAS_BACKEND=jax or torch).
+        "jax": ["jax>=0.4"],
+        "torch": ["torch>=2.2"],
+        # Only a test uses it: tests/localization/test_box_losses.py checks the GIoU loss
+        # against keras-cv's. Not a default: the package never imports it, and it pulls in
+        # the obsolete keras-core 0.1.7.
+        "keras-cv": ["keras-cv>=0.9"],
+        # --export-onnx converts with tf2onnx (which brings onnx); onnxruntime runs the files,
+        # and tests/runs/test_export_onnx.py checks them with it.
+        "onnx": ["tf2onnx>=1.17", "onnxruntime>=1.17"],
+    },
     entry_points={"console_scripts": ["ssl-keras=ssl_keras.cli.main:main"]},
 )

@@ -50,6 +50,7 @@ PRETRAIN_HELP = {
     "resume": "Continue the run in --out from its last checkpoint.",
     "mixed_precision": "Train in mixed float16 (loss still computed in float32).",
     "export": "Write encoder_savedmodel/ (TensorFlow backend only).",
+    "export_onnx": "Also write encoder.onnx (TensorFlow backend; pip install 'ssl_keras[onnx]').",
     "probe_data": "Labelled data for a kNN probe of the encoder during training (voc:PATH, a manifest, folder:PATH).",
     "probe_every": "Run the probe every N epochs (logged as probe_top1/probe_top3).",
     "probe_max_per_class": "Images per class used by the probe (train and test each).",
@@ -92,6 +93,7 @@ DETECT_HELP = {
     "seed": "Run seed; derived seeds are saved in config.json.",
     "resume": "Continue the run in --out from its last checkpoint.",
     "export": "Write savedmodel/ (TensorFlow backend only).",
+    "export_onnx": "Also write model.onnx (TensorFlow backend; pip install 'ssl_keras[onnx]').",
 }
 
 

@@ -13,13 +13,7 @@ FOLDERS = ("ssl_keras", "cli")
 MAX_LINES = 80
 
 ALLOWED = {
-    "ssl_keras/compare/compare.py:describe_results": "grew past 80 lines when ruff format rewrapped it (issue 13); to be split",
-    "ssl_keras/compare/compare.py:format_report": "grew past 80 lines when ruff format rewrapped it (issue 13); to be split",
-    "ssl_keras/compare/compare.py:metric_figure": "grew past 80 lines when ruff format rewrapped it (issue 13); to be split",
-    "ssl_keras/compare/compare.py:run_compare": "grew past 80 lines when ruff format rewrapped it (issue 13); to be split",
-    "ssl_keras/compare/compare.py:summarize_compare": "grew past 80 lines when ruff format rewrapped it (issue 13); to be split",
     "ssl_keras/data/localization.py:_voc_splits": "grew past 80 lines when ruff format rewrapped it (issue 13); to be split",
-    "ssl_keras/experiment/experiment_report.py:format_experiment_report": "grew past 80 lines when ruff format rewrapped it (issue 13); to be split",
     "ssl_keras/probing/probe.py:run_probe": "grew past 80 lines when ruff format rewrapped it (issue 13); to be split",
 }
 """`{"path:qualified name": why it may be over MAX_LINES}`."""

@@ -14,6 +14,8 @@ OUT/results.md                    mean ± std over seeds per backbone × mode ×
 OUT/plot_mean_iou.png             metric vs label fraction (log), one subplot per mode, shared y
 OUT/plot_loc_acc_0.5.png
 OUT/report.md                     grid, findings, table, plots, skipped backbones, Grad-CAM
+OUT/logs/                         TensorBoard's HParams view of the grid: one session per row of
+                                  results.csv, `tensorboard --logdir OUT/logs`
 ```
 
 A cell is finished when its `metrics.json` exists (detect writes it last). Running the same
@@ -57,6 +59,7 @@ from ssl_keras.runs.run_directory import (
     write_json_atomic,
     write_text_atomic,
 )
+from ssl_keras.runs.hparams import write_hparams_logs
 
 METRICS = ("mean_iou", "loc_acc@0.5", "loc_acc@0.7", "top1", "top3", "cls_loc_acc@0.5")
 METRIC_TITLES = {
@@ -109,6 +112,7 @@ MODE_TITLES = {
     "freeze-then-finetune": "frozen, then fine-tuned",
 }
 GRADCAM_FILE = "gradcam_grid.png"
+HPARAMS_FOLDER = "logs"
 LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _DETECT = DetectConfig()
 
@@ -425,6 +429,58 @@ def _run_cells_here(todo, *, start, done, unavailable, verbose, hint, log):
         done(cell, metrics)
 
 
+def _cell_callbacks(config, out, skipped, statuses, names, log):
+    """`run_compare`'s `(start, done, unavailable)` callbacks, which keep `skipped` and `statuses`.
+
+    `start(cell)` gives the cell's `DetectConfig` (None: its backbone has become unavailable),
+    `done(cell, metrics)` logs its result, `unavailable(cell, error)` skips its backbone.
+    """
+
+    def start(cell):
+        # Asked just before a cell trains: an earlier cell may have found its backbone missing.
+        if cell.label in skipped:
+            log(f"{names[cell.key]}: backbone unavailable, skipped")
+            statuses[cell.key] = "skipped"
+            return None
+        resume = os.path.isfile(os.path.join(out, cell.run_dir, "config.json"))
+        statuses[cell.key] = "resumed" if resume else "trained"
+        log(f"{names[cell.key]}: {'resuming' if resume else 'training'}")
+        return cell_config(config, cell, resume=resume)
+
+    def done(cell, metrics):
+        log(
+            f"{names[cell.key]}: mean IoU {metrics['mean_iou']:.4f}, loc acc@0.5 {metrics['loc_acc@0.5']:.4f} "
+            f"({metrics['wall_seconds']:.0f} s)"
+        )
+
+    def unavailable(cell, error):
+        skipped[cell.label] = str(error)
+        write_json_atomic(os.path.join(out, "skipped.json"), skipped)
+        log(
+            f"{names[cell.key]}: backbone {cell.label} unavailable ({error}); its remaining cells are skipped"
+        )
+        _remove_if_empty(os.path.join(out, cell.run_dir))
+        statuses[cell.key] = "skipped"
+
+    return start, done, unavailable
+
+
+def _cell_summaries(cells, out, statuses):
+    """`run_compare`'s `cells`: one dict per cell, with its absolute run directory and status."""
+    return [
+        dict(
+            backbone=cell.label,
+            spec=cell.spec,
+            mode=cell.mode,
+            label_fraction=cell.label_fraction,
+            seed=cell.seed,
+            run_dir=os.path.join(out, cell.run_dir),
+            status=statuses[cell.key],
+        )
+        for cell in cells
+    ]
+
+
 def run_compare(
     config: CompareConfig, *, log=print, verbose=0, gradcam=None, resume_hint=None, workers=1
 ):
@@ -470,31 +526,7 @@ def run_compare(
     }
     statuses, todo = _cells_to_run(cells, finished, skipped, names, log)
 
-    def start(cell):
-        # Asked just before a cell trains: an earlier cell may have found its backbone missing.
-        if cell.label in skipped:
-            log(f"{names[cell.key]}: backbone unavailable, skipped")
-            statuses[cell.key] = "skipped"
-            return None
-        resume = os.path.isfile(os.path.join(out, cell.run_dir, "config.json"))
-        statuses[cell.key] = "resumed" if resume else "trained"
-        log(f"{names[cell.key]}: {'resuming' if resume else 'training'}")
-        return cell_config(config, cell, resume=resume)
-
-    def done(cell, metrics):
-        log(
-            f"{names[cell.key]}: mean IoU {metrics['mean_iou']:.4f}, loc acc@0.5 {metrics['loc_acc@0.5']:.4f} "
-            f"({metrics['wall_seconds']:.0f} s)"
-        )
-
-    def unavailable(cell, error):
-        skipped[cell.label] = str(error)
-        write_json_atomic(os.path.join(out, "skipped.json"), skipped)
-        log(
-            f"{names[cell.key]}: backbone {cell.label} unavailable ({error}); its remaining cells are skipped"
-        )
-        _remove_if_empty(os.path.join(out, cell.run_dir))
-        statuses[cell.key] = "skipped"
+    start, done, unavailable = _cell_callbacks(config, out, skipped, statuses, names, log)
 
     if workers > 1 and len(todo) > 1:
         _run_cells_in_workers(
@@ -520,18 +552,7 @@ def run_compare(
         )
 
     summary = summarize_compare(config, skipped=skipped, gradcam=gradcam, log=log)
-    summary["cells"] = [
-        dict(
-            backbone=cell.label,
-            spec=cell.spec,
-            mode=cell.mode,
-            label_fraction=cell.label_fraction,
-            seed=cell.seed,
-            run_dir=os.path.join(out, cell.run_dir),
-            status=statuses[cell.key],
-        )
-        for cell in cells
-    ]
+    summary["cells"] = _cell_summaries(cells, out, statuses)
     summary["wall_seconds"] = time.perf_counter() - started
     return summary
 
@@ -1020,7 +1041,6 @@ def describe_results(table, metric="mean_iou"):
     image shows nothing about them.
     """
     title = METRIC_TITLES.get(metric, metric)
-    baseline = _baseline_of(metric)
     sentences = []
     for mode, fraction in dict.fromkeys(
         (e["mode"], e["label_fraction"]) for e in table if not is_baseline(e)
@@ -1035,60 +1055,59 @@ def describe_results(table, metric="mean_iou"):
             ),
             key=lambda e: -e[metric],
         )
-        if not group:
-            continue
-        where = f"{mode}, {percent(fraction)} of the labels"
-        best = group[0]
-        verdicts = [beats_baseline(e, metric) for e in group]
-        if baseline is not None and any(v is not None for v in verdicts) and not any(verdicts):
-            ranked = "the only backbone" if len(group) == 1 else "the best"
-            sentences.append(
-                f"{where}: no backbone beats {BASELINE_TITLES[baseline]} on {title} ({ranked}, "
-                f"{best['backbone']}, has {best[metric]:.3f}, {_margin_text(best, metric)}), "
-                f"so no backbone wins here."
-            )
-            continue
-        if len(group) == 1:
-            sentences.append(
-                f"{where}: only {best['backbone']} finished ({title} {best[metric]:.3f})."
-            )
-            continue
-        second = group[1]
-        gap = best[metric] - second[metric]
-        noise = max(best[metric + "_std"], second[metric + "_std"])
-        own = ""
-        if verdicts[0] is False:
-            own = (
-                f"; {best['backbone']} itself {_baseline_clause(best, metric, baseline_verdict(best, metric))} "
-                f"({_margin_text(best, metric)})"
-            )
-        if gap == 0:
-            sentences.append(
-                f"{where}: {best['backbone']} and {second['backbone']} tie on {title} "
-                f"({best[metric]:.3f})."
-            )
-            continue
-        close = within_noise(best, second, metric=metric)
-        if close:
-            tied = [best] + [e for e in group[1:] if within_noise(best, e, metric=metric)]
-            noise = max(e[metric + "_std"] for e in tied)
-            values = " vs ".join(f"{e[metric]:.3f}" for e in tied)
-            lead = " and ".join(f"+{best[metric] - e[metric]:.3f}" for e in tied[1:])
-            neither = "neither wins" if len(tied) == 2 else "none of them wins"
-            sentences.append(
-                f"{where}: {_names(tied)} are within noise on {title}, {values} ({lead}, not larger "
-                f"than the std over seeds {noise:.3f}), so {neither} here{own}."
-            )
-            continue
-        if close is None:
-            verdict = "one seed only, so the noise is not measured"
-        else:
-            verdict = f"the gap exceeds the std over seeds ({noise:.3f})"
-        sentences.append(
-            f"{where}: {best['backbone']} has the best {title}, {best[metric]:.3f} vs "
-            f"{second[metric]:.3f} for {second['backbone']} (+{gap:.3f}); {verdict}{own}."
-        )
+        if group:
+            where = f"{mode}, {percent(fraction)} of the labels"
+            sentences.append(_describe_group(group, metric, where=where, title=title))
     return sentences
+
+
+def _describe_group(group, metric, *, where, title):
+    """`describe_results`' sentence on one mode × fraction: `group` holds its backbones, best first."""
+    baseline = _baseline_of(metric)
+    best = group[0]
+    verdicts = [beats_baseline(e, metric) for e in group]
+    if baseline is not None and any(v is not None for v in verdicts) and not any(verdicts):
+        ranked = "the only backbone" if len(group) == 1 else "the best"
+        return (
+            f"{where}: no backbone beats {BASELINE_TITLES[baseline]} on {title} ({ranked}, "
+            f"{best['backbone']}, has {best[metric]:.3f}, {_margin_text(best, metric)}), "
+            f"so no backbone wins here."
+        )
+    if len(group) == 1:
+        return f"{where}: only {best['backbone']} finished ({title} {best[metric]:.3f})."
+    second = group[1]
+    gap = best[metric] - second[metric]
+    noise = max(best[metric + "_std"], second[metric + "_std"])
+    own = ""
+    if verdicts[0] is False:
+        own = (
+            f"; {best['backbone']} itself {_baseline_clause(best, metric, baseline_verdict(best, metric))} "
+            f"({_margin_text(best, metric)})"
+        )
+    if gap == 0:
+        return (
+            f"{where}: {best['backbone']} and {second['backbone']} tie on {title} "
+            f"({best[metric]:.3f})."
+        )
+    close = within_noise(best, second, metric=metric)
+    if close:
+        tied = [best] + [e for e in group[1:] if within_noise(best, e, metric=metric)]
+        noise = max(e[metric + "_std"] for e in tied)
+        values = " vs ".join(f"{e[metric]:.3f}" for e in tied)
+        lead = " and ".join(f"+{best[metric] - e[metric]:.3f}" for e in tied[1:])
+        neither = "neither wins" if len(tied) == 2 else "none of them wins"
+        return (
+            f"{where}: {_names(tied)} are within noise on {title}, {values} ({lead}, not larger "
+            f"than the std over seeds {noise:.3f}), so {neither} here{own}."
+        )
+    if close is None:
+        verdict = "one seed only, so the noise is not measured"
+    else:
+        verdict = f"the gap exceeds the std over seeds ({noise:.3f})"
+    return (
+        f"{where}: {best['backbone']} has the best {title}, {best[metric]:.3f} vs "
+        f"{second[metric]:.3f} for {second['backbone']} (+{gap:.3f}); {verdict}{own}."
+    )
 
 
 def describe_baselines(table, box_metric="mean_iou", class_metric="top1"):
@@ -1214,6 +1233,26 @@ def _plot_backbone(ax, points, metric, *, color, label):
     return list(means) + list((means + spread)[measured]) + list((means - spread)[measured])
 
 
+def _by_fraction(entries):
+    """`entries` sorted by label fraction: the points of one line of `metric_figure`."""
+    return sorted(entries, key=lambda e: e["label_fraction"])
+
+
+def _plot_baseline(ax, reference, metric, *, label):
+    """The dashed gray baseline line of `metric_figure`; returns the y values drawn."""
+    # A flat marker keeps the level visible where a single fraction leaves no line to draw.
+    ax.plot(
+        [e["label_fraction"] for e in reference],
+        [e[metric] for e in reference],
+        linestyle="--",
+        color="gray",
+        marker="_",
+        markersize=14,
+        label=label,
+    )
+    return [e[metric] for e in reference]
+
+
 def _format_fraction_axis(ax, fractions, *, title):
     """A `metric_figure` subplot's log-scale label-fraction x axis, a tick at each fraction, title and grid."""
     ax.set_xscale("log")
@@ -1270,33 +1309,14 @@ def metric_figure(table, metric, *, dpi=100, subplot_size=(5.0, 4.0)):
     title = METRIC_TITLES.get(metric, metric)
     shown = []  # every y value that must be inside the limits
     for ax, mode in zip(axes, modes):
+        mode_rows = [e for e in table if e["mode"] == mode and metric in e]
         for backbone in backbones:
-            points = sorted(
-                (
-                    e
-                    for e in table
-                    if e["mode"] == mode and e["backbone"] == backbone and metric in e
-                ),
-                key=lambda e: e["label_fraction"],
-            )
+            points = _by_fraction(e for e in mode_rows if e["backbone"] == backbone)
             if points:
                 shown += _plot_backbone(ax, points, metric, color=colors[backbone], label=backbone)
-        reference = sorted(
-            (e for e in table if e["mode"] == mode and e["backbone"] == baseline and metric in e),
-            key=lambda e: e["label_fraction"],
-        )
+        reference = _by_fraction(e for e in mode_rows if e["backbone"] == baseline)
         if reference:
-            # A flat marker keeps the level visible where a single fraction leaves no line to draw.
-            ax.plot(
-                [e["label_fraction"] for e in reference],
-                [e[metric] for e in reference],
-                linestyle="--",
-                color="gray",
-                marker="_",
-                markersize=14,
-                label=BASELINE_PLOT_LABELS[baseline],
-            )
-            shown += [e[metric] for e in reference]
+            shown += _plot_baseline(ax, reference, metric, label=BASELINE_PLOT_LABELS[baseline])
         _format_fraction_axis(ax, fractions, title=MODE_TITLES.get(mode, mode))
     limits = metric_y_limits(shown)
     if limits is not None:
@@ -1335,6 +1355,89 @@ def plot_metric(table, metric, path, *, dpi=100, subplot_size=(5.0, 4.0)):
     return write_file_atomic(path, lambda tmp: figure.savefig(tmp, dpi=dpi, format=file_format))
 
 
+def _write_plots(table, out):
+    """`{metric: path}` of the PLOTTED_METRICS' plots written into `out` (none for an empty table)."""
+    plots = {}
+    if table:
+        for metric in PLOTTED_METRICS:
+            plots[metric] = plot_metric(table, metric, os.path.join(out, plot_filename(metric)))
+    return plots
+
+
+def write_hparams(config, rows, path):
+    """TensorBoard's HParams view of the grid (`ssl_keras.runs.hparams`), written at `path`.
+
+    Each row of results.csv, a finished cell or a baseline row, is one session named
+    `{backbone}/{mode}/frac{fraction}/seed{seed}`. Its hyperparameters are its backbone, mode,
+    label fraction and seed, over the grid's values; its metrics are its results.csv metrics
+    and margins (those that some row holds).
+
+    Args:
+        config: the `CompareConfig`.
+        rows: dicts with the CSV_COLUMNS (`collect_rows` and `baseline_rows`).
+        path: the logs folder, replaced as a whole.
+
+    Returns:
+        `path`.
+    """
+    names = METRICS + ("balanced_top1",) + MARGINS
+    metrics = [m for m in names if any(_present(row.get(m)) for row in rows)]
+    titles = {m: METRIC_TITLES.get(m, m) for m in metrics}
+    for key, title in MARGIN_COLUMNS:
+        titles[key] = title
+    for metric in MARGIN_METRICS:
+        short = "prior" if _baseline_of(metric) == PRIOR_BOX else "majority"
+        titles.setdefault(metric + MARGIN_SUFFIX, f"Δ {METRIC_TITLES[metric]} vs {short}")
+    backbones = [label for label, _ in config.labelled_backbones()]
+    backbones += [name for name in BASELINES if any(row["backbone"] == name for row in rows)]
+    sessions = [
+        (
+            f"{row['backbone']}/{row['mode']}/frac{row['label_fraction']}/seed{row['seed']}",
+            {
+                "backbone": row["backbone"],
+                "mode": row["mode"],
+                "label_fraction": float(row["label_fraction"]),
+                "seed": int(row["seed"]),
+            },
+            {m: row.get(m) if _present(row.get(m)) else None for m in metrics},
+        )
+        for row in rows
+    ]
+    hparams = {
+        "backbone": backbones,
+        "mode": list(config.modes),
+        "label_fraction": [float(f) for f in config.label_fractions],
+        "seed": list(range(config.seeds)),
+    }
+    return write_hparams_logs(
+        path, sessions, hparams=hparams, metrics=metrics, metric_titles=titles
+    )
+
+
+def _gradcam_picture(gradcam, rows, out, *, log):
+    """`(path or None, note or None)` of the report's Grad-CAM picture (see `run_compare`).
+
+    The hook makes it from the finished cells; without a hook, or when it makes none, an
+    existing `OUT/gradcam_grid.png` is linked. A failing hook gives a note, not an error.
+    """
+    gradcam_path, gradcam_note = None, None
+    if gradcam is not None and rows:
+        cell_dirs = {
+            (r["backbone"], r["mode"], r["label_fraction"], r["seed"]): os.path.join(
+                out, r["run_dir"]
+            )
+            for r in rows
+        }
+        try:
+            gradcam_path = gradcam(out, cell_dirs)
+        except Exception as error:  # an optional picture must not cost the finished grid its report
+            gradcam_note = f"the Grad-CAM hook failed: {type(error).__name__}: {error}"
+            log(f"[compare] {gradcam_note}")
+    if gradcam_path is None and os.path.isfile(os.path.join(out, GRADCAM_FILE)):
+        gradcam_path = os.path.join(out, GRADCAM_FILE)
+    return gradcam_path, gradcam_note
+
+
 def summarize_compare(config, *, skipped=None, gradcam=None, log=print):
     """Writes results.csv, results.md, the plots and report.md from the finished cells on disk.
 
@@ -1362,27 +1465,14 @@ def summarize_compare(config, *, skipped=None, gradcam=None, log=print):
     write_results_csv(rows + baselines, outputs["results_csv"])
     results_md = format_results_md(table)
     _write_text(outputs["results_md"], "# Results\n\n" + results_md)
-    plots = {}
-    if table:
-        for metric in PLOTTED_METRICS:
-            plots[metric] = plot_metric(table, metric, os.path.join(out, plot_filename(metric)))
+    plots = _write_plots(table, out)
     outputs.update({f"plot_{metric}": path for metric, path in plots.items()})
+    if rows:
+        outputs["hparams"] = write_hparams(
+            config, rows + baselines, os.path.join(out, HPARAMS_FOLDER)
+        )
 
-    gradcam_path, gradcam_note = None, None
-    if gradcam is not None and rows:
-        cell_dirs = {
-            (r["backbone"], r["mode"], r["label_fraction"], r["seed"]): os.path.join(
-                out, r["run_dir"]
-            )
-            for r in rows
-        }
-        try:
-            gradcam_path = gradcam(out, cell_dirs)
-        except Exception as error:  # an optional picture must not cost the finished grid its report
-            gradcam_note = f"the Grad-CAM hook failed: {type(error).__name__}: {error}"
-            log(f"[compare] {gradcam_note}")
-    if gradcam_path is None and os.path.isfile(os.path.join(out, GRADCAM_FILE)):
-        gradcam_path = os.path.join(out, GRADCAM_FILE)
+    gradcam_path, gradcam_note = _gradcam_picture(gradcam, rows, out, log=log)
     if gradcam_path:
         outputs["gradcam"] = os.fspath(gradcam_path)
 
@@ -1459,12 +1549,45 @@ def format_report(
             "nothing here says whether a backbone beats a constant box or the majority class.",
             "",
         ]
-    lines += ["## Grid", "", "| backbone | spec |", "|---|---|"]
+    lines += _report_grid(config, skipped)
+    lines += _report_findings(findings, baseline_findings)
+    lines += [
+        "",
+        "## Results",
+        "",
+        "Test-split metrics; per cell in [results.csv](results.csv), this table also in "
+        "[results.md](results.md).",
+        "",
+        results_md,
+    ]
+    if rows:
+        lines += [
+            f"To filter and sort the cells in TensorBoard's HParams view: `tensorboard --logdir "
+            f"{os.path.join(out, HPARAMS_FOLDER)}`.",
+            "",
+        ]
+    lines += _report_pictures(
+        config, plots=plots, skipped=skipped, gradcam=gradcam, gradcam_note=gradcam_note, out=out
+    )
+    # Cells of skipped backbones are accounted for above, one line per backbone.
+    unfinished = [
+        cell for cell in cells if cell.run_dir not in finished and cell.label not in skipped
+    ]
+    if unfinished:
+        lines += ["## Unfinished cells", ""]
+        lines += [f"- `{cell.run_dir}`" for cell in unfinished]
+        lines += ["", "Run the same comparison again on this `out` to continue.", ""]
+    return "\n".join(lines)
+
+
+def _report_grid(config, skipped):
+    """report.md's "Grid" section: the backbones, the axes, the per-cell options and all options."""
+    lines = ["## Grid", "", "| backbone | spec |", "|---|---|"]
     lines += [
         f"| {label} | `{spec}`{' (skipped)' if label in skipped else ''} |"
         for label, spec in config.labelled_backbones()
     ]
-    lines += [
+    return lines + [
         "",
         f"- modes: {', '.join(config.modes)}",
         f"- label fractions: {', '.join(percent(f) for f in config.label_fractions)}",
@@ -1479,9 +1602,12 @@ def format_report(
         *(f"{key} = {value!r}" for key, value in to_dict(config).items()),
         "```",
         "",
-        "## What it shows",
-        "",
     ]
+
+
+def _report_findings(findings, baseline_findings):
+    """report.md's "What it shows" section, with "Against the baselines" when there are any."""
+    lines = ["## What it shows", ""]
     lines += [f"- {sentence}" for sentence in findings] or ["No cell has finished yet."]
     if baseline_findings:
         lines += [
@@ -1494,17 +1620,12 @@ def format_report(
             "",
         ]
         lines += [f"- {sentence}" for sentence in baseline_findings]
-    lines += [
-        "",
-        "## Results",
-        "",
-        "Test-split metrics; per cell in [results.csv](results.csv), this table also in "
-        "[results.md](results.md).",
-        "",
-        results_md,
-        "## Plots",
-        "",
-    ]
+    return lines
+
+
+def _report_pictures(config, *, plots, skipped, gradcam, gradcam_note, out):
+    """report.md's "Plots", "Skipped backbones" and (when there is one) "Grad-CAM" sections."""
+    lines = ["## Plots", ""]
     for metric, path in plots.items():
         title = METRIC_TITLES.get(metric, metric)
         lines += [f"![{title} vs label fraction]({os.path.relpath(path, out)})", ""]
@@ -1522,15 +1643,7 @@ def format_report(
             lines += [f"![Grad-CAM grid]({os.path.relpath(os.path.abspath(gradcam), out)})", ""]
         if gradcam_note:
             lines += [gradcam_note, ""]
-    # Cells of skipped backbones are accounted for above, one line per backbone.
-    unfinished = [
-        cell for cell in cells if cell.run_dir not in finished and cell.label not in skipped
-    ]
-    if unfinished:
-        lines += ["## Unfinished cells", ""]
-        lines += [f"- `{cell.run_dir}`" for cell in unfinished]
-        lines += ["", "Run the same comparison again on this `out` to continue.", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def _write_text(path, text):

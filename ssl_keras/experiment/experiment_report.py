@@ -333,18 +333,26 @@ def _relative(path, start):
 
 
 def format_experiment_report(experiment, summary, saved, lines, gradcam, pretrain):
+    """report.md of the experiment: its record, labels saved, pretraining, transfer and Grad-CAM."""
     out = os.path.abspath(experiment.out)
-    compare_out = summary["out"]
+    text = _report_header(experiment, out)
+    text += _report_labels_saved(experiment.analysis, summary, saved, lines)
+    text += ["## Pretraining", "", format_pretrain_md(pretrain), ""]
+    text += _report_transfer(summary, out)
+    text += _report_gradcam(gradcam, out)
+    return "\n".join(text).rstrip() + "\n"
+
+
+def _report_header(experiment, out):
+    """The report's title, description, files, machine and wall time (from experiment.json)."""
     record = read_json(os.path.join(out, "experiment.json"))
     invocations = record.get("invocations", [])
     total = sum(item.get("wall_seconds", 0) for item in invocations)
     environment = record.get("environment", {})
-    analysis = experiment.analysis
-    trained = sorted({row["backbone"] for row in summary["rows"]})
     text = [f"# Experiment {experiment.name}", ""]
     if experiment.description:
         text += [experiment.description, ""]
-    text += [
+    return text + [
         f"File: `{experiment.path}`. Output: `{out}`.",
         f"Machine: {environment.get('platform', '?')}, {os.cpu_count()} CPUs, devices "
         f"{', '.join(environment.get('devices') or ['cpu'])}; Keras {environment.get('keras', '?')} on "
@@ -357,6 +365,12 @@ def format_experiment_report(experiment, summary, saved, lines, gradcam, pretrai
         )
         + ".",
         "",
+    ]
+
+
+def _report_labels_saved(analysis, summary, saved, lines):
+    """The report's "How many labels does the reference save?" section, and the skipped backbones."""
+    text = [
         "## How many labels does the reference save?",
         "",
         f"Reference backbone: **{analysis.reference}**; metric: {analysis.metric}, mean over seeds on the test "
@@ -373,10 +387,14 @@ def format_experiment_report(experiment, summary, saved, lines, gradcam, pretrai
             + [f"- {label}: {reason}" for label, reason in skipped.items()]
             + [""]
         )
+    return text
 
-    text += ["## Pretraining", "", format_pretrain_md(pretrain), ""]
 
-    text += [
+def _report_transfer(summary, out):
+    """The report's transfer section: the comparison's results.md, plots and findings."""
+    compare_out = summary["out"]
+    trained = sorted({row["backbone"] for row in summary["rows"]})
+    text = [
         "## Transfer: every cell, with the baselines that never look at the image",
         "",
         f"Trained backbones: {', '.join(trained) or 'none'}. Full tables and per-cell rows: "
@@ -395,24 +413,27 @@ def format_experiment_report(experiment, summary, saved, lines, gradcam, pretrai
     findings = summary.get("findings") or []
     if findings:
         text += ["Findings:", ""] + [f"- {sentence}" for sentence in findings] + [""]
+    return text
 
-    text += ["## Grad-CAM: where each backbone looks", ""]
-    if gradcam:
-        text += [
-            "Heatmap mass inside the ground-truth box, averaged over the test images (seed 0, largest label "
-            "fraction). A flat heatmap gets the box's share of the image; a backbone that attends to the "
-            "whole object gets more.",
-            "",
-            format_gradcam_md(gradcam),
-            "",
-        ]
-        text += [f"- {sentence}" for sentence in gradcam_findings(gradcam)] + [""]
-        for mode, result in gradcam.items():
-            for target, path in result.get("grids", {}).items():
-                text += [
-                    f"![Grad-CAM, {MODE_TITLES.get(mode, mode)}, {target} target]({_relative(path, out)})",
-                    "",
-                ]
-    else:
-        text += ["No finished cells to explain.", ""]
-    return "\n".join(text).rstrip() + "\n"
+
+def _report_gradcam(gradcam, out):
+    """The report's Grad-CAM section: the in-box mass table, its findings and the grids."""
+    text = ["## Grad-CAM: where each backbone looks", ""]
+    if not gradcam:
+        return text + ["No finished cells to explain.", ""]
+    text += [
+        "Heatmap mass inside the ground-truth box, averaged over the test images (seed 0, largest label "
+        "fraction). A flat heatmap gets the box's share of the image; a backbone that attends to the "
+        "whole object gets more.",
+        "",
+        format_gradcam_md(gradcam),
+        "",
+    ]
+    text += [f"- {sentence}" for sentence in gradcam_findings(gradcam)] + [""]
+    for mode, result in gradcam.items():
+        for target, path in result.get("grids", {}).items():
+            text += [
+                f"![Grad-CAM, {MODE_TITLES.get(mode, mode)}, {target} target]({_relative(path, out)})",
+                "",
+            ]
+    return text

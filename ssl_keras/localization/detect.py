@@ -14,6 +14,7 @@ DIR/metrics.json       test metrics: mean_iou, loc_acc@0.5, loc_acc@0.7, top1, t
 DIR/best.weights.h5    weights of the epoch with the best val mean IoU (best_epoch.json says which)
 DIR/model.keras        the trained BoxRegressor (the selected epoch's weights)
 DIR/savedmodel/        serve(images [N,H,W,3] float in [0,255]) -> {"boxes", "class_probs"}
+DIR/model.onnx         the same endpoint in ONNX (with --export-onnx; the onnx extra)
 DIR/checkpoints/       per-epoch checkpoints for --resume
 DIR/logs/              TensorBoard: losses, metrics, learning rate, predicted vs true boxes
 ```
@@ -41,7 +42,7 @@ from ssl_keras.runs.callbacks import (
 from ssl_keras.runs.config import DetectConfig, to_dict
 from ssl_keras.data.feature_cache import backbone_outputs, cached_dataset, cached_train_stream
 from ssl_keras.data.localization import boxes_to_original, load_localization_data
-from ssl_keras.runs.export import ExportError, export_serving
+from ssl_keras.runs.export import ExportError, export_onnx, export_serving
 from ssl_keras.optimizers import BackboneAdamW, WarmupCosineDecay
 from ssl_keras.runs.run_directory import (
     read_json,
@@ -366,15 +367,27 @@ def _select_epoch(model, config, out):
     return selection
 
 
-def _save_model(model, out, export, log):
-    """Saves model.keras and (with `export`) the SavedModel; returns the SavedModel's path (None if skipped)."""
+def _save_model(model, out, config, log):
+    """Saves model.keras, the SavedModel (`config.export`) and model.onnx (`config.export_onnx`).
+
+    Returns the paths of the SavedModel and model.onnx (None for one skipped). A failed ONNX
+    conversion is logged: the trained model is saved by then.
+    """
     save_model_atomic(model, os.path.join(out, "model.keras"))
-    if export:
+    exported = onnx_path = None
+    if config.export:
         try:
-            return export_detector(model, os.path.join(out, "savedmodel"))
+            exported = export_detector(model, os.path.join(out, "savedmodel"))
         except ExportError as error:
             log(f"SavedModel export skipped: {error}")
-    return None
+    if config.export_onnx:
+        try:
+            onnx_path = export_detector_onnx(
+                model, os.path.join(out, "model.onnx"), savedmodel=exported
+            )
+        except Exception as error:  # tf2onnx raises many kinds; model.keras is already saved
+            log(f"ONNX export failed, model.keras is saved: {type(error).__name__}: {error}")
+    return exported, onnx_path
 
 
 def run_detect(config: DetectConfig, *, verbose=1, log=print, resume_hint=None):
@@ -425,7 +438,7 @@ def run_detect(config: DetectConfig, *, verbose=1, log=print, resume_hint=None):
             verbose=verbose,
         )
     selection = _select_epoch(model, config, run.out)
-    exported = _save_model(model, run.out, config.export, log)
+    exported, onnx_path = _save_model(model, run.out, config, log)
 
     metrics = _test_metrics(model, data, "test", baselines)
     metrics.update(selection)
@@ -483,6 +496,7 @@ def _write_metrics(run, metrics, exported):
     metrics["outputs"] = {
         "model": os.path.join(run.out, "model.keras"),
         "savedmodel": exported,
+        "onnx": onnx_path,
         "logs": os.path.join(run.out, "logs"),
         "metrics": os.path.join(run.out, "metrics.json"),
     }
@@ -503,8 +517,8 @@ def _log_data_report(report, log, *, limit=20):
         log(f"  ... and {len(messages) - limit} more (all in metrics.json, data_messages)")
 
 
-def export_detector(model, path):
-    """SavedModel whose `serve(images)` gives {"boxes": [N, 4] rel_yxyx, "class_probs": [N, C]}.
+def detector_serving(model):
+    """The detector's endpoint: images to {"boxes": [N, 4] rel_yxyx, "class_probs": [N, C]}.
 
     Images are float [N, H, W, 3] in [0, 255], resized by the caller exactly as in training
     (the run's `resize` policy and `image_size`); the model runs in inference mode.
@@ -517,7 +531,21 @@ def export_detector(model, path):
             "class_probs": keras.ops.softmax(out["class_logits"], axis=-1),
         }
 
-    return export_serving(path, model, serve)
+    return serve
+
+
+def export_detector(model, path):
+    """SavedModel whose `serve(images)` is `detector_serving(model)`."""
+    return export_serving(path, model, detector_serving(model))
+
+
+def export_detector_onnx(model, path, *, savedmodel=None):
+    """ONNX file of `detector_serving(model)`: input `images`, outputs `boxes` and `class_probs`.
+
+    `savedmodel`: None, or this model's SavedModel from `export_detector`, converted instead of
+    writing a temporary one. Needs the `onnx` extra.
+    """
+    return export_onnx(path, model, detector_serving(model), savedmodel=savedmodel)
 
 
 def load_run(run_dir):

@@ -13,6 +13,7 @@ DIR/checkpoints/           epoch-NNNN.keras (+ state.json), used by --resume
 DIR/logs/                  TensorBoard: loss, contrastive_accuracy, learning_rate, view pairs
 DIR/encoder.keras          the backbone alone (keras.saving.load_model)
 DIR/encoder_savedmodel/    serve(images [N,H,W,3] float in [0,255]) -> pooled features
+DIR/encoder.onnx           the same endpoint in ONNX (with --export-onnx; the onnx extra)
 ```
 """
 
@@ -27,7 +28,7 @@ from ssl_keras.pretraining.collapse import CollapseMonitor
 from ssl_keras.runs.config import PretrainConfig
 from ssl_keras.data.labelled_images import load_labelled_source
 from ssl_keras.data.unlabeled_images import load_image_source, repaired_report, skipped_report
-from ssl_keras.runs.export import ExportError, export_encoder
+from ssl_keras.runs.export import ExportError, export_encoder, export_encoder_onnx
 from ssl_keras.optimizers import (
     WarmupCosineDecay,
     build_optimizer,
@@ -275,16 +276,27 @@ def _callbacks(config, model, seeds, first_batch, throughput, logs_dir, log):
     return callbacks
 
 
-def _save_encoder(model, out, export, log):
-    """Saves encoder.keras and (with `export`) the SavedModel; returns their paths (None if skipped)."""
+def _save_encoder(model, out, config, log):
+    """Saves encoder.keras, the SavedModel (`config.export`) and encoder.onnx (`config.export_onnx`).
+
+    Returns the paths of the three (None for one skipped). A failed ONNX conversion is logged:
+    the encoder is saved by then.
+    """
     encoder_path = save_model_atomic(model.encoder, os.path.join(out, "encoder.keras"))
-    exported = None
-    if export:
+    exported = onnx_path = None
+    if config.export:
         try:
             exported = export_encoder(model.encoder, os.path.join(out, "encoder_savedmodel"))
         except ExportError as error:
             log(f"SavedModel export skipped: {error}")
-    return encoder_path, exported
+    if config.export_onnx:
+        try:
+            onnx_path = export_encoder_onnx(
+                model.encoder, os.path.join(out, "encoder.onnx"), savedmodel=exported
+            )
+        except Exception as error:  # tf2onnx raises many kinds; encoder.keras is already saved
+            log(f"ONNX export failed, encoder.keras is saved: {type(error).__name__}: {error}")
+    return encoder_path, exported, onnx_path
 
 
 def _method_result(config, logs, data_info):
@@ -353,7 +365,7 @@ def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
             verbose=verbose,
             **fit_kwargs,
         )
-    encoder_path, exported = _save_encoder(model, run.out, config.export, log)
+    encoder_path, exported, onnx_path = _save_encoder(model, run.out, config, log)
 
     final = checkpoint_state(run.checkpoints)
     logs = final["logs"]
@@ -372,6 +384,7 @@ def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
         "outputs": {
             "encoder": encoder_path,
             "savedmodel": exported,
+            "onnx": onnx_path,
             "logs": logs_dir,
             "checkpoints": run.checkpoints,
         },

@@ -60,6 +60,7 @@ class PretrainConfig:
     resume: bool = False
     mixed_precision: bool = False
     export: bool = True
+    export_onnx: bool = False
     probe_data: Optional[str] = None
     probe_every: int = 1
     probe_max_per_class: int = 50
@@ -86,6 +87,7 @@ class PretrainConfig:
         return (min(SIMCLR_BLUR_SIGMA[0] * scale, high), high)
 
     def validate(self):
+        _check_export_onnx(self.export_onnx)
         check_option(self.method in PRETRAIN_METHODS, "method", self.method, "one of " + ", ".join(PRETRAIN_METHODS))
         check_option(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
         check_option(self.probe_every >= 1, "probe_every", self.probe_every, "an integer >= 1")
@@ -120,6 +122,16 @@ def check_option(ok, name, value, allowed):
     """Raises `ConfigError` naming the option `--name`, its value and what is `allowed`, unless `ok`."""
     if not ok:
         raise ConfigError(f"--{name.replace('_', '-')} must be {allowed}; got {value!r}")
+
+
+def _check_export_onnx(export_onnx):
+    """`--export-onnx` fails before anything trains when tf2onnx or onnx is not installed."""
+    if export_onnx:
+        from ssl_keras.runs.export import onnx_export_missing
+
+        missing = onnx_export_missing()
+        if missing:
+            raise ConfigError(f"--export-onnx: {missing}")
 
 
 def _check_image_size(image_size, backbone_name):
@@ -234,8 +246,10 @@ class DetectConfig:
     seed: int = 0
     resume: bool = False
     export: bool = True
+    export_onnx: bool = False
 
     def validate(self):
+        _check_export_onnx(self.export_onnx)
         check_option(self.mode in DETECT_MODES, "mode", self.mode, "one of " + ", ".join(DETECT_MODES))
         from ssl_keras.localization.box_heads import HEADS
 

@@ -770,6 +770,23 @@ def test_report_links_table_plots_and_skipped(grid):
 
 
 @pytest.mark.large
+def test_the_grid_has_an_hparams_session_per_finished_cell(grid):
+    from hparams_events import read_hparams_logs
+
+    _, summary, _, _ = grid
+    _, sessions, _ = read_hparams_logs(os.path.join(summary["out"], "logs"))
+    cells = {
+        f"{r['backbone']}/{r['mode']}/frac{r['label_fraction']}/seed{r['seed']}": r
+        for r in summary["rows"]
+    }
+    assert cells and set(cells) <= set(sessions)
+    for name, row in cells.items():
+        assert sessions[name]["metrics"]["mean_iou"] == pytest.approx(row["mean_iou"])
+    # The skipped backbone has no finished cell, so no session.
+    assert not any(name.startswith("imagenet/") for name in sessions)
+
+
+@pytest.mark.large
 def test_rerun_skips_finished_cells_and_resumes_interrupted_one(grid, tmp_path, monkeypatch):
     config, summary, _, _ = grid
     out = tmp_path / "out"

@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 
 from ssl_keras.backbone import tiny_backbone
 from ssl_keras.runs.export import export_encoder, load_serving
@@ -17,7 +16,9 @@ def test_encoder_endpoint_equals_inference_mode(tmp_path):
     path = export_encoder(encoder, tmp_path / "encoder_savedmodel")
     serve = load_serving(path)
     served = np.asarray(serve(images))
-    np.testing.assert_allclose(served, np.asarray(encoder(images, training=False)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        served, np.asarray(encoder(images, training=False)), rtol=1e-5, atol=1e-5
+    )
     assert not np.allclose(served, np.asarray(encoder(images, training=True)), atol=1e-3)
     # Any image size and batch size is accepted by the endpoint.
     assert np.asarray(serve(images[:2, :32, :32])).shape == (2, 32)
