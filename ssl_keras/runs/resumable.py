@@ -165,6 +165,9 @@ def checkpoint_state(directory, *, log=None):
         state.setdefault("step", 0)
         for reason in skipped if log else ():
             log(f"skipped {reason}; resuming from the newest intact checkpoint, {name}")
+        if log and record is None and not record_problem:
+            log(f"note: {os.path.join(directory, STATE_FILE)} is missing; the state stored in {name} "
+                "is used")
         return state
     if record is not None:
         skipped.append(f"{STATE_FILE} names {record['checkpoint']}, which is missing")
