@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import platform
+import re
 import secrets
 import shutil
 import socket
@@ -45,6 +46,14 @@ class RunWriteError(RunDirectoryError, OSError):
     def __init__(self, message, *, errno=None, path=None):
         super().__init__(message)
         self.errno, self.path = errno, path
+
+    def __reduce__(self):
+        # Keyword-only arguments: without this, pickling (from a worker process) loses them.
+        return _run_write_error, (str(self), self.errno, self.path)
+
+
+def _run_write_error(message, errno, path):
+    return RunWriteError(message, errno=errno, path=path)
 
 
 class RunFileError(RunDirectoryError, ValueError):
@@ -314,6 +323,31 @@ def write_text_atomic(path, text):
             os.fsync(f.fileno())
 
     write_file_atomic(path, write)
+
+
+_TEMPORARY_NAME = re.compile(r"\.tmp-(\d+)-[0-9a-f]{8}-")
+
+
+def remove_stale_temporaries(directory):
+    """Removes the temporary files that killed processes left in `directory`; returns their names.
+
+    Only names that `temporary_name` makes, and only those of processes no longer running.
+    """
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in sorted(names):
+        match = _TEMPORARY_NAME.match(name)
+        path = os.path.join(directory, name)
+        if match and not _process_alive(int(match.group(1))) and os.path.isfile(path):
+            try:
+                os.unlink(path)
+                removed.append(name)
+            except OSError:
+                pass
+    return removed
 
 
 def temporary_name(path):

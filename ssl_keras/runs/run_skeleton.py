@@ -43,6 +43,7 @@ from ssl_keras.runs.run_directory import (
     environment_info,
     open_run_directory,
     read_json,
+    remove_stale_temporaries,
     write_json_atomic,
 )
 
@@ -71,6 +72,7 @@ class Run:
             self.out = self.lock.directory
             if self.lock.takeover_note():
                 log(self.lock.takeover_note())
+                self._remove_stale_temporaries()
             self.config_path = os.path.join(self.out, "config.json")
             self.recorded = _recorded_config(self.config_path) if config.resume else None
             # A resumed run keeps the seeds it started with (config.json), whatever --seed says now.
@@ -82,6 +84,14 @@ class Run:
         except BaseException:
             self.close()
             raise
+
+    def _remove_stale_temporaries(self):
+        """After a killed run: its half-written temporary files go (the files they were for stay)."""
+        for folder in (self.out, os.path.join(self.out, "checkpoints")):
+            removed = remove_stale_temporaries(folder)
+            if removed:
+                self.log(f"removed {len(removed)} temporary file(s) a killed run left in {folder}: "
+                         + ", ".join(removed))
 
     def close(self):
         """Releases the run directory's lock (a second call does nothing)."""

@@ -201,3 +201,26 @@ def test_temporary_names_are_unique_per_call(tmp_path):
     names = {os.path.basename(run_directory.temporary_name(str(tmp_path / "a.json"))) for _ in range(50)}
     assert len(names) == 50
     assert all(re.fullmatch(rf"\.tmp-{os.getpid()}-[0-9a-f]{{8}}-a\.json", name) for name in names)
+
+
+def test_after_a_killed_run_its_temporary_files_go_and_others_stay(tmp_path):
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    pid = dead_pid()
+    (out / LOCK_FILE).write_text(json.dumps({"pid": pid, "command": "pretrain"}))
+    (out / "config.json").write_text(json.dumps({"seeds": {"global": 1}}))
+    stale = [out / f".tmp-{pid}-0123abcd-result.json",
+             out / "checkpoints" / f".tmp-{pid}-deadbeef-epoch-0002.keras"]
+    kept = [out / ".tmp-1-0123abcd-result.json",  # PID 1 is alive: not ours to remove
+            out / "checkpoints" / "epoch-0001.keras.bak"]
+    for path in stale + kept:
+        path.write_text("half")
+    lines = []
+    with start_run(TinyConfig(str(out), resume=True), command="pretrain", resolve_seeds=seeds_of,
+                   log=lines.append):
+        pass
+    assert [path.exists() for path in stale + kept] == [False, False, True, True]
+    assert lines[1:] == [
+        f"removed 1 temporary file(s) a killed run left in {out}: {stale[0].name}",
+        f"removed 1 temporary file(s) a killed run left in {out / 'checkpoints'}: {stale[1].name}",
+    ]
