@@ -408,7 +408,12 @@ def run_detect(config: DetectConfig, *, verbose=1, log=print, resume_hint=None):
         TrainingInterrupted: SIGINT/SIGTERM; a checkpoint was written.
         NonFiniteLossError: the loss became NaN or infinite.
     """
-    run = start_run(config, command="detect", resolve_seeds=resolve_seeds, log=log)
+    with start_run(config, command="detect", resolve_seeds=resolve_seeds, log=log) as run:
+        return _detect(run, config, verbose=verbose, log=log, resume_hint=resume_hint)
+
+
+def _detect(run, config, *, verbose, log, resume_hint):
+    """The steps of `run_detect` in its started `run`, which holds the directory's lock."""
     data = _load_data(to_dict(config), run.seeds)
     _log_data_report(data_report(data), log)
     if run.state:

@@ -326,7 +326,12 @@ def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
     Returns:
         The result dict also written to `result.json`.
     """
-    run = start_run(config, command="pretrain", resolve_seeds=resolve_seeds, log=log)
+    with start_run(config, command="pretrain", resolve_seeds=resolve_seeds, log=log) as run:
+        return _pretrain(run, config, verbose=verbose, log=log)
+
+
+def _pretrain(run, config, *, verbose, log):
+    """The steps of `run_pretrain` in its started `run`, which holds the directory's lock."""
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     stream, steps_per_epoch, first_batch, validation, data_info = _open_source(

@@ -134,10 +134,16 @@ class BestEpoch(keras.callbacks.Callback):
 
 
 def read_best_epoch(record_path):
-    """The record `BestEpoch` wrote, or None."""
-    import json
+    """The record `BestEpoch` wrote, or None.
+
+    Raises:
+        RunFileError: the record is damaged (truncated, edited); the message names it.
+    """
+    from ssl_keras.runs.run_directory import RunFileError, read_json
 
     if not os.path.isfile(record_path):
         return None
-    with open(record_path, encoding="utf-8") as f:
-        return json.load(f)
+    record = read_json(record_path)
+    if not isinstance(record, dict) or not isinstance(record.get("value"), (int, float)):
+        raise RunFileError(f"{record_path}: holds no best-epoch value; was it edited?")
+    return record

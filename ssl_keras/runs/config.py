@@ -191,8 +191,10 @@ def _stored_options(out, resume):
     path = os.path.join(os.fspath(out), "config.json")
     if not os.path.isfile(path):
         return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f).get("options", {})
+    from ssl_keras.runs.run_directory import read_json  # a damaged file: one line naming it
+
+    stored = read_json(path)
+    return stored.get("options", {}) if isinstance(stored, dict) else {}
 
 
 def to_dict(config):

@@ -6,6 +6,11 @@
   `RunCheckpoint`). SIGINT or SIGTERM lets the current step finish, writes
   `epoch-NNNN-step-SSSSSS.keras` and raises `TrainingInterrupted`; a second signal stops at
   once.
+- A checkpoint and its state are one unit: the state is stored inside the `.keras` archive
+  (`ssl_keras_state.json`) before the archive is renamed into place, and `state.json` only
+  repeats the newest one's. `checkpoint_state` takes the newest checkpoint that is a complete
+  archive holding its state, says which newer ones it skipped and why, and refuses
+  (`CheckpointError`) rather than start over when checkpoints are there but none is intact.
 - A `.keras` file does not hold the state of the `keras.random.SeedGenerator`s (augmenters,
   dropout); `state.json` does, and `load_checkpoint` puts it back, so a resumed run draws the
   same augmentations as an uninterrupted one.
@@ -17,19 +22,31 @@
 
 import contextlib
 import glob
+import json
 import math
 import os
 import re
 import signal
 import sys
 import threading
+import zipfile
 
 import keras
 import numpy as np
 
-from ssl_keras.runs.run_directory import read_json, save_model_atomic, write_json_atomic
+from ssl_keras.runs.run_directory import (
+    RunDirectoryError,
+    RunFileError,
+    RunWriteError,
+    make_directory,
+    read_json,
+    write_file_atomic,
+    write_json_atomic,
+)
 
 STATE_FILE = "state.json"
+EMBEDDED_STATE = "ssl_keras_state.json"
+"""The checkpoint's own state record, stored inside its `.keras` archive."""
 _CHECKPOINT_NAME = re.compile(r"epoch-(\d{4,})(?:-step-(\d{6,}))?\.keras$")
 
 
@@ -64,31 +81,149 @@ def seed_generator_states(model):
     return [v for v in model.variables if v.path.endswith("seed_generator_state")]
 
 
-def checkpoint_state(directory):
-    """The content of `directory/state.json` (newest checkpoint), or None if there is none."""
+class CheckpointError(RunDirectoryError):
+    """Checkpoints are there but none can be resumed from (damaged, or without a state record)."""
+
+
+def _checkpoint_files(directory):
+    """Checkpoint file names in `directory`, newest `(epoch, step)` first."""
+    found = []
+    for path in glob.glob(os.path.join(glob.escape(directory), "epoch-*.keras")):
+        match = _CHECKPOINT_NAME.fullmatch(os.path.basename(path))
+        if match:
+            found.append(((int(match.group(1)), int(match.group(2) or 0)), os.path.basename(path)))
+    return [name for _, name in sorted(found, reverse=True)]
+
+
+def embedded_state(path):
+    """The state record stored inside checkpoint `path`, or None if it holds none.
+
+    Raises:
+        CheckpointError: `path` is not a complete, undamaged `.keras` archive.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()  # the CRC of every member
+            if damaged is not None:
+                raise CheckpointError(f"{path}: {damaged} inside it is damaged")
+            if EMBEDDED_STATE not in archive.namelist():
+                return None
+            return json.loads(archive.read(EMBEDDED_STATE).decode("utf-8"))
+    except (zipfile.BadZipFile, EOFError, ValueError):
+        raise CheckpointError(f"{path}: truncated or damaged (not a complete .keras archive)") from None
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot be read ({error.strerror or error})") from None
+
+
+def _state_record(directory):
+    """`(state.json's content or None, why it cannot be used or None)`."""
     path = os.path.join(directory, STATE_FILE)
     if not os.path.isfile(path):
-        return None
-    state = read_json(path)
-    state.setdefault("step", 0)
-    state["path"] = os.path.join(directory, state["checkpoint"])
-    return state
+        return None, None
+    try:
+        record = read_json(path)
+    except RunFileError as error:
+        return None, str(error)
+    if not isinstance(record, dict) or not isinstance(record.get("checkpoint"), str):
+        return None, f"{path}: names no checkpoint"
+    return record, None
+
+
+def checkpoint_state(directory, *, log=None):
+    """The state of the newest intact checkpoint in `directory`, or None if it holds none.
+
+    A checkpoint counts when its file is a complete archive that holds its own state record
+    (or, for a checkpoint from before that record, when `state.json` names it). Newer ones
+    that do not count are skipped, and so is a damaged `state.json`, each with a line to `log`.
+
+    Args:
+        directory: str, the checkpoint folder.
+        log: function receiving one-line notes on what was skipped, or None.
+
+    Returns:
+        dict with `epoch`, `step`, `checkpoint` (file name), `path`, `logs`, `seed_generators`.
+
+    Raises:
+        CheckpointError: checkpoints or a `state.json` are there but no checkpoint is intact,
+            so resuming would silently start over.
+    """
+    record, record_problem = _state_record(directory)
+    skipped = [record_problem] if record_problem else []
+    for name in _checkpoint_files(directory):
+        path = os.path.join(directory, name)
+        try:
+            state = embedded_state(path)
+        except CheckpointError as error:
+            skipped.append(str(error))
+            continue
+        if state is None and record is not None and record["checkpoint"] == name:
+            state = record
+        if state is None:
+            skipped.append(f"{path}: holds no state record and {STATE_FILE} does not name it")
+            continue
+        state = {**state, "checkpoint": name, "path": path}
+        state.setdefault("step", 0)
+        for reason in skipped if log else ():
+            log(f"skipped {reason}; resuming from the newest intact checkpoint, {name}")
+        if log and record is None and not record_problem:
+            log(f"note: {os.path.join(directory, STATE_FILE)} is missing; the state stored in {name} "
+                "is used")
+        return state
+    if record is not None:
+        skipped.append(f"{STATE_FILE} names {record['checkpoint']}, which is missing")
+    if skipped:
+        raise CheckpointError(
+            f"no intact checkpoint to resume from in {directory}: " + "; ".join(skipped)
+            + ". Nothing was changed; start a new run with another --out"
+        )
+    return None
+
+
+def last_good_checkpoint(directory):
+    """A phrase naming the newest intact checkpoint in `directory`, for error messages."""
+    try:
+        last = checkpoint_state(directory)
+    except CheckpointError:
+        last = None
+    if not last:
+        return "no checkpoint was written yet"
+    return (f"the last good checkpoint is {last['path']} (epoch {last['epoch']}"
+            + (f", step {last['step']}" if last["step"] else "") + ")")
 
 
 def load_checkpoint(state):
-    """Loads the checkpoint described by `checkpoint_state(...)`, RNG states included."""
-    model = keras.saving.load_model(state["path"])
+    """Loads the checkpoint described by `checkpoint_state(...)`, RNG states included.
+
+    Raises:
+        CheckpointError: the file cannot be loaded, or does not match its state.
+    """
+    try:
+        model = keras.saving.load_model(state["path"])
+    except Exception as error:  # Keras raises many types; the user needs the file and the reason
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"checkpoint {state['path']}: cannot be loaded ({reason})") from error
     stored = state.get("seed_generators")
     if stored is not None:
         variables = seed_generator_states(model)
         if len(variables) != len(stored):
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint {state['path']}: {len(stored)} seed generator states stored but the "
-                f"model has {len(variables)}; the checkpoint does not match state.json"
+                f"model has {len(variables)}; the checkpoint does not match its state record"
             )
         for variable, value in zip(variables, stored):
             variable.assign(np.asarray(value, dtype=variable.dtype))
     return model
+
+
+def save_checkpoint(model, path, state):
+    """Writes `model` and its `state` record as one `.keras` file, atomically (one rename)."""
+
+    def write(tmp):
+        model.save(tmp)
+        with zipfile.ZipFile(tmp, "a") as archive:
+            archive.writestr(EMBEDDED_STATE, json.dumps(state, sort_keys=True))
+
+    return write_file_atomic(path, write)
 
 
 class StopRequest:
@@ -152,7 +287,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         self.stop_request = stop_request
         self.start = start
         self._epoch, self._step = start
-        os.makedirs(directory, exist_ok=True)
+        make_directory(directory, what="the checkpoint folder")
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -162,12 +297,9 @@ class RunCheckpoint(keras.callbacks.Callback):
         self._step += 1
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            last = checkpoint_state(self.directory)
-            kept = (f"the last good checkpoint is {last['path']} (epoch {last['epoch']}"
-                    + (f", step {last['step']}" if last["step"] else "") + ")") if last else "no checkpoint was written yet"
             raise NonFiniteLossError(
                 f"loss became {float(loss)} at epoch {self._epoch + 1}, step {self._step}; training stopped "
-                f"without saving these weights; {kept}"
+                f"without saving these weights; {last_good_checkpoint(self.directory)}"
             )
         steps = (self.params or {}).get("steps")
         last_step = steps is not None and batch + 1 >= steps
@@ -189,29 +321,40 @@ class RunCheckpoint(keras.callbacks.Callback):
         )
 
     def save(self, epoch, step, logs=None):
-        """Writes the checkpoint of `epoch` completed epochs plus `step` steps; returns its path."""
+        """Writes the checkpoint of `epoch` completed epochs plus `step` steps; returns its path.
+
+        Raises:
+            RunWriteError: the checkpoint or `state.json` cannot be written (disk full, ...);
+                the message names the file and the last good checkpoint, which is kept.
+        """
         name = f"epoch-{epoch:04d}" + (f"-step-{step:06d}" if step else "") + ".keras"
         path = os.path.join(self.directory, name)
-        save_model_atomic(self.model, path)
-        write_json_atomic(os.path.join(self.directory, STATE_FILE), {
+        state = {
             "epoch": epoch,
             "step": step,
             "checkpoint": name,
             "logs": {k: float(v) for k, v in (logs or {}).items()},
             "seed_generators": [np.asarray(keras.ops.convert_to_numpy(v)).tolist()
                                 for v in seed_generator_states(self.model)],
-        })
-        self._prune()
+        }
+        try:
+            save_checkpoint(self.model, path, state)
+            write_json_atomic(os.path.join(self.directory, STATE_FILE), state)
+        except RunWriteError as error:
+            raise RunWriteError(f"{error}; {last_good_checkpoint(self.directory)}", errno=error.errno,
+                                path=error.path) from None
+        self._prune(epoch, step)
         return path
 
-    def _prune(self):
-        found = []
-        for path in glob.glob(os.path.join(self.directory, "epoch-*.keras")):
-            match = _CHECKPOINT_NAME.search(os.path.basename(path))
-            if match:
-                found.append(((int(match.group(1)), int(match.group(2) or 0)), path))
-        for _, path in sorted(found)[: -self.keep]:
-            os.unlink(path)
+    def _prune(self, epoch, step):
+        # Only older ones: a newer file (damaged, skipped on resume) is overwritten when reached.
+        older = []
+        for name in _checkpoint_files(self.directory):
+            match = _CHECKPOINT_NAME.fullmatch(name)
+            if (int(match.group(1)), int(match.group(2) or 0)) < (epoch, step):
+                older.append(name)
+        for name in older[self.keep - 1:]:
+            os.unlink(os.path.join(self.directory, name))
 
 
 def fit_resumable(model, stream, *, epochs, steps_per_epoch, checkpoints, start=(0, 0), callbacks=(),

@@ -1,7 +1,9 @@
 """Resumable training: checkpoints, stop requests, RNG state, NaN stops (`ssl_keras/runs/resumable.py`)."""
 
+import errno
 import json
 import os
+import re
 
 import keras
 import numpy as np
@@ -10,9 +12,11 @@ import tensorflow as tf
 
 from ssl_keras.data.epoch_stream import epoch_stream, pass_order, steps_per_pass
 from ssl_keras.optimizers import AdamW
-from ssl_keras.runs.run_directory import save_model_atomic, write_json_atomic
-from ssl_keras.runs.resumable import (NonFiniteLossError, RunCheckpoint, StopRequest, TrainingInterrupted,
-                                checkpoint_state, fit_resumable, load_checkpoint, seed_generator_states)
+from ssl_keras.runs import run_directory
+from ssl_keras.runs.run_directory import RunWriteError, save_model_atomic, write_json_atomic
+from ssl_keras.runs.resumable import (CheckpointError, NonFiniteLossError, RunCheckpoint, StopRequest,
+                                      TrainingInterrupted, checkpoint_state, fit_resumable, load_checkpoint,
+                                      seed_generator_states)
 
 STEPS = 5
 
@@ -238,3 +242,165 @@ def test_crash_while_writing_json_keeps_the_old_file(tmp_path, monkeypatch):
         write_json_atomic(path, {"mean_iou": 0.75})
     assert json.loads(open(path).read()) == {"mean_iou": 0.5}
     assert os.listdir(tmp_path) == ["metrics.json"]  # the temporary file is removed
+
+
+# Damaged checkpoints, missing state and disk-full writes (issue 14).
+
+
+def two_epochs(folder):
+    """Trains 2 epochs of the toy model into `folder`: epoch-0001.keras, epoch-0002.keras."""
+    x, y = toy_data()
+    model = toy_model()
+    fit_resumable(model, toy_stream(x, y), epochs=2, steps_per_epoch=STEPS, checkpoints=str(folder),
+                  stop_request=StopRequest(), verbose=0)
+    return model
+
+
+def truncate(path, fraction=0.5):
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: int(len(data) * fraction)])
+
+
+def test_a_deleted_state_json_resumes_from_the_checkpoints_own_record(tmp_path):
+    two_epochs(tmp_path)
+    expected = checkpoint_state(str(tmp_path))
+    os.unlink(tmp_path / "state.json")
+    lines = []
+    state = checkpoint_state(str(tmp_path), log=lines.append)
+    assert (state["epoch"], state["step"], state["checkpoint"]) == (2, 0, "epoch-0002.keras")
+    assert state["seed_generators"] == expected["seed_generators"] and state["logs"] == expected["logs"]
+    assert lines == [f"note: {tmp_path / 'state.json'} is missing; the state stored in epoch-0002.keras "
+                     "is used"]
+
+
+def test_a_truncated_last_checkpoint_falls_back_to_the_intact_one_and_says_so(tmp_path):
+    model = two_epochs(tmp_path)
+    truncate(tmp_path / "epoch-0002.keras")
+    lines = []
+    state = checkpoint_state(str(tmp_path), log=lines.append)
+    assert state["checkpoint"] == "epoch-0001.keras" and state["epoch"] == 1
+    assert lines == [f"skipped {tmp_path / 'epoch-0002.keras'}: truncated or damaged (not a complete "
+                     ".keras archive); resuming from the newest intact checkpoint, epoch-0001.keras"]
+    # The fallback loads, and training from it rewrites epoch 2 as an uninterrupted run would.
+    x, y = toy_data()
+    resumed = load_checkpoint(state)
+    fit_resumable(resumed, toy_stream(x, y), epochs=2, steps_per_epoch=STEPS, checkpoints=str(tmp_path),
+                  start=(1, 0), stop_request=StopRequest(), verbose=0)
+    assert max_difference(resumed, model) == 0.0
+    assert checkpoint_state(str(tmp_path))["checkpoint"] == "epoch-0002.keras"
+
+
+def test_a_checkpoint_damaged_inside_is_skipped(tmp_path):
+    two_epochs(tmp_path)
+    path = tmp_path / "epoch-0002.keras"
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(64)  # the archive's index is intact, a member is not
+    path.write_bytes(bytes(data))
+    lines = []
+    assert checkpoint_state(str(tmp_path), log=lines.append)["checkpoint"] == "epoch-0001.keras"
+    assert len(lines) == 1 and "epoch-0002.keras" in lines[0] and "damaged" in lines[0]
+
+
+def test_no_intact_checkpoint_is_refused_rather_than_started_over(tmp_path):
+    two_epochs(tmp_path)
+    for name in ("epoch-0001.keras", "epoch-0002.keras"):
+        truncate(tmp_path / name)
+    before = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
+    with pytest.raises(CheckpointError) as refused:
+        checkpoint_state(str(tmp_path))
+    message = str(refused.value)
+    assert "\n" not in message and "no intact checkpoint to resume from" in message
+    assert "epoch-0001.keras: truncated" in message and "epoch-0002.keras: truncated" in message
+    assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == before
+    # A state.json naming a checkpoint that is gone is refused too.
+    for name in ("epoch-0001.keras", "epoch-0002.keras"):
+        os.unlink(tmp_path / name)
+    with pytest.raises(CheckpointError, match="state.json names epoch-0002.keras, which is missing"):
+        checkpoint_state(str(tmp_path))
+
+
+def test_an_old_checkpoint_without_a_record_needs_state_json(tmp_path):
+    # Checkpoints written before the record was stored inside: state.json is their only state.
+    model = toy_model()
+    save_model_atomic(model, str(tmp_path / "epoch-0001.keras"))
+    write_json_atomic(str(tmp_path / "state.json"), {"epoch": 1, "checkpoint": "epoch-0001.keras"})
+    assert checkpoint_state(str(tmp_path))["epoch"] == 1
+    os.unlink(tmp_path / "state.json")
+    with pytest.raises(CheckpointError, match="holds no state record and state.json does not name it"):
+        checkpoint_state(str(tmp_path))
+
+
+def test_a_truncated_state_json_is_named_and_the_checkpoints_are_used(tmp_path):
+    two_epochs(tmp_path)
+    truncate(tmp_path / "state.json")
+    lines = []
+    assert checkpoint_state(str(tmp_path), log=lines.append)["epoch"] == 2
+    assert len(lines) == 1 and lines[0].startswith(f"skipped {tmp_path / 'state.json'}: not valid JSON")
+
+
+def full_disk_at(name, monkeypatch):
+    """Makes the write of files called `name` fail as a full disk does, half-way through."""
+    real = run_directory.write_text_atomic
+
+    def write_text_atomic(path, text):
+        if os.path.basename(path) != name:
+            return real(path, text)
+
+        def half_then_enospc(tmp):
+            with open(tmp, "w") as f:
+                f.write(text[: len(text) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        return run_directory.write_file_atomic(path, half_then_enospc)
+
+    monkeypatch.setattr(run_directory, "write_text_atomic", write_text_atomic)
+
+
+def test_a_full_disk_at_the_state_write_is_one_line_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    x, y = toy_data()
+    model = toy_model()
+    full_disk_at("state.json", monkeypatch)
+    with pytest.raises(RunWriteError) as failed:
+        fit_resumable(model, toy_stream(x, y), epochs=2, steps_per_epoch=STEPS, checkpoints=str(tmp_path),
+                      stop_request=StopRequest(), verbose=0)
+    message = str(failed.value)
+    assert "\n" not in message and failed.value.errno == errno.ENOSPC
+    assert message.startswith(f"cannot write {tmp_path / 'state.json'}: No space left on device (the disk "
+                              "is full")
+    assert f"the last good checkpoint is {tmp_path / 'epoch-0001.keras'} (epoch 1)" in message
+    assert os.listdir(tmp_path) == ["epoch-0001.keras"]  # no half state.json, no temporary file
+    monkeypatch.undo()
+    state = checkpoint_state(str(tmp_path))  # the checkpoint holds its own state: epoch 1, not 0
+    assert (state["epoch"], state["step"]) == (1, 0)
+    load_checkpoint(state)
+
+
+def test_a_full_disk_at_the_checkpoint_write_keeps_the_last_good_one(tmp_path, monkeypatch):
+    x, y = toy_data()
+    fit_resumable(toy_model(), toy_stream(x, y), epochs=1, steps_per_epoch=STEPS, checkpoints=str(tmp_path),
+                  stop_request=StopRequest(), verbose=0)
+    good = (tmp_path / "epoch-0001.keras").read_bytes()
+
+    def enospc(self, filepath, *args, **kwargs):
+        with open(filepath, "wb") as f:
+            f.write(b"PK\x03\x04 half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(keras.Model, "save", enospc)
+    with pytest.raises(RunWriteError, match=r"cannot write .*epoch-0002\.keras: No space left on device .*"
+                                            r"the last good checkpoint is .*epoch-0001\.keras \(epoch 1\)$"):
+        fit_resumable(load_checkpoint(checkpoint_state(str(tmp_path))), toy_stream(x, y), epochs=2,
+                      steps_per_epoch=STEPS, checkpoints=str(tmp_path), start=(1, 0),
+                      stop_request=StopRequest(), verbose=0)
+    assert sorted(os.listdir(tmp_path)) == ["epoch-0001.keras", "state.json"]
+    assert (tmp_path / "epoch-0001.keras").read_bytes() == good
+
+
+def test_a_checkpoint_that_cannot_be_loaded_is_one_line_naming_it(tmp_path):
+    two_epochs(tmp_path)
+    state = checkpoint_state(str(tmp_path))
+    truncate(state["path"])  # damaged after it was chosen
+    with pytest.raises(CheckpointError, match=rf"^checkpoint {re.escape(state['path'])}: cannot be loaded \("):
+        load_checkpoint(state)

@@ -3,9 +3,10 @@
 import dataclasses
 import json
 
+import keras
 import pytest
 
-from ssl_keras.runs.resumable import NonFiniteLossError, TrainingInterrupted
+from ssl_keras.runs.resumable import NonFiniteLossError, RunCheckpoint, TrainingInterrupted
 from ssl_keras.runs.run_directory import RunDirectoryError
 from ssl_keras.runs.run_skeleton import start_run
 
@@ -19,6 +20,14 @@ class TinyConfig:
 
 def seeds_of(seed):
     return {"global": seed, "data": seed + 2}
+
+
+def write_checkpoint(folder, *, epoch, step):
+    """A real checkpoint (a small model with its state record) and state.json, as training writes."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    checkpoint = RunCheckpoint(str(folder))
+    checkpoint.set_model(model)
+    return checkpoint.save(epoch, step)
 
 
 def test_a_new_run_resolves_its_seeds_and_starts_at_zero(tmp_path):
@@ -37,9 +46,7 @@ def test_a_new_run_resolves_its_seeds_and_starts_at_zero(tmp_path):
 def test_a_resumed_run_keeps_its_seeds_and_reads_its_checkpoint(tmp_path):
     out = tmp_path / "run"
     start_run(TinyConfig(str(out), seed=1), command="pretrain", resolve_seeds=seeds_of).write_config({})
-    (out / "checkpoints").mkdir()
-    (out / "checkpoints" / "state.json").write_text(json.dumps(
-        {"checkpoint": "epoch-0002-step-000004.keras", "epoch": 2, "step": 4}))
+    write_checkpoint(out / "checkpoints", epoch=2, step=4)  # epoch-0002-step-000004.keras
     lines = []
     run = start_run(TinyConfig(str(out), resume=True, seed=99), command="pretrain", resolve_seeds=seeds_of,
                     log=lines.append)
