@@ -10,10 +10,10 @@ import os
 
 import click
 
-# TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notices) is noise for CLI users.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from ssl_keras.cli.options import options_from
+from ssl_keras import quiet_startup
+from ssl_keras.cli.options import config_file_option, options_from
+from ssl_keras.compare.compare_config import CompareConfig
+from ssl_keras.runs.config import DetectConfig, PretrainConfig
 
 PRETRAIN_HELP = {
     "data": "Image source: a folder of images, voc:PATH[:SPLIT], tfds:NAME[:SPLIT] or synthetic[:N].",
@@ -155,25 +155,28 @@ def user_errors_as_click(command):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="ssl_keras")
-def main():
+@click.option(
+    "--verbose",
+    is_flag=True,
+    help="Also show TensorFlow's C++ start-up and info log lines (hidden by default).",
+)
+def main(verbose):
     """ssl-keras: SimCLR pretraining on unlabeled images, transfer to object localization.
 
     Images are read as float RGB in [0, 255]; every run writes config.json and result JSON
     next to its checkpoints.
     """
+    # Help and option errors never get here; commands import TensorFlow lazily, after this.
+    if verbose:
+        quiet_startup.restore_tensorflow_log_level()
+    else:
+        os.environ[quiet_startup.QUIET_ENV] = "1"  # worker processes inherit it
+        quiet_startup.install_if_requested()
 
 
 @main.command()
-@options_from(
-    __import__("ssl_keras.runs.config", fromlist=["PretrainConfig"]).PretrainConfig, PRETRAIN_HELP
-)
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="JSON or YAML file of option values; options given here override it.",
-)
+@options_from(PretrainConfig, PRETRAIN_HELP)
+@config_file_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors_as_click
 def pretrain(config_file, quiet, **options):
@@ -182,8 +185,8 @@ def pretrain(config_file, quiet, **options):
     Example: ssl-keras pretrain --data ../shared/data/unlabeled --out runs/p1 --epochs 1
     --image-size 96 --batch-size 64
     """
-    from ssl_keras.runs.config import PretrainConfig, build_config
     from ssl_keras.pretraining.pretrain import run_pretrain
+    from ssl_keras.runs.config import build_config
 
     config = build_config(PretrainConfig, config_file=config_file, **options)
     result = run_pretrain(config, verbose=0 if quiet else 1, log=click.echo)
@@ -214,16 +217,8 @@ def _print_pretrain_result(result):
 
 
 @main.command()
-@options_from(
-    __import__("ssl_keras.runs.config", fromlist=["DetectConfig"]).DetectConfig, DETECT_HELP
-)
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="JSON or YAML file of option values; options given here override it.",
-)
+@options_from(DetectConfig, DETECT_HELP)
+@config_file_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors_as_click
 def detect(config_file, quiet, **options):
@@ -232,8 +227,8 @@ def detect(config_file, quiet, **options):
     Example: ssl-keras detect --data voc:../shared/data/voc2007 --backbone runs/p1 --out runs/d1
     --epochs 2 --image-size 128
     """
-    from ssl_keras.runs.config import DetectConfig, build_config
     from ssl_keras.localization.detect import run_detect
+    from ssl_keras.runs.config import build_config
 
     config = build_config(DetectConfig, config_file=config_file, **options)
     metrics = run_detect(config, verbose=0 if quiet else 1, log=click.echo)
@@ -378,16 +373,8 @@ COMPARE_HELP = dict(
 
 
 @main.command()
-@options_from(
-    __import__("ssl_keras.compare.compare", fromlist=["CompareConfig"]).CompareConfig, COMPARE_HELP
-)
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="JSON or YAML file of option values; options given here override it.",
-)
+@options_from(CompareConfig, COMPARE_HELP)
+@config_file_option
 @click.option(
     "--gradcam-images",
     default=3,
@@ -409,7 +396,7 @@ def compare(config_file, gradcam_images, workers, **options):
     Example: ssl-keras compare --data voc:../shared/data/voc2007 --backbones ssl:runs/p1,scratch
     --label-fractions 0.25,1.0 --modes freeze,finetune --seeds 2 --out runs/cmp
     """
-    from ssl_keras.compare.compare import CompareConfig, run_compare
+    from ssl_keras.compare.compare import run_compare
     from ssl_keras.runs.config import build_config
 
     config = build_config(CompareConfig, config_file=config_file, **options)

@@ -36,3 +36,13 @@ def options_from(config_cls, helps, *, skip=()):
         return command
 
     return decorate
+
+
+config_file_option = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="JSON or YAML file of option values; options given here override it.",
+)
+"""The `--config FILE` option of the commands built from a config dataclass."""
