@@ -82,37 +82,101 @@ class PretrainConfig:
         (10% of the side) already is.
         """
         scale = self.image_size / SIMCLR_IMAGE_SIZE
-        high = self.blur_sigma_max if self.blur_sigma_max is not None else SIMCLR_BLUR_SIGMA[1] * scale
+        high = (
+            self.blur_sigma_max if self.blur_sigma_max is not None else SIMCLR_BLUR_SIGMA[1] * scale
+        )
         return (min(SIMCLR_BLUR_SIGMA[0] * scale, high), high)
 
     def validate(self):
-        check_option(self.method in PRETRAIN_METHODS, "method", self.method, "one of " + ", ".join(PRETRAIN_METHODS))
+        check_option(
+            self.method in PRETRAIN_METHODS,
+            "method",
+            self.method,
+            "one of " + ", ".join(PRETRAIN_METHODS),
+        )
         check_option(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
         check_option(self.probe_every >= 1, "probe_every", self.probe_every, "an integer >= 1")
-        check_option(self.probe_max_per_class >= 1, "probe_max_per_class", self.probe_max_per_class, "an integer >= 1")
-        check_option(self.batch_size >= 2, "batch_size", self.batch_size, "an integer >= 2 (pairs need negatives)")
+        check_option(
+            self.probe_max_per_class >= 1,
+            "probe_max_per_class",
+            self.probe_max_per_class,
+            "an integer >= 1",
+        )
+        check_option(
+            self.batch_size >= 2,
+            "batch_size",
+            self.batch_size,
+            "an integer >= 2 (pairs need negatives)",
+        )
         _check_image_size(self.image_size, self.backbone)
         check_option(self.temperature > 0, "temperature", self.temperature, "a number > 0")
-        check_option(self.projection_dim >= 1, "projection_dim", self.projection_dim, "an integer >= 1")
-        check_option(self.projection_layers >= 1, "projection_layers", self.projection_layers, "an integer >= 1")
-        check_option(self.optimizer in ("auto", "adamw", "lars", "lamb"), "optimizer", self.optimizer,
-               "one of auto, adamw, lars, lamb")
-        check_option(self.learning_rate is None or self.learning_rate > 0, "learning_rate", self.learning_rate, "> 0")
-        check_option(self.weight_decay is None or self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
-        check_option(self.warmup_epochs is None or 0 <= self.warmup_epochs <= self.epochs, "warmup_epochs",
-               self.warmup_epochs, f"in [0, epochs={self.epochs}] (or left out: a tenth of the epochs)")
+        check_option(
+            self.projection_dim >= 1, "projection_dim", self.projection_dim, "an integer >= 1"
+        )
+        check_option(
+            self.projection_layers >= 1,
+            "projection_layers",
+            self.projection_layers,
+            "an integer >= 1",
+        )
+        check_option(
+            self.optimizer in ("auto", "adamw", "lars", "lamb"),
+            "optimizer",
+            self.optimizer,
+            "one of auto, adamw, lars, lamb",
+        )
+        check_option(
+            self.learning_rate is None or self.learning_rate > 0,
+            "learning_rate",
+            self.learning_rate,
+            "> 0",
+        )
+        check_option(
+            self.weight_decay is None or self.weight_decay >= 0,
+            "weight_decay",
+            self.weight_decay,
+            ">= 0",
+        )
+        check_option(
+            self.warmup_epochs is None or 0 <= self.warmup_epochs <= self.epochs,
+            "warmup_epochs",
+            self.warmup_epochs,
+            f"in [0, epochs={self.epochs}] (or left out: a tenth of the epochs)",
+        )
         check_option(self.jitter_strength >= 0, "jitter_strength", self.jitter_strength, ">= 0")
         check_option(0 < self.crop_area_min <= 1, "crop_area_min", self.crop_area_min, "in (0, 1]")
-        check_option(self.blur_sigma_max is None or self.blur_sigma_max > 0, "blur_sigma_max", self.blur_sigma_max, "> 0")
-        check_option(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "in [0, 1)")
-        check_option(self.drop_connect_rate is None or 0 <= self.drop_connect_rate < 1, "drop_connect_rate",
-               self.drop_connect_rate, "in [0, 1)")
-        check_option(self.bn_momentum is None or 0 < self.bn_momentum < 1, "bn_momentum", self.bn_momentum, "in (0, 1)")
+        check_option(
+            self.blur_sigma_max is None or self.blur_sigma_max > 0,
+            "blur_sigma_max",
+            self.blur_sigma_max,
+            "> 0",
+        )
+        check_option(
+            0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "in [0, 1)"
+        )
+        check_option(
+            self.drop_connect_rate is None or 0 <= self.drop_connect_rate < 1,
+            "drop_connect_rate",
+            self.drop_connect_rate,
+            "in [0, 1)",
+        )
+        check_option(
+            self.bn_momentum is None or 0 < self.bn_momentum < 1,
+            "bn_momentum",
+            self.bn_momentum,
+            "in (0, 1)",
+        )
         if self.zero_init_residual and self.backbone_weights:
-            raise ConfigError("--zero-init-residual would erase the residual branches of --backbone-weights "
-                              f"{self.backbone_weights}; use --no-zero-init-residual with pretrained weights")
-        check_option(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch",
-               self.steps_per_epoch, "an integer >= 1")
+            raise ConfigError(
+                "--zero-init-residual would erase the residual branches of --backbone-weights "
+                f"{self.backbone_weights}; use --no-zero-init-residual with pretrained weights"
+            )
+        check_option(
+            self.steps_per_epoch is None or self.steps_per_epoch >= 1,
+            "steps_per_epoch",
+            self.steps_per_epoch,
+            "an integer >= 1",
+        )
         return self
 
 
@@ -126,7 +190,9 @@ def _check_image_size(image_size, backbone_name):
     from ssl_keras.backbone import minimum_image_size
 
     smallest = minimum_image_size(backbone_name) if backbone_name else 32
-    allowed = f"an integer >= {smallest}" + (f" ({backbone_name}'s smallest input)" if smallest > 32 else "")
+    allowed = f"an integer >= {smallest}" + (
+        f" ({backbone_name}'s smallest input)" if smallest > 32 else ""
+    )
     check_option(image_size >= smallest, "image_size", image_size, allowed)
 
 
@@ -145,7 +211,9 @@ def read_config_file(path):
         else:
             values = json.loads(text)
     except Exception as error:  # yaml and json raise different types
-        raise ConfigError(f"config file {path}: not valid {'YAML' if path.endswith(('.yaml', '.yml')) else 'JSON'} ({error})") from error
+        raise ConfigError(
+            f"config file {path}: not valid {'YAML' if path.endswith(('.yaml', '.yml')) else 'JSON'} ({error})"
+        ) from error
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path}: must hold a mapping of option names to values")
     return values
@@ -166,8 +234,10 @@ def build_config(cls, *, config_file=None, **overrides):
         loaded = read_config_file(os.fspath(config_file))
         unknown = sorted(set(loaded) - fields)
         if unknown:
-            raise ConfigError(f"config file {config_file}: unknown option(s) {', '.join(unknown)}; "
-                              f"known: {', '.join(sorted(fields))}")
+            raise ConfigError(
+                f"config file {config_file}: unknown option(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(fields))}"
+            )
         values.update(loaded)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return cls(**values).validate()
@@ -236,30 +306,71 @@ class DetectConfig:
     export: bool = True
 
     def validate(self):
-        check_option(self.mode in DETECT_MODES, "mode", self.mode, "one of " + ", ".join(DETECT_MODES))
+        check_option(
+            self.mode in DETECT_MODES, "mode", self.mode, "one of " + ", ".join(DETECT_MODES)
+        )
         from ssl_keras.localization.box_heads import HEADS
 
         check_option(self.head in HEADS, "head", self.head, "one of " + ", ".join(HEADS))
-        check_option(self.spatial_channels >= 1, "spatial_channels", self.spatial_channels, "an integer >= 1")
+        check_option(
+            self.spatial_channels >= 1, "spatial_channels", self.spatial_channels, "an integer >= 1"
+        )
         check_option(self.hidden_units >= 0, "hidden_units", self.hidden_units, "an integer >= 0")
-        check_option(self.class_balance in CLASS_BALANCE, "class_balance", self.class_balance,
-               "one of " + ", ".join(CLASS_BALANCE))
-        check_option(self.model_selection in MODEL_SELECTION, "model_selection", self.model_selection,
-               "one of " + ", ".join(MODEL_SELECTION))
-        check_option(0.0 < self.label_fraction <= 1.0, "label_fraction", self.label_fraction, "in (0, 1]")
-        check_option(self.num_labeled is None or self.num_labeled >= 1, "num_labeled", self.num_labeled, "an integer >= 1")
+        check_option(
+            self.class_balance in CLASS_BALANCE,
+            "class_balance",
+            self.class_balance,
+            "one of " + ", ".join(CLASS_BALANCE),
+        )
+        check_option(
+            self.model_selection in MODEL_SELECTION,
+            "model_selection",
+            self.model_selection,
+            "one of " + ", ".join(MODEL_SELECTION),
+        )
+        check_option(
+            0.0 < self.label_fraction <= 1.0, "label_fraction", self.label_fraction, "in (0, 1]"
+        )
+        check_option(
+            self.num_labeled is None or self.num_labeled >= 1,
+            "num_labeled",
+            self.num_labeled,
+            "an integer >= 1",
+        )
         check_option(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
-        check_option(self.head_epochs is None or 0 <= self.head_epochs <= self.epochs, "head_epochs", self.head_epochs,
-               f"in [0, epochs={self.epochs}]")
-        _check_image_size(self.image_size, self.backbone_name if self.backbone in ("scratch", "imagenet")
-                          or self.backbone.startswith("imagenet:") or self.backbone_weights else None)
+        check_option(
+            self.head_epochs is None or 0 <= self.head_epochs <= self.epochs,
+            "head_epochs",
+            self.head_epochs,
+            f"in [0, epochs={self.epochs}]",
+        )
+        _check_image_size(
+            self.image_size,
+            self.backbone_name
+            if self.backbone in ("scratch", "imagenet")
+            or self.backbone.startswith("imagenet:")
+            or self.backbone_weights
+            else None,
+        )
         check_option(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         check_option(self.learning_rate > 0, "learning_rate", self.learning_rate, "a number > 0")
-        check_option(0 < self.backbone_lr_multiplier <= 1, "backbone_lr_multiplier", self.backbone_lr_multiplier, "in (0, 1]")
+        check_option(
+            0 < self.backbone_lr_multiplier <= 1,
+            "backbone_lr_multiplier",
+            self.backbone_lr_multiplier,
+            "in (0, 1]",
+        )
         check_option(self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
-        check_option(self.bn_momentum is None or 0 < self.bn_momentum < 1, "bn_momentum", self.bn_momentum, "in (0, 1)")
+        check_option(
+            self.bn_momentum is None or 0 < self.bn_momentum < 1,
+            "bn_momentum",
+            self.bn_momentum,
+            "in (0, 1)",
+        )
         check_option(0 <= self.dropout < 1, "dropout", self.dropout, "in [0, 1)")
-        check_option(self.resize in ("stretch", "letterbox"), "resize", self.resize, "stretch or letterbox")
+        check_option(
+            self.resize in ("stretch", "letterbox"), "resize", self.resize, "stretch or letterbox"
+        )
         for name in ("box_weight", "giou_weight", "l1_weight", "class_weight"):
             check_option(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
         return self
