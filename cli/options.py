@@ -31,6 +31,9 @@ def options_from(config_cls, helps, *, skip=()):
                     f"{flag}/--no-{flag[2:]}", field.name, default=None, help=help_text
                 )
             else:
+                choices = getattr(config_cls, "CHOICES", {}).get(field.name)
+                if choices:
+                    kind = click.Choice(choices)
                 option = click.option(flag, field.name, type=kind, default=None, help=help_text)
             command = option(command)
         return command

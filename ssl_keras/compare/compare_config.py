@@ -7,9 +7,17 @@ once; `ssl_keras.compare.compare` runs the grid.
 import dataclasses
 import os
 import re
-from typing import List, Optional, Union
+from typing import ClassVar, List, Optional, Union
 
-from ssl_keras.runs.config import DETECT_MODES, ConfigError, DetectConfig, check_option
+from ssl_keras.runs.config import (
+    DETECT_CHOICES,
+    DETECT_MODES,
+    ConfigError,
+    DetectConfig,
+    check_choices,
+    check_field_types,
+    check_option,
+)
 
 LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _DETECT = DetectConfig()
@@ -29,6 +37,9 @@ class CompareConfig:
     of the `freeze` cells (None: `epochs`), since their epochs on cached features are cheap
     while a fine-tuning epoch costs a full backbone pass.
     """
+
+    CHOICES: ClassVar[dict] = DETECT_CHOICES
+    """The fields with fixed values (a `click.Choice` on the command line); `modes` is a list."""
 
     data: str = "synthetic"
     backbones: Union[str, List[str]] = "ssl:runs/pretrain,imagenet,scratch"
@@ -67,6 +78,8 @@ class CompareConfig:
         self.label_fractions = [_to_fraction(value) for value in _split_list(self.label_fractions)]
 
     def validate(self):
+        check_field_types(self)
+        check_choices(self)
         check_option(
             len(self.backbones) >= 1,
             "backbones",

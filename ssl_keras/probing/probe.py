@@ -45,12 +45,27 @@ from ssl_keras.data.labelled_images import (
 from ssl_keras.data import source_spec
 from ssl_keras.data import synthetic
 from ssl_keras.data.source_spec import SourceError
+from ssl_keras.runs.config import PROBE_METHODS
 from ssl_keras.runs.run_directory import environment_info, prepare_run_directory, write_json_atomic
 
-METHODS = ("linear", "knn", "both")
+METHODS = PROBE_METHODS
 SPEC_FORMS = "voc:PATH, manifest:CSV (or a folder holding manifest.csv), folder:PATH (one sub-folder per class) or synthetic[:N]"
 SYNTHETIC_TRAIN_FRACTION = 0.7
 BN_ESTIMATE_IMAGES = 512
+PROBE_OPTIONS = (
+    "method",
+    "image_size",
+    "batch_size",
+    "max_per_class",
+    "seed",
+    "backbone_name",
+    "backbone_weights",
+    "epochs",
+    "k",
+    "temperature",
+    "estimate_bn",
+)
+"""The arguments of `run_probe` that its `config.json` records as options, in order."""
 """Train images used to estimate batch-norm statistics before probing (see `run_probe`)."""
 
 
@@ -530,6 +545,7 @@ def run_probe(
         The dict written to `probe.json`: `top1`, `top3` (of the first method), `results`
         (method -> `linear_probe`/`knn_probe` dict), counts, `feature_dim` and timings.
     """
+    arguments = dict(locals())
     if method not in METHODS:
         raise ValueError(
             f"`method` must be one of {', '.join(METHODS)}. Received: method={method!r}"
@@ -553,28 +569,56 @@ def run_probe(
         estimate_bn_on=data.train if estimate_bn else None,
         batch_size=batch_size,
     )
-    options = {
-        "backbone": backbone_spec if isinstance(backbone_spec, str) else description,
-        "data": data_spec,
-        "out": out,
+    _write_probe_config(out, dict(arguments, out=out), data=data, description=description)
+    hyper = {"seed": seed, "epochs": epochs, "k": k, "temperature": temperature}
+    report = _probe(backbone, data, method, log=log, **hyper)
+    report.update(backbone=description, wall_seconds=time.perf_counter() - started)
+    write_json_atomic(os.path.join(out, "probe.json"), report)
+    return report
+
+
+def _probe(backbone, data, method, *, log, **hyper):
+    """Extracts the features of `data` and runs the probe `method`: the report without timings."""
+    feature_start = time.perf_counter()
+    train = extract_features(backbone, data.train)
+    test = extract_features(backbone, data.test)
+    feature_seconds = time.perf_counter() - feature_start
+    methods = ("linear", "knn") if method == "both" else (method,)
+    results = {m: _run_method(m, train, test, len(data.class_names), **hyper) for m in methods}
+    for name, result in results.items():
+        log(f"{name} probe: top1 {result['top1']:.4f}, top3 {result['top3']:.4f}")
+    return {
+        "top1": results[methods[0]]["top1"],
+        "top3": results[methods[0]]["top3"],
         "method": method,
-        "image_size": image_size,
-        "batch_size": batch_size,
-        "max_per_class": max_per_class,
-        "seed": seed,
-        "backbone_name": backbone_name,
-        "backbone_weights": backbone_weights,
-        "epochs": epochs,
-        "k": k,
-        "temperature": temperature,
-        "estimate_bn": estimate_bn,
+        "results": results,
+        "backbone": None,
+        "data": data.description,
+        "num_train": int(len(train[1])),
+        "num_test": int(len(test[1])),
+        "feature_dim": int(train[0].shape[1]),
+        "class_names": list(data.class_names),
+        "feature_seconds": feature_seconds,
+        "wall_seconds": None,
+    }
+
+
+def _write_probe_config(out, arguments, *, data, description):
+    """Writes the probe's `config.json`: its options (from `run_probe`'s `arguments`), seeds, and
+    the data and backbone used."""
+    backbone = arguments["backbone_spec"]
+    options = {
+        "backbone": backbone if isinstance(backbone, str) else description,
+        "data": arguments["data_spec"],
+        "out": arguments["out"],
+        **{name: arguments[name] for name in PROBE_OPTIONS},
     }
     write_json_atomic(
         os.path.join(out, "config.json"),
         {
             "command": "probe",
             "options": options,
-            "seeds": {"global": seed, "data": seed},
+            "seeds": {"global": options["seed"], "data": options["seed"]},
             "resolved": {
                 "backbone": description,
                 "data": data.description,
@@ -586,42 +630,6 @@ def run_probe(
             "environment": environment_info(),
         },
     )
-    feature_start = time.perf_counter()
-    train = extract_features(backbone, data.train)
-    test = extract_features(backbone, data.test)
-    feature_seconds = time.perf_counter() - feature_start
-    methods = ("linear", "knn") if method == "both" else (method,)
-    results = {
-        m: _run_method(
-            m,
-            train,
-            test,
-            len(data.class_names),
-            seed=seed,
-            epochs=epochs,
-            k=k,
-            temperature=temperature,
-        )
-        for m in methods
-    }
-    for name, result in results.items():
-        log(f"{name} probe: top1 {result['top1']:.4f}, top3 {result['top3']:.4f}")
-    report = {
-        "top1": results[methods[0]]["top1"],
-        "top3": results[methods[0]]["top3"],
-        "method": method,
-        "results": results,
-        "backbone": description,
-        "data": data.description,
-        "num_train": int(len(train[1])),
-        "num_test": int(len(test[1])),
-        "feature_dim": int(train[0].shape[1]),
-        "class_names": list(data.class_names),
-        "feature_seconds": feature_seconds,
-        "wall_seconds": time.perf_counter() - started,
-    }
-    write_json_atomic(os.path.join(out, "probe.json"), report)
-    return report
 
 
 class ProbeMonitor(keras.callbacks.Callback):

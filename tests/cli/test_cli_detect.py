@@ -215,7 +215,7 @@ def test_predict_draws_pngs_and_rejects_unreadable_files(detect_run, shared_data
             ["--backbone", "scratch", "--backbone-name", "Xception", "--image-size", "64"],
             "--image-size must be an integer >= 71 (Xception's smallest input); got 64",
         ),
-        (["--mode", "sideways"], "--mode must be one of"),
+        (["--mode", "sideways"], "is not one of 'freeze', 'finetune'"),
         (["--backbone", "/no/such/run"], "no such pretrain run"),
     ],
 )
