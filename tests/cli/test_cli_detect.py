@@ -217,6 +217,7 @@ def test_predict_draws_pngs_and_rejects_unreadable_files(detect_run, shared_data
         ),
         (["--mode", "sideways"], "is not one of 'freeze', 'finetune'"),
         (["--backbone", "/no/such/run"], "no such pretrain run"),
+        (["--num-labeled", "1000"], "--num-labeled must be in [1, "),
     ],
 )
 def test_detect_rejects_bad_options(voc, tmp_path, args, message):
