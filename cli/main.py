@@ -553,15 +553,16 @@ PROBE_HELP = {
 @main.command()
 @options_from(ProbeConfig, PROBE_HELP)
 @config_file_option
+@click.option("--quiet", is_flag=True, help="No progress bars.")
 @user_errors_as_click
-def probe(config_file, **options):
+def probe(config_file, quiet, **options):
     """Top-1/Top-3 of a linear (or kNN) classifier on frozen backbone features."""
     config = build_config(ProbeConfig, config_file=config_file, **options)
     from ssl_keras.probing.probe import run_probe
 
     settings = to_dict(config)
     backbone, data, out = (settings.pop(name) for name in ("backbone", "data", "out"))
-    result = run_probe(backbone, data, out, **settings, log=click.echo)
+    result = run_probe(backbone, data, out, **settings, verbose=0 if quiet else 1, log=click.echo)
     click.echo(
         f"probe ({result['method']}): top1 {result['top1']:.4f}, top3 {result['top3']:.4f} "
         f"on {result['num_test']} test images -> {os.path.join(out, 'probe.json')}"
