@@ -249,6 +249,13 @@ def knn_probe(
     return _report(scores, test_y, len(train_y), "knn", k=k, temperature=float(temperature))
 
 
+def _check_method(method, methods):
+    if method not in methods:
+        raise ValueError(
+            f"`method` must be one of {', '.join(methods)}. Received: method={method!r}"
+        )
+
+
 def _run_method(
     method, train, test, num_classes, *, seed=0, epochs=100, k=20, temperature=0.07, verbose=0
 ):
@@ -580,10 +587,7 @@ def run_probe(
         (method -> `linear_probe`/`knn_probe` dict), counts, `feature_dim` and timings.
     """
     arguments = dict(locals())
-    if method not in METHODS:
-        raise ValueError(
-            f"`method` must be one of {', '.join(METHODS)}. Received: method={method!r}"
-        )
+    _check_method(method, METHODS)
     started = time.perf_counter()
     out = prepare_run_directory(out, command="probe")
     keras.utils.set_random_seed(seed)
