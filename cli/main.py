@@ -127,15 +127,21 @@ STOPPED_BY = re.compile(r"\bstopped by (SIG[A-Z]+)\b")
 
 
 def interrupted_exit_code(error):
-    """128 + the number of the signal that stopped `error`'s run: 130 for SIGINT, 143 for SIGTERM.
+    """128 + the number of the signal that stopped this process: 130 for SIGINT, 143 for SIGTERM.
 
-    The signal is the error's `signal_name` if it has one, else the one its message names
-    ("stopped by SIGTERM at epoch 2 ..."); a plain Ctrl-C (KeyboardInterrupt) is SIGINT.
+    An error names its signal with a `signal_name`, or in its message ("stopped by SIGTERM at
+    epoch 2 ..."). The first one in time counts: the end of `error`'s `__context__` chain. A
+    worker that the parallel runner stopped with SIGTERM after this process got a SIGINT
+    reports SIGTERM, but the runner raises its error while handling the SIGINT, so the SIGINT
+    is found first. Nothing named (a plain Ctrl-C) is SIGINT.
     """
-    name = getattr(error, "signal_name", None)
-    if name is None:
+    name, seen = "SIGINT", set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
         match = STOPPED_BY.search(str(error))
-        name = match.group(1) if match else "SIGINT"
+        found = getattr(error, "signal_name", None) or (match.group(1) if match else None)
+        name = found or name
+        error = error.__context__
     try:
         return 128 + signal.Signals[name]
     except KeyError:
@@ -364,7 +370,7 @@ def predict(run_dir, images, out):
     """
     from ssl_keras.localization.predict import PREDICTIONS_FILE, predict_images
 
-    result = predict_images(run_dir, images, out, log=click.echo)
+    result = predict_images(run_dir, images, out, log=click.echo, verbose=1)
     for row in result["predictions"]:
         click.echo(
             f"{row['image']}: {row['class']} {row['score']:.2f} box {row['box']} -> {row['output']}"
@@ -453,7 +459,7 @@ def experiment(experiment_file, check, workers):
     Running the same command again continues an interrupted experiment (finished stages and
     cells are kept). Example: ssl-keras experiment experiments/paper_cpu.yaml
     """
-    from ssl_keras.compare.compare import grid_cells
+    from ssl_keras.compare.compare_config import grid_cells
     from ssl_keras.experiment.experiment import load_experiment, run_experiment
 
     loaded = load_experiment(experiment_file)

@@ -47,6 +47,7 @@ from ssl_keras.localization.box_baselines import (
 )
 from ssl_keras.compare.compare_config import (  # noqa: F401 - the grid's names, re-exported
     LABEL_PATTERN,
+    METRICS,
     Cell,
     CompareConfig,
     backbone_label,
@@ -64,7 +65,6 @@ from ssl_keras.runs.run_directory import (
     write_text_atomic,
 )
 
-METRICS = ("mean_iou", "loc_acc@0.5", "loc_acc@0.7", "top1", "top3", "cls_loc_acc@0.5")
 METRIC_TITLES = {
     "mean_iou": "mean IoU",
     "loc_acc@0.5": "loc acc@0.5",

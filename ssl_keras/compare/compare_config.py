@@ -13,12 +13,16 @@ from ssl_keras.runs.config import (
     DETECT_CHOICES,
     DETECT_MODES,
     ConfigError,
+    MAJORITY_CLASS,
+    PRIOR_BOX,
     DetectConfig,
     check_choices,
     check_field_types,
     check_option,
 )
 
+METRICS = ("mean_iou", "loc_acc@0.5", "loc_acc@0.7", "top1", "top3", "cls_loc_acc@0.5")
+"""The headline metrics of every cell, in the order of the results table."""
 LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _DETECT = DetectConfig()
 
@@ -130,8 +134,6 @@ class CompareConfig:
 
     def labelled_backbones(self):
         """Returns `[(label, spec), ...]` in the given order; raises ConfigError on clashes."""
-        from ssl_keras.localization.box_baselines import MAJORITY_CLASS, PRIOR_BOX
-
         baselines = (PRIOR_BOX, MAJORITY_CLASS)
         labelled, seen = [], {}
         for entry in self.backbones:

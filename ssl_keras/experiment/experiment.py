@@ -42,7 +42,7 @@ import os
 import time
 from typing import Dict, List, Optional
 
-from ssl_keras.compare.compare import CompareConfig
+from ssl_keras.compare.compare_config import CompareConfig
 from ssl_keras.runs.config import (
     ConfigError,
     PretrainConfig,
@@ -75,7 +75,7 @@ class AnalysisConfig:
     gradcam_mass_images: Optional[int] = None
 
     def validate(self):
-        from ssl_keras.compare.compare import METRICS
+        from ssl_keras.compare.compare_config import METRICS
 
         if self.metric not in METRICS:
             raise ConfigError(
@@ -201,7 +201,7 @@ def load_experiment(path):
 
 
 def _is_label(text):
-    from ssl_keras.compare.compare import LABEL_PATTERN
+    from ssl_keras.compare.compare_config import LABEL_PATTERN
 
     return bool(LABEL_PATTERN.match(text))
 

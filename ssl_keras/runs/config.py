@@ -234,9 +234,23 @@ def check_option(ok, name, value, allowed):
         raise ConfigError(f"--{name.replace('_', '-')} must be {allowed}; got {value!r}")
 
 
-def _check_image_size(image_size, backbone_name):
-    from ssl_keras.backbone import minimum_image_size
+MIN_IMAGE_SIZE = {"InceptionV3": 75, "InceptionResNetV2": 75, "Xception": 71}
+"""Smallest input side of the keras.applications models that need more than 32 pixels."""
 
+
+def minimum_image_size(name):
+    """Smallest square input side `name` accepts: 32 for most keras.applications models.
+
+    Args:
+        name: str, a keras.applications model name or `"tiny"`.
+
+    Returns:
+        int.
+    """
+    return MIN_IMAGE_SIZE.get(name, 32)
+
+
+def _check_image_size(image_size, backbone_name):
     smallest = minimum_image_size(backbone_name) if backbone_name else 32
     allowed = f"an integer >= {smallest}" + (
         f" ({backbone_name}'s smallest input)" if smallest > 32 else ""
@@ -311,6 +325,10 @@ def to_dict(config):
 DETECT_MODES = ("freeze", "finetune", "freeze-then-finetune")
 HEADS = ("pooled", "spatial")
 """The box heads of `ssl_keras.localization.box_heads` (by name, for `--head`)."""
+PRIOR_BOX = "prior_box"
+MAJORITY_CLASS = "majority_class"
+"""The baselines' names (`ssl_keras.localization.box_baselines`): rows of the compare results,
+so no backbone may take them as its label."""
 CLASS_BALANCE = ("none", "weight")
 MODEL_SELECTION = ("best-val", "last")
 RESIZE_MODES = ("stretch", "letterbox")

@@ -39,6 +39,22 @@ def test_the_exit_code_of_an_interruption_is_128_plus_its_signal():
     assert interrupted_exit_code(interrupted("SIGTERM")) == 128 + signal.SIGTERM == 143
     assert interrupted_exit_code(KeyboardInterrupt("stopped by SIGTERM")) == 143
     assert interrupted_exit_code(KeyboardInterrupt()) == 130
+    # A parallel run stopped by SIGINT: the workers report the SIGTERM the parent sent them,
+    # raised while the parent handles its own SIGINT.
+    try:
+        try:
+            raise KeyboardInterrupt("stopped by SIGINT")
+        except KeyboardInterrupt:
+            raise interrupted("SIGTERM") from None
+    except TrainingInterrupted as error:
+        assert interrupted_exit_code(error) == 130
+    try:
+        try:
+            raise KeyboardInterrupt("stopped by SIGTERM")
+        except KeyboardInterrupt:
+            raise interrupted("SIGTERM") from None
+    except TrainingInterrupted as error:
+        assert interrupted_exit_code(error) == 143
 
 
 def test_probe_takes_its_epochs_k_and_temperature_from_options_and_config_file(tmp_path):

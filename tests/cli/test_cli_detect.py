@@ -192,6 +192,7 @@ def test_predict_draws_pngs_and_rejects_unreadable_files(detect_run, shared_data
     drawn = sorted(os.listdir(tmp_path / "pred"))
     assert drawn == [image.stem + "_pred.png", "photo_pred.png", "predictions.json"]
     assert f"image {png}: read, grayscale converted to RGB" in result.output
+    assert "2/2" in result.output and "/image" in result.output  # the progress bar
     with Image.open(tmp_path / "pred" / drawn[0]) as picture:
         assert picture.size == Image.open(image).size  # drawn on the original image
     bad = tmp_path / "broken.jpg"

@@ -16,6 +16,7 @@ import pytest
 from ssl_keras.quiet_startup import is_startup_line
 
 SCRIPT = pathlib.Path(sys.executable).parent / "ssl-keras"
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _python(script, **env):
@@ -40,6 +41,8 @@ def _python(script, **env):
         ["pretrain", "--no-such-option"],
         ["detect", "--epochs", "ten"],
         ["no-such-command"],
+        # Parsing and checking an experiment file (72 cells) needs no stage either.
+        ["experiment", str(REPO / "experiments" / "paper_cpu.yaml"), "--check"],
     ],
 )
 def test_help_version_and_option_errors_do_not_import_tensorflow(args):
