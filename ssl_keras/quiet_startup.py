@@ -83,7 +83,14 @@ def _flush_stderr():
 
 @contextlib.contextmanager
 def quiet_tensorflow_import():
-    """The import of TensorFlow, and its first listing of devices, with `filtered_stderr`."""
+    """The import of TensorFlow, and its first listing of devices, with `filtered_stderr`.
+
+    It reads `QUIET_ENV` again when the import starts: `--verbose` clears it after
+    `ssl_keras/__init__.py` has installed the filter (from a parent's environment).
+    """
+    if os.environ.get(QUIET_ENV) != "1":
+        yield
+        return
     with filtered_stderr():
         yield
     # The import is done here; the CUDA probe (cuInit) runs at the first device listing.

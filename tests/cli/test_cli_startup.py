@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from ssl_keras.quiet_startup import is_startup_line
+from ssl_keras.quiet_startup import QUIET_ENV, is_startup_line
 
 SCRIPT = pathlib.Path(sys.executable).parent / "ssl-keras"
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -65,22 +65,24 @@ def test_help_version_and_option_errors_do_not_import_tensorflow(args):
     assert "HEAVY []" in result.stdout, result.stdout[-2000:]
 
 
-def _run_script(*args):
+def _run_script(*args, **env):
     if not SCRIPT.exists():
         pytest.skip(f"no console script {SCRIPT} (package not installed in this environment)")
+    unset = ("TF_CPP_MIN_LOG_LEVEL", QUIET_ENV)
     return subprocess.run(
         [str(SCRIPT), *args],
         capture_output=True,
         text=True,
         timeout=300,
-        env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"},
+        env=dict({k: v for k, v in os.environ.items() if k not in unset}, **env),
     )
 
 
 def test_a_command_shows_no_tensorflow_startup_lines_unless_verbose(tmp_path):
     # `evaluate` of a missing run imports TensorFlow, then stops with a one-line error.
     args = ["evaluate", "--model", str(tmp_path / "missing")]
-    verbose = _run_script("--verbose", *args)
+    # --verbose wins over a quiet environment inherited from a parent ssl-keras.
+    verbose = _run_script("--verbose", *args, **{QUIET_ENV: "1"})
     quiet = _run_script(*args)
     for result in (verbose, quiet):
         assert result.returncode != 0 and "Error:" in result.stderr, result.stderr[-3000:]
@@ -101,8 +103,6 @@ def test_a_worker_process_filters_the_startup_lines_too():
         tensorflow.constant(1.0)
         print("python warning", file=sys.stderr)
         """
-    from ssl_keras.quiet_startup import QUIET_ENV
-
     quiet = _python(script, **{QUIET_ENV: "1"})
     assert quiet.returncode == 0, quiet.stderr[-3000:]
     assert [line for line in quiet.stderr.splitlines() if is_startup_line(line)] == []
