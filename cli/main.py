@@ -7,13 +7,16 @@ errors into `click.ClickException` (one line, exit code 1, no traceback).
 import datetime
 import functools
 import os
+import re
+import signal
+import sys
 
 import click
 
-# TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notices) is noise for CLI users.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from ssl_keras.cli.options import options_from
+from ssl_keras import quiet_startup
+from ssl_keras.cli.options import config_file_option, options_from
+from ssl_keras.compare.compare_config import CompareConfig
+from ssl_keras.runs.config import DetectConfig, PretrainConfig, ProbeConfig, build_config, to_dict
 
 PRETRAIN_HELP = {
     "data": "Image source: a folder of images, voc:PATH[:SPLIT], tfds:NAME[:SPLIT] or synthetic[:N].",
@@ -97,85 +100,111 @@ DETECT_HELP = {
 }
 
 
+USER_ERRORS = (
+    ("ssl_keras.backbone", "BackboneWeightsError"),
+    ("ssl_keras.runs.config", "ConfigError"),
+    ("ssl_keras.data.source_spec", "SourceError"),
+    ("ssl_keras.runs.export", "ExportError"),
+    ("ssl_keras.runs.run_directory", "RunDirectoryError"),
+    ("ssl_keras.localization.predict", "UnreadableImageError"),
+    ("ssl_keras.gradcam.gradcam", "GradCAMError"),
+    ("ssl_keras.runs.resumable", "NonFiniteLossError"),
+)
+"""`(module, class)` of the library's errors for user mistakes, shown as one line."""
+
+
 def _user_errors():
-    from ssl_keras.backbone import BackboneWeightsError
-    from ssl_keras.gradcam.gradcam import GradCAMError
-    from ssl_keras.localization.predict import UnreadableImageError
-    from ssl_keras.runs.config import ConfigError
-    from ssl_keras.data.source_spec import SourceError
-    from ssl_keras.runs.export import ExportError
-    from ssl_keras.runs.run_directory import RunDirectoryError
-    from ssl_keras.runs.resumable import NonFiniteLossError
-
-    return (
-        BackboneWeightsError,
-        ConfigError,
-        SourceError,
-        ExportError,
-        RunDirectoryError,
-        FileNotFoundError,
-        FileExistsError,
-        UnreadableImageError,
-        GradCAMError,
-        NonFiniteLossError,
-    )
+    # A module that is not imported raised nothing: looking its error up must not import it
+    # (a config error stops before TensorFlow is imported, and stays instant).
+    found = [
+        getattr(sys.modules[module], name) for module, name in USER_ERRORS if module in sys.modules
+    ]
+    return (FileNotFoundError, FileExistsError, *found)
 
 
-INTERRUPTED_EXIT_CODE = 130
-"""Exit code after SIGINT (128 + 2, the shell convention), also used after SIGTERM."""
+INTERRUPTED_EXIT_CODE = 128 + signal.SIGINT
+"""Exit code after SIGINT (130: 128 + 2, the shell convention); after SIGTERM it is 143."""
+STOPPED_BY = re.compile(r"\bstopped by (SIG[A-Z]+)\b")
+"""How `TrainingInterrupted` and the parallel runner's `KeyboardInterrupt` name the signal."""
+
+
+def interrupted_exit_code(error):
+    """128 + the number of the signal that stopped this process: 130 for SIGINT, 143 for SIGTERM.
+
+    An error names its signal with a `signal_name`, or in its message ("stopped by SIGTERM at
+    epoch 2 ..."). The first one in time counts: the end of `error`'s `__context__` chain. A
+    worker that the parallel runner stopped with SIGTERM after this process got a SIGINT
+    reports SIGTERM, but the runner raises its error while handling the SIGINT, so the SIGINT
+    is found first. Nothing named (a plain Ctrl-C) is SIGINT.
+    """
+    name, seen = "SIGINT", set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        match = STOPPED_BY.search(str(error))
+        found = getattr(error, "signal_name", None) or (match.group(1) if match else None)
+        name = found or name
+        error = error.__context__
+    try:
+        return 128 + signal.Signals[name]
+    except KeyError:
+        return INTERRUPTED_EXIT_CODE
 
 
 def user_errors_as_click(command):
     """Reports the library's expected errors as one line instead of a traceback.
 
     A training command stopped by SIGINT/SIGTERM prints where its checkpoint is and how to
-    resume, and exits with code 130; a Ctrl-C outside training exits the same way, saying that
-    nothing new was saved.
+    resume, and exits with code 130 (SIGINT) or 143 (SIGTERM); a Ctrl-C outside training exits
+    the same way, saying that nothing new was saved.
     """
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from ssl_keras.runs.resumable import TrainingInterrupted
-
         try:
             return command(*args, **kwargs)
         except _user_errors() as error:
             raise click.ClickException(str(error)) from None
-        except TrainingInterrupted as error:
+        except Exception as error:
+            resumable = sys.modules.get("ssl_keras.runs.resumable")
+            if resumable is None or not isinstance(error, resumable.TrainingInterrupted):
+                raise
             click.echo(f"Interrupted: {error}", err=True)
-            raise click.exceptions.Exit(INTERRUPTED_EXIT_CODE) from None
-        except KeyboardInterrupt:
+            raise click.exceptions.Exit(interrupted_exit_code(error)) from None
+        except KeyboardInterrupt as error:
             click.echo(
                 "Interrupted: stopped at once. Files already written are complete (all are written "
                 "atomically); a training run continues from its last checkpoint with --resume",
                 err=True,
             )
-            raise click.exceptions.Exit(INTERRUPTED_EXIT_CODE) from None
+            raise click.exceptions.Exit(interrupted_exit_code(error)) from None
 
     return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="ssl_keras")
-def main():
+@click.option(
+    "--verbose",
+    is_flag=True,
+    help="Also show TensorFlow's C++ start-up and info log lines (hidden by default).",
+)
+def main(verbose):
     """ssl-keras: SimCLR pretraining on unlabeled images, transfer to object localization.
 
     Images are read as float RGB in [0, 255]; every run writes config.json and result JSON
     next to its checkpoints.
     """
+    # Help and option errors never get here; commands import TensorFlow lazily, after this.
+    if verbose:
+        quiet_startup.restore_tensorflow_log_level()
+    else:
+        os.environ[quiet_startup.QUIET_ENV] = "1"  # worker processes inherit it
+        quiet_startup.install_if_requested()
 
 
 @main.command()
-@options_from(
-    __import__("ssl_keras.runs.config", fromlist=["PretrainConfig"]).PretrainConfig, PRETRAIN_HELP
-)
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="JSON or YAML file of option values; options given here override it.",
-)
+@options_from(PretrainConfig, PRETRAIN_HELP)
+@config_file_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors_as_click
 def pretrain(config_file, quiet, **options):
@@ -184,10 +213,10 @@ def pretrain(config_file, quiet, **options):
     Example: ssl-keras pretrain --data ../shared/data/unlabeled --out runs/p1 --epochs 1
     --image-size 96 --batch-size 64
     """
-    from ssl_keras.runs.config import PretrainConfig, build_config
+    # The config is checked before the stage (and TensorFlow) is imported: a bad value is instant.
+    config = build_config(PretrainConfig, config_file=config_file, **options)
     from ssl_keras.pretraining.pretrain import run_pretrain
 
-    config = build_config(PretrainConfig, config_file=config_file, **options)
     result = run_pretrain(config, verbose=0 if quiet else 1, log=click.echo)
     _print_pretrain_result(result)
 
@@ -216,16 +245,8 @@ def _print_pretrain_result(result):
 
 
 @main.command()
-@options_from(
-    __import__("ssl_keras.runs.config", fromlist=["DetectConfig"]).DetectConfig, DETECT_HELP
-)
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="JSON or YAML file of option values; options given here override it.",
-)
+@options_from(DetectConfig, DETECT_HELP)
+@config_file_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors_as_click
 def detect(config_file, quiet, **options):
@@ -234,10 +255,9 @@ def detect(config_file, quiet, **options):
     Example: ssl-keras detect --data voc:../shared/data/voc2007 --backbone runs/p1 --out runs/d1
     --epochs 2 --image-size 128
     """
-    from ssl_keras.runs.config import DetectConfig, build_config
+    config = build_config(DetectConfig, config_file=config_file, **options)
     from ssl_keras.localization.detect import run_detect
 
-    config = build_config(DetectConfig, config_file=config_file, **options)
     metrics = run_detect(config, verbose=0 if quiet else 1, log=click.echo)
     click.echo(metrics_row(metrics, header=True))
     for name, path in metrics["outputs"].items():
@@ -352,7 +372,7 @@ def predict(run_dir, images, out):
     """
     from ssl_keras.localization.predict import PREDICTIONS_FILE, predict_images
 
-    result = predict_images(run_dir, images, out, log=click.echo)
+    result = predict_images(run_dir, images, out, log=click.echo, verbose=1)
     for row in result["predictions"]:
         click.echo(
             f"{row['image']}: {row['class']} {row['score']:.2f} box {row['box']} -> {row['output']}"
@@ -380,16 +400,8 @@ COMPARE_HELP = dict(
 
 
 @main.command()
-@options_from(
-    __import__("ssl_keras.compare.compare", fromlist=["CompareConfig"]).CompareConfig, COMPARE_HELP
-)
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="JSON or YAML file of option values; options given here override it.",
-)
+@options_from(CompareConfig, COMPARE_HELP)
+@config_file_option
 @click.option(
     "--gradcam-images",
     default=3,
@@ -411,10 +423,9 @@ def compare(config_file, gradcam_images, workers, **options):
     Example: ssl-keras compare --data voc:../shared/data/voc2007 --backbones ssl:runs/p1,scratch
     --label-fractions 0.25,1.0 --modes freeze,finetune --seeds 2 --out runs/cmp
     """
-    from ssl_keras.compare.compare import CompareConfig, run_compare
-    from ssl_keras.runs.config import build_config
-
     config = build_config(CompareConfig, config_file=config_file, **options)
+    from ssl_keras.compare.compare import run_compare
+
     hook = _gradcam_hook(config, gradcam_images) if gradcam_images else None
     summary = run_compare(config, log=click.echo, gradcam=hook, workers=workers)
     click.echo(f"report: {os.path.join(summary['out'], 'report.md')}")
@@ -450,7 +461,7 @@ def experiment(experiment_file, check, workers):
     Running the same command again continues an interrupted experiment (finished stages and
     cells are kept). Example: ssl-keras experiment experiments/paper_cpu.yaml
     """
-    from ssl_keras.compare.compare import grid_cells
+    from ssl_keras.compare.compare_config import grid_cells
     from ssl_keras.experiment.experiment import load_experiment, run_experiment
 
     loaded = load_experiment(experiment_file)
@@ -478,7 +489,7 @@ def experiment(experiment_file, check, workers):
             "checkpoint)",
             err=True,
         )
-        raise click.exceptions.Exit(INTERRUPTED_EXIT_CODE) from None
+        raise click.exceptions.Exit(interrupted_exit_code(error)) from None
     for line in summary["analysis"].get("headline", []):
         click.echo(line)
     click.echo(
@@ -527,73 +538,39 @@ def gradcam(model_dirs, images, out, target, layer_name):
     click.echo(f"grid: {result['grid']}")
 
 
+PROBE_HELP = {
+    "backbone": "Pretrain run directory (ssl:DIR), encoder.keras, imagenet or scratch.",
+    "data": "voc:PATH, manifest:CSV (or a folder with manifest.csv), folder:PATH (class subfolders), "
+    "synthetic[:N].",
+    "out": "Run directory (must be new or empty).",
+    "method": "linear (logistic regression), knn (weighted kNN) or both.",
+    "image_size": "Square side images are resized to (>= 32).",
+    "batch_size": "Feature-extraction batch size.",
+    "max_per_class": "Cap images per class (deterministic; default: all).",
+    "backbone_name": "keras.applications architecture for imagenet, scratch and --backbone-weights.",
+    "backbone_weights": "Local weights file to start --backbone-name from.",
+    "seed": "Seed of the class-stratified split and of the linear probe.",
+    "epochs": "Epochs of the linear probe.",
+    "k": "Neighbours of the kNN probe.",
+    "temperature": "Temperature of the kNN probe's similarity weights (> 0).",
+    "estimate_bn": "Estimate the backbone's BatchNorm statistics on 512 of the probe's train images "
+    "first (labels unused), e.g. for a scratch backbone whose statistics are still (0, 1).",
+}
+
+
 @main.command()
-@click.option(
-    "--backbone",
-    required=True,
-    help="Pretrain run directory (ssl:DIR), encoder.keras, imagenet or scratch.",
-)
-@click.option(
-    "--data",
-    required=True,
-    help="voc:PATH, manifest:CSV (or a folder with manifest.csv), folder:PATH (class subfolders), synthetic[:N].",
-)
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Run directory (must be new or empty).",
-)
-@click.option(
-    "--method", default="linear", show_default=True, type=click.Choice(["linear", "knn", "both"])
-)
-@click.option("--image-size", default=96, show_default=True, type=click.IntRange(min=32))
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
-@click.option(
-    "--max-per-class",
-    default=None,
-    type=click.IntRange(min=1),
-    help="Cap images per class (deterministic).",
-)
-@click.option("--backbone-name", default="EfficientNetB1", show_default=True)
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option(
-    "--estimate-bn/--no-estimate-bn",
-    "estimate_bn",
-    default=False,
-    show_default=True,
-    help="Estimate the backbone's BatchNorm statistics on 512 of the probe's train images first "
-    "(labels unused), e.g. for a scratch backbone whose statistics are still (0, 1).",
-)
+@options_from(ProbeConfig, PROBE_HELP)
+@config_file_option
+@click.option("--quiet", is_flag=True, help="No progress bars.")
 @user_errors_as_click
-def probe(
-    backbone,
-    data,
-    out,
-    method,
-    image_size,
-    batch_size,
-    max_per_class,
-    backbone_name,
-    seed,
-    estimate_bn,
-):
+def probe(config_file, quiet, **options):
     """Top-1/Top-3 of a linear (or kNN) classifier on frozen backbone features."""
+    config = build_config(ProbeConfig, config_file=config_file, **options)
     from ssl_keras.probing.probe import run_probe
 
-    result = run_probe(
-        backbone,
-        data,
-        out,
-        method=method,
-        image_size=image_size,
-        batch_size=batch_size,
-        max_per_class=max_per_class,
-        seed=seed,
-        backbone_name=backbone_name,
-        estimate_bn=estimate_bn,
-        log=click.echo,
-    )
+    settings = to_dict(config)
+    backbone, data, out = (settings.pop(name) for name in ("backbone", "data", "out"))
+    result = run_probe(backbone, data, out, **settings, verbose=0 if quiet else 1, log=click.echo)
     click.echo(
         f"probe ({result['method']}): top1 {result['top1']:.4f}, top3 {result['top3']:.4f} "
         f"on {result['num_test']} test images -> {os.path.join(out, 'probe.json')}"

@@ -31,8 +31,21 @@ def options_from(config_cls, helps, *, skip=()):
                     f"{flag}/--no-{flag[2:]}", field.name, default=None, help=help_text
                 )
             else:
+                choices = getattr(config_cls, "CHOICES", {}).get(field.name)
+                if choices:
+                    kind = click.Choice(choices)
                 option = click.option(flag, field.name, type=kind, default=None, help=help_text)
             command = option(command)
         return command
 
     return decorate
+
+
+config_file_option = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="JSON or YAML file of option values; options given here override it.",
+)
+"""The `--config FILE` option of the commands built from a config dataclass."""

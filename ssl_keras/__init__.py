@@ -4,26 +4,44 @@ All images entering models of this package are float tensors in [0, 255], shape 
 EfficientNet backbones rescale internally.
 """
 
-import os
+import importlib
 
-# TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notices) is noise; the imports below
-# load Keras (and so TensorFlow), so this must come first. `setdefault`: a user's setting wins.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from ssl_keras import import_hooks, quiet_startup
 
-# Every module that registers a serializable (`keras.saving.register_keras_serializable`), so
-# that `import ssl_keras` is enough for `keras.saving.load_model` of any file this package
-# writes. They import Keras and NumPy only (no TensorFlow Datasets, no keras-cv);
-# tests/test_package.py checks both.
-import ssl_keras.optimizers  # noqa: E402,F401
-import ssl_keras.localization.box_augmenter  # noqa: E402,F401
-import ssl_keras.localization.box_heads  # noqa: E402,F401
-import ssl_keras.localization.box_losses  # noqa: E402,F401
-import ssl_keras.localization.box_metrics  # noqa: E402,F401
-import ssl_keras.localization.box_regressor  # noqa: E402,F401
-import ssl_keras.pretraining.ntxent_loss  # noqa: E402,F401
-import ssl_keras.pretraining.projection_head  # noqa: E402,F401
-import ssl_keras.pretraining.simclr  # noqa: E402,F401
-import ssl_keras.pretraining.simclr_augmenter  # noqa: E402,F401
-import ssl_keras.pretraining.supervised  # noqa: E402,F401
+# TensorFlow's C++ info lines (CUDA probes, oneDNN notices) are noise: TF_CPP_MIN_LOG_LEVEL=2,
+# unless the user set it. The CLI also filters the start-up lines that ignore it.
+quiet_startup.default_tensorflow_log_level()
+
+SERIALIZABLE_MODULES = (
+    "ssl_keras.optimizers",
+    "ssl_keras.localization.box_augmenter",
+    "ssl_keras.localization.box_heads",
+    "ssl_keras.localization.box_losses",
+    "ssl_keras.localization.box_metrics",
+    "ssl_keras.localization.box_regressor",
+    "ssl_keras.pretraining.ntxent_loss",
+    "ssl_keras.pretraining.projection_head",
+    "ssl_keras.pretraining.simclr",
+    "ssl_keras.pretraining.simclr_augmenter",
+    "ssl_keras.pretraining.supervised",
+)
+"""Every module that registers a serializable (`keras.saving.register_keras_serializable`).
+
+They import Keras and NumPy only (no TensorFlow Datasets, no keras-cv); tests/test_package.py
+checks that `import ssl_keras` registers them all.
+"""
+
+
+def register_serializables():
+    """Imports every module of `SERIALIZABLE_MODULES`, so `keras.saving.load_model` finds their classes."""
+    for module in SERIALIZABLE_MODULES:
+        importlib.import_module(module)
+
+
+# `import ssl_keras` is enough for `keras.saving.load_model` of any file this package writes, yet
+# does not import Keras itself (seconds, and `ssl-keras --help` must be instant): the classes are
+# registered as soon as Keras is imported (see ssl_keras.import_hooks).
+import_hooks.after_import("keras", register_serializables)
+quiet_startup.install_if_requested()
 
 __version__ = "0.1.0"

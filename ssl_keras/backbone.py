@@ -7,6 +7,8 @@ import keras
 
 from ssl_keras.data.download_host import network_available
 
+from ssl_keras.runs.config import MIN_IMAGE_SIZE, minimum_image_size  # noqa: F401 - re-exported
+
 # Families whose keras.applications constructor rescales [0, 255] inputs itself.
 _SELF_PREPROCESSING = ("EfficientNet", "ConvNeXt", "RegNet", "MobileNetV3")
 # Families that expect inputs in [-1, 1] ("tf" mode of preprocess_input).
@@ -133,22 +135,6 @@ def tiny_backbone(*, width=16, input_shape=(None, None, 3)):
         x = keras.layers.Activation("relu", name=f"relu{i}")(x)
     outputs = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     return keras.Model(inputs, outputs, name="tiny_backbone")
-
-
-MIN_IMAGE_SIZE = {"InceptionV3": 75, "InceptionResNetV2": 75, "Xception": 71}
-"""Smallest input side of the keras.applications models that need more than 32 pixels."""
-
-
-def minimum_image_size(name):
-    """Smallest square input side `name` accepts: 32 for most keras.applications models.
-
-    Args:
-        name: str, a keras.applications model name or `"tiny"`.
-
-    Returns:
-        int.
-    """
-    return MIN_IMAGE_SIZE.get(name, 32)
 
 
 def make_backbone(name="EfficientNetB1", *, weights=None):

@@ -362,15 +362,32 @@ def _round_half_up(value):
     return int(math.floor(value + 0.5))
 
 
+class LabelCountError(ValueError):
+    """More labelled images asked for (`num`) than the training split has (`available`)."""
+
+    def __init__(self, message, *, num, available):
+        super().__init__(message)
+        self.num, self.available = num, available
+
+    def __reduce__(self):
+        return _label_count_error, (str(self), self.num, self.available)
+
+
+def _label_count_error(message, num, available):
+    return LabelCountError(message, num=num, available=available)
+
+
 def check_label_fraction(fraction=None, num=None, *, available=None):
     """Raises ValueError unless `fraction` is in (0, 1] and `num` in [1, available]."""
     if num is not None:
         if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
             raise ValueError(f"`num` must be an int >= 1. Received: num={num!r}")
         if available is not None and num > available:
-            raise ValueError(
+            raise LabelCountError(
                 f"`num` must be at most the {available} labeled images available. "
-                f"Received: num={num}"
+                f"Received: num={num}",
+                num=num,
+                available=available,
             )
         return
     if fraction is None or not (0.0 < float(fraction) <= 1.0):

@@ -40,11 +40,16 @@ of the options a continued run must match, and the results do not depend on it
 import dataclasses
 import os
 import time
-import typing
 from typing import Dict, List, Optional
 
-from ssl_keras.compare.compare import CompareConfig
-from ssl_keras.runs.config import ConfigError, PretrainConfig, read_config_file, to_dict
+from ssl_keras.compare.compare_config import CompareConfig
+from ssl_keras.runs.config import (
+    ConfigError,
+    PretrainConfig,
+    check_type,
+    read_config_file,
+    to_dict,
+)
 from ssl_keras.runs.run_directory import RunDirectoryError, read_json, write_json_atomic
 
 EXPERIMENT_KEYS = ("name", "description", "out", "pretrain", "compare", "analysis", "workers")
@@ -70,7 +75,7 @@ class AnalysisConfig:
     gradcam_mass_images: Optional[int] = None
 
     def validate(self):
-        from ssl_keras.compare.compare import METRICS
+        from ssl_keras.compare.compare_config import METRICS
 
         if self.metric not in METRICS:
             raise ConfigError(
@@ -196,7 +201,7 @@ def load_experiment(path):
 
 
 def _is_label(text):
-    from ssl_keras.compare.compare import LABEL_PATTERN
+    from ssl_keras.compare.compare_config import LABEL_PATTERN
 
     return bool(LABEL_PATTERN.match(text))
 
@@ -216,35 +221,8 @@ def _section(where, options, cls, owned):
                 f"{where}: unknown option {key!r}; known: "
                 f"{', '.join(sorted(set(fields) - set(owned)))}"
             )
-        _check_type(where, key, options[key], fields[key].type)
+        check_type(where, key, options[key], fields[key].type)
     return dict(options)
-
-
-def _check_type(where, key, value, annotation):
-    # Optional[X] / Union[...] list their members; List[X] is one member, a list.
-    union = typing.get_origin(annotation) is typing.Union
-    allowed = list(typing.get_args(annotation)) if union else [annotation]
-    if value is None:
-        if type(None) in allowed:
-            return
-        raise ConfigError(f"{where}: {key} cannot be null")
-    kinds = set()
-    for kind in allowed:
-        origin = typing.get_origin(kind)
-        if origin in (list, List):
-            kinds.add(list)
-        elif kind in (int, float, str, bool):
-            kinds.add(kind)
-    ok = (
-        (bool in kinds and isinstance(value, bool))
-        or (int in kinds and isinstance(value, int) and not isinstance(value, bool))
-        or (float in kinds and isinstance(value, (int, float)) and not isinstance(value, bool))
-        or (str in kinds and isinstance(value, str))
-        or (list in kinds and isinstance(value, list))
-    )
-    if not ok:
-        names = " or ".join(sorted(kind.__name__ for kind in kinds)) or str(annotation)
-        raise ConfigError(f"{where}: {key} must be {names}; got {value!r}")
 
 
 def _build(where, cls, options, **owned):

@@ -15,6 +15,7 @@ Both are fitted on the labelled training targets alone and never look at an imag
 import numpy as np
 
 from ssl_keras.localization.box_iou import box_iou_numpy
+from ssl_keras.runs.config import MAJORITY_CLASS, PRIOR_BOX  # noqa: F401 - re-exported
 from ssl_keras.localization.box_metrics import (
     MEAN_IOU,
     REPORT_IOU_THRESHOLDS,
@@ -22,8 +23,6 @@ from ssl_keras.localization.box_metrics import (
     class_rank_numpy,
 )
 
-PRIOR_BOX = "prior_box"
-MAJORITY_CLASS = "majority_class"
 BOX_METRICS = (MEAN_IOU, *(f"loc_acc@{t:g}" for t in REPORT_IOU_THRESHOLDS))
 CLASS_METRICS = ("top1", "top3", "balanced_top1")
 

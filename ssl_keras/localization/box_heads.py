@@ -17,7 +17,7 @@ defines it from its own parametrisation, so no caller has to reach into the head
 import keras
 from keras import ops
 
-HEADS = ("pooled", "spatial")
+from ssl_keras.runs.config import HEADS
 
 
 def boxes_from_center_size(raw):

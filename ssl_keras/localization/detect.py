@@ -39,9 +39,13 @@ from ssl_keras.runs.callbacks import (
     image_grid,
     read_best_epoch,
 )
-from ssl_keras.runs.config import DetectConfig, to_dict
+from ssl_keras.runs.config import ConfigError, DetectConfig, to_dict
 from ssl_keras.data.feature_cache import backbone_outputs, cached_dataset, cached_train_stream
-from ssl_keras.data.localization import boxes_to_original, load_localization_data
+from ssl_keras.data.localization import (
+    LabelCountError,
+    boxes_to_original,
+    load_localization_data,
+)
 from ssl_keras.runs.export import ExportError, export_onnx, export_serving
 from ssl_keras.optimizers import BackboneAdamW, WarmupCosineDecay
 from ssl_keras.runs.run_directory import (
@@ -69,16 +73,23 @@ def resolve_seeds(seed):
 
 def _load_data(options, seeds, data_spec=None, splits=("train", "val", "test")):
     """The run's localization data (`data_spec` overrides its source), reading only `splits`."""
-    return load_localization_data(
-        data_spec or options["data"],
-        image_size=options["image_size"],
-        batch_size=options["batch_size"],
-        seed=seeds["data"],
-        label_fraction=options["label_fraction"],
-        num_labeled=options["num_labeled"],
-        resize=options["resize"],
-        splits=splits,
-    )
+    spec = data_spec or options["data"]
+    try:
+        return load_localization_data(
+            spec,
+            image_size=options["image_size"],
+            batch_size=options["batch_size"],
+            seed=seeds["data"],
+            label_fraction=options["label_fraction"],
+            num_labeled=options["num_labeled"],
+            resize=options["resize"],
+            splits=splits,
+        )
+    except LabelCountError as error:
+        raise ConfigError(
+            f"--num-labeled must be in [1, {error.available}]: the train split of {spec} has "
+            f"{error.available} usable images; got {error.num} (or use --label-fraction)"
+        ) from None
 
 
 def _phase_optimizer(config, steps, finetune):

@@ -144,7 +144,7 @@ def _predict_and_draw(model, image, target, *, image_size, resize, class_names):
     }
 
 
-def predict_images(run_dir, paths, out, *, log=None):
+def predict_images(run_dir, paths, out, *, log=None, verbose=0):
     """Predicts with a detect run on image files and writes annotated PNGs.
 
     Each image is decoded and resized exactly as in training (the run's `image_size` and
@@ -161,6 +161,7 @@ def predict_images(run_dir, paths, out, *, log=None):
         out: output folder (created if needed; existing files are never overwritten).
         log: function taking one line of text, or None, for the skipped and converted
             inputs. Defaults to None (silent).
+        verbose: int, 1 shows a progress bar over the images. Defaults to 0.
 
     Returns:
         The `predictions.json` content: a dict with `predictions` (one dict per drawn image:
@@ -194,7 +195,10 @@ def predict_images(run_dir, paths, out, *, log=None):
         log(f"image {path}: read, {repair}")
     os.makedirs(out, exist_ok=True)
     rows = []
+    progress = keras.utils.Progbar(len(usable), unit_name="image") if verbose else None
     for path, target in zip(usable, targets):
+        if progress is not None:
+            progress.add(1)
         try:
             image, _ = _load(path, image_size)
         except UnreadableImageError as error:  # The header looked fine; the pixels do not.

@@ -45,12 +45,27 @@ from ssl_keras.data.labelled_images import (
 from ssl_keras.data import source_spec
 from ssl_keras.data import synthetic
 from ssl_keras.data.source_spec import SourceError
+from ssl_keras.runs.config import PROBE_METHODS
 from ssl_keras.runs.run_directory import environment_info, prepare_run_directory, write_json_atomic
 
-METHODS = ("linear", "knn", "both")
+METHODS = PROBE_METHODS
 SPEC_FORMS = "voc:PATH, manifest:CSV (or a folder holding manifest.csv), folder:PATH (one sub-folder per class) or synthetic[:N]"
 SYNTHETIC_TRAIN_FRACTION = 0.7
 BN_ESTIMATE_IMAGES = 512
+PROBE_OPTIONS = (
+    "method",
+    "image_size",
+    "batch_size",
+    "max_per_class",
+    "seed",
+    "backbone_name",
+    "backbone_weights",
+    "epochs",
+    "k",
+    "temperature",
+    "estimate_bn",
+)
+"""The arguments of `run_probe` that its `config.json` records as options, in order."""
 """Train images used to estimate batch-norm statistics before probing (see `run_probe`)."""
 
 
@@ -113,6 +128,7 @@ def linear_probe(
     learning_rate=1e-2,
     l2=1e-4,
     seed=0,
+    verbose=0,
 ):
     """Linear evaluation: a softmax classifier trained on frozen, standardized features.
 
@@ -131,6 +147,7 @@ def linear_probe(
             Defaults to 1e-2.
         l2: float, L2 penalty on the weights. Defaults to 1e-4.
         seed: int, shuffle seed. Defaults to 0.
+        verbose: int, 1 shows one progress bar over the epochs. Defaults to 0.
 
     Returns:
         A dict: `top1`, `top3` (top-min(3, C)) test accuracies, `num_train`, `num_test`,
@@ -172,10 +189,22 @@ def linear_probe(
     dataset = tf.data.Dataset.from_tensor_slices((standardize(train_x), train_y.astype("int32")))
     dataset = dataset.shuffle(len(train_y), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    classifier.fit(dataset, epochs=int(epochs), verbose=0, shuffle=False)
+    callbacks = [_EpochProgress(int(epochs))] if verbose else []
+    classifier.fit(dataset, epochs=int(epochs), verbose=0, shuffle=False, callbacks=callbacks)
     # One direct call, not `predict`: a new model per probe would retrace a predict function.
     scores = keras.ops.convert_to_numpy(classifier(standardize(test_x), training=False))
     return _report(scores, test_y, len(train_y), "linear", epochs=int(epochs))
+
+
+class _EpochProgress(keras.callbacks.Callback):
+    """One `keras.utils.Progbar` over all epochs of a fit (Keras's own shows one per epoch)."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.progress = keras.utils.Progbar(epochs, unit_name="epoch")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.progress.update(epoch + 1, [("loss", float((logs or {}).get("loss", 0.0)))])
 
 
 def knn_probe(
@@ -220,9 +249,20 @@ def knn_probe(
     return _report(scores, test_y, len(train_y), "knn", k=k, temperature=float(temperature))
 
 
-def _run_method(method, train, test, num_classes, *, seed=0, epochs=100, k=20, temperature=0.07):
+def _check_method(method, methods):
+    if method not in methods:
+        raise ValueError(
+            f"`method` must be one of {', '.join(methods)}. Received: method={method!r}"
+        )
+
+
+def _run_method(
+    method, train, test, num_classes, *, seed=0, epochs=100, k=20, temperature=0.07, verbose=0
+):
     if method == "linear":
-        return linear_probe(*train, *test, num_classes=num_classes, epochs=epochs, seed=seed)
+        return linear_probe(
+            *train, *test, num_classes=num_classes, epochs=epochs, seed=seed, verbose=verbose
+        )
     if method == "knn":
         return knn_probe(*train, *test, num_classes=num_classes, k=k, temperature=temperature)
     raise ValueError(f"`method` must be one of {', '.join(METHODS)}. Received: method={method!r}")
@@ -231,19 +271,24 @@ def _run_method(method, train, test, num_classes, *, seed=0, epochs=100, k=20, t
 # Features.
 
 
-def extract_features(backbone, dataset):
+def extract_features(backbone, dataset, *, verbose=0):
     """Runs a backbone in inference mode over labelled batches.
 
     Args:
         backbone: a `keras.Model` mapping float images `[B, H, W, 3]` in [0, 255] to `[B, C]`.
         dataset: iterable of `(images, labels)` batches, where `labels` is an int array `[B]` or
             a dict with `"labels"` (as `load_localization_data` yields).
+        verbose: int, 1 shows a progress bar over the batches (`keras.utils.Progbar`).
+            Defaults to 0.
 
     Returns:
         `(features, labels)`: float32 `[N, C]` and int64 `[N]` NumPy arrays.
     """
     features, labels = [], []
+    progress = keras.utils.Progbar(_num_batches(dataset), unit_name="batch") if verbose else None
     for images, targets in dataset:
+        if progress is not None:
+            progress.add(1)
         if isinstance(targets, dict):
             targets = targets["labels"]
         output = keras.ops.convert_to_numpy(backbone.predict_on_batch(images))
@@ -257,6 +302,14 @@ def extract_features(backbone, dataset):
     if not features:
         raise ValueError("the dataset is empty: no features to probe")
     return np.concatenate(features), np.concatenate(labels)
+
+
+def _num_batches(dataset):
+    """The number of batches of a finite `tf.data.Dataset` or sized iterable, else None."""
+    if isinstance(dataset, tf.data.Dataset):
+        count = int(dataset.cardinality())
+        return count if count >= 0 else None
+    return len(dataset) if hasattr(dataset, "__len__") else None
 
 
 # Labelled data.
@@ -496,6 +549,7 @@ def run_probe(
     k=20,
     temperature=0.07,
     estimate_bn=False,
+    verbose=1,
     log=print,
 ):
     """Probes a backbone's frozen features on labelled images and writes a run directory.
@@ -524,16 +578,16 @@ def run_probe(
             EfficientNetB1 as built probes *higher* without it (Imagenette at 64 px: kNN top-1
             0.234 as built, 0.156 estimated; RESULTS.md 1.4), so the default leaves the backbone
             as `detect` uses it. Defaults to False.
+        verbose: int, 1 shows progress bars for the feature extraction and the linear probe;
+            0 none. Defaults to 1.
         log: function of one str. Defaults to `print`.
 
     Returns:
         The dict written to `probe.json`: `top1`, `top3` (of the first method), `results`
         (method -> `linear_probe`/`knn_probe` dict), counts, `feature_dim` and timings.
     """
-    if method not in METHODS:
-        raise ValueError(
-            f"`method` must be one of {', '.join(METHODS)}. Received: method={method!r}"
-        )
+    arguments = dict(locals())
+    _check_method(method, METHODS)
     started = time.perf_counter()
     out = prepare_run_directory(out, command="probe")
     keras.utils.set_random_seed(seed)
@@ -553,28 +607,61 @@ def run_probe(
         estimate_bn_on=data.train if estimate_bn else None,
         batch_size=batch_size,
     )
-    options = {
-        "backbone": backbone_spec if isinstance(backbone_spec, str) else description,
-        "data": data_spec,
-        "out": out,
+    _write_probe_config(out, dict(arguments, out=out), data=data, description=description)
+    hyper = {"seed": seed, "epochs": epochs, "k": k, "temperature": temperature}
+    report = _probe(backbone, data, method, log=log, verbose=verbose, **hyper)
+    report.update(backbone=description, wall_seconds=time.perf_counter() - started)
+    write_json_atomic(os.path.join(out, "probe.json"), report)
+    return report
+
+
+def _probe(backbone, data, method, *, log, verbose, **hyper):
+    """Extracts the features of `data` and runs the probe `method`: the report without timings."""
+    feature_start = time.perf_counter()
+    if verbose:
+        log(f"extracting features of {data.num_train} train and {data.num_test} test images")
+    train = extract_features(backbone, data.train, verbose=verbose)
+    test = extract_features(backbone, data.test, verbose=verbose)
+    feature_seconds = time.perf_counter() - feature_start
+    methods = ("linear", "knn") if method == "both" else (method,)
+    num_classes = len(data.class_names)
+    results = {
+        m: _run_method(m, train, test, num_classes, verbose=verbose, **hyper) for m in methods
+    }
+    for name, result in results.items():
+        log(f"{name} probe: top1 {result['top1']:.4f}, top3 {result['top3']:.4f}")
+    return {
+        "top1": results[methods[0]]["top1"],
+        "top3": results[methods[0]]["top3"],
         "method": method,
-        "image_size": image_size,
-        "batch_size": batch_size,
-        "max_per_class": max_per_class,
-        "seed": seed,
-        "backbone_name": backbone_name,
-        "backbone_weights": backbone_weights,
-        "epochs": epochs,
-        "k": k,
-        "temperature": temperature,
-        "estimate_bn": estimate_bn,
+        "results": results,
+        "backbone": None,
+        "data": data.description,
+        "num_train": int(len(train[1])),
+        "num_test": int(len(test[1])),
+        "feature_dim": int(train[0].shape[1]),
+        "class_names": list(data.class_names),
+        "feature_seconds": feature_seconds,
+        "wall_seconds": None,
+    }
+
+
+def _write_probe_config(out, arguments, *, data, description):
+    """Writes the probe's `config.json`: its options (from `run_probe`'s `arguments`), seeds, and
+    the data and backbone used."""
+    backbone = arguments["backbone_spec"]
+    options = {
+        "backbone": backbone if isinstance(backbone, str) else description,
+        "data": arguments["data_spec"],
+        "out": arguments["out"],
+        **{name: arguments[name] for name in PROBE_OPTIONS},
     }
     write_json_atomic(
         os.path.join(out, "config.json"),
         {
             "command": "probe",
             "options": options,
-            "seeds": {"global": seed, "data": seed},
+            "seeds": {"global": options["seed"], "data": options["seed"]},
             "resolved": {
                 "backbone": description,
                 "data": data.description,
@@ -586,42 +673,6 @@ def run_probe(
             "environment": environment_info(),
         },
     )
-    feature_start = time.perf_counter()
-    train = extract_features(backbone, data.train)
-    test = extract_features(backbone, data.test)
-    feature_seconds = time.perf_counter() - feature_start
-    methods = ("linear", "knn") if method == "both" else (method,)
-    results = {
-        m: _run_method(
-            m,
-            train,
-            test,
-            len(data.class_names),
-            seed=seed,
-            epochs=epochs,
-            k=k,
-            temperature=temperature,
-        )
-        for m in methods
-    }
-    for name, result in results.items():
-        log(f"{name} probe: top1 {result['top1']:.4f}, top3 {result['top3']:.4f}")
-    report = {
-        "top1": results[methods[0]]["top1"],
-        "top3": results[methods[0]]["top3"],
-        "method": method,
-        "results": results,
-        "backbone": description,
-        "data": data.description,
-        "num_train": int(len(train[1])),
-        "num_test": int(len(test[1])),
-        "feature_dim": int(train[0].shape[1]),
-        "class_names": list(data.class_names),
-        "feature_seconds": feature_seconds,
-        "wall_seconds": time.perf_counter() - started,
-    }
-    write_json_atomic(os.path.join(out, "probe.json"), report)
-    return report
 
 
 class ProbeMonitor(keras.callbacks.Callback):

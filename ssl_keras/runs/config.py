@@ -7,7 +7,8 @@ run directory's `config.json`.
 import dataclasses
 import json
 import os
-from typing import Optional
+import typing
+from typing import ClassVar, List, Optional
 
 
 class ConfigError(ValueError):
@@ -15,6 +16,8 @@ class ConfigError(ValueError):
 
 
 PRETRAIN_METHODS = ("simclr", "supervised")
+OPTIMIZERS = ("auto", "adamw", "lars", "lamb")
+"""`--optimizer`: auto is AdamW below batch 1024, else LARS (see ssl_keras.optimizers)."""
 SIMCLR_IMAGE_SIZE = 224
 SIMCLR_BLUR_SIGMA = (0.1, 2.0)
 """SimCLR's Gaussian-blur sigma range, in pixels of a 224-pixel image (Chen et al., 2020, B.9)."""
@@ -31,6 +34,9 @@ class PretrainConfig:
     2-core CPU (RESULTS.md, "Why EfficientNetB1 collapsed"); where it departs from the SimCLR
     paper (Chen et al., 2020), the paper's value is in the comment.
     """
+
+    CHOICES: ClassVar[dict] = {"method": PRETRAIN_METHODS, "optimizer": OPTIMIZERS}
+    """The fields with fixed values (a `click.Choice` on the command line)."""
 
     data: str = "synthetic"
     out: str = "runs/pretrain"
@@ -83,39 +89,145 @@ class PretrainConfig:
         (10% of the side) already is.
         """
         scale = self.image_size / SIMCLR_IMAGE_SIZE
-        high = self.blur_sigma_max if self.blur_sigma_max is not None else SIMCLR_BLUR_SIGMA[1] * scale
+        high = (
+            self.blur_sigma_max if self.blur_sigma_max is not None else SIMCLR_BLUR_SIGMA[1] * scale
+        )
         return (min(SIMCLR_BLUR_SIGMA[0] * scale, high), high)
 
     def validate(self):
+        check_field_types(self)
+        check_choices(self)
         _check_export_onnx(self.export_onnx)
-        check_option(self.method in PRETRAIN_METHODS, "method", self.method, "one of " + ", ".join(PRETRAIN_METHODS))
-        check_option(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
-        check_option(self.probe_every >= 1, "probe_every", self.probe_every, "an integer >= 1")
-        check_option(self.probe_max_per_class >= 1, "probe_max_per_class", self.probe_max_per_class, "an integer >= 1")
-        check_option(self.batch_size >= 2, "batch_size", self.batch_size, "an integer >= 2 (pairs need negatives)")
+        check_integers_at_least(
+            self,
+            epochs=1,
+            probe_every=1,
+            probe_max_per_class=1,
+            projection_dim=1,
+            projection_layers=1,
+            steps_per_epoch=1,
+        )
+        check_option(
+            self.batch_size >= 2,
+            "batch_size",
+            self.batch_size,
+            "an integer >= 2 (pairs need negatives)",
+        )
         _check_image_size(self.image_size, self.backbone)
         check_option(self.temperature > 0, "temperature", self.temperature, "a number > 0")
-        check_option(self.projection_dim >= 1, "projection_dim", self.projection_dim, "an integer >= 1")
-        check_option(self.projection_layers >= 1, "projection_layers", self.projection_layers, "an integer >= 1")
-        check_option(self.optimizer in ("auto", "adamw", "lars", "lamb"), "optimizer", self.optimizer,
-               "one of auto, adamw, lars, lamb")
-        check_option(self.learning_rate is None or self.learning_rate > 0, "learning_rate", self.learning_rate, "> 0")
-        check_option(self.weight_decay is None or self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
-        check_option(self.warmup_epochs is None or 0 <= self.warmup_epochs <= self.epochs, "warmup_epochs",
-               self.warmup_epochs, f"in [0, epochs={self.epochs}] (or left out: a tenth of the epochs)")
+        check_option(
+            self.learning_rate is None or self.learning_rate > 0,
+            "learning_rate",
+            self.learning_rate,
+            "> 0",
+        )
+        check_option(
+            self.weight_decay is None or self.weight_decay >= 0,
+            "weight_decay",
+            self.weight_decay,
+            ">= 0",
+        )
+        check_option(
+            self.warmup_epochs is None or 0 <= self.warmup_epochs <= self.epochs,
+            "warmup_epochs",
+            self.warmup_epochs,
+            f"in [0, epochs={self.epochs}] (or left out: a tenth of the epochs)",
+        )
         check_option(self.jitter_strength >= 0, "jitter_strength", self.jitter_strength, ">= 0")
         check_option(0 < self.crop_area_min <= 1, "crop_area_min", self.crop_area_min, "in (0, 1]")
-        check_option(self.blur_sigma_max is None or self.blur_sigma_max > 0, "blur_sigma_max", self.blur_sigma_max, "> 0")
-        check_option(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "in [0, 1)")
-        check_option(self.drop_connect_rate is None or 0 <= self.drop_connect_rate < 1, "drop_connect_rate",
-               self.drop_connect_rate, "in [0, 1)")
-        check_option(self.bn_momentum is None or 0 < self.bn_momentum < 1, "bn_momentum", self.bn_momentum, "in (0, 1)")
+        check_option(
+            self.blur_sigma_max is None or self.blur_sigma_max > 0,
+            "blur_sigma_max",
+            self.blur_sigma_max,
+            "> 0",
+        )
+        check_option(
+            0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "in [0, 1)"
+        )
+        check_option(
+            self.drop_connect_rate is None or 0 <= self.drop_connect_rate < 1,
+            "drop_connect_rate",
+            self.drop_connect_rate,
+            "in [0, 1)",
+        )
+        check_option(
+            self.bn_momentum is None or 0 < self.bn_momentum < 1,
+            "bn_momentum",
+            self.bn_momentum,
+            "in (0, 1)",
+        )
         if self.zero_init_residual and self.backbone_weights:
-            raise ConfigError("--zero-init-residual would erase the residual branches of --backbone-weights "
-                              f"{self.backbone_weights}; use --no-zero-init-residual with pretrained weights")
-        check_option(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch",
-               self.steps_per_epoch, "an integer >= 1")
+            raise ConfigError(
+                "--zero-init-residual would erase the residual branches of --backbone-weights "
+                f"{self.backbone_weights}; use --no-zero-init-residual with pretrained weights"
+            )
         return self
+
+
+def check_type(where, key, value, annotation):
+    """Raises `ConfigError` unless `value` fits the field type `annotation`.
+
+    `Optional[X]` and `Union[...]` allow each member, `List[X]` a list. A bool is not an int
+    (YAML's `yes` must not become 1 epoch); an int is a float. The message names `where` (a
+    config file, an experiment section) or, if None, the option, then the type and the value.
+    """
+    union = typing.get_origin(annotation) is typing.Union
+    allowed = list(typing.get_args(annotation)) if union else [annotation]
+    name = f"{where}: {key}" if where else f"--{key.replace('_', '-')}"
+    if value is None:
+        if type(None) in allowed:
+            return
+        raise ConfigError(f"{name} cannot be null")
+    kinds = set()
+    for kind in allowed:
+        if typing.get_origin(kind) in (list, List) or kind is list:
+            kinds.add(list)
+        elif kind in (int, float, str, bool):
+            kinds.add(kind)
+    ok = (
+        (bool in kinds and isinstance(value, bool))
+        or (int in kinds and isinstance(value, int) and not isinstance(value, bool))
+        or (float in kinds and isinstance(value, (int, float)) and not isinstance(value, bool))
+        or (str in kinds and isinstance(value, str))
+        or (list in kinds and isinstance(value, list))
+    )
+    if not ok:
+        names = " or ".join(sorted(kind.__name__ for kind in kinds)) or str(annotation)
+        hint = ""
+        if isinstance(value, str) and (int in kinds or float in kinds) and _is_number(value):
+            yaml_exponent = "e" in value.lower() and "." not in value
+            hint = " (a string; write it without quotes" + (
+                ", with a dot, e.g. 1.0e-3: YAML reads 1e-3 as a string)" if yaml_exponent else ")"
+            )
+        raise ConfigError(f"{name} must be {names}; got {value!r}{hint}")
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def check_field_types(config, *, where=None):
+    """`check_type` for every field of the dataclass instance `config` (first step of `validate`)."""
+    for field in dataclasses.fields(config):
+        check_type(where, field.name, getattr(config, field.name), field.type)
+
+
+def check_choices(config):
+    """Raises `ConfigError` for a field of `config.CHOICES` whose value is not one of its choices."""
+    for name, choices in config.CHOICES.items():
+        value = getattr(config, name)
+        check_option(value in choices, name, value, "one of " + ", ".join(choices))
+
+
+def check_integers_at_least(config, **minimums):
+    """`check_option` that each named field of `config` is None or an integer >= its minimum."""
+    for name, minimum in minimums.items():
+        value = getattr(config, name)
+        check_option(value is None or value >= minimum, name, value, f"an integer >= {minimum}")
 
 
 def check_option(ok, name, value, allowed):
@@ -134,11 +246,27 @@ def _check_export_onnx(export_onnx):
             raise ConfigError(f"--export-onnx: {missing}")
 
 
-def _check_image_size(image_size, backbone_name):
-    from ssl_keras.backbone import minimum_image_size
+MIN_IMAGE_SIZE = {"InceptionV3": 75, "InceptionResNetV2": 75, "Xception": 71}
+"""Smallest input side of the keras.applications models that need more than 32 pixels."""
 
+
+def minimum_image_size(name):
+    """Smallest square input side `name` accepts: 32 for most keras.applications models.
+
+    Args:
+        name: str, a keras.applications model name or `"tiny"`.
+
+    Returns:
+        int.
+    """
+    return MIN_IMAGE_SIZE.get(name, 32)
+
+
+def _check_image_size(image_size, backbone_name):
     smallest = minimum_image_size(backbone_name) if backbone_name else 32
-    allowed = f"an integer >= {smallest}" + (f" ({backbone_name}'s smallest input)" if smallest > 32 else "")
+    allowed = f"an integer >= {smallest}" + (
+        f" ({backbone_name}'s smallest input)" if smallest > 32 else ""
+    )
     check_option(image_size >= smallest, "image_size", image_size, allowed)
 
 
@@ -157,7 +285,9 @@ def read_config_file(path):
         else:
             values = json.loads(text)
     except Exception as error:  # yaml and json raise different types
-        raise ConfigError(f"config file {path}: not valid {'YAML' if path.endswith(('.yaml', '.yml')) else 'JSON'} ({error})") from error
+        raise ConfigError(
+            f"config file {path}: not valid {'YAML' if path.endswith(('.yaml', '.yml')) else 'JSON'} ({error})"
+        ) from error
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path}: must hold a mapping of option names to values")
     return values
@@ -178,8 +308,13 @@ def build_config(cls, *, config_file=None, **overrides):
         loaded = read_config_file(os.fspath(config_file))
         unknown = sorted(set(loaded) - fields)
         if unknown:
-            raise ConfigError(f"config file {config_file}: unknown option(s) {', '.join(unknown)}; "
-                              f"known: {', '.join(sorted(fields))}")
+            raise ConfigError(
+                f"config file {config_file}: unknown option(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(fields))}"
+            )
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        for key, value in loaded.items():
+            check_type(f"config file {config_file}", key, value, types[key])
         values.update(loaded)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return cls(**values).validate()
@@ -202,9 +337,22 @@ def to_dict(config):
 
 
 DETECT_MODES = ("freeze", "finetune", "freeze-then-finetune")
+HEADS = ("pooled", "spatial")
+"""The box heads of `ssl_keras.localization.box_heads` (by name, for `--head`)."""
+PRIOR_BOX = "prior_box"
+MAJORITY_CLASS = "majority_class"
+"""The baselines' names (`ssl_keras.localization.box_baselines`): rows of the compare results,
+so no backbone may take them as its label."""
 CLASS_BALANCE = ("none", "weight")
 MODEL_SELECTION = ("best-val", "last")
-
+RESIZE_MODES = ("stretch", "letterbox")
+DETECT_CHOICES = {
+    "head": HEADS,
+    "class_balance": CLASS_BALANCE,
+    "model_selection": MODEL_SELECTION,
+    "resize": RESIZE_MODES,
+}
+"""The fixed-value options that `DetectConfig` and the compare grid share."""
 
 @dataclasses.dataclass
 class DetectConfig:
@@ -215,6 +363,9 @@ class DetectConfig:
     `backbone_weights` (a local weights file) overrides it with `backbone_name` initialised
     from that file.
     """
+
+    CHOICES: ClassVar[dict] = {"mode": DETECT_MODES, **DETECT_CHOICES}
+    """The fields with fixed values (a `click.Choice` on the command line)."""
 
     data: str = "synthetic"
     backbone: str = "scratch"
@@ -251,31 +402,53 @@ class DetectConfig:
     export_onnx: bool = False
 
     def validate(self):
+        check_field_types(self)
+        check_choices(self)
         _check_export_onnx(self.export_onnx)
-        check_option(self.mode in DETECT_MODES, "mode", self.mode, "one of " + ", ".join(DETECT_MODES))
-        from ssl_keras.localization.box_heads import HEADS
-
-        check_option(self.head in HEADS, "head", self.head, "one of " + ", ".join(HEADS))
-        check_option(self.spatial_channels >= 1, "spatial_channels", self.spatial_channels, "an integer >= 1")
+        check_option(
+            self.spatial_channels >= 1, "spatial_channels", self.spatial_channels, "an integer >= 1"
+        )
         check_option(self.hidden_units >= 0, "hidden_units", self.hidden_units, "an integer >= 0")
-        check_option(self.class_balance in CLASS_BALANCE, "class_balance", self.class_balance,
-               "one of " + ", ".join(CLASS_BALANCE))
-        check_option(self.model_selection in MODEL_SELECTION, "model_selection", self.model_selection,
-               "one of " + ", ".join(MODEL_SELECTION))
-        check_option(0.0 < self.label_fraction <= 1.0, "label_fraction", self.label_fraction, "in (0, 1]")
-        check_option(self.num_labeled is None or self.num_labeled >= 1, "num_labeled", self.num_labeled, "an integer >= 1")
+        check_option(
+            0.0 < self.label_fraction <= 1.0, "label_fraction", self.label_fraction, "in (0, 1]"
+        )
+        check_option(
+            self.num_labeled is None or self.num_labeled >= 1,
+            "num_labeled",
+            self.num_labeled,
+            "an integer >= 1",
+        )
         check_option(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
-        check_option(self.head_epochs is None or 0 <= self.head_epochs <= self.epochs, "head_epochs", self.head_epochs,
-               f"in [0, epochs={self.epochs}]")
-        _check_image_size(self.image_size, self.backbone_name if self.backbone in ("scratch", "imagenet")
-                          or self.backbone.startswith("imagenet:") or self.backbone_weights else None)
+        check_option(
+            self.head_epochs is None or 0 <= self.head_epochs <= self.epochs,
+            "head_epochs",
+            self.head_epochs,
+            f"in [0, epochs={self.epochs}]",
+        )
+        _check_image_size(
+            self.image_size,
+            self.backbone_name
+            if self.backbone in ("scratch", "imagenet")
+            or self.backbone.startswith("imagenet:")
+            or self.backbone_weights
+            else None,
+        )
         check_option(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         check_option(self.learning_rate > 0, "learning_rate", self.learning_rate, "a number > 0")
-        check_option(0 < self.backbone_lr_multiplier <= 1, "backbone_lr_multiplier", self.backbone_lr_multiplier, "in (0, 1]")
+        check_option(
+            0 < self.backbone_lr_multiplier <= 1,
+            "backbone_lr_multiplier",
+            self.backbone_lr_multiplier,
+            "in (0, 1]",
+        )
         check_option(self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
-        check_option(self.bn_momentum is None or 0 < self.bn_momentum < 1, "bn_momentum", self.bn_momentum, "in (0, 1)")
+        check_option(
+            self.bn_momentum is None or 0 < self.bn_momentum < 1,
+            "bn_momentum",
+            self.bn_momentum,
+            "in (0, 1)",
+        )
         check_option(0 <= self.dropout < 1, "dropout", self.dropout, "in [0, 1)")
-        check_option(self.resize in ("stretch", "letterbox"), "resize", self.resize, "stretch or letterbox")
         for name in ("box_weight", "giou_weight", "l1_weight", "class_weight"):
             check_option(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
         return self
@@ -287,3 +460,52 @@ class DetectConfig:
         if self.mode == "finetune":
             return 0
         return self.head_epochs if self.head_epochs is not None else max(1, self.epochs // 3)
+
+
+PROBE_METHODS = ("linear", "knn", "both")
+
+
+@dataclasses.dataclass
+class ProbeConfig:
+    """Options of `ssl-keras probe` (a linear or kNN classifier on frozen backbone features).
+
+    `backbone` is resolved as in `detect` (a pretrain run directory, `ssl:DIR`, an
+    `encoder.keras` file, `imagenet` or `scratch`); `data` is a labelled source (`voc:PATH`, a
+    manifest, `folder:PATH`, `synthetic[:N]`). `epochs` is the linear probe's, `k` and
+    `temperature` the kNN probe's.
+    """
+
+    CHOICES: ClassVar[dict] = {"method": PROBE_METHODS}
+    """The fields with fixed values (a `click.Choice` on the command line)."""
+
+    backbone: str = "scratch"
+    data: str = "synthetic"
+    out: str = "runs/probe"
+    method: str = "linear"
+    image_size: int = 96
+    batch_size: int = 64
+    max_per_class: Optional[int] = None
+    backbone_name: str = "EfficientNetB1"
+    backbone_weights: Optional[str] = None
+    seed: int = 0
+    epochs: int = 100
+    k: int = 20
+    temperature: float = 0.07
+    estimate_bn: bool = False
+
+    def validate(self):
+        check_field_types(self)
+        check_choices(self)
+        fixed_architecture = self.backbone in ("scratch", "imagenet") or self.backbone_weights
+        _check_image_size(self.image_size, self.backbone_name if fixed_architecture else None)
+        check_option(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        check_option(
+            self.max_per_class is None or self.max_per_class >= 1,
+            "max_per_class",
+            self.max_per_class,
+            "an integer >= 1",
+        )
+        check_option(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        check_option(self.k >= 1, "k", self.k, "an integer >= 1")
+        check_option(self.temperature > 0, "temperature", self.temperature, "a number > 0")
+        return self

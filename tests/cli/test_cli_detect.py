@@ -197,6 +197,7 @@ def test_predict_draws_pngs_and_rejects_unreadable_files(detect_run, shared_data
     drawn = sorted(os.listdir(tmp_path / "pred"))
     assert drawn == [image.stem + "_pred.png", "photo_pred.png", "predictions.json"]
     assert f"image {png}: read, grayscale converted to RGB" in result.output
+    assert "2/2" in result.output and "/image" in result.output  # the progress bar
     with Image.open(tmp_path / "pred" / drawn[0]) as picture:
         assert picture.size == Image.open(image).size  # drawn on the original image
     bad = tmp_path / "broken.jpg"
@@ -220,8 +221,9 @@ def test_predict_draws_pngs_and_rejects_unreadable_files(detect_run, shared_data
             ["--backbone", "scratch", "--backbone-name", "Xception", "--image-size", "64"],
             "--image-size must be an integer >= 71 (Xception's smallest input); got 64",
         ),
-        (["--mode", "sideways"], "--mode must be one of"),
+        (["--mode", "sideways"], "is not one of 'freeze', 'finetune'"),
         (["--backbone", "/no/such/run"], "no such pretrain run"),
+        (["--num-labeled", "1000"], "--num-labeled must be in [1, "),
     ],
 )
 def test_detect_rejects_bad_options(voc, tmp_path, args, message):

@@ -376,3 +376,16 @@ def test_compare_sigint_keeps_finished_cells_and_the_same_command_continues(tmp_
     assert result.exit_code == 0, result.output
     assert "resuming" in result.output
     assert len(list(out.glob("cells/**/metrics.json"))) == 2 and (out / "results.csv").exists()
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_143(photos, tmp_path):
+    # The shell convention is 128 + the signal number: 143 after SIGTERM, 130 after SIGINT.
+    out = tmp_path / "terminated"
+    code, output = signal_during_epoch_2(
+        start(["pretrain", "--data", str(photos), "--out", str(out), *PRETRAIN]),
+        out,
+        signal.SIGTERM,
+    )
+    assert code == 143, output
+    assert "stopped by SIGTERM" in output and "Traceback" not in output
+    assert f"resume with: ssl-keras pretrain --out {out} --resume" in output

@@ -254,3 +254,13 @@ def test_probe_monitor_logs_into_history():
     assert all(0.0 <= r["top1"] <= r["top3"] <= 1.0 for r in monitor.results)
     with pytest.raises(ValueError, match="every"):
         ProbeMonitor(data, every=0)
+
+
+def test_run_probe_shows_progress_bars_for_features_and_the_linear_probe(tmp_path, capsys):
+    kwargs = dict(backbone_name="tiny", method="linear", image_size=32, batch_size=16, epochs=3)
+    run_probe("scratch", "synthetic:64", tmp_path / "p1", log=print, **kwargs)
+    shown = capsys.readouterr().out
+    assert "extracting features of" in shown
+    assert shown.count("/batch") >= 2 and "/epoch" in shown and "3/3" in shown
+    run_probe("scratch", "synthetic:64", tmp_path / "p2", log=print, verbose=0, **kwargs)
+    assert "/batch" not in capsys.readouterr().out
