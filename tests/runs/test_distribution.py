@@ -1,0 +1,123 @@
+"""Cross-replica NT-Xent (issue 15): 2 replicas of N images each equal one device with 2N images.
+
+TensorFlow needs its logical devices configured before it starts, so each check runs in a new
+process (`test_case.run_on_backend`) with the CPU split into two logical devices.
+"""
+
+import numpy as np
+
+from ssl_keras.pretraining.ntxent_loss import nt_xent_logits
+from ssl_keras.runs.distribution import all_gather, replica_context
+from test_case import run_on_backend
+
+TWO_CPUS = """
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+assert strategy.num_replicas_in_sync == 2
+"""
+
+LOSS_AND_GRADIENTS = (
+    TWO_CPUS
+    + """
+import numpy as np
+import keras
+from ssl_keras.pretraining.ntxent_loss import NTXentLoss
+
+rng = np.random.default_rng(0)
+n = 4  # images per replica; the global batch is 2n
+view_1 = rng.normal(size=(2 * n, 6)).astype("float32")
+view_2 = (view_1 + 0.3 * rng.normal(size=(2 * n, 6))).astype("float32")
+kernel_value = rng.normal(size=(6, 5)).astype("float32")
+loss_fn = NTXentLoss(temperature=0.5)
+
+def loss_and_gradient(kernel, v1, v2):
+    with tf.GradientTape() as tape:
+        loss = loss_fn(tf.matmul(v1, kernel), tf.matmul(v2, kernel))
+    return loss, tape.gradient(loss, kernel)
+
+one_kernel = tf.Variable(kernel_value)
+one_loss, one_gradient = loss_and_gradient(one_kernel, view_1, view_2)
+
+with strategy.scope():
+    kernel = tf.Variable(kernel_value)
+
+def shard(array):
+    return strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant(array[context.replica_id_in_sync_group * n:][:n])
+    )
+
+@tf.function
+def replicated():
+    return strategy.run(loss_and_gradient, args=(kernel, shard(view_1), shard(view_2)))
+
+losses, gradients = replicated()
+# Keras divides each replica's loss by the number of replicas, so they add up to the global loss.
+loss = strategy.reduce("SUM", losses, axis=None)
+gradient = strategy.reduce("SUM", gradients, axis=None)
+np.testing.assert_allclose(loss.numpy(), one_loss.numpy(), rtol=0, atol=1e-5)
+np.testing.assert_allclose(gradient.numpy(), one_gradient.numpy(), rtol=0, atol=1e-5)
+# Without the gather, each replica would contrast only its own shard: a different loss.
+local = NTXentLoss(temperature=0.5)
+shard_loss = np.mean([
+    float(local(view_1[r * n:][:n] @ kernel_value, view_2[r * n:][:n] @ kernel_value))
+    for r in range(2)
+])
+assert abs(shard_loss - float(one_loss)) > 0.05, (shard_loss, float(one_loss))
+print("OK", float(loss), float(one_loss))
+"""
+)
+
+
+def test_two_replicas_give_the_loss_and_gradients_of_one_device_with_the_global_batch():
+    result = run_on_backend("tensorflow", LOSS_AND_GRADIENTS, timeout=300)
+    assert "OK" in result.stdout
+
+
+LOGITS = (
+    TWO_CPUS
+    + """
+import numpy as np
+from ssl_keras.pretraining.ntxent_loss import nt_xent_logits
+
+rng = np.random.default_rng(1)
+n = 3
+z1 = rng.normal(size=(2 * n, 4)).astype("float32")
+z2 = rng.normal(size=(2 * n, 4)).astype("float32")
+one_logits, one_labels = (t.numpy() for t in nt_xent_logits(z1, z2, temperature=0.2))
+
+def shard(array):
+    return strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant(array[context.replica_id_in_sync_group * n:][:n])
+    )
+
+@tf.function
+def replicated():
+    return strategy.run(lambda a, b: nt_xent_logits(a, b, temperature=0.2), args=(shard(z1), shard(z2)))
+
+logits, labels = replicated()
+for r, (l, y) in enumerate(zip(strategy.experimental_local_results(logits),
+                               strategy.experimental_local_results(labels))):
+    rows = np.r_[np.arange(n) + r * n, np.arange(n) + r * n + 2 * n]
+    assert l.shape == (2 * n, 4 * n - 1), l.shape
+    np.testing.assert_allclose(l.numpy(), one_logits[rows], atol=1e-5)
+    np.testing.assert_array_equal(y.numpy(), one_labels[rows])
+print("OK")
+"""
+)
+
+
+def test_each_replica_holds_the_one_device_rows_of_its_anchors():
+    result = run_on_backend("tensorflow", LOGITS, timeout=300)
+    assert "OK" in result.stdout
+
+
+def test_outside_a_strategy_there_is_one_replica_and_nothing_to_gather():
+    x = np.arange(6, dtype="float32").reshape(3, 2)
+    assert replica_context() == (1, 0)
+    np.testing.assert_array_equal(np.asarray(all_gather(x)), x)
+    logits, labels = nt_xent_logits(x, x + 1.0)
+    assert tuple(logits.shape) == (6, 5)
+    np.testing.assert_array_equal(np.asarray(labels), [2, 3, 4, 0, 1, 2])
+
