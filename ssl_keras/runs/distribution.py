@@ -15,6 +15,10 @@ computed over the global batch). The torch backend has no multi-device path in K
 TensorFlow is imported only on its backend, when a strategy is in use.
 """
 
+import contextlib
+import json
+import os
+
 import keras
 from keras import ops
 
@@ -59,3 +63,191 @@ def _tf_replica_context():
 def local_rows(n, replica_id):
     """Global row indices `[replica_id * n, (replica_id + 1) * n)` of a replica's `n` rows."""
     return ops.arange(n, dtype="int32") + ops.cast(replica_id, "int32") * ops.cast(n, "int32")
+
+
+STRATEGIES = ("auto", "none", "mirrored", "multi-worker", "data-parallel")
+"""`--distribute` values: `auto` picks from the visible devices, `none` is one device."""
+
+_BACKEND_STRATEGIES = {
+    "tensorflow": ("none", "mirrored", "multi-worker"),
+    "jax": ("none", "data-parallel"),
+    "torch": ("none",),
+}
+
+
+class DistributionError(ValueError):
+    """A `--distribute` value that this backend or machine cannot run."""
+
+
+class Distribution:
+    """A resolved `--distribute` choice: what to enter around building and fitting a model.
+
+    Args:
+        name: str, the strategy in use (`STRATEGIES`, never `"auto"`).
+        num_replicas: int, replicas that share each step (devices times hosts).
+        engine: the `tf.distribute.Strategy` (TensorFlow) or `keras.distribution.Distribution`
+            (JAX), or None on one device.
+    """
+
+    def __init__(self, *, name, num_replicas, engine=None):
+        self.name = name
+        self.num_replicas = int(num_replicas)
+        self.engine = engine
+
+    def scope(self):
+        """Context manager: build, compile and fit the model inside it."""
+        if self.engine is None:
+            return contextlib.nullcontext()
+        return self.engine.scope()
+
+    def per_replica_batch(self, global_batch):
+        """The images per replica of a `--batch-size` of `global_batch` (the global batch).
+
+        Raises:
+            DistributionError: `global_batch` is not a multiple of the number of replicas.
+        """
+        if global_batch % self.num_replicas:
+            raise DistributionError(
+                f"--batch-size {global_batch} is the global batch and must be a multiple of the "
+                f"{self.num_replicas} replicas of --distribute {self.name}"
+            )
+        return global_batch // self.num_replicas
+
+    def describe(self, global_batch):
+        """The record `result.json` keeps: strategy, replicas, global and per-replica batch."""
+        return {
+            "strategy": self.name,
+            "num_replicas": self.num_replicas,
+            "global_batch_size": int(global_batch),
+            "per_replica_batch_size": self.per_replica_batch(global_batch),
+        }
+
+
+def resolve_distribution(name="auto"):
+    """The `Distribution` of a `--distribute` value on the active Keras backend.
+
+    `auto` is `multi-worker` when `TF_CONFIG` names several workers (TensorFlow), `mirrored`
+    (TensorFlow) or `data-parallel` (JAX) when several accelerators are visible, and `none`
+    otherwise. CPU cores are never split into replicas by `auto`.
+
+    Raises:
+        DistributionError: `name` is unknown, or not available on this backend.
+    """
+    backend = keras.config.backend()
+    if name not in STRATEGIES:
+        raise DistributionError(
+            f"--distribute must be one of {', '.join(STRATEGIES)}. Received: {name!r}"
+        )
+    if name == "auto":
+        name = _auto_strategy(backend)
+    allowed = _BACKEND_STRATEGIES.get(backend, ("none",))
+    if name not in allowed:
+        raise DistributionError(
+            f"--distribute {name} is not available on the {backend} backend "
+            f"(it offers: {', '.join(allowed)})"
+        )
+    if name == "none":
+        return Distribution(name="none", num_replicas=1)
+    if backend == "jax":
+        return _jax_data_parallel()
+    return _tf_strategy(name)
+
+
+def _auto_strategy(backend):
+    if backend == "tensorflow":
+        if len(_tf_config_workers()) > 1:
+            return "multi-worker"
+        import tensorflow as tf
+
+        return "mirrored" if len(tf.config.list_logical_devices("GPU")) > 1 else "none"
+    if backend == "jax":
+        import jax
+
+        accelerators = [d for d in jax.devices() if d.platform != "cpu"]
+        return "data-parallel" if len(accelerators) > 1 else "none"
+    return "none"
+
+
+def _tf_config_workers():
+    try:
+        config = json.loads(os.environ.get("TF_CONFIG", "") or "{}")
+    except json.JSONDecodeError as error:
+        raise DistributionError(f"TF_CONFIG is not valid JSON: {error}") from None
+    return config.get("cluster", {}).get("worker", [])
+
+
+def _tf_strategy(name):
+    import tensorflow as tf
+
+    if name == "multi-worker":
+        if not _tf_config_workers():
+            raise DistributionError(
+                "--distribute multi-worker needs TF_CONFIG with a cluster of workers and this "
+                'process\'s task, e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+                '"task": {"type": "worker", "index": 0}}'
+            )
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    else:
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")]
+        if not devices:
+            devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        strategy = tf.distribute.MirroredStrategy(devices)
+    return Distribution(name=name, num_replicas=strategy.num_replicas_in_sync, engine=strategy)
+
+
+def _jax_data_parallel():
+    import jax
+
+    if os.environ.get("JAX_COORDINATOR_ADDRESS") and not _jax_distributed_initialized(jax):
+        # Several hosts: each process learns the others from the coordinator.
+        jax.distributed.initialize()
+    devices = jax.devices()
+    engine = keras.distribution.DataParallel(devices=devices)
+    return Distribution(name="data-parallel", num_replicas=len(devices), engine=engine)
+
+
+def _jax_distributed_initialized(jax):
+    return jax.process_count() > 1
+
+
+def synchronize_batch_norm(model):
+    """Makes every BatchNormalization layer of `model` compute its statistics over all replicas.
+
+    With per-replica statistics SimCLR can cheat: the two views of an image sit on the same
+    replica, and the batch statistics leak which samples share a shard. On TensorFlow this sets
+    Keras' `BatchNormalization(synchronized=True)` (an all-reduce of the moments). JAX's
+    `DataParallel` already computes them over the global batch, and one device has nothing to
+    synchronize: there it changes nothing.
+
+    Call it once the model is built: layers that a `build` creates (a projection head's) exist
+    only then.
+
+    Returns:
+        The number of layers changed.
+
+    Raises:
+        ValueError: `model` is not built yet.
+    """
+    if not model.built:
+        raise ValueError("synchronize_batch_norm needs a built model: call model.build first")
+    if keras.config.backend() != "tensorflow":
+        return 0
+    changed = 0
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization) and not layer.synchronized:
+            layer.synchronized = True
+            changed += 1
+    return changed
+
+
+def _all_layers(model):
+    seen, stack, layers = set(), [model], []
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        layers.append(layer)
+        stack.extend(getattr(layer, "_layers", []) or [])
+        stack.extend(getattr(layer, "layers", []) or [])
+    return layers

@@ -121,3 +121,55 @@ def test_outside_a_strategy_there_is_one_replica_and_nothing_to_gather():
     assert tuple(logits.shape) == (6, 5)
     np.testing.assert_array_equal(np.asarray(labels), [2, 3, 4, 0, 1, 2])
 
+
+
+FIT = (
+    TWO_CPUS
+    + """
+import numpy as np
+import keras
+from ssl_keras.pretraining.simclr import SimCLR
+from ssl_keras.runs.distribution import resolve_distribution, synchronize_batch_norm
+
+images = np.random.default_rng(2).uniform(0, 255, size=(8, 12, 12, 3)).astype("float32")
+# No augmentation: the two views are equal, so both runs see the same batches; the BN
+# statistics still depend on which images share a replica.
+SYNC = {sync}
+
+def train(distributed, sync):
+    keras.utils.set_random_seed(0)
+    encoder = keras.Sequential([
+        keras.Input((12, 12, 3)),
+        keras.layers.Rescaling(1 / 255.0),
+        keras.layers.Conv2D(6, 3),
+        keras.layers.BatchNormalization(),
+        keras.layers.ReLU(),
+        keras.layers.GlobalAveragePooling2D(),
+    ])
+    model = SimCLR(encoder=encoder, augmenter=None, temperature=0.5)
+    model.build((None, 12, 12, 3))
+    if sync:
+        # The encoder's and the projection head's (hidden and output) layers.
+        assert synchronize_batch_norm(model) == 3
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    model.fit(tf.data.Dataset.from_tensor_slices(images).batch(8), epochs=2, verbose=0)
+    return [w.numpy() for w in model.weights]
+
+one = train(False, False)
+distribution = resolve_distribution("mirrored")
+assert distribution.num_replicas == 2
+with distribution.scope():
+    two = train(True, SYNC)
+gap = max(float(np.max(np.abs(a - b))) for a, b in zip(one, two))
+print("GAP", gap)
+"""
+)
+
+
+def test_a_mirrored_fit_with_synchronized_batch_norm_equals_one_device():
+    synchronized = run_on_backend("tensorflow", FIT.format(sync=True), timeout=300)
+    gap = float(synchronized.stdout.split("GAP")[1])
+    assert gap < 1e-5, gap
+    # Per-replica statistics give a different model: the reason --sync-bn is on by default.
+    per_replica = run_on_backend("tensorflow", FIT.format(sync=False), timeout=300)
+    assert float(per_replica.stdout.split("GAP")[1]) > 1e-4
