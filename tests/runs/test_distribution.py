@@ -173,3 +173,50 @@ def test_a_mirrored_fit_with_synchronized_batch_norm_equals_one_device():
     # Per-replica statistics give a different model: the reason --sync-bn is on by default.
     per_replica = run_on_backend("tensorflow", FIT.format(sync=False), timeout=300)
     assert float(per_replica.stdout.split("GAP")[1]) > 1e-4
+
+
+JAX_FIT = """
+import numpy as np
+import jax
+import keras
+from ssl_keras.pretraining.simclr import SimCLR
+from ssl_keras.runs.distribution import resolve_distribution, synchronize_batch_norm
+
+assert len(jax.devices()) == 2, jax.devices()
+images = np.random.default_rng(2).uniform(0, 255, size=(8, 12, 12, 3)).astype("float32")
+
+def train():
+    keras.utils.set_random_seed(0)
+    encoder = keras.Sequential([
+        keras.Input((12, 12, 3)),
+        keras.layers.Rescaling(1 / 255.0),
+        keras.layers.Conv2D(6, 3),
+        keras.layers.BatchNormalization(),
+        keras.layers.ReLU(),
+        keras.layers.GlobalAveragePooling2D(),
+    ])
+    model = SimCLR(encoder=encoder, augmenter=None, temperature=0.5)
+    model.build((None, 12, 12, 3))
+    assert synchronize_batch_norm(model) == 0  # JAX's statistics are already global
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    history = model.fit(images, batch_size=8, epochs=2, verbose=0, shuffle=False)
+    return [np.asarray(w) for w in model.weights], history.history["loss"]
+
+one, one_loss = train()
+distribution = resolve_distribution("data-parallel")
+assert distribution.num_replicas == 2
+with distribution.scope():
+    two, two_loss = train()
+np.testing.assert_allclose(two_loss, one_loss, atol=1e-5)
+gap = max(float(np.max(np.abs(a - b))) for a, b in zip(one, two))
+assert gap < 1e-5, gap
+print("OK", gap)
+"""
+
+
+def test_jax_data_parallel_fit_equals_one_device(monkeypatch):
+    # Two host devices: one program over the global, sharded batch, so the loss already sees
+    # all 2N projections and BatchNorm its global statistics.
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    result = run_on_backend("jax", JAX_FIT, timeout=300)
+    assert "OK" in result.stdout
