@@ -15,6 +15,10 @@ class ConfigError(ValueError):
 
 
 PRETRAIN_METHODS = ("simclr", "supervised")
+DISTRIBUTE = ("auto", "none", "mirrored", "multi-worker", "data-parallel")
+"""`--distribute` values (see `runs/distribution.py`)."""
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+"""`--precision` values: Keras dtype policies; the loss is computed in float32 in all of them."""
 SIMCLR_IMAGE_SIZE = 224
 SIMCLR_BLUR_SIGMA = (0.1, 2.0)
 """SimCLR's Gaussian-blur sigma range, in pixels of a 224-pixel image (Chen et al., 2020, B.9)."""
@@ -58,7 +62,10 @@ class PretrainConfig:
     steps_per_epoch: Optional[int] = None
     seed: int = 0
     resume: bool = False
-    mixed_precision: bool = False
+    mixed_precision: bool = False  # the former spelling of precision: mixed_float16
+    precision: str = "float32"
+    distribute: str = "auto"
+    sync_bn: Optional[bool] = None  # None: on when several replicas share a step
     export: bool = True
     probe_data: Optional[str] = None
     probe_every: int = 1
@@ -113,7 +120,20 @@ class PretrainConfig:
                               f"{self.backbone_weights}; use --no-zero-init-residual with pretrained weights")
         check_option(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch",
                self.steps_per_epoch, "an integer >= 1")
+        _check_devices(self)
         return self
+
+    def resolved_precision(self):
+        """`precision`, or `mixed_float16` where the former `mixed_precision` flag asks for it."""
+        return "mixed_float16" if self.mixed_precision else self.precision
+
+
+def _check_devices(config):
+    """The `distribute` and `precision` options of a pretrain or detect config."""
+    check_option(config.distribute in DISTRIBUTE, "distribute", config.distribute, "one of " + ", ".join(DISTRIBUTE))
+    check_option(config.precision in PRECISIONS, "precision", config.precision, "one of " + ", ".join(PRECISIONS))
+    if config.mixed_precision and config.precision != "mixed_float16" and config.precision != "float32":
+        raise ConfigError(f"--mixed-precision (mixed_float16) contradicts --precision {config.precision}; give one")
 
 
 def check_option(ok, name, value, allowed):

@@ -22,6 +22,8 @@ import os
 import keras
 from keras import ops
 
+from ssl_keras.runs.config import DISTRIBUTE, ConfigError
+
 
 def replica_context():
     """`(num_replicas, replica_id)` of the step being traced; `(1, 0)` outside a TF strategy.
@@ -65,7 +67,7 @@ def local_rows(n, replica_id):
     return ops.arange(n, dtype="int32") + ops.cast(replica_id, "int32") * ops.cast(n, "int32")
 
 
-STRATEGIES = ("auto", "none", "mirrored", "multi-worker", "data-parallel")
+STRATEGIES = DISTRIBUTE
 """`--distribute` values: `auto` picks from the visible devices, `none` is one device."""
 
 _BACKEND_STRATEGIES = {
@@ -75,7 +77,7 @@ _BACKEND_STRATEGIES = {
 }
 
 
-class DistributionError(ValueError):
+class DistributionError(ConfigError):
     """A `--distribute` value that this backend or machine cannot run."""
 
 
@@ -251,3 +253,27 @@ def _all_layers(model):
         stack.extend(getattr(layer, "_layers", []) or [])
         stack.extend(getattr(layer, "layers", []) or [])
     return layers
+
+
+def set_up_devices(config, log=print):
+    """Applies a run config's `precision` and resolves its `distribute`, before anything is built.
+
+    A tf.distribute strategy must exist before the first TensorFlow operation of a multi-worker
+    program, so runs call this first. `--batch-size` is the global batch: it must split evenly
+    over the replicas.
+
+    Returns:
+        The `Distribution`.
+
+    Raises:
+        DistributionError: the strategy is not available here, or the batch does not split.
+    """
+    keras.mixed_precision.set_global_policy(config.resolved_precision())
+    distribution = resolve_distribution(config.distribute)
+    per_replica = distribution.per_replica_batch(config.batch_size)
+    if distribution.num_replicas > 1:
+        log(
+            f"distribute: {distribution.name}, {distribution.num_replicas} replicas of "
+            f"{per_replica} images (global batch {config.batch_size})"
+        )
+    return distribution
