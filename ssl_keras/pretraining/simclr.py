@@ -5,6 +5,7 @@ from keras import ops
 
 from ssl_keras.pretraining.collapse import effective_rank, normalized_std
 from ssl_keras.pretraining.ntxent_loss import NTXentLoss, nt_xent_logits
+from ssl_keras.runs.distribution import logs_for_reduction
 from ssl_keras.optimizers import AdamW
 from ssl_keras.pretraining.projection_head import ProjectionHead
 from ssl_keras.pretraining.simclr_augmenter import SimCLRAugmenter
@@ -180,7 +181,7 @@ class SimCLR(keras.Model):
         projections = ops.stop_gradient(y_pred)
         self.projection_std.update_state(normalized_std(projections))
         self.projection_rank.update_state(effective_rank(projections))
-        return self.get_metrics_result()
+        return logs_for_reduction(self.get_metrics_result())
 
     def get_config(self):
         config = super().get_config()

@@ -10,6 +10,7 @@ from keras import ops
 
 from ssl_keras.optimizers import AdamW
 from ssl_keras.pretraining.simclr_augmenter import SimCLRAugmenter
+from ssl_keras.runs.distribution import logs_for_reduction
 
 
 def supervised_augmenter(seed=None):
@@ -140,6 +141,10 @@ class SupervisedPretrainer(keras.Model):
         if self.losses:
             loss = loss + ops.sum(ops.stack([ops.cast(l, loss.dtype) for l in self.losses]))
         return loss
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        # Shaped so that a multi-worker step can combine them (runs/distribution.py).
+        return logs_for_reduction(super().compute_metrics(x, y, y_pred, sample_weight))
 
     def get_config(self):
         config = super().get_config()

@@ -62,6 +62,33 @@ def _tf_replica_context():
     return context
 
 
+def logs_for_reduction(logs):
+    """A step's logs, shaped so that the engine can combine them across replicas.
+
+    Keras 3's TensorFlow trainer combines the logs of a multi-worker step with
+    `strategy.reduce("MEAN", value, axis=0)`, which fails on scalars ("Invalid reduction
+    dimension 0 for input with 0 dimensions", tensorflow/tensorflow#72388), so no model can
+    `fit` under `MultiWorkerMirroredStrategy`. Under that strategy each log becomes a [1]
+    tensor, which the same call averages over the workers into the scalar Keras expects;
+    elsewhere the logs are returned as they are.
+    """
+    if not _multi_worker():
+        return logs
+    return {name: ops.reshape(value, (1,)) for name, value in logs.items()}
+
+
+def _multi_worker():
+    context = _tf_replica_context()
+    if context is None:
+        return False
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy()
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and len(
+        _tf_config_workers()
+    ) > 1
+
+
 def local_rows(n, replica_id):
     """Global row indices `[replica_id * n, (replica_id + 1) * n)` of a replica's `n` rows."""
     return ops.arange(n, dtype="int32") + ops.cast(replica_id, "int32") * ops.cast(n, "int32")
