@@ -52,22 +52,28 @@ def run_workers(out, *, epochs, images, batch_size=8, image_size=32, timeout=600
         "--quiet",
         "--no-export",
     ]
-    processes, run_dirs = [], []
+    processes, run_dirs, logs = [], [], []
+    os.makedirs(out, exist_ok=True)
     started = time.perf_counter()
     for index in range(2):
         run_dir = os.path.join(out, f"worker{index}")
         config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
         env = {**os.environ, "TF_CONFIG": json.dumps(config)}
         command = [sys.executable, "-m", "ssl_keras.cli.main", "pretrain", "--out", run_dir, *args]
+        # A file, not a pipe: nobody reads a pipe while both workers run, and a full one blocks.
+        logs.append(open(os.path.join(out, f"worker{index}.log"), "w+"))
         processes.append(
-            subprocess.Popen(
-                command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-            )
+            subprocess.Popen(command, env=env, stdout=logs[-1], stderr=subprocess.STDOUT)
         )
         run_dirs.append(run_dir)
     _wait_for_all(processes, started + timeout)
     wall = time.perf_counter() - started
-    outputs = [p.communicate()[0] for p in processes]
+    outputs = []
+    for process, log in zip(processes, logs):
+        process.wait()
+        log.seek(0)
+        outputs.append(log.read())
+        log.close()
     for process, output in zip(processes, outputs):
         if process.returncode != 0:
             raise RuntimeError(f"a worker failed (exit {process.returncode}):\n{output[-3000:]}")
