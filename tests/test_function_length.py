@@ -20,10 +20,6 @@ ALLOWED = {
     "ssl_keras/compare/compare.py:summarize_compare": "grew past 80 lines when ruff format rewrapped it (issue 13); to be split",
     "ssl_keras/data/localization.py:_voc_splits": "grew past 80 lines when ruff format rewrapped it (issue 13); to be split",
     "ssl_keras/experiment/experiment_report.py:format_experiment_report": "grew past 80 lines when ruff format rewrapped it (issue 13); to be split",
-    "ssl_keras/gradcam/gradcam.py:gradcam_across_backbones": "grew past 80 lines when ruff format rewrapped it (issue 13); to be split",
-    "ssl_keras/gradcam/gradcam.py:run_gradcam": "grew past 80 lines when ruff format rewrapped it (issue 13); to be split",
-    "ssl_keras/localization/detect.py:run_detect": "grew past 80 lines when ruff format rewrapped it (issue 13); to be split",
-    "ssl_keras/localization/predict.py:predict_images": "grew past 80 lines when ruff format rewrapped it (issue 13); to be split",
     "ssl_keras/probing/probe.py:run_probe": "grew past 80 lines when ruff format rewrapped it (issue 13); to be split",
 }
 """`{"path:qualified name": why it may be over MAX_LINES}`."""

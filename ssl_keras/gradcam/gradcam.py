@@ -828,30 +828,10 @@ def run_gradcam(
     from ssl_keras.localization.detect import load_run
     from ssl_keras.localization.predict import read_rgb
 
-    model_dirs = [os.fspath(d) for d in model_dirs]
-    image_paths = [os.fspath(p) for p in image_paths]
-    if not model_dirs:
-        raise ValueError("run_gradcam needs at least one detect run directory (--model DIR)")
-    if not image_paths:
-        raise ValueError("run_gradcam needs at least one image file")
-    if target not in TARGETS:
-        raise GradCAMError(
-            f"target must be one of {', '.join(TARGETS)}. Received: target={target!r}"
-        )
-    for run_dir in model_dirs:
-        for name in ("config.json", "model.keras"):
-            if not os.path.isfile(os.path.join(run_dir, name)):
-                raise FileNotFoundError(
-                    f"--model {run_dir}: {name} is missing; is it a finished detect run?"
-                )
+    model_dirs, image_paths, out, stems, names = _check_gradcam_inputs(
+        model_dirs, image_paths, out, target
+    )
     images = [read_rgb(p) for p in image_paths]  # every input is checked before any work
-    out = os.path.abspath(os.fspath(out))
-    stems, names = _output_names(image_paths, len(model_dirs))
-    for name in [n for row in names for n in row] + ["gradcam_grid.png"]:
-        if os.path.exists(os.path.join(out, name)):
-            raise FileExistsError(
-                f"--out {out}: {name} exists; choose a new --out (nothing was overwritten)"
-            )
     os.makedirs(out, exist_ok=True)
 
     rows = [[image] for image in images]
@@ -899,6 +879,39 @@ def run_gradcam(
     grid_path = os.path.join(out, "gradcam_grid.png")
     gradcam_grid(rows, titles=titles, column_titles=column_titles, path=grid_path)
     return {"grid": grid_path, "layers": layers, "overlays": overlays, "target": target}
+
+
+def _check_gradcam_inputs(model_dirs, image_paths, out, target):
+    """Checks `run_gradcam`'s runs, target and outputs before any work.
+
+    Returns:
+        `(model_dirs, image_paths, out, stems, names)`: the paths as strings, `out` absolute, and
+        the output stems and file names from `_output_names`.
+    """
+    model_dirs = [os.fspath(d) for d in model_dirs]
+    image_paths = [os.fspath(p) for p in image_paths]
+    if not model_dirs:
+        raise ValueError("run_gradcam needs at least one detect run directory (--model DIR)")
+    if not image_paths:
+        raise ValueError("run_gradcam needs at least one image file")
+    if target not in TARGETS:
+        raise GradCAMError(
+            f"target must be one of {', '.join(TARGETS)}. Received: target={target!r}"
+        )
+    for run_dir in model_dirs:
+        for name in ("config.json", "model.keras"):
+            if not os.path.isfile(os.path.join(run_dir, name)):
+                raise FileNotFoundError(
+                    f"--model {run_dir}: {name} is missing; is it a finished detect run?"
+                )
+    out = os.path.abspath(os.fspath(out))
+    stems, names = _output_names(image_paths, len(model_dirs))
+    for name in [n for row in names for n in row] + ["gradcam_grid.png"]:
+        if os.path.exists(os.path.join(out, name)):
+            raise FileExistsError(
+                f"--out {out}: {name} exists; choose a new --out (nothing was overwritten)"
+            )
+    return model_dirs, image_paths, out, stems, names
 
 
 def _report_images(data, out_dir, num_images):
@@ -1221,7 +1234,34 @@ def gradcam_across_backbones(
     ...                                   data="voc:VOCdevkit/VOC2007", out_dir="report/gradcam")
     >>> result["mass"]["SSL"]["box"]["mean"], result["box_share"]["mean"]
     """
-    log = log or (lambda line: None)
+    return _gradcam_across(
+        models,
+        data=data,
+        out_dir=out_dir,
+        num_images=num_images,
+        mass_images=mass_images,
+        targets=targets,
+        log=log or (lambda line: None),
+        explained_class=explained_class,
+        layer_name=layer_name,
+        batch_size=batch_size,
+    )
+
+
+def _gradcam_across(
+    models,
+    *,
+    data,
+    out_dir,
+    num_images,
+    mass_images,
+    targets,
+    log,
+    explained_class,
+    layer_name,
+    batch_size,
+):
+    """`gradcam_across_backbones` once its defaults are resolved."""
     titles, run_dirs, targets = _check_across_arguments(
         models,
         data=data,
@@ -1244,6 +1284,19 @@ def gradcam_across_backbones(
         explained_class=explained_class,
         log=log,
     )
+    return _write_across_outputs(
+        runs,
+        out_dir,
+        data=data,
+        run_dirs=run_dirs,
+        targets=targets,
+        explained_class=explained_class,
+        log=log,
+    )
+
+
+def _write_across_outputs(runs, out_dir, *, data, run_dirs, targets, explained_class, log):
+    """Writes `gradcam_across_backbones`'s grids and mass JSON, and returns its result."""
     grids = {t: _write_grid(runs, t, os.path.join(out_dir, f"gradcam_{t}.png")) for t in targets}
     result = {
         "grids": grids,

@@ -403,27 +403,7 @@ def run_detect(config: DetectConfig, *, verbose=1, log=print, resume_hint=None):
         backbone, backbone_description = None, run.recorded["resolved"]["backbone"]
     else:
         backbone, backbone_description = resolve_backbone(config)
-    head_epochs = config.resolved_head_epochs()
-    steps_per_epoch = -(-len(data.train_ids) // config.batch_size)
-    run.write_config(
-        {
-            "backbone": backbone_description,
-            "head_epochs": head_epochs,
-            "finetune_epochs": config.epochs - head_epochs,
-            "steps_per_epoch": steps_per_epoch,
-            "data": data.description,
-            "num_images": data.num_images,
-            "class_names": list(data.class_names),
-            "resize": config.resize,
-            "jit_compile": resolved_jit_compile(),
-        }
-    )
-    write_json_atomic(os.path.join(run.out, "train_ids.json"), {"train_ids": list(data.train_ids)})
-    train_targets = data.targets["train"]
-    baselines = fit_baselines(
-        train_targets["boxes"], train_targets["labels"], list(data.class_names)
-    )
-    write_json_atomic(os.path.join(run.out, "baselines.json"), baselines)
+    head_epochs, steps_per_epoch, baselines = _record_run(run, config, data, backbone_description)
 
     if run.log_resume(config.epochs):
         model = load_checkpoint(run.state)
@@ -458,6 +438,43 @@ def run_detect(config: DetectConfig, *, verbose=1, log=print, resume_hint=None):
             "history": history,
         }
     )
+    _write_metrics(run, metrics, exported)
+    return metrics
+
+
+def _record_run(run, config, data, backbone_description):
+    """Writes config.json (with what was resolved), train_ids.json and baselines.json.
+
+    Returns:
+        `(head_epochs, steps_per_epoch, baselines)`.
+    """
+    head_epochs = config.resolved_head_epochs()
+    steps_per_epoch = -(-len(data.train_ids) // config.batch_size)
+    run.write_config(
+        {
+            "backbone": backbone_description,
+            "head_epochs": head_epochs,
+            "finetune_epochs": config.epochs - head_epochs,
+            "steps_per_epoch": steps_per_epoch,
+            "data": data.description,
+            "num_images": data.num_images,
+            "class_names": list(data.class_names),
+            "resize": config.resize,
+            "jit_compile": resolved_jit_compile(),
+        }
+    )
+    write_json_atomic(os.path.join(run.out, "train_ids.json"), {"train_ids": list(data.train_ids)})
+    train_targets = data.targets["train"]
+    baselines = fit_baselines(
+        train_targets["boxes"], train_targets["labels"], list(data.class_names)
+    )
+    write_json_atomic(os.path.join(run.out, "baselines.json"), baselines)
+
+    return head_epochs, steps_per_epoch, baselines
+
+
+def _write_metrics(run, metrics, exported):
+    """Writes metrics.json, per_class.md and timing.json; adds the timing and `outputs` to `metrics`."""
     # metrics.json holds only what the seed determines, so two runs can be compared bitwise;
     # time and memory go to timing.json.
     write_json_atomic(os.path.join(run.out, "metrics.json"), metrics)
@@ -469,7 +486,6 @@ def run_detect(config: DetectConfig, *, verbose=1, log=print, resume_hint=None):
         "logs": os.path.join(run.out, "logs"),
         "metrics": os.path.join(run.out, "metrics.json"),
     }
-    return metrics
 
 
 def _log_data_report(report, log, *, limit=20):

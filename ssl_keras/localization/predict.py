@@ -178,12 +178,7 @@ def predict_images(run_dir, paths, out, *, log=None):
         raise FileExistsError(
             f"--out {out}: {PREDICTIONS_FILE} exists; choose a new --out (nothing was overwritten)"
         )
-    files, skipped_files = expand_inputs(paths)
-    checks = [(path, image_files.check_image_file(path)) for path in files]
-    usable = [path for path, reason in checks if reason is None]
-    skipped_files += [(path, reason) for path, reason in checks if reason]
-    if not usable:
-        raise _none_usable(skipped_files)
+    usable, skipped_files = _usable_inputs(paths)
     targets = _output_paths(usable, out)  # refuses to overwrite before any work is done
 
     model, record = load_run(run_dir)
@@ -222,6 +217,28 @@ def predict_images(run_dir, paths, out, *, log=None):
         )
     if not rows:
         raise _none_usable(skipped_files)
+    result = _predictions_record(run_dir, rows, skipped_files, repaired_files)
+    write_json_atomic(predictions_path, result)
+    return result
+
+
+def _usable_inputs(paths):
+    """`(usable files, [(skipped file, reason)])` of `predict_images`'s inputs, from their headers.
+
+    Raises:
+        UnreadableImageError: no input is usable.
+    """
+    files, skipped_files = expand_inputs(paths)
+    checks = [(path, image_files.check_image_file(path)) for path in files]
+    usable = [path for path, reason in checks if reason is None]
+    skipped_files += [(path, reason) for path, reason in checks if reason]
+    if not usable:
+        raise _none_usable(skipped_files)
+    return usable, skipped_files
+
+
+def _predictions_record(run_dir, rows, skipped_files, repaired_files):
+    """`predictions.json`'s content (see `predict_images`)."""
     result = {
         "model": os.fspath(run_dir),
         "num_images": len(rows),
@@ -231,5 +248,4 @@ def predict_images(run_dir, paths, out, *, log=None):
         "repaired": dict(collections.Counter(reason for _, reason in repaired_files)),
         "repaired_files": [{"image": path, "reason": reason} for path, reason in repaired_files],
     }
-    write_json_atomic(predictions_path, result)
     return result
