@@ -95,6 +95,9 @@ DETECT_HELP = {
     "augment": "Box-aware flip and scale/translate jitter on the training split.",
     "seed": "Run seed; derived seeds are saved in config.json.",
     "resume": "Continue the run in --out from its last checkpoint.",
+    "distribute": "auto (from the visible devices), none, mirrored or multi-worker (TensorFlow), "
+    "data-parallel (JAX); --batch-size is the global batch.",
+    "sync_bn": "BatchNorm statistics over all replicas (default: on when distributed).",
     "export": "Write savedmodel/ (TensorFlow backend only).",
 }
 

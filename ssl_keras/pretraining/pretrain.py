@@ -25,7 +25,7 @@ from ssl_keras.backbone import configure_backbone, make_backbone
 from ssl_keras.runs.callbacks import ImageSummary, LearningRateLogger, Throughput, image_grid
 from ssl_keras.pretraining.collapse import CollapseMonitor
 from ssl_keras.runs.config import PretrainConfig
-from ssl_keras.runs.distribution import set_up_devices, synchronize_batch_norm
+from ssl_keras.runs.distribution import prepare_model, set_up_devices
 from ssl_keras.data.labelled_images import load_labelled_source
 from ssl_keras.data.unlabeled_images import load_image_source, repaired_report, skipped_report
 from ssl_keras.runs.export import ExportError, export_encoder
@@ -316,9 +316,7 @@ def _resume_or_build(config, run, training, steps_per_epoch, data_info, devices,
         _extend_schedule(model, config.epochs * steps_per_epoch, log)
     else:
         model = _new_model(config, run.seeds, training, steps_per_epoch, data_info)
-    sync_bn = config.sync_bn if config.sync_bn is not None else devices.num_replicas > 1
-    if sync_bn:
-        synchronize_batch_norm(model)
+    prepare_model(model, config, devices)
     return model
 
 

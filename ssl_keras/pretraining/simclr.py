@@ -5,7 +5,7 @@ from keras import ops
 
 from ssl_keras.pretraining.collapse import effective_rank, normalized_std
 from ssl_keras.pretraining.ntxent_loss import NTXentLoss, nt_xent_logits
-from ssl_keras.runs.distribution import logs_for_reduction
+from ssl_keras.runs.distribution import logs_for_reduction, scale_for_replicas
 from ssl_keras.optimizers import AdamW
 from ssl_keras.pretraining.projection_head import ProjectionHead
 from ssl_keras.pretraining.simclr_augmenter import SimCLRAugmenter
@@ -166,9 +166,10 @@ class SimCLR(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         z1, z2 = self._split(y_pred)
-        loss = self.contrastive_loss(z1, z2)
+        loss = self.contrastive_loss(z1, z2)  # a Loss: scaled for the replicas already
         if self.losses:
-            loss = loss + ops.sum(ops.stack([ops.cast(l, loss.dtype) for l in self.losses]))
+            extra = ops.sum(ops.stack([ops.cast(l, loss.dtype) for l in self.losses]))
+            loss = loss + scale_for_replicas(extra)
         return loss
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):

@@ -131,6 +131,8 @@ class PretrainConfig:
 def _check_devices(config):
     """The `distribute` and `precision` options of a pretrain or detect config."""
     check_option(config.distribute in DISTRIBUTE, "distribute", config.distribute, "one of " + ", ".join(DISTRIBUTE))
+    if not hasattr(config, "precision"):
+        return
     check_option(config.precision in PRECISIONS, "precision", config.precision, "one of " + ", ".join(PRECISIONS))
     if config.mixed_precision and config.precision != "mixed_float16" and config.precision != "float32":
         raise ConfigError(f"--mixed-precision (mixed_float16) contradicts --precision {config.precision}; give one")
@@ -253,6 +255,8 @@ class DetectConfig:
     augment: bool = True
     seed: int = 0
     resume: bool = False
+    distribute: str = "auto"
+    sync_bn: Optional[bool] = None  # None: on when several replicas share a step
     export: bool = True
 
     def validate(self):
@@ -282,6 +286,7 @@ class DetectConfig:
         check_option(self.resize in ("stretch", "letterbox"), "resize", self.resize, "stretch or letterbox")
         for name in ("box_weight", "giou_weight", "l1_weight", "class_weight"):
             check_option(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
+        _check_devices(self)
         return self
 
     def resolved_head_epochs(self):

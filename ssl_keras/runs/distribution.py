@@ -62,6 +62,34 @@ def _tf_replica_context():
     return context
 
 
+def scale_for_replicas(loss):
+    """`loss / num_replicas` inside a TF strategy's step, else `loss`.
+
+    Each replica's gradients are summed across replicas, so a step's loss must be its share of
+    the global mean. A `keras.losses.Loss` does this itself; a loss computed with `keras.ops`
+    in `compute_loss` (a mean over the replica's own rows) needs this. Keras unscales it again
+    for the logged `loss`.
+    """
+    num_replicas, _ = replica_context()
+    return loss if num_replicas == 1 else loss / num_replicas
+
+
+def replica_mean(values):
+    """The mean of per-example `values` over the global batch, as this replica's share of it.
+
+    On one device, `mean(values)`. Under a TF strategy, `sum(values) / N` with `N` the number of
+    examples on all replicas together: the replicas' gradients add up to the gradient of the
+    global mean even when the last batch of an epoch splits unevenly (e.g. 5 images as 3 + 2),
+    where the mean of the replicas' means would weight the smaller shard's examples more.
+    """
+    values = ops.cast(values, "float32")
+    context = _tf_replica_context()
+    if context is None:
+        return ops.mean(values)
+    count = ops.cast(ops.shape(values)[0], "float32")
+    return ops.sum(values) / context.all_reduce("SUM", count)
+
+
 def logs_for_reduction(logs):
     """A step's logs, shaped so that the engine can combine them across replicas.
 
@@ -84,9 +112,10 @@ def _multi_worker():
     import tensorflow as tf
 
     strategy = tf.distribute.get_strategy()
-    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and len(
-        _tf_config_workers()
-    ) > 1
+    return (
+        isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        and len(_tf_config_workers()) > 1
+    )
 
 
 def local_rows(n, replica_id):
@@ -141,6 +170,24 @@ class Distribution:
                 f"{self.num_replicas} replicas of --distribute {self.name}"
             )
         return global_batch // self.num_replicas
+
+    def check_first_batch(self, count, global_batch, split):
+        """Refuses a split whose first batch cannot be shared out evenly over the replicas.
+
+        Under a strategy, Keras builds the model from the first batch of every replica and
+        needs them equal in shape: a split smaller than the global batch whose size does not
+        divide by the replicas fails inside Keras.
+
+        Raises:
+            DistributionError: naming the split and the largest batch that works.
+        """
+        if self.num_replicas == 1 or count >= global_batch or count % self.num_replicas == 0:
+            return
+        raise DistributionError(
+            f"the {split} split has {count} images, fewer than --batch-size {global_batch}, and "
+            f"they do not split evenly over the {self.num_replicas} replicas of --distribute "
+            f"{self.name}; use a --batch-size of at most {count - count % self.num_replicas}"
+        )
 
     def describe(self, global_batch):
         """The record `result.json` keeps: strategy, replicas, global and per-replica batch."""
@@ -283,7 +330,7 @@ def _all_layers(model):
 
 
 def set_up_devices(config, log=print):
-    """Applies a run config's `precision` and resolves its `distribute`, before anything is built.
+    """Applies a run config's `precision` (if it has one) and resolves its `distribute`.
 
     A tf.distribute strategy must exist before the first TensorFlow operation of a multi-worker
     program, so runs call this first. `--batch-size` is the global batch: it must split evenly
@@ -295,7 +342,8 @@ def set_up_devices(config, log=print):
     Raises:
         DistributionError: the strategy is not available here, or the batch does not split.
     """
-    keras.mixed_precision.set_global_policy(config.resolved_precision())
+    precision = config.resolved_precision() if hasattr(config, "resolved_precision") else "float32"
+    keras.mixed_precision.set_global_policy(precision)
     distribution = resolve_distribution(config.distribute)
     per_replica = distribution.per_replica_batch(config.batch_size)
     if distribution.num_replicas > 1:
@@ -304,3 +352,17 @@ def set_up_devices(config, log=print):
             f"{per_replica} images (global batch {config.batch_size})"
         )
     return distribution
+
+
+def prepare_model(model, config, distribution):
+    """Synchronizes a built model's BatchNorm across replicas where `config.sync_bn` asks for it.
+
+    `sync_bn` None means on when several replicas share a step.
+
+    Returns:
+        Whether BatchNorm is synchronized.
+    """
+    sync_bn = config.sync_bn if config.sync_bn is not None else distribution.num_replicas > 1
+    if sync_bn:
+        synchronize_batch_norm(model)
+    return bool(sync_bn)
