@@ -51,7 +51,11 @@ PRETRAIN_HELP = {
     "steps_per_epoch": "Steps per epoch (default: one pass over the data).",
     "seed": "Run seed; all other seeds are derived from it and saved in config.json.",
     "resume": "Continue the run in --out from its last checkpoint.",
-    "mixed_precision": "Train in mixed float16 (loss still computed in float32).",
+    "mixed_precision": "Same as --precision mixed_float16 (kept for old config files).",
+    "precision": "float32, mixed_float16 or mixed_bfloat16 (the loss is computed in float32).",
+    "distribute": "auto (from the visible devices), none, mirrored or multi-worker (TensorFlow), "
+    "data-parallel (JAX); --batch-size is the global batch.",
+    "sync_bn": "BatchNorm statistics over all replicas (default: on when distributed).",
     "export": "Write encoder_savedmodel/ (TensorFlow backend only).",
     "export_onnx": "Also write encoder.onnx (TensorFlow backend; pip install 'ssl_keras[onnx]').",
     "probe_data": "Labelled data for a kNN probe of the encoder during training (voc:PATH, a manifest, folder:PATH).",
@@ -95,6 +99,9 @@ DETECT_HELP = {
     "augment": "Box-aware flip and scale/translate jitter on the training split.",
     "seed": "Run seed; derived seeds are saved in config.json.",
     "resume": "Continue the run in --out from its last checkpoint.",
+    "distribute": "auto (from the visible devices), none, mirrored or multi-worker (TensorFlow), "
+    "data-parallel (JAX); --batch-size is the global batch.",
+    "sync_bn": "BatchNorm statistics over all replicas (default: on when distributed).",
     "export": "Write savedmodel/ (TensorFlow backend only).",
     "export_onnx": "Also write model.onnx (TensorFlow backend; pip install 'ssl_keras[onnx]').",
 }

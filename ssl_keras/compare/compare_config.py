@@ -72,6 +72,8 @@ class CompareConfig:
     giou_weight: float = _DETECT.giou_weight
     l1_weight: float = _DETECT.l1_weight
     class_weight: float = _DETECT.class_weight
+    distribute: str = _DETECT.distribute
+    sync_bn: Optional[bool] = _DETECT.sync_bn
     resize: str = _DETECT.resize
     augment: bool = _DETECT.augment
     export: bool = False

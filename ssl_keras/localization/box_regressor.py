@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from ssl_keras.runs.distribution import logs_for_reduction, replica_mean, scale_for_replicas
 from ssl_keras.backbone import feature_map_backbone, is_feature_map_backbone
 from ssl_keras.localization.box_augmenter import BoxAugmenter
 from ssl_keras.localization.box_heads import HEADS, make_head
@@ -229,7 +230,8 @@ class BoxRegressor(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         targets = self._targets(y, y_pred)
-        box = ops.mean(
+        # Means over the global batch: under a strategy, this replica's share (distribution.py).
+        box = replica_mean(
             box_loss(
                 targets["boxes"],
                 y_pred["boxes"],
@@ -244,10 +246,11 @@ class BoxRegressor(keras.Model):
             cross_entropy = cross_entropy * ops.take(
                 ops.convert_to_tensor(self.class_weights, "float32"), targets["labels"]
             )
-        cls = ops.mean(cross_entropy)
+        cls = replica_mean(cross_entropy)
         loss = self.box_weight * box + self.class_weight * cls
         if self.losses:
-            loss = loss + ops.sum(ops.stack([ops.cast(l, "float32") for l in self.losses]))
+            extra = ops.sum(ops.stack([ops.cast(l, "float32") for l in self.losses]))
+            loss = loss + scale_for_replicas(extra)
         return loss
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
@@ -255,7 +258,7 @@ class BoxRegressor(keras.Model):
         predictions = {"boxes": y_pred["boxes"], "class_logits": y_pred["class_logits"]}
         for metric in self.box_metrics:
             metric.update_state(targets, predictions)
-        return self.get_metrics_result()
+        return logs_for_reduction(self.get_metrics_result())
 
     def get_config(self):
         config = super().get_config()

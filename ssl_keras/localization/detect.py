@@ -32,6 +32,7 @@ from ssl_keras.localization.box_baselines import fit_baselines, margins, score_b
 from ssl_keras.localization.box_drawing import PRED_COLOR, TRUE_COLOR, draw_boxes
 from ssl_keras.localization.box_metrics import format_per_class_table, localization_report
 from ssl_keras.localization.box_regressor import BoxRegressor, balanced_class_weights
+from ssl_keras.runs.distribution import prepare_model, set_up_devices
 from ssl_keras.runs.callbacks import (
     BestEpoch,
     ImageSummary,
@@ -419,29 +420,38 @@ def run_detect(config: DetectConfig, *, verbose=1, log=print, resume_hint=None):
         TrainingInterrupted: SIGINT/SIGTERM; a checkpoint was written.
         NonFiniteLossError: the loss became NaN or infinite.
     """
+    devices = set_up_devices(config, log)  # before any TensorFlow op (multi-worker)
     with start_run(config, command="detect", resolve_seeds=resolve_seeds, log=log) as run:
-        return _detect(run, config, verbose=verbose, log=log, resume_hint=resume_hint)
+        return _detect(
+            run, config, devices, verbose=verbose, log=log, resume_hint=resume_hint
+        )
 
 
-def _detect(run, config, *, verbose, log, resume_hint):
+def _detect(run, config, devices, *, verbose, log, resume_hint):
     """The steps of `run_detect` in its started `run`, which holds the directory's lock."""
     data = _load_data(to_dict(config), run.seeds)
+    devices.check_first_batch(data.num_images["val"], config.batch_size, "val")
     _log_data_report(data_report(data), log)
     if run.state:
         # The checkpoint holds the backbone; building it again would only cost time.
         backbone, backbone_description = None, run.recorded["resolved"]["backbone"]
     else:
-        backbone, backbone_description = resolve_backbone(config)
-    head_epochs, steps_per_epoch, baselines = _record_run(run, config, data, backbone_description)
-
-    if run.log_resume(config.epochs):
-        model = load_checkpoint(run.state)
-    else:
-        model = _new_model(config, backbone, data, run.seeds)
-    with run.hints(
-        resume=resume_hint,
-        nonfinite="start a new run with a lower --learning-rate "
-        f"(this one used {config.learning_rate:g})",
+        with devices.scope():  # a strategy's variables are created inside its scope
+            backbone, backbone_description = resolve_backbone(config)
+    head_epochs, steps_per_epoch, baselines = _record_run(
+        run, config, data, backbone_description, devices
+    )
+    with devices.scope():
+        model = load_checkpoint(run.state) if run.log_resume(config.epochs) else None
+        model = model or _new_model(config, backbone, data, run.seeds)
+        prepare_model(model.backbone, config, devices)  # the heads have no BatchNorm
+    with (
+        run.hints(
+            resume=resume_hint,
+            nonfinite="start a new run with a lower --learning-rate "
+            f"(this one used {config.learning_rate:g})",
+        ),
+        devices.scope(),
     ):
         history = _fit_phases(
             model,
@@ -465,13 +475,14 @@ def _detect(run, config, *, verbose, log, resume_hint):
             "num_train_images": len(data.train_ids),
             "epochs": config.epochs,
             "history": history,
+            "distribution": devices.describe(config.batch_size),
         }
     )
     _write_metrics(run, metrics, exported)
     return metrics
 
 
-def _record_run(run, config, data, backbone_description):
+def _record_run(run, config, data, backbone_description, devices):
     """Writes config.json (with what was resolved), train_ids.json and baselines.json.
 
     Returns:
@@ -490,6 +501,7 @@ def _record_run(run, config, data, backbone_description):
             "class_names": list(data.class_names),
             "resize": config.resize,
             "jit_compile": resolved_jit_compile(),
+            **devices.describe(config.batch_size),
         }
     )
     write_json_atomic(os.path.join(run.out, "train_ids.json"), {"train_ids": list(data.train_ids)})

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from ssl_keras.runs.distribution import all_gather, local_rows, replica_context
+
 
 def _check_temperature(temperature):
     if not temperature > 0:
@@ -39,11 +41,13 @@ def nt_xent_logits(z1, z2, temperature=0.1):
         each anchor's positive. `argmax(logits) == labels` is the contrastive top-1 accuracy.
     """
     _check_temperature(temperature)
-    z1 = ops.cast(z1, "float32")
-    z2 = ops.cast(z2, "float32")
+    z1 = _normalize(ops.cast(z1, "float32"))
+    z2 = _normalize(ops.cast(z2, "float32"))
+    num_replicas, replica_id = replica_context()
+    if num_replicas > 1:
+        return _cross_replica_logits(z1, z2, temperature, replica_id)
     n = ops.shape(z1)[0]
     z = ops.concatenate([z1, z2], axis=0)
-    z = z / ops.maximum(ops.norm(z, axis=1, keepdims=True), 1e-12)
     similarity = ops.matmul(z, ops.transpose(z)) / temperature
     logits = _drop_diagonal(similarity)
     # Anchor i < N has its positive at column i + N of the full matrix, which moves one to the
@@ -51,6 +55,37 @@ def nt_xent_logits(z1, z2, temperature=0.1):
     first = ops.arange(n, dtype="int32") + ops.cast(n, "int32") - 1
     second = ops.arange(n, dtype="int32")
     labels = ops.concatenate([first, second], axis=0)
+    return logits, labels
+
+
+def _normalize(z):
+    return z / ops.maximum(ops.norm(z, axis=1, keepdims=True), 1e-12)
+
+
+def _cross_replica_logits(z1, z2, temperature, replica_id):
+    """`nt_xent_logits` of this replica's anchors against the projections of every replica.
+
+    Under a strategy each replica holds `n` images of the global batch of `N = n * replicas`.
+    Its 2n anchors (its view-1 rows, then its view-2 rows) are scored against the 2N gathered
+    candidates `[all view-1 rows; all view-2 rows]`, in the order one device would hold them,
+    and each anchor's own column is removed, so row `a` equals the row of the same image in the
+    one-device logits of the global batch. The loss of one replica is the mean over its 2n
+    anchors; Keras divides it by the number of replicas and sums the gradients, which gives the
+    one-device mean over the 2N anchors. The gather is differentiable, so an anchor's
+    projection also gets the gradient of the other replicas' anchors that use it as a negative.
+    """
+    n = ops.shape(z1)[0]
+    candidates = ops.concatenate([all_gather(z1), all_gather(z2)], axis=0)
+    total = ops.shape(candidates)[0] // 2
+    rows = local_rows(n, replica_id)
+    own = ops.concatenate([rows, rows + total], axis=0)
+    positive = ops.concatenate([rows + total, rows], axis=0)
+    similarity = ops.matmul(ops.concatenate([z1, z2], axis=0), ops.transpose(candidates))
+    # Column k of row a, for k < 2N - 1, is candidate k, or k + 1 once past the anchor itself.
+    columns = ops.arange(2 * total - 1, dtype="int32")[None, :]
+    columns = columns + ops.cast(columns >= own[:, None], "int32")
+    logits = ops.take_along_axis(similarity / temperature, columns, axis=1)
+    labels = positive - ops.cast(positive > own, "int32")
     return logits, labels
 
 

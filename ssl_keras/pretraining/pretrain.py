@@ -26,6 +26,7 @@ from ssl_keras.backbone import configure_backbone, make_backbone
 from ssl_keras.runs.callbacks import ImageSummary, LearningRateLogger, Throughput, image_grid
 from ssl_keras.pretraining.collapse import CollapseMonitor
 from ssl_keras.runs.config import PretrainConfig
+from ssl_keras.runs.distribution import prepare_model, set_up_devices
 from ssl_keras.data.labelled_images import load_labelled_source
 from ssl_keras.data.unlabeled_images import load_image_source, repaired_report, skipped_report
 from ssl_keras.runs.export import ExportError, export_encoder, export_encoder_onnx
@@ -315,6 +316,22 @@ def _method_result(config, logs, data_info):
     }
 
 
+def _resume_or_build(config, run, training, steps_per_epoch, data_info, devices, log):
+    """The checkpoint to continue from, or a new model; BN synchronized across replicas if asked."""
+    if run.log_resume(config.epochs):
+        if not data_info["resumable_order"]:
+            log(
+                "note: this source's shuffle order is not restored on resume, so the result will "
+                "differ slightly from an uninterrupted run"
+            )
+        model = load_checkpoint(run.state)
+        _extend_schedule(model, config.epochs * steps_per_epoch, log)
+    else:
+        model = _new_model(config, run.seeds, training, steps_per_epoch, data_info)
+    prepare_model(model, config, devices)
+    return model
+
+
 def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
     """Runs (or resumes) pretraining (SimCLR or supervised) and writes the run directory.
 
@@ -326,38 +343,36 @@ def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
     Returns:
         The result dict also written to `result.json`.
     """
+    devices = set_up_devices(config, log)  # before any TensorFlow op (multi-worker)
     with start_run(config, command="pretrain", resolve_seeds=resolve_seeds, log=log) as run:
-        return _pretrain(run, config, verbose=verbose, log=log)
+        return _pretrain(run, config, devices, verbose=verbose, log=log)
 
 
-def _pretrain(run, config, *, verbose, log):
+def _pretrain(run, config, devices, *, verbose, log):
     """The steps of `run_pretrain` in its started `run`, which holds the directory's lock."""
-    if config.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
     stream, steps_per_epoch, first_batch, validation, data_info = _open_source(
         config, run.seeds, log
     )
     training = _resolve_training(config)
-    run.write_config(_resolved_record(config, training, steps_per_epoch, data_info))
-
-    if run.log_resume(config.epochs):
-        if not data_info["resumable_order"]:
-            log(
-                "note: this source's shuffle order is not restored on resume, so the result will differ "
-                "slightly from an uninterrupted run"
-            )
-        model = load_checkpoint(run.state)
-        _extend_schedule(model, config.epochs * steps_per_epoch, log)
-    else:
-        model = _new_model(config, run.seeds, training, steps_per_epoch, data_info)
+    run.write_config(
+        {
+            **_resolved_record(config, training, steps_per_epoch, data_info),
+            **devices.describe(config.batch_size),
+        }
+    )
+    with devices.scope():
+        model = _resume_or_build(config, run, training, steps_per_epoch, data_info, devices, log)
 
     logs_dir = os.path.join(run.out, "logs")
     throughput = Throughput(config.batch_size)
     callbacks = _callbacks(config, model, run.seeds, first_batch, throughput, logs_dir, log)
     fit_kwargs = {"validation_data": validation} if validation is not None else {}
-    with run.hints(
-        nonfinite="this usually means the learning rate is too high for this batch size: start a new "
-        f"run with a lower --learning-rate (this one used {training['learning_rate']:g})"
+    with (
+        run.hints(
+            nonfinite="this usually means the learning rate is too high for this batch size: start a new "
+            f"run with a lower --learning-rate (this one used {training['learning_rate']:g})"
+        ),
+        devices.scope(),
     ):
         history = fit_resumable(
             model,
@@ -386,6 +401,7 @@ def _pretrain(run, config, *, verbose, log):
         },
         **run.timing(),
         **throughput.summary(),
+        "distribution": devices.describe(config.batch_size),
         "outputs": {
             "encoder": encoder_path,
             "savedmodel": exported,

@@ -10,6 +10,7 @@ from ssl_keras.model_config import (
 )
 from ssl_keras.pretraining.collapse import effective_rank, normalized_std
 from ssl_keras.pretraining.ntxent_loss import NTXentLoss, nt_xent_logits
+from ssl_keras.runs.distribution import logs_for_reduction, scale_for_replicas
 from ssl_keras.optimizers import AdamW
 from ssl_keras.pretraining.projection_head import ProjectionHead
 from ssl_keras.pretraining.simclr_augmenter import SimCLRAugmenter
@@ -166,9 +167,10 @@ class SimCLR(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         z1, z2 = self._split(y_pred)
-        loss = self.contrastive_loss(z1, z2)
+        loss = self.contrastive_loss(z1, z2)  # a Loss: scaled for the replicas already
         if self.losses:
-            loss = loss + ops.sum(ops.stack([ops.cast(l, loss.dtype) for l in self.losses]))
+            extra = ops.sum(ops.stack([ops.cast(l, loss.dtype) for l in self.losses]))
+            loss = loss + scale_for_replicas(extra)
         return loss
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
@@ -181,7 +183,7 @@ class SimCLR(keras.Model):
         projections = ops.stop_gradient(y_pred)
         self.projection_std.update_state(normalized_std(projections))
         self.projection_rank.update_state(effective_rank(projections))
-        return self.get_metrics_result()
+        return logs_for_reduction(self.get_metrics_result())
 
     def get_config(self):
         config = super().get_config()

@@ -15,6 +15,7 @@ from ssl_keras.model_config import (
 )
 from ssl_keras.optimizers import AdamW
 from ssl_keras.pretraining.simclr_augmenter import SimCLRAugmenter
+from ssl_keras.runs.distribution import logs_for_reduction
 
 
 def supervised_augmenter(seed=None):
@@ -137,6 +138,10 @@ class SupervisedPretrainer(keras.Model):
         if self.losses:
             loss = loss + ops.sum(ops.stack([ops.cast(l, loss.dtype) for l in self.losses]))
         return loss
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        # Shaped so that a multi-worker step can combine them (runs/distribution.py).
+        return logs_for_reduction(super().compute_metrics(x, y, y_pred, sample_weight))
 
     def get_config(self):
         config = super().get_config()

@@ -18,6 +18,10 @@ class ConfigError(ValueError):
 PRETRAIN_METHODS = ("simclr", "supervised")
 OPTIMIZERS = ("auto", "adamw", "lars", "lamb")
 """`--optimizer`: auto is AdamW below batch 1024, else LARS (see ssl_keras.optimizers)."""
+DISTRIBUTE = ("auto", "none", "mirrored", "multi-worker", "data-parallel")
+"""`--distribute` values (see `runs/distribution.py`)."""
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+"""`--precision` values: Keras dtype policies; the loss is computed in float32 in all of them."""
 SIMCLR_IMAGE_SIZE = 224
 SIMCLR_BLUR_SIGMA = (0.1, 2.0)
 """SimCLR's Gaussian-blur sigma range, in pixels of a 224-pixel image (Chen et al., 2020, B.9)."""
@@ -35,7 +39,12 @@ class PretrainConfig:
     paper (Chen et al., 2020), the paper's value is in the comment.
     """
 
-    CHOICES: ClassVar[dict] = {"method": PRETRAIN_METHODS, "optimizer": OPTIMIZERS}
+    CHOICES: ClassVar[dict] = {
+        "method": PRETRAIN_METHODS,
+        "optimizer": OPTIMIZERS,
+        "precision": PRECISIONS,
+        "distribute": DISTRIBUTE,
+    }
     """The fields with fixed values (a `click.Choice` on the command line)."""
 
     data: str = "synthetic"
@@ -64,7 +73,10 @@ class PretrainConfig:
     steps_per_epoch: Optional[int] = None
     seed: int = 0
     resume: bool = False
-    mixed_precision: bool = False
+    mixed_precision: bool = False  # the former spelling of precision: mixed_float16
+    precision: str = "float32"
+    distribute: str = "auto"
+    sync_bn: Optional[bool] = None  # None: on when several replicas share a step
     export: bool = True
     export_onnx: bool = False
     probe_data: Optional[str] = None
@@ -161,7 +173,21 @@ class PretrainConfig:
                 "--zero-init-residual would erase the residual branches of --backbone-weights "
                 f"{self.backbone_weights}; use --no-zero-init-residual with pretrained weights"
             )
+        _check_devices(self)
         return self
+
+    def resolved_precision(self):
+        """`precision`, or `mixed_float16` where the former `mixed_precision` flag asks for it."""
+        return "mixed_float16" if self.mixed_precision else self.precision
+
+
+def _check_devices(config):
+    """The former `mixed_precision` flag must not contradict `precision` (choices: `CHOICES`)."""
+    if config.mixed_precision and config.precision not in ("float32", "mixed_float16"):
+        raise ConfigError(
+            f"--mixed-precision (mixed_float16) contradicts --precision {config.precision}; "
+            "give one"
+        )
 
 
 def check_type(where, key, value, annotation):
@@ -351,6 +377,7 @@ DETECT_CHOICES = {
     "class_balance": CLASS_BALANCE,
     "model_selection": MODEL_SELECTION,
     "resize": RESIZE_MODES,
+    "distribute": DISTRIBUTE,
 }
 """The fixed-value options that `DetectConfig` and the compare grid share."""
 
@@ -398,6 +425,8 @@ class DetectConfig:
     augment: bool = True
     seed: int = 0
     resume: bool = False
+    distribute: str = "auto"
+    sync_bn: Optional[bool] = None  # None: on when several replicas share a step
     export: bool = True
     export_onnx: bool = False
 
