@@ -422,9 +422,7 @@ def run_detect(config: DetectConfig, *, verbose=1, log=print, resume_hint=None):
     """
     devices = set_up_devices(config, log)  # before any TensorFlow op (multi-worker)
     with start_run(config, command="detect", resolve_seeds=resolve_seeds, log=log) as run:
-        return _detect(
-            run, config, devices, verbose=verbose, log=log, resume_hint=resume_hint
-        )
+        return _detect(run, config, devices, verbose=verbose, log=log, resume_hint=resume_hint)
 
 
 def _detect(run, config, devices, *, verbose, log, resume_hint):
@@ -478,7 +476,7 @@ def _detect(run, config, devices, *, verbose, log, resume_hint):
             "distribution": devices.describe(config.batch_size),
         }
     )
-    _write_metrics(run, metrics, exported)
+    _write_metrics(run, metrics, exported, onnx_path)
     return metrics
 
 
@@ -514,7 +512,7 @@ def _record_run(run, config, data, backbone_description, devices):
     return head_epochs, steps_per_epoch, baselines
 
 
-def _write_metrics(run, metrics, exported):
+def _write_metrics(run, metrics, exported, onnx_path):
     """Writes metrics.json, per_class.md and timing.json; adds the timing and `outputs` to `metrics`."""
     # metrics.json holds only what the seed determines, so two runs can be compared bitwise;
     # time and memory go to timing.json.
