@@ -381,6 +381,7 @@ DETECT_CHOICES = {
 }
 """The fixed-value options that `DetectConfig` and the compare grid share."""
 
+
 @dataclasses.dataclass
 class DetectConfig:
     """Options of `ssl-keras detect` (transfer to single-object localization).

@@ -57,7 +57,9 @@ def _worker(tasks, results, parent_pid):
         try:
             module, name = target.split(":")
             function = getattr(importlib.import_module(module), name)
-            result = function(log=lambda line, key=key: results.put(("log", key, str(line))), **kwargs)
+            result = function(
+                log=lambda line, key=key: results.put(("log", key, str(line))), **kwargs
+            )
             results.put(("done", key, result))
         except BaseException as error:  # noqa: B902 - the parent decides; KeyboardInterrupt included
             results.put(("error", key, _portable(error)))
@@ -70,8 +72,10 @@ class _Workers:
         context = multiprocessing.get_context("spawn")
         self.results = context.Queue()
         self.queues = [context.Queue() for _ in range(count)]
-        self.processes = [context.Process(target=_worker, args=(q, self.results, os.getpid()), daemon=True)
-                          for q in self.queues]
+        self.processes = [
+            context.Process(target=_worker, args=(q, self.results, os.getpid()), daemon=True)
+            for q in self.queues
+        ]
         for process in self.processes:
             process.start()
         self.busy = {}  # worker index -> task key
@@ -147,8 +151,10 @@ def _next_message(pool):
     except queue.Empty:
         dead = pool.dead_task()
         if dead:
-            raise RuntimeError(f"the worker process running {dead[0]} died (exit code {dead[1]}); rerun "
-                               "the same command to continue (finished runs are kept)")
+            raise RuntimeError(
+                f"the worker process running {dead[0]} died (exit code {dead[1]}); rerun "
+                "the same command to continue (finished runs are kept)"
+            )
         return None
 
 
@@ -202,7 +208,11 @@ def run_parallel(keys, *, workers, prepare, on_log=None, on_done=None, on_error=
     # Both signals explicitly: a process started in the background by a shell inherits SIGINT
     # ignored, and Python then installs no KeyboardInterrupt handler of its own.
     stop_signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {sig: signal.signal(sig, _signal_as_interrupt) for sig in stop_signals} if in_main_thread else {}
+    previous = (
+        {sig: signal.signal(sig, _signal_as_interrupt) for sig in stop_signals}
+        if in_main_thread
+        else {}
+    )
     try:
         while pending or pool.busy:
             _submit_to_idle(pool, pending, prepare)

@@ -110,7 +110,9 @@ def embedded_state(path):
                 return None
             return json.loads(archive.read(EMBEDDED_STATE).decode("utf-8"))
     except (zipfile.BadZipFile, EOFError, ValueError):
-        raise CheckpointError(f"{path}: truncated or damaged (not a complete .keras archive)") from None
+        raise CheckpointError(
+            f"{path}: truncated or damaged (not a complete .keras archive)"
+        ) from None
     except OSError as error:
         raise CheckpointError(f"{path}: cannot be read ({error.strerror or error})") from None
 
@@ -166,14 +168,17 @@ def checkpoint_state(directory, *, log=None):
         for reason in skipped if log else ():
             log(f"skipped {reason}; resuming from the newest intact checkpoint, {name}")
         if log and record is None and not record_problem:
-            log(f"note: {os.path.join(directory, STATE_FILE)} is missing; the state stored in {name} "
-                "is used")
+            log(
+                f"note: {os.path.join(directory, STATE_FILE)} is missing; the state stored in {name} "
+                "is used"
+            )
         return state
     if record is not None:
         skipped.append(f"{STATE_FILE} names {record['checkpoint']}, which is missing")
     if skipped:
         raise CheckpointError(
-            f"no intact checkpoint to resume from in {directory}: " + "; ".join(skipped)
+            f"no intact checkpoint to resume from in {directory}: "
+            + "; ".join(skipped)
             + ". Nothing was changed; start a new run with another --out"
         )
     return None
@@ -187,8 +192,11 @@ def last_good_checkpoint(directory):
         last = None
     if not last:
         return "no checkpoint was written yet"
-    return (f"the last good checkpoint is {last['path']} (epoch {last['epoch']}"
-            + (f", step {last['step']}" if last["step"] else "") + ")")
+    return (
+        f"the last good checkpoint is {last['path']} (epoch {last['epoch']}"
+        + (f", step {last['step']}" if last["step"] else "")
+        + ")"
+    )
 
 
 def load_checkpoint(state):
@@ -252,8 +260,10 @@ def stop_on_signals(request):
         request.signal_name = signal.Signals(signum).name
         for sig, old in previous.items():
             signal.signal(sig, old)
-        sys.stderr.write(f"\n{request.signal_name}: stopping after the current step and saving a checkpoint "
-                         "(send it again to stop at once, without saving)\n")
+        sys.stderr.write(
+            f"\n{request.signal_name}: stopping after the current step and saving a checkpoint "
+            "(send it again to stop at once, without saving)\n"
+        )
         sys.stderr.flush()
 
     for sig in previous:
@@ -316,8 +326,11 @@ class RunCheckpoint(keras.callbacks.Callback):
         state = checkpoint_state(self.directory)
         raise TrainingInterrupted(
             f"stopped by {self.stop_request.signal_name} at epoch {state['epoch'] + (1 if state['step'] else 0)}"
-            + (f", step {state['step']}" if state["step"] else " (end)") + f"; checkpoint {path}",
-            checkpoint=path, epoch=state["epoch"], step=state["step"],
+            + (f", step {state['step']}" if state["step"] else " (end)")
+            + f"; checkpoint {path}",
+            checkpoint=path,
+            epoch=state["epoch"],
+            step=state["step"],
         )
 
     def save(self, epoch, step, logs=None):
@@ -334,15 +347,20 @@ class RunCheckpoint(keras.callbacks.Callback):
             "step": step,
             "checkpoint": name,
             "logs": {k: float(v) for k, v in (logs or {}).items()},
-            "seed_generators": [np.asarray(keras.ops.convert_to_numpy(v)).tolist()
-                                for v in seed_generator_states(self.model)],
+            "seed_generators": [
+                np.asarray(keras.ops.convert_to_numpy(v)).tolist()
+                for v in seed_generator_states(self.model)
+            ],
         }
         try:
             save_checkpoint(self.model, path, state)
             write_json_atomic(os.path.join(self.directory, STATE_FILE), state)
         except RunWriteError as error:
-            raise RunWriteError(f"{error}; {last_good_checkpoint(self.directory)}", errno=error.errno,
-                                path=error.path) from None
+            raise RunWriteError(
+                f"{error}; {last_good_checkpoint(self.directory)}",
+                errno=error.errno,
+                path=error.path,
+            ) from None
         self._prune(epoch, step)
         return path
 
@@ -353,12 +371,22 @@ class RunCheckpoint(keras.callbacks.Callback):
             match = _CHECKPOINT_NAME.fullmatch(name)
             if (int(match.group(1)), int(match.group(2) or 0)) < (epoch, step):
                 older.append(name)
-        for name in older[self.keep - 1:]:
+        for name in older[self.keep - 1 :]:
             os.unlink(os.path.join(self.directory, name))
 
 
-def fit_resumable(model, stream, *, epochs, steps_per_epoch, checkpoints, start=(0, 0), callbacks=(),
-                  stop_request=None, **fit_kwargs):
+def fit_resumable(
+    model,
+    stream,
+    *,
+    epochs,
+    steps_per_epoch,
+    checkpoints,
+    start=(0, 0),
+    callbacks=(),
+    stop_request=None,
+    **fit_kwargs,
+):
     """`model.fit` from any `(epoch, step)`, checkpointing into `checkpoints`.
 
     Args:
@@ -399,9 +427,15 @@ def fit_resumable(model, stream, *, epochs, steps_per_epoch, checkpoints, start=
             runs.append((epoch, epochs, steps_per_epoch, (epoch, 0)))
         for first, last, steps, run_start in runs:
             checkpoint = RunCheckpoint(checkpoints, stop_request=request, start=run_start)
-            fit = model.fit(stream(run_start[0] * steps_per_epoch + run_start[1]), epochs=last,
-                            initial_epoch=first, steps_per_epoch=steps,
-                            callbacks=[*callbacks, checkpoint], shuffle=False, **fit_kwargs)
+            fit = model.fit(
+                stream(run_start[0] * steps_per_epoch + run_start[1]),
+                epochs=last,
+                initial_epoch=first,
+                steps_per_epoch=steps,
+                callbacks=[*callbacks, checkpoint],
+                shuffle=False,
+                **fit_kwargs,
+            )
             for key, values in fit.history.items():
                 history.setdefault(key, []).extend(float(v) for v in values)
     return history

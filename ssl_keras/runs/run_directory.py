@@ -283,8 +283,10 @@ class RunLock:
         if pid is None:
             return f"note: {self.path} held no valid record; took the lock over"
         state = "is no longer running" if not _process_alive(pid) else "no longer holds it"
-        return (f"note: {self.directory} was locked by PID {pid} ({holder.get('command') or 'a run'}), "
-                f"which {state} (killed?); took the lock over")
+        return (
+            f"note: {self.directory} was locked by PID {pid} ({holder.get('command') or 'a run'}), "
+            f"which {state} (killed?); took the lock over"
+        )
 
     @property
     def held(self):
@@ -353,7 +355,9 @@ def remove_stale_temporaries(directory):
 def temporary_name(path):
     """A temporary path beside `path`, unique to this process and call, ending with `path`'s name."""
     directory = os.path.dirname(os.path.abspath(path))
-    return os.path.join(directory, f".tmp-{os.getpid()}-{secrets.token_hex(4)}-{os.path.basename(path)}")
+    return os.path.join(
+        directory, f".tmp-{os.getpid()}-{secrets.token_hex(4)}-{os.path.basename(path)}"
+    )
 
 
 def write_file_atomic(path, write):
@@ -438,7 +442,9 @@ def read_json(path):
     except OSError as error:
         raise RunFileError(f"{path}: cannot be read ({error.strerror or error})") from None
     except UnicodeDecodeError:
-        raise RunFileError(f"{path}: not valid JSON (not UTF-8 text); it was damaged or edited") from None
+        raise RunFileError(
+            f"{path}: not valid JSON (not UTF-8 text); it was damaged or edited"
+        ) from None
     except json.JSONDecodeError as error:
         empty = " (it is empty)" if os.path.getsize(path) == 0 else ""
         raise RunFileError(
@@ -458,7 +464,9 @@ def _json_default(value):
 def _git_commit():
     here = os.path.dirname(os.path.abspath(__file__))
     try:
-        result = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        result = subprocess.run(
+            ["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return result.stdout.strip() or None if result.returncode == 0 else None

@@ -90,8 +90,10 @@ class Run:
         for folder in (self.out, os.path.join(self.out, "checkpoints")):
             removed = remove_stale_temporaries(folder)
             if removed:
-                self.log(f"removed {len(removed)} temporary file(s) a killed run left in {folder}: "
-                         + ", ".join(removed))
+                self.log(
+                    f"removed {len(removed)} temporary file(s) a killed run left in {folder}: "
+                    + ", ".join(removed)
+                )
 
     def close(self):
         """Releases the run directory's lock (a second call does nothing)."""
@@ -105,20 +107,26 @@ class Run:
 
     def write_config(self, resolved):
         """Writes config.json: the command, its options, the seeds, `resolved` and the environment."""
-        write_json_atomic(self.config_path, {
-            "command": self.command,
-            "options": to_dict(self.config),
-            "seeds": self.seeds,
-            "resolved": resolved,
-            "environment": environment_info(),
-        })
+        write_json_atomic(
+            self.config_path,
+            {
+                "command": self.command,
+                "options": to_dict(self.config),
+                "seeds": self.seeds,
+                "resolved": resolved,
+                "environment": environment_info(),
+            },
+        )
 
     def log_resume(self, epochs):
         """Logs where a resumed run continues from; returns whether it resumes from a checkpoint."""
         state = self.state
         if state:
-            self.log(f"resuming from {state['path']} (epoch {state['epoch']}"
-                     + (f", step {state['step']}" if state["step"] else "") + f" of {epochs} epochs)")
+            self.log(
+                f"resuming from {state['path']} (epoch {state['epoch']}"
+                + (f", step {state['step']}" if state["step"] else "")
+                + f" of {epochs} epochs)"
+            )
         return bool(state)
 
     @contextlib.contextmanager
@@ -134,18 +142,25 @@ class Run:
         try:
             yield
         except RunWriteError as error:  # a checkpoint could not be written: the last good one stays
-            raise RunWriteError(f"{error}; resume with: {resume}", errno=error.errno,
-                                path=error.path) from None
+            raise RunWriteError(
+                f"{error}; resume with: {resume}", errno=error.errno, path=error.path
+            ) from None
         except TrainingInterrupted as error:
-            raise TrainingInterrupted(f"{error}; resume with: {resume}", checkpoint=error.checkpoint,
-                                      epoch=error.epoch, step=error.step) from None
+            raise TrainingInterrupted(
+                f"{error}; resume with: {resume}",
+                checkpoint=error.checkpoint,
+                epoch=error.epoch,
+                step=error.step,
+            ) from None
         except NonFiniteLossError as error:
             raise NonFiniteLossError(f"{error}; {nonfinite}") from None
 
     def timing(self):
         """`{"wall_seconds", "peak_memory_mb"}` of this process since the run started."""
-        return {"wall_seconds": time.perf_counter() - self.started,
-                "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+        return {
+            "wall_seconds": time.perf_counter() - self.started,
+            "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        }
 
     def write_timing(self):
         """Writes `timing()` to timing.json, apart from results that two runs may compare bitwise."""
@@ -157,11 +172,15 @@ class Run:
 def _recorded_config(path):
     """config.json of the run being resumed; a damaged one is one line naming it."""
     recorded = read_json(path)
-    if not isinstance(recorded, dict) or not isinstance(recorded.get("seeds"), dict) or (
-        "global" not in recorded["seeds"]
+    if (
+        not isinstance(recorded, dict)
+        or not isinstance(recorded.get("seeds"), dict)
+        or ("global" not in recorded["seeds"])
     ):
-        raise RunFileError(f"{path}: holds no seeds record, so the run cannot be resumed as it started; "
-                           "was it edited? Start a new run with another --out")
+        raise RunFileError(
+            f"{path}: holds no seeds record, so the run cannot be resumed as it started; "
+            "was it edited? Start a new run with another --out"
+        )
     return recorded
 
 

@@ -122,7 +122,6 @@ def test_outside_a_strategy_there_is_one_replica_and_nothing_to_gather():
     np.testing.assert_array_equal(np.asarray(labels), [2, 3, 4, 0, 1, 2])
 
 
-
 FIT = (
     TWO_CPUS
     + """

@@ -28,18 +28,26 @@ def task(*, value, log, fail=None, sleep=0.0):
 
 
 def test_training_interrupted_keeps_its_fields_through_pickling():
-    error = pickle.loads(pickle.dumps(TrainingInterrupted("stopped", checkpoint="x.keras", epoch=3, step=7)))
+    error = pickle.loads(
+        pickle.dumps(TrainingInterrupted("stopped", checkpoint="x.keras", epoch=3, step=7))
+    )
     assert (str(error), error.checkpoint, error.epoch, error.step) == ("stopped", "x.keras", 3, 7)
 
 
 @pytest.mark.large
 def test_two_workers_run_every_task_and_pass_on_logs_and_results():
     logs, done = [], []
-    results = run_parallel(list(range(5)), workers=2, prepare=lambda key: (TARGET, {"value": key, "sleep": 0.2}),
-                           on_log=lambda key, line: logs.append((key, line)),
-                           on_done=lambda key, result: done.append(key))
+    results = run_parallel(
+        list(range(5)),
+        workers=2,
+        prepare=lambda key: (TARGET, {"value": key, "sleep": 0.2}),
+        on_log=lambda key, line: logs.append((key, line)),
+        on_done=lambda key, result: done.append(key),
+    )
     assert {key: value for key, (value, _) in results.items()} == {k: k * k for k in range(5)}
-    assert sorted(done) == list(range(5)) and sorted(logs) == [(k, f"working on {k}") for k in range(5)]
+    assert sorted(done) == list(range(5)) and sorted(logs) == [
+        (k, f"working on {k}") for k in range(5)
+    ]
     pids = {pid for _, pid in results.values()}
     assert len(pids) == 2 and os.getpid() not in pids  # two processes, neither of them this one
 
@@ -53,8 +61,12 @@ def test_prepare_returning_none_leaves_a_task_out_and_a_handled_error_goes_on():
             return None
         return TARGET, {"value": key, "fail": "value" if key == 2 else None}
 
-    results = run_parallel([0, 1, 2, 3], workers=2, prepare=prepare,
-                           on_error=lambda key, error: errors.append((key, str(error))) or True)
+    results = run_parallel(
+        [0, 1, 2, 3],
+        workers=2,
+        prepare=prepare,
+        on_error=lambda key, error: errors.append((key, str(error))) or True,
+    )
     assert sorted(results) == [0, 3] and errors == [(2, "value 2 is bad")]
 
 
@@ -73,7 +85,9 @@ def test_a_worker_that_dies_stops_the_run_with_an_error_naming_its_task():
 @pytest.mark.large
 def test_a_task_interrupted_in_a_worker_stops_the_run_with_training_interrupted():
     with pytest.raises(TrainingInterrupted, match="stopped at 4") as error:
-        run_parallel([4, 5], workers=1, prepare=lambda key: (TARGET, {"value": key, "fail": "interrupted"}))
+        run_parallel(
+            [4, 5], workers=1, prepare=lambda key: (TARGET, {"value": key, "fail": "interrupted"})
+        )
     assert error.value.epoch == 4
 
 
@@ -85,7 +99,9 @@ def test_a_signal_to_the_parent_stops_the_busy_workers_even_if_sigint_was_ignore
         threading.Timer(3.0, lambda: os.kill(os.getpid(), signum)).start()
         started = time.monotonic()
         with pytest.raises(KeyboardInterrupt):
-            run_parallel([0, 1], workers=2, prepare=lambda key: (TARGET, {"value": key, "sleep": 120}))
+            run_parallel(
+                [0, 1], workers=2, prepare=lambda key: (TARGET, {"value": key, "sleep": 120})
+            )
         # The sleeping workers were stopped (SIGTERM outside training ends a worker at once), not waited for.
         assert time.monotonic() - started < 60
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # the caller's handler is back

@@ -14,9 +14,17 @@ from ssl_keras.data.epoch_stream import epoch_stream, pass_order, steps_per_pass
 from ssl_keras.optimizers import AdamW
 from ssl_keras.runs import run_directory
 from ssl_keras.runs.run_directory import RunWriteError, save_model_atomic, write_json_atomic
-from ssl_keras.runs.resumable import (CheckpointError, NonFiniteLossError, RunCheckpoint, StopRequest,
-                                      TrainingInterrupted, checkpoint_state, fit_resumable, load_checkpoint,
-                                      seed_generator_states)
+from ssl_keras.runs.resumable import (
+    CheckpointError,
+    NonFiniteLossError,
+    RunCheckpoint,
+    StopRequest,
+    TrainingInterrupted,
+    checkpoint_state,
+    fit_resumable,
+    load_checkpoint,
+    seed_generator_states,
+)
 
 STEPS = 5
 
@@ -30,14 +38,26 @@ def toy_data(n=40):
 
 def toy_stream(x, y, batch_size=8):
     table = (tf.constant(x), tf.constant(y))
-    return lambda start_batch: epoch_stream(table, lambda row: row, num_items=len(x), batch_size=batch_size,
-                                            seed=5, start_batch=start_batch)
+    return lambda start_batch: epoch_stream(
+        table,
+        lambda row: row,
+        num_items=len(x),
+        batch_size=batch_size,
+        seed=5,
+        start_batch=start_batch,
+    )
 
 
 def toy_model():
     keras.utils.set_random_seed(1)
-    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"),
-                              keras.layers.Dropout(0.3, seed=3), keras.layers.Dense(1)])
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dropout(0.3, seed=3),
+            keras.layers.Dense(1),
+        ]
+    )
     model.compile(optimizer=AdamW(learning_rate=1e-2, weight_decay=0.1), loss="mse")
     return model
 
@@ -64,12 +84,17 @@ def max_difference(a, b):
 
 def test_stream_started_anywhere_continues_the_full_stream():
     items = tf.constant(np.arange(10))
-    full = [b.numpy().tolist() for b in epoch_stream(items, lambda i: i, num_items=10, batch_size=3, seed=1).take(9)]
+    full = [
+        b.numpy().tolist()
+        for b in epoch_stream(items, lambda i: i, num_items=10, batch_size=3, seed=1).take(9)
+    ]
     for start in (1, 3, 4, 8):
-        part = epoch_stream(items, lambda i: i, num_items=10, batch_size=3, seed=1, start_batch=start)
+        part = epoch_stream(
+            items, lambda i: i, num_items=10, batch_size=3, seed=1, start_batch=start
+        )
         assert [b.numpy().tolist() for b in part.take(9 - start)] == full[start:]
     # Each pass is 3 full batches of distinct items in a new order; item 10 - 9 = 1 is dropped.
-    passes = [sum(full[i:i + 3], []) for i in (0, 3, 6)]
+    passes = [sum(full[i : i + 3], []) for i in (0, 3, 6)]
     assert all(len(set(p)) == 9 for p in passes) and len({tuple(p) for p in passes}) == 3
 
 
@@ -82,8 +107,14 @@ def test_pass_order_is_a_seeded_permutation():
 
 
 def test_stream_without_drop_remainder_keeps_every_item_each_pass():
-    stream = epoch_stream(tf.constant(np.arange(7)), lambda i: i, num_items=7, batch_size=3, seed=0,
-                          drop_remainder=False)
+    stream = epoch_stream(
+        tf.constant(np.arange(7)),
+        lambda i: i,
+        num_items=7,
+        batch_size=3,
+        seed=0,
+        drop_remainder=False,
+    )
     batches = [b.numpy().tolist() for b in stream.take(6)]
     assert steps_per_pass(7, 3, drop_remainder=False) == 3
     assert [len(b) for b in batches] == [3, 3, 1, 3, 3, 1]
@@ -128,22 +159,49 @@ def test_stopped_then_resumed_run_matches_an_uninterrupted_one(tmp_path, stop_af
     x, y = toy_data()
     stream = toy_stream(x, y)
     reference = toy_model()
-    fit_resumable(reference, stream, epochs=3, steps_per_epoch=STEPS, checkpoints=str(tmp_path / "a"),
-                  stop_request=StopRequest(), verbose=0)
+    fit_resumable(
+        reference,
+        stream,
+        epochs=3,
+        steps_per_epoch=STEPS,
+        checkpoints=str(tmp_path / "a"),
+        stop_request=StopRequest(),
+        verbose=0,
+    )
 
     model = toy_model()
     request = StopRequest()
     with pytest.raises(TrainingInterrupted) as stopped:
-        fit_resumable(model, stream, epochs=3, steps_per_epoch=STEPS, checkpoints=str(tmp_path / "b"),
-                      callbacks=[StopAfter(request, stop_after)], stop_request=request, verbose=0)
+        fit_resumable(
+            model,
+            stream,
+            epochs=3,
+            steps_per_epoch=STEPS,
+            checkpoints=str(tmp_path / "b"),
+            callbacks=[StopAfter(request, stop_after)],
+            stop_request=request,
+            verbose=0,
+        )
     state = checkpoint_state(str(tmp_path / "b"))
-    assert (state["epoch"], state["step"]) == divmod(stop_after, STEPS) == (stopped.value.epoch, stopped.value.step)
+    assert (
+        (state["epoch"], state["step"])
+        == divmod(stop_after, STEPS)
+        == (stopped.value.epoch, stopped.value.step)
+    )
     assert stopped.value.checkpoint == state["path"] and os.path.isfile(state["path"])
     assert "stopped by SIGINT" in str(stopped.value)
 
     resumed = load_checkpoint(state)
-    history = fit_resumable(resumed, stream, epochs=3, steps_per_epoch=STEPS, checkpoints=str(tmp_path / "b"),
-                            start=(state["epoch"], state["step"]), stop_request=StopRequest(), verbose=0)
+    history = fit_resumable(
+        resumed,
+        stream,
+        epochs=3,
+        steps_per_epoch=STEPS,
+        checkpoints=str(tmp_path / "b"),
+        start=(state["epoch"], state["step"]),
+        stop_request=StopRequest(),
+        verbose=0,
+    )
     assert len(history["loss"]) == 3 - state["epoch"]
     assert max_difference(resumed, reference) == 0.0
     assert checkpoint_state(str(tmp_path / "b"))["epoch"] == 3
@@ -155,15 +213,37 @@ def test_resuming_without_the_rng_state_would_differ(tmp_path):
     x, y = toy_data()
     stream = toy_stream(x, y)
     reference = toy_model()
-    fit_resumable(reference, stream, epochs=2, steps_per_epoch=STEPS, checkpoints=str(tmp_path / "a"),
-                  stop_request=StopRequest(), verbose=0)
+    fit_resumable(
+        reference,
+        stream,
+        epochs=2,
+        steps_per_epoch=STEPS,
+        checkpoints=str(tmp_path / "a"),
+        stop_request=StopRequest(),
+        verbose=0,
+    )
     model = toy_model()
-    fit_resumable(model, stream, epochs=1, steps_per_epoch=STEPS, checkpoints=str(tmp_path / "b"),
-                  stop_request=StopRequest(), verbose=0)
+    fit_resumable(
+        model,
+        stream,
+        epochs=1,
+        steps_per_epoch=STEPS,
+        checkpoints=str(tmp_path / "b"),
+        stop_request=StopRequest(),
+        verbose=0,
+    )
     state = checkpoint_state(str(tmp_path / "b"))
     plain = keras.saving.load_model(state["path"])  # no seed-generator state
-    fit_resumable(plain, stream, epochs=2, steps_per_epoch=STEPS, checkpoints=str(tmp_path / "b"),
-                  start=(1, 0), stop_request=StopRequest(), verbose=0)
+    fit_resumable(
+        plain,
+        stream,
+        epochs=2,
+        steps_per_epoch=STEPS,
+        checkpoints=str(tmp_path / "b"),
+        start=(1, 0),
+        stop_request=StopRequest(),
+        verbose=0,
+    )
     assert max_difference(plain, reference) > 1e-4
 
 
@@ -172,16 +252,31 @@ def test_non_finite_loss_stops_before_saving_and_names_the_step(tmp_path):
     x, y = toy_data()
     model = toy_model()
     stream = toy_stream(x, y)
-    fit_resumable(model, stream, epochs=1, steps_per_epoch=STEPS, checkpoints=str(tmp_path),
-                  stop_request=StopRequest(), verbose=0)
+    fit_resumable(
+        model,
+        stream,
+        epochs=1,
+        steps_per_epoch=STEPS,
+        checkpoints=str(tmp_path),
+        stop_request=StopRequest(),
+        verbose=0,
+    )
     good = checkpoint_state(str(tmp_path))
     # Poison the targets of epoch 2 from step 3 on (a ReLU would swallow NaN inputs).
     poisoned = y.copy()
     order = pass_order(len(x), 5, 1).numpy()
-    poisoned[order[2 * 8:]] = np.nan
+    poisoned[order[2 * 8 :]] = np.nan
     with pytest.raises(NonFiniteLossError) as error:
-        fit_resumable(load_checkpoint(good), toy_stream(x, poisoned), epochs=3, steps_per_epoch=STEPS,
-                      checkpoints=str(tmp_path), start=(1, 0), stop_request=StopRequest(), verbose=0)
+        fit_resumable(
+            load_checkpoint(good),
+            toy_stream(x, poisoned),
+            epochs=3,
+            steps_per_epoch=STEPS,
+            checkpoints=str(tmp_path),
+            start=(1, 0),
+            stop_request=StopRequest(),
+            verbose=0,
+        )
     message = str(error.value)
     assert "loss became nan at epoch 2, step 3" in message and good["path"] in message
     state = checkpoint_state(str(tmp_path))
@@ -196,8 +291,10 @@ def test_only_the_newest_checkpoints_are_kept(tmp_path):
     checkpoint.set_model(model)
     for epoch, step in [(1, 0), (1, 3), (2, 0), (2, 4), (3, 0)]:
         checkpoint.save(epoch, step)
-    assert sorted(f for f in os.listdir(tmp_path) if f.endswith(".keras")) == ["epoch-0002-step-000004.keras",
-                                                                              "epoch-0003.keras"]
+    assert sorted(f for f in os.listdir(tmp_path) if f.endswith(".keras")) == [
+        "epoch-0002-step-000004.keras",
+        "epoch-0003.keras",
+    ]
     assert json.loads((tmp_path / "state.json").read_text())["checkpoint"] == "epoch-0003.keras"
 
 
@@ -251,8 +348,15 @@ def two_epochs(folder):
     """Trains 2 epochs of the toy model into `folder`: epoch-0001.keras, epoch-0002.keras."""
     x, y = toy_data()
     model = toy_model()
-    fit_resumable(model, toy_stream(x, y), epochs=2, steps_per_epoch=STEPS, checkpoints=str(folder),
-                  stop_request=StopRequest(), verbose=0)
+    fit_resumable(
+        model,
+        toy_stream(x, y),
+        epochs=2,
+        steps_per_epoch=STEPS,
+        checkpoints=str(folder),
+        stop_request=StopRequest(),
+        verbose=0,
+    )
     return model
 
 
@@ -269,9 +373,13 @@ def test_a_deleted_state_json_resumes_from_the_checkpoints_own_record(tmp_path):
     lines = []
     state = checkpoint_state(str(tmp_path), log=lines.append)
     assert (state["epoch"], state["step"], state["checkpoint"]) == (2, 0, "epoch-0002.keras")
-    assert state["seed_generators"] == expected["seed_generators"] and state["logs"] == expected["logs"]
-    assert lines == [f"note: {tmp_path / 'state.json'} is missing; the state stored in epoch-0002.keras "
-                     "is used"]
+    assert (
+        state["seed_generators"] == expected["seed_generators"]
+        and state["logs"] == expected["logs"]
+    )
+    assert lines == [
+        f"note: {tmp_path / 'state.json'} is missing; the state stored in epoch-0002.keras is used"
+    ]
 
 
 def test_a_truncated_last_checkpoint_falls_back_to_the_intact_one_and_says_so(tmp_path):
@@ -280,13 +388,23 @@ def test_a_truncated_last_checkpoint_falls_back_to_the_intact_one_and_says_so(tm
     lines = []
     state = checkpoint_state(str(tmp_path), log=lines.append)
     assert state["checkpoint"] == "epoch-0001.keras" and state["epoch"] == 1
-    assert lines == [f"skipped {tmp_path / 'epoch-0002.keras'}: truncated or damaged (not a complete "
-                     ".keras archive); resuming from the newest intact checkpoint, epoch-0001.keras"]
+    assert lines == [
+        f"skipped {tmp_path / 'epoch-0002.keras'}: truncated or damaged (not a complete "
+        ".keras archive); resuming from the newest intact checkpoint, epoch-0001.keras"
+    ]
     # The fallback loads, and training from it rewrites epoch 2 as an uninterrupted run would.
     x, y = toy_data()
     resumed = load_checkpoint(state)
-    fit_resumable(resumed, toy_stream(x, y), epochs=2, steps_per_epoch=STEPS, checkpoints=str(tmp_path),
-                  start=(1, 0), stop_request=StopRequest(), verbose=0)
+    fit_resumable(
+        resumed,
+        toy_stream(x, y),
+        epochs=2,
+        steps_per_epoch=STEPS,
+        checkpoints=str(tmp_path),
+        start=(1, 0),
+        stop_request=StopRequest(),
+        verbose=0,
+    )
     assert max_difference(resumed, model) == 0.0
     assert checkpoint_state(str(tmp_path))["checkpoint"] == "epoch-0002.keras"
 
@@ -296,7 +414,7 @@ def test_a_checkpoint_damaged_inside_is_skipped(tmp_path):
     path = tmp_path / "epoch-0002.keras"
     data = bytearray(path.read_bytes())
     middle = len(data) // 2
-    data[middle:middle + 64] = bytes(64)  # the archive's index is intact, a member is not
+    data[middle : middle + 64] = bytes(64)  # the archive's index is intact, a member is not
     path.write_bytes(bytes(data))
     lines = []
     assert checkpoint_state(str(tmp_path), log=lines.append)["checkpoint"] == "epoch-0001.keras"
@@ -317,7 +435,9 @@ def test_no_intact_checkpoint_is_refused_rather_than_started_over(tmp_path):
     # A state.json naming a checkpoint that is gone is refused too.
     for name in ("epoch-0001.keras", "epoch-0002.keras"):
         os.unlink(tmp_path / name)
-    with pytest.raises(CheckpointError, match="state.json names epoch-0002.keras, which is missing"):
+    with pytest.raises(
+        CheckpointError, match="state.json names epoch-0002.keras, which is missing"
+    ):
         checkpoint_state(str(tmp_path))
 
 
@@ -328,7 +448,9 @@ def test_an_old_checkpoint_without_a_record_needs_state_json(tmp_path):
     write_json_atomic(str(tmp_path / "state.json"), {"epoch": 1, "checkpoint": "epoch-0001.keras"})
     assert checkpoint_state(str(tmp_path))["epoch"] == 1
     os.unlink(tmp_path / "state.json")
-    with pytest.raises(CheckpointError, match="holds no state record and state.json does not name it"):
+    with pytest.raises(
+        CheckpointError, match="holds no state record and state.json does not name it"
+    ):
         checkpoint_state(str(tmp_path))
 
 
@@ -337,7 +459,9 @@ def test_a_truncated_state_json_is_named_and_the_checkpoints_are_used(tmp_path):
     truncate(tmp_path / "state.json")
     lines = []
     assert checkpoint_state(str(tmp_path), log=lines.append)["epoch"] == 2
-    assert len(lines) == 1 and lines[0].startswith(f"skipped {tmp_path / 'state.json'}: not valid JSON")
+    assert len(lines) == 1 and lines[0].startswith(
+        f"skipped {tmp_path / 'state.json'}: not valid JSON"
+    )
 
 
 def full_disk_at(name, monkeypatch):
@@ -363,12 +487,20 @@ def test_a_full_disk_at_the_state_write_is_one_line_and_keeps_the_checkpoint(tmp
     model = toy_model()
     full_disk_at("state.json", monkeypatch)
     with pytest.raises(RunWriteError) as failed:
-        fit_resumable(model, toy_stream(x, y), epochs=2, steps_per_epoch=STEPS, checkpoints=str(tmp_path),
-                      stop_request=StopRequest(), verbose=0)
+        fit_resumable(
+            model,
+            toy_stream(x, y),
+            epochs=2,
+            steps_per_epoch=STEPS,
+            checkpoints=str(tmp_path),
+            stop_request=StopRequest(),
+            verbose=0,
+        )
     message = str(failed.value)
     assert "\n" not in message and failed.value.errno == errno.ENOSPC
-    assert message.startswith(f"cannot write {tmp_path / 'state.json'}: No space left on device (the disk "
-                              "is full")
+    assert message.startswith(
+        f"cannot write {tmp_path / 'state.json'}: No space left on device (the disk is full"
+    )
     assert f"the last good checkpoint is {tmp_path / 'epoch-0001.keras'} (epoch 1)" in message
     assert os.listdir(tmp_path) == ["epoch-0001.keras"]  # no half state.json, no temporary file
     monkeypatch.undo()
@@ -379,8 +511,15 @@ def test_a_full_disk_at_the_state_write_is_one_line_and_keeps_the_checkpoint(tmp
 
 def test_a_full_disk_at_the_checkpoint_write_keeps_the_last_good_one(tmp_path, monkeypatch):
     x, y = toy_data()
-    fit_resumable(toy_model(), toy_stream(x, y), epochs=1, steps_per_epoch=STEPS, checkpoints=str(tmp_path),
-                  stop_request=StopRequest(), verbose=0)
+    fit_resumable(
+        toy_model(),
+        toy_stream(x, y),
+        epochs=1,
+        steps_per_epoch=STEPS,
+        checkpoints=str(tmp_path),
+        stop_request=StopRequest(),
+        verbose=0,
+    )
     good = (tmp_path / "epoch-0001.keras").read_bytes()
 
     def enospc(self, filepath, *args, **kwargs):
@@ -389,11 +528,21 @@ def test_a_full_disk_at_the_checkpoint_write_keeps_the_last_good_one(tmp_path, m
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(keras.Model, "save", enospc)
-    with pytest.raises(RunWriteError, match=r"cannot write .*epoch-0002\.keras: No space left on device .*"
-                                            r"the last good checkpoint is .*epoch-0001\.keras \(epoch 1\)$"):
-        fit_resumable(load_checkpoint(checkpoint_state(str(tmp_path))), toy_stream(x, y), epochs=2,
-                      steps_per_epoch=STEPS, checkpoints=str(tmp_path), start=(1, 0),
-                      stop_request=StopRequest(), verbose=0)
+    with pytest.raises(
+        RunWriteError,
+        match=r"cannot write .*epoch-0002\.keras: No space left on device .*"
+        r"the last good checkpoint is .*epoch-0001\.keras \(epoch 1\)$",
+    ):
+        fit_resumable(
+            load_checkpoint(checkpoint_state(str(tmp_path))),
+            toy_stream(x, y),
+            epochs=2,
+            steps_per_epoch=STEPS,
+            checkpoints=str(tmp_path),
+            start=(1, 0),
+            stop_request=StopRequest(),
+            verbose=0,
+        )
     assert sorted(os.listdir(tmp_path)) == ["epoch-0001.keras", "state.json"]
     assert (tmp_path / "epoch-0001.keras").read_bytes() == good
 
@@ -402,5 +551,7 @@ def test_a_checkpoint_that_cannot_be_loaded_is_one_line_naming_it(tmp_path):
     two_epochs(tmp_path)
     state = checkpoint_state(str(tmp_path))
     truncate(state["path"])  # damaged after it was chosen
-    with pytest.raises(CheckpointError, match=rf"^checkpoint {re.escape(state['path'])}: cannot be loaded \("):
+    with pytest.raises(
+        CheckpointError, match=rf"^checkpoint {re.escape(state['path'])}: cannot be loaded \("
+    ):
         load_checkpoint(state)

@@ -121,13 +121,17 @@ def test_every_writer_gives_the_mode_the_umask_asks_for(tmp_path, umask, mode):
         write_json_atomic(str(tmp_path / "metrics.json"), {"a": 1})
         write_text_atomic(str(tmp_path / "per_class.md"), "| a |\n")
         save_png_atomic(np.zeros((2, 2, 3), "uint8"), str(tmp_path / "drawn.png"))
-        save_model_atomic(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]),
-                          str(tmp_path / "model.keras"))
+        save_model_atomic(
+            keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]),
+            str(tmp_path / "model.keras"),
+        )
         write_json_atomic(str(tmp_path / "metrics.json"), {"a": 2})  # replacing keeps the mode too
     finally:
         os.umask(old)
     modes = {name: stat.S_IMODE(os.stat(tmp_path / name).st_mode) for name in os.listdir(tmp_path)}
-    assert modes == dict.fromkeys(["metrics.json", "per_class.md", "drawn.png", "model.keras"], mode)
+    assert modes == dict.fromkeys(
+        ["metrics.json", "per_class.md", "drawn.png", "model.keras"], mode
+    )
 
 
 def test_a_full_disk_is_one_line_naming_the_file_and_the_old_file_stays(tmp_path):
@@ -135,21 +139,25 @@ def test_a_full_disk_is_one_line_naming_the_file_and_the_old_file_stays(tmp_path
     write_json_atomic(path, {"a": 1})
 
     def enospc(tmp):
-        open(tmp, "w").write("{\"a\": ")
+        open(tmp, "w").write('{"a": ')
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with pytest.raises(RunWriteError) as failed:
         write_file_atomic(path, enospc)
-    assert str(failed.value) == (f"cannot write {path}: No space left on device (the disk is full: free "
-                                 "some space)")
+    assert str(failed.value) == (
+        f"cannot write {path}: No space left on device (the disk is full: free some space)"
+    )
     assert isinstance(failed.value, OSError) and isinstance(failed.value, RunDirectoryError)
     assert failed.value.errno == errno.ENOSPC and failed.value.path == path
     assert os.listdir(tmp_path) == ["metrics.json"] and json.loads(open(path).read()) == {"a": 1}
 
 
 def test_truncated_or_binary_json_is_one_line_naming_the_file(tmp_path):
-    for name, content in [("state.json", b'{"epoch": 2, "chec'), ("config.json", b""),
-                          ("best.json", b"\xff\xfe\x00binary")]:
+    for name, content in [
+        ("state.json", b'{"epoch": 2, "chec'),
+        ("config.json", b""),
+        ("best.json", b"\xff\xfe\x00binary"),
+    ]:
         path = tmp_path / name
         path.write_bytes(content)
         with pytest.raises(RunFileError) as failed:

@@ -92,7 +92,9 @@ def test_the_lock_of_a_killed_process_is_taken_over_and_said(tmp_path):
     holder.wait()
     assert (out / LOCK_FILE).exists()
     lines = []
-    with start_run(TinyConfig(str(out)), command="pretrain", resolve_seeds=seeds_of, log=lines.append):
+    with start_run(
+        TinyConfig(str(out)), command="pretrain", resolve_seeds=seeds_of, log=lines.append
+    ):
         assert json.loads((out / LOCK_FILE).read_text())["pid"] == os.getpid()
     assert len(lines) == 1 and f"locked by PID {holder.pid}" in lines[0], lines
     assert "no longer running" in lines[0] and "took the lock over" in lines[0]
@@ -105,7 +107,9 @@ def test_a_hand_written_lock_with_a_dead_pid_is_stale(tmp_path):
     pid = dead_pid()
     (out / LOCK_FILE).write_text(json.dumps({"pid": pid, "command": "detect"}))
     lines = []
-    run = start_run(TinyConfig(str(out)), command="detect", resolve_seeds=seeds_of, log=lines.append)
+    run = start_run(
+        TinyConfig(str(out)), command="detect", resolve_seeds=seeds_of, log=lines.append
+    )
     run.write_config({})
     run.close()
     assert lines == [
@@ -119,8 +123,11 @@ def test_the_lock_is_released_on_errors_and_interruptions(tmp_path):
     out = tmp_path / "run"
     for error in (KeyboardInterrupt, ValueError):
         with pytest.raises(error):
-            with start_run(TinyConfig(str(out), resume=out.exists()), command="pretrain",
-                           resolve_seeds=seeds_of) as run:
+            with start_run(
+                TinyConfig(str(out), resume=out.exists()),
+                command="pretrain",
+                resolve_seeds=seeds_of,
+            ) as run:
                 run.write_config({})
                 raise error()
         assert not (out / LOCK_FILE).exists()
@@ -156,10 +163,33 @@ def test_a_new_run_in_a_used_directory_is_refused_before_any_lock(tmp_path):
 
 def pretrain_process(photos, out, seed):
     return subprocess.Popen(
-        [sys.executable, "-m", "ssl_keras.cli.main", "pretrain", "--data", str(photos),
-         "--out", str(out), "--backbone", "tiny", "--batch-size", "8", "--image-size", "32",
-         "--epochs", "1", "--warmup-epochs", "0", "--quiet", "--no-export", "--seed", str(seed)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "ssl_keras.cli.main",
+            "pretrain",
+            "--data",
+            str(photos),
+            "--out",
+            str(out),
+            "--backbone",
+            "tiny",
+            "--batch-size",
+            "8",
+            "--image-size",
+            "32",
+            "--epochs",
+            "1",
+            "--warmup-epochs",
+            "0",
+            "--quiet",
+            "--no-export",
+            "--seed",
+            str(seed),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -198,7 +228,9 @@ def test_two_pretrain_processes_on_one_out_one_is_refused_and_the_run_is_whole(
 
 
 def test_temporary_names_are_unique_per_call(tmp_path):
-    names = {os.path.basename(run_directory.temporary_name(str(tmp_path / "a.json"))) for _ in range(50)}
+    names = {
+        os.path.basename(run_directory.temporary_name(str(tmp_path / "a.json"))) for _ in range(50)
+    }
     assert len(names) == 50
     assert all(re.fullmatch(rf"\.tmp-{os.getpid()}-[0-9a-f]{{8}}-a\.json", name) for name in names)
 
@@ -209,15 +241,23 @@ def test_after_a_killed_run_its_temporary_files_go_and_others_stay(tmp_path):
     pid = dead_pid()
     (out / LOCK_FILE).write_text(json.dumps({"pid": pid, "command": "pretrain"}))
     (out / "config.json").write_text(json.dumps({"seeds": {"global": 1}}))
-    stale = [out / f".tmp-{pid}-0123abcd-result.json",
-             out / "checkpoints" / f".tmp-{pid}-deadbeef-epoch-0002.keras"]
-    kept = [out / ".tmp-1-0123abcd-result.json",  # PID 1 is alive: not ours to remove
-            out / "checkpoints" / "epoch-0001.keras.bak"]
+    stale = [
+        out / f".tmp-{pid}-0123abcd-result.json",
+        out / "checkpoints" / f".tmp-{pid}-deadbeef-epoch-0002.keras",
+    ]
+    kept = [
+        out / ".tmp-1-0123abcd-result.json",  # PID 1 is alive: not ours to remove
+        out / "checkpoints" / "epoch-0001.keras.bak",
+    ]
     for path in stale + kept:
         path.write_text("half")
     lines = []
-    with start_run(TinyConfig(str(out), resume=True), command="pretrain", resolve_seeds=seeds_of,
-                   log=lines.append):
+    with start_run(
+        TinyConfig(str(out), resume=True),
+        command="pretrain",
+        resolve_seeds=seeds_of,
+        log=lines.append,
+    ):
         pass
     assert [path.exists() for path in stale + kept] == [False, False, True, True]
     assert lines[1:] == [

@@ -32,7 +32,12 @@ def write_checkpoint(folder, *, epoch, step):
 
 def test_a_new_run_resolves_its_seeds_and_starts_at_zero(tmp_path):
     lines = []
-    run = start_run(TinyConfig(str(tmp_path / "run")), command="detect", resolve_seeds=seeds_of, log=lines.append)
+    run = start_run(
+        TinyConfig(str(tmp_path / "run")),
+        command="detect",
+        resolve_seeds=seeds_of,
+        log=lines.append,
+    )
     assert run.seeds == {"global": 7, "data": 9}
     assert run.state is None and run.start == (0, 0) and run.recorded is None
     assert run.log_resume(5) is False and lines == []
@@ -45,16 +50,24 @@ def test_a_new_run_resolves_its_seeds_and_starts_at_zero(tmp_path):
 
 def test_a_resumed_run_keeps_its_seeds_and_reads_its_checkpoint(tmp_path):
     out = tmp_path / "run"
-    start_run(TinyConfig(str(out), seed=1), command="pretrain", resolve_seeds=seeds_of).write_config({})
+    start_run(
+        TinyConfig(str(out), seed=1), command="pretrain", resolve_seeds=seeds_of
+    ).write_config({})
     write_checkpoint(out / "checkpoints", epoch=2, step=4)  # epoch-0002-step-000004.keras
     lines = []
-    run = start_run(TinyConfig(str(out), resume=True, seed=99), command="pretrain", resolve_seeds=seeds_of,
-                    log=lines.append)
+    run = start_run(
+        TinyConfig(str(out), resume=True, seed=99),
+        command="pretrain",
+        resolve_seeds=seeds_of,
+        log=lines.append,
+    )
     assert run.seeds == {"global": 1, "data": 3}  # --seed 99 does not change a resumed run
     assert run.recorded["seeds"] == run.seeds and run.start == (2, 4)
     assert run.log_resume(10) is True
-    assert lines == [f"resuming from {out / 'checkpoints' / 'epoch-0002-step-000004.keras'} (epoch 2, step 4 "
-                     "of 10 epochs)"]
+    assert lines == [
+        f"resuming from {out / 'checkpoints' / 'epoch-0002-step-000004.keras'} (epoch 2, step 4 "
+        "of 10 epochs)"
+    ]
 
 
 def test_a_used_directory_is_refused_without_resume(tmp_path):
