@@ -134,6 +134,22 @@ def _bomb_warnings_silenced():
         yield
 
 
+def path_tensor(paths):
+    """File paths as a string tensor of their bytes, whatever their names' encoding.
+
+    Python gives a file name that is not valid UTF-8 (a Latin-1 `caf\xe9.jpg`) as a str with
+    surrogate escapes, which `tf.constant` refuses; `os.fsencode` gives back the name's own
+    bytes, which `tf.io.read_file` opens.
+
+    Args:
+        paths: list of str, bytes or path-like.
+
+    Returns:
+        1-D `tf.string` tensor.
+    """
+    return tf.constant([os.fsencode(path) for path in paths], dtype=tf.string, shape=[len(paths)])
+
+
 def list_image_files(root):
     """Lists the image files under a folder, recursively.
 
@@ -488,7 +504,7 @@ def image_dataset(
             "`image_size` and `batch_size` must be > 0. "
             f"Received: image_size={image_size}, batch_size={batch_size}"
         )
-    dataset = tf.data.Dataset.from_tensor_slices(paths)
+    dataset = tf.data.Dataset.from_tensor_slices(path_tensor(paths))
     if shuffle:
         # The file list is small (strings), so a full-size buffer gives a true shuffle.
         dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)

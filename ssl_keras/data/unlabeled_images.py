@@ -136,7 +136,7 @@ def _files_source(paths, spec, *, image_size, batch_size, seed, shuffle, descrip
     )
     stream = functools.partial(
         epoch_stream.epoch_stream,
-        tf.constant(good_paths),
+        image_files.path_tensor(good_paths),
         functools.partial(image_files.read_image, image_size=image_size),
         num_items=len(good_paths),
         batch_size=batch_size,

@@ -465,7 +465,8 @@ def read_image_set(root, split):
             f"{', '.join(available) if available else 'none (ImageSets/Main is missing or empty)'}; "
             f"create ImageSets/Main/{split}.txt with one image id per line"
         )
-    with open(list_file, encoding="utf-8", errors="replace") as f:
+    # Surrogate escapes keep an id that is not UTF-8 equal to its files' names (`os.listdir`).
+    with open(list_file, encoding="utf-8", errors="surrogateescape") as f:
         ids = [line.split()[0] for line in f if line.strip()]
     return list(dict.fromkeys(ids))
 
@@ -631,8 +632,8 @@ def voc_feature_table(records):
         return tf.RaggedTensor.from_row_lengths(flat, lengths)
 
     table = {
-        "path": tf.constant([os.fspath(record["image_path"]) for record in records]),
-        "image/filename": tf.constant([record["image/filename"] for record in records]),
+        "path": image_files.path_tensor([record["image_path"] for record in records]),
+        "image/filename": image_files.path_tensor([record["image/filename"] for record in records]),
         "objects": {
             "bbox": ragged([obj["bbox"] for obj in objects], np.float32, (4,)),
             "label": ragged([obj["label"] for obj in objects], np.int64),
