@@ -150,15 +150,42 @@ def path_tensor(paths):
     return tf.constant([os.fsencode(path) for path in paths], dtype=tf.string, shape=[len(paths)])
 
 
+def walk_folders(root):
+    """Walks a folder tree as `os.walk` does, following symlinked folders, each folder once.
+
+    A symlinked sub-folder is searched like a real one (photo libraries often link in other
+    drives). A folder already visited under another path (a link back up the tree, two links
+    to one folder) is not entered again, so link loops end; real folders are entered before
+    links, so they keep their own paths.
+
+    Args:
+        root: str or path-like, the folder to search.
+
+    Yields:
+        `(folder, file_names)`, folders in a fixed (sorted) order.
+    """
+    seen = {os.path.realpath(root)}
+    for folder, dirs, names in os.walk(os.fspath(root), followlinks=True):
+        kept = []
+        for name in sorted(dirs, key=lambda d: (os.path.islink(os.path.join(folder, d)), d)):
+            real = os.path.realpath(os.path.join(folder, name))
+            if real not in seen:
+                seen.add(real)
+                kept.append(name)
+        dirs[:] = kept
+        yield folder, names
+
+
 def list_image_files(root):
-    """Lists the image files under a folder, recursively.
+    """Lists the image files under a folder, recursively, following symlinked folders.
 
     Args:
         root: str or path-like, the folder to search.
 
     Returns:
         Sorted list of str paths whose extension is in `IMAGE_EXTENSIONS` (any case).
-        Other files are ignored; the files are not opened.
+        Other files are ignored; the files are not opened. Folders are walked by
+        `walk_folders` (symlinks followed, loops entered once).
 
     Raises:
         FileNotFoundError: `root` is not a folder.
@@ -167,7 +194,7 @@ def list_image_files(root):
     if not os.path.isdir(root):
         raise FileNotFoundError(f"image folder {root} does not exist or is not a folder")
     found = []
-    for folder, _, names in os.walk(root):
+    for folder, names in walk_folders(root):
         for name in names:
             if name.lower().endswith(IMAGE_EXTENSIONS):
                 found.append(os.path.join(folder, name))
@@ -235,7 +262,25 @@ def _repair_reason(path, head, image_format, mode, info, size, image_size):
     return next((reason for reason in REPAIRS if reason in reasons), None)
 
 
-def _inspect(path, image_size):
+def _tf_decodes(path, head):
+    """Whether TensorFlow's decoder reads the pixel data (headers can be sound and data not).
+
+    JPEGs are decoded at 1/8 scale: the same markers, tables and entropy-coded data are read,
+    for a fraction of the inverse-DCT and colour work.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        if head.startswith(_JPEG_MAGIC):
+            tf.image.decode_jpeg(data, channels=3, ratio=8)
+        else:
+            tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+    except (OSError, tf.errors.OpError):
+        return False
+    return True
+
+
+def _inspect(path, image_size, decode=True):
     """`(skip_reason, repair_reason)` of one file; see `inspect_image_file`."""
     try:
         size = os.path.getsize(path)
@@ -271,6 +316,8 @@ def _inspect(path, image_size):
     truncated = _truncation_reason(head, tail, size)
     if truncated:
         return truncated, None
+    if decode and not _tf_decodes(path, head):
+        return CORRUPT_DATA, None
     return None, _repair_reason(path, head, image_format, mode, info, image_size_px, image_size)
 
 
@@ -310,7 +357,7 @@ def check_image_file(path):
     return inspect_image_file(path)[0]
 
 
-def scan_images(paths, *, image_size=None, num_workers=None):
+def scan_images(paths, *, image_size=None, num_workers=None, decode=True):
     """Finds the files that cannot be decoded, and those read after a conversion, once.
 
     Each file is checked from its header (`PIL.Image.verify`) and its last bytes (JPEG must
@@ -340,7 +387,7 @@ def scan_images(paths, *, image_size=None, num_workers=None):
         num_workers = min(32, 4 * (os.cpu_count() or 1))
 
     def inspect(path):
-        return _inspect(path, image_size)
+        return _inspect(path, image_size, decode)
 
     with _bomb_warnings_silenced():
         if len(paths) < 64 or num_workers <= 1:

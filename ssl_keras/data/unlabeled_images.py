@@ -164,7 +164,7 @@ def _folder_source(parsed, **kwargs):
     paths = image_files.list_image_files(parsed.path)
     if not paths:
         extensions = ", ".join(image_files.IMAGE_EXTENSIONS)
-        others = sum(len(names) for _, _, names in os.walk(parsed.path))
+        others = sum(len(names) for _, names in image_files.walk_folders(parsed.path))
         found = f"only {others} other file{'s' if others != 1 else ''}" if others else "nothing"
         raise SourceError(
             f"source {parsed.spec!r}: folder {parsed.path} holds no image files ({extensions}; "
