@@ -361,8 +361,11 @@ def scan_images(paths, *, image_size=None, num_workers=None, decode=True):
     """Finds the files that cannot be decoded, and those read after a conversion, once.
 
     Each file is checked from its header (`PIL.Image.verify`) and its last bytes (JPEG must
-    end with FFD9, PNG with IEND, ...), not decoded, so 8,500 small JPEGs take a few
-    seconds on two cores. Order is kept.
+    end with FFD9, PNG with IEND, ...), then, with `decode`, decoded once by TensorFlow (JPEGs
+    at 1/8 scale), so that a file whose headers are sound but whose data TensorFlow refuses
+    (an undefined quantization table, bad PNG deflate data) is skipped here, as
+    `CORRUPT_DATA`, rather than failing mid-run: the scan and the decoder agree. On the 865
+    VOC2007 JPEGs that costs about 2.7 s on two loaded cores (0.2 s without). Order is kept.
 
     Args:
         paths: list of str, the files to check.
@@ -371,6 +374,7 @@ def scan_images(paths, *, image_size=None, num_workers=None, decode=True):
             caller decodes at full size.
         num_workers: int, threads reading files in parallel. Defaults to
             `min(32, 4 * os.cpu_count())`: the work is mostly waiting on the disk.
+        decode: bool, whether files are also decoded by TensorFlow. Defaults to True.
 
     Returns:
         A `ScanResult`: the decodable paths; the skipped files, as reason -> count and as

@@ -140,6 +140,7 @@ def data_report(data):
         "repaired": _flat_counts(repaired_by_split),
         "repaired_by_split": repaired_by_split,
         "data_messages": list(getattr(data, "messages", [])),
+        "split_overlap": dict(getattr(data, "split_overlap", {})),
     }
 
 
