@@ -232,3 +232,12 @@ def bad_zlib_png(folder, name="bad_zlib.png", size=(64, 48)):
             + _png_chunk(b"IEND", b"")
         )
     return path
+
+
+def exif_rotated_jpeg(folder, name="exif_rotated.jpg", size=(64, 48), orientation=6):
+    """A JPEG stored `size` (width, height) whose EXIF tag tells viewers to rotate it."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = os.path.join(folder, name)
+    Image.fromarray(_pattern(size[1], size[0], seed=15)).save(path, quality=90, exif=exif)
+    return path

@@ -59,7 +59,8 @@ ALPHA = "alpha channel dropped"
 PALETTE = "palette converted to RGB"
 GRAYSCALE = "grayscale converted to RGB"
 WRONG_EXTENSION = "extension does not match the content"
-REPAIRS = (REDUCED, SIXTEEN_BIT, CMYK, ALPHA, PALETTE, GRAYSCALE, WRONG_EXTENSION)
+EXIF_IGNORED = "EXIF orientation ignored, stored pixels used"
+REPAIRS = (REDUCED, SIXTEEN_BIT, CMYK, ALPHA, PALETTE, GRAYSCALE, WRONG_EXTENSION, EXIF_IGNORED)
 """Every repair reason, in the order of precedence."""
 
 LARGE_IMAGE_PIXELS = 1024 * 1024 * 1024 // 4 // 3
@@ -201,6 +202,15 @@ def list_image_files(root):
     return sorted(found)
 
 
+def exif_orientation(image):
+    """The EXIF orientation tag (1-8) of an open Pillow image, 1 when absent or unreadable."""
+    try:
+        value = image.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block is only metadata.
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
 def _truncation_reason(head, tail, size):
     """`TRUNCATED` when the file's last bytes are not its format's end marker, else None."""
     if head.startswith(_JPEG_MAGIC):
@@ -237,10 +247,18 @@ def _bmp_supported(head, mode):
     return bits == 8 and compression == 0 and mode == "L"
 
 
-def _repair_reason(path, head, image_format, mode, info, size, image_size):
-    """The first repair in `REPAIRS` order that decoding this file involves, or None."""
+def _repair_reason(path, head, image_format, mode, info, size, image_size, orientation=1):
+    """The first repair in `REPAIRS` order that decoding this file involves, or None.
+
+    EXIF orientation policy, as TFDS and the VOC tools: images are decoded as stored
+    (`tf.io.decode_image` ignores EXIF), in training, evaluation, predict and Grad-CAM alike,
+    and boxes refer to the stored pixels. A file whose orientation tag is not 1 (a viewer
+    would show it rotated or mirrored) is reported as `EXIF_IGNORED`.
+    """
     width, height = size
     reasons = set()
+    if orientation not in (None, 1):
+        reasons.add(EXIF_IGNORED)
     if image_size is not None and image_format in ("JPEG", "MPO"):
         if jpeg_decode_ratio(height, width, image_size) > 1:
             reasons.add(REDUCED)
@@ -300,6 +318,7 @@ def _inspect(path, image_size, decode=True):
                 with Image.open(f) as image:
                     image_format, mode = image.format, image.mode
                     info, image_size_px = dict(image.info), image.size
+                    orientation = exif_orientation(image)
                     image.verify()
             except Image.DecompressionBombError:
                 return TOO_LARGE, None
@@ -318,7 +337,9 @@ def _inspect(path, image_size, decode=True):
         return truncated, None
     if decode and not _tf_decodes(path, head):
         return CORRUPT_DATA, None
-    return None, _repair_reason(path, head, image_format, mode, info, image_size_px, image_size)
+    return None, _repair_reason(
+        path, head, image_format, mode, info, image_size_px, image_size, orientation
+    )
 
 
 def inspect_image_file(path, *, image_size=None):

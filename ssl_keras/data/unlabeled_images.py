@@ -196,6 +196,19 @@ def _voc_source(parsed, **kwargs):
     return _files_source(paths, parsed.spec, description=description, **kwargs)
 
 
+def _unscanned_source(dataset, num_images, batch_size, description, stream=None):
+    """The `ImageSource` of decoded data (TFDS, synthetic): no file is skipped or converted."""
+    return ImageSource(
+        dataset=dataset,
+        num_images=num_images,
+        steps_per_epoch=num_images // batch_size,
+        skipped={},
+        skipped_files=[],
+        description=description,
+        stream=stream,
+    )
+
+
 def _tfds_source(parsed, *, image_size, batch_size, seed, shuffle):
     import tensorflow_datasets as tfds  # Slow import, and only this branch needs it.
 
@@ -250,13 +263,8 @@ def _tfds_source(parsed, *, image_size, batch_size, seed, shuffle):
         buffer = min(num_images, _MAX_SHUFFLE_BUFFER)
         dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-    return ImageSource(
-        dataset=dataset,
-        num_images=num_images,
-        steps_per_epoch=num_images // batch_size,
-        skipped={},
-        skipped_files=[],
-        description=f"TFDS {name} split {split}: {num_images} images",
+    return _unscanned_source(
+        dataset, num_images, batch_size, f"TFDS {name} split {split}: {num_images} images"
     )
 
 
@@ -286,14 +294,8 @@ def _synthetic_source(parsed, *, image_size, batch_size, seed, shuffle):
             shuffle=shuffle,
         )
 
-    return ImageSource(
-        dataset=dataset,
-        num_images=num_images,
-        steps_per_epoch=num_images // batch_size,
-        skipped={},
-        skipped_files=[],
-        description=f"synthetic shapes: {num_images} images",
-        stream=stream,
+    return _unscanned_source(
+        dataset, num_images, batch_size, f"synthetic shapes: {num_images} images", stream
     )
 
 
