@@ -14,6 +14,7 @@ that yields nothing, as when the drive holding the images is unmounted mid-run.
 """
 
 import contextlib
+import re
 import sys
 
 import tensorflow as tf
@@ -25,6 +26,8 @@ MAX_CONSECUTIVE_LOST = 16
 
 _LOST_MARKER = "image files lost during training:"
 _NAMED_LOST = 3  # Names in the error message.
+# How `tf.io.read_file` inside a tf.data map reports a missing file.
+_NOT_FOUND = re.compile(r"(?:\}\} |Iterator::[\w:]+: )([^\n]+?); No such file or directory")
 
 
 class ImagesLostError(SourceError):
@@ -33,12 +36,15 @@ class ImagesLostError(SourceError):
 
 @contextlib.contextmanager
 def lost_files_as_error():
-    """Turns the error an epoch stream stops with into `ImagesLostError`, one clear line.
+    """Turns the errors of a stream whose files vanished into `ImagesLostError`, one line.
 
-    Wrap the loop that iterates the stream (e.g. `model.fit`); other errors pass unchanged.
+    Wrap the loop that iterates the stream (e.g. `model.fit`). Translated: the error an
+    `ignore_errors` epoch stream stops with, and a file that a strict pipeline cannot find
+    any more (`tf.errors.NotFoundError`); other errors pass unchanged.
 
     Raises:
-        ImagesLostError: the stream lost `MAX_CONSECUTIVE_LOST` rows in a row, or a pass.
+        ImagesLostError: the stream lost `MAX_CONSECUTIVE_LOST` rows in a row, or a pass, or
+            a file it reads no longer exists.
     """
     try:
         yield
@@ -51,6 +57,15 @@ def lost_files_as_error():
         text = message[start:].split("\n")[0].rstrip()
         text = text[:-1] if text.endswith("]") else text
         raise ImagesLostError(text) from None
+    except tf.errors.NotFoundError as error:
+        found = _NOT_FOUND.search(error.message or "")
+        if found is None:
+            raise
+        raise ImagesLostError(
+            f"image file {found.group(1)} could not be read any more (no such file) during "
+            "training; was it moved or deleted, or is its drive unmounted? Restore it and "
+            "continue with --resume"
+        ) from None
 
 
 def steps_per_pass(num_items, batch_size, *, drop_remainder=True):

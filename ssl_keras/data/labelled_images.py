@@ -318,6 +318,7 @@ def load_labelled_source(spec, *, image_size, batch_size, seed=0):
         batch_size=batch_size,
         seed=seed,
         ignore_errors=True,
+        names=items[0],
     )
     validation, _ = labelled_dataset(test, image_size=image_size, batch_size=batch_size)
     description = (

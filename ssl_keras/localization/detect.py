@@ -77,6 +77,7 @@ def _load_data(options, seeds, data_spec=None, splits=("train", "val", "test")):
         num_labeled=options["num_labeled"],
         resize=options["resize"],
         splits=splits,
+        drop_split_overlap=options.get("drop_split_overlap", False),
     )
 
 

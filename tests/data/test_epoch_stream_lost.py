@@ -61,3 +61,19 @@ def test_other_errors_pass_unchanged():
     with pytest.raises(tf.errors.InvalidArgumentError, match="unrelated"):
         with epoch_stream.lost_files_as_error():
             raise tf.errors.InvalidArgumentError(None, None, "unrelated")
+
+
+def test_a_strict_stream_that_loses_a_file_names_it(tmp_path):
+    paths = [good_jpeg(tmp_path, name=f"{i}.jpg", seed=i) for i in range(4)]
+    stream = epoch_stream.epoch_stream(
+        tf.constant(paths),
+        lambda path: image_files.read_image(path, image_size=16),
+        num_items=4,
+        batch_size=4,
+        seed=0,
+    )
+    os.remove(paths[2])
+    with pytest.raises(epoch_stream.ImagesLostError) as caught:
+        with epoch_stream.lost_files_as_error():
+            next(iter(stream))
+    assert str(caught.value).startswith(f"image file {paths[2]} could not be read any more")

@@ -49,13 +49,16 @@ def test_shared_ids_can_be_dropped_from_train(leaky):
     assert set(shared) <= set(data.image_ids["test"])
 
 
-def test_detect_records_the_overlap_in_metrics_json(leaky, tmp_path):
+def test_detect_drops_the_overlap_on_request_and_records_it_in_metrics_json(leaky, tmp_path):
     root, _, shared = leaky
     out = tmp_path / "run"
     args = ["detect", "--data", f"voc:{root}", "--backbone", "scratch", "--backbone-name"]
     args += ["tiny", "--epochs", "1", "--image-size", "32", "--batch-size", "4", "--no-export"]
-    result = CliRunner().invoke(main, [*args, "--out", str(out), "--quiet"])
+    args += ["--drop-split-overlap", "--out", str(out), "--quiet"]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["split_overlap"] == {"test": 2}
+    assert metrics["skipped_by_split"]["train"] == {OVERLAP_DROPPED: 2}
+    assert metrics["num_train_images"] == 6
     assert any("share 2 ids" in line for line in metrics["data_messages"])
