@@ -203,7 +203,13 @@ def list_image_files(root):
 
 
 def exif_orientation(image):
-    """The EXIF orientation tag (1-8) of an open Pillow image, 1 when absent or unreadable."""
+    """The EXIF orientation tag (1-8) of an open Pillow image, 1 when absent or unreadable.
+
+    Only JPEGs are asked: their EXIF block is parsed on open, whereas Pillow loads a PNG's
+    pixels to find its EXIF, after which `verify` refuses the file.
+    """
+    if image.format not in ("JPEG", "MPO"):
+        return 1
     try:
         value = image.getexif().get(0x0112, 1)
     except Exception:  # noqa: BLE001 - a broken EXIF block is only metadata.

@@ -76,7 +76,7 @@ def read_manifest(path, *, max_per_class=None, seed=0):
             f"manifest {csv_path} does not exist; give a manifest CSV or a folder holding manifest.csv"
         )
     root = os.path.dirname(os.path.abspath(csv_path))
-    with open(csv_path, newline="", encoding="utf-8") as f:
+    with open(csv_path, newline="", encoding="utf-8", errors="surrogateescape") as f:
         reader = csv.DictReader(f)
         missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:

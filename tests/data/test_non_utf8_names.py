@@ -11,7 +11,7 @@ from bad_files import good_jpeg
 from voc_devkit import copy_devkit
 
 from ssl_keras.data import image_files
-from ssl_keras.data.labelled_images import labelled_dataset, load_labelled_source
+from ssl_keras.data.labelled_images import labelled_dataset, load_labelled_source, read_manifest
 from ssl_keras.data.localization import load_localization_data
 from ssl_keras.data.unlabeled_images import load_image_source
 
@@ -71,3 +71,18 @@ def test_a_voc_id_in_latin1_is_read(tmp_path, shared_data):
     assert np.isfinite(
         image_files.load_rgb(os.fsdecode(os.path.join(raw_root, b"JPEGImages", new + b".jpg")))
     ).all()
+
+
+def test_a_manifest_listing_latin1_names_is_read(tmp_path):
+    paths = latin1_images(tmp_path, 4)
+    rows = [b"file,wnid,imagenette_split"]
+    for i, path in enumerate(paths):
+        name = os.path.basename(os.fsencode(path))
+        rows.append(name + (b",n01,train" if i < 2 else b",n02,val"))
+    (tmp_path / "manifest.csv").write_bytes(b"\n".join(rows) + b"\n")  # Latin-1 bytes.
+    listing = read_manifest(tmp_path)
+    assert sorted(p for p, _ in listing["train"] + listing["test"]) == sorted(paths)
+    source = load_labelled_source(
+        f"manifest:{tmp_path / 'manifest.csv'}", image_size=16, batch_size=2
+    )
+    assert source.num_images == 2 and source.skipped_files == []
