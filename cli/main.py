@@ -97,6 +97,7 @@ DETECT_HELP = {
     "class_weight": "Weight of the classification cross-entropy.",
     "resize": "stretch (to a square) or letterbox (keep aspect, pad); same for training and evaluation.",
     "augment": "Box-aware flip and scale/translate jitter on the training split.",
+    "drop_split_overlap": "Drop train ids also listed in val.txt or test.txt (VOC split leakage; counted either way).",
     "seed": "Run seed; derived seeds are saved in config.json.",
     "resume": "Continue the run in --out from its last checkpoint.",
     "distribute": "auto (from the visible devices), none, mirrored or multi-worker (TensorFlow), "

@@ -186,3 +186,58 @@ def rgb_bmp(folder, name="rgb.bmp"):
     path = os.path.join(folder, name)
     Image.fromarray(_pattern(48, 64, seed=13)).save(path)
     return path
+
+
+# Files whose headers are sound (Pillow's `verify` and the end-marker checks pass) but whose
+# pixel data TensorFlow cannot decode.
+
+
+def _jpeg_segments(data):
+    """`[(offset, marker)]` of the JPEG marker segments before the entropy-coded data."""
+    found, offset = [], 2
+    while offset < len(data) and data[offset] == 0xFF:
+        marker = data[offset + 1]
+        found.append((offset, marker))
+        if marker == 0xDA:  # Start of scan: the coded data follow.
+            break
+        offset += 2 + int.from_bytes(data[offset + 2 : offset + 4], "big")
+    return found
+
+
+def undefined_quantization_jpeg(folder, name="undefined_qtable.jpg", size=(64, 48)):
+    """A JPEG whose frame header points a component at quantization table 3, never defined."""
+    buffer = io.BytesIO()
+    Image.fromarray(_pattern(size[1], size[0], seed=14)).save(buffer, format="JPEG", quality=90)
+    data = bytearray(buffer.getvalue())
+    (sof,) = [offset for offset, marker in _jpeg_segments(data) if marker == 0xC0]
+    data[sof + 2 + 2 + 6 + 2] = 3  # Length, precision, height, width, count; then id, sampling, Tq.
+    path = os.path.join(folder, name)
+    with open(path, "wb") as f:
+        f.write(bytes(data))
+    return path
+
+
+def bad_zlib_png(folder, name="bad_zlib.png", size=(64, 48)):
+    """A PNG whose IDAT holds garbage in place of deflate data, with valid chunk CRCs."""
+    width, height = size
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    raw = zlib.compress(b"".join(b"\x00" + bytes(3 * width) for _ in range(height)))
+    garbage = raw[:2] + bytes(b ^ 0xA5 for b in raw[2:])  # The zlib header, then noise.
+    path = os.path.join(folder, name)
+    with open(path, "wb") as f:
+        f.write(
+            b"\x89PNG\r\n\x1a\n"
+            + _png_chunk(b"IHDR", header)
+            + _png_chunk(b"IDAT", garbage)
+            + _png_chunk(b"IEND", b"")
+        )
+    return path
+
+
+def exif_rotated_jpeg(folder, name="exif_rotated.jpg", size=(64, 48), orientation=6):
+    """A JPEG stored `size` (width, height) whose EXIF tag tells viewers to rotate it."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = os.path.join(folder, name)
+    Image.fromarray(_pattern(size[1], size[0], seed=15)).save(path, quality=90, exif=exif)
+    return path

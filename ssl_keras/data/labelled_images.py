@@ -32,7 +32,7 @@ FOLDER_TEST_FRACTION = 0.2
 
 
 def hash_key(seed, text):
-    return hashlib.sha1(f"{seed}:{text}".encode("utf-8")).hexdigest()
+    return hashlib.sha1(f"{seed}:{text}".encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def cap_per_class(items, max_per_class, seed):
@@ -76,7 +76,7 @@ def read_manifest(path, *, max_per_class=None, seed=0):
             f"manifest {csv_path} does not exist; give a manifest CSV or a folder holding manifest.csv"
         )
     root = os.path.dirname(os.path.abspath(csv_path))
-    with open(csv_path, newline="", encoding="utf-8") as f:
+    with open(csv_path, newline="", encoding="utf-8", errors="surrogateescape") as f:
         reader = csv.DictReader(f)
         missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
@@ -145,7 +145,9 @@ def read_class_folders(path, *, max_per_class=None, seed=0, test_fraction=FOLDER
     for label, name in enumerate(class_names):
         ordered = sorted(
             files[name],
-            key=lambda p: hashlib.sha1(os.path.relpath(p, path).encode("utf-8")).hexdigest(),
+            key=lambda p: hashlib.sha1(
+                os.path.relpath(p, path).encode("utf-8", "surrogateescape")
+            ).hexdigest(),
         )
         num_test = (
             max(1, int(np.floor(test_fraction * len(ordered) + 0.5))) if len(ordered) >= 2 else 0
@@ -218,7 +220,7 @@ def labelled_dataset(items, *, image_size, batch_size):
     """
     paths = [p for p, _ in items]
     labels = np.asarray([label for _, label in items], "int32")
-    dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
+    dataset = tf.data.Dataset.from_tensor_slices((image_files.path_tensor(paths), labels))
     dataset = dataset.map(
         lambda p, y: (image_files.read_image(p, image_size=image_size), y),
         num_parallel_calls=tf.data.AUTOTUNE,
@@ -305,7 +307,7 @@ def load_labelled_source(spec, *, image_size, batch_size, seed=0):
     check_batch_size(len(train), batch_size, f"labelled data {spec!r} (train split)")
     read = functools.partial(image_files.read_image, image_size=image_size)
     items = (
-        tf.constant([p for p, _ in train]),
+        image_files.path_tensor([p for p, _ in train]),
         tf.constant([label for _, label in train], tf.int32),
     )
     stream = functools.partial(
@@ -316,6 +318,7 @@ def load_labelled_source(spec, *, image_size, batch_size, seed=0):
         batch_size=batch_size,
         seed=seed,
         ignore_errors=True,
+        names=items[0],
     )
     validation, _ = labelled_dataset(test, image_size=image_size, batch_size=batch_size)
     description = (

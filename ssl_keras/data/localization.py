@@ -37,6 +37,9 @@ NO_TARGET_LEFT = "no target left after dropping boxes"
 """The `skipped` reason of images with no non-difficult object once their bad boxes (see
 `voc.DROP_REASONS`) were dropped."""
 
+OVERLAP_DROPPED = "also listed in val or test, dropped from train"
+"""The train `skipped` reason of ids shared with an evaluation split (`drop_split_overlap`)."""
+
 RESIZE_POLICIES = ("stretch", "letterbox")
 """`stretch` resizes to `S x S` ignoring the aspect ratio; `letterbox` keeps it and pads."""
 
@@ -113,6 +116,9 @@ class LocalizationData:
             datasets yield the same boxes moved into the resized frame, i.e.
             `boxes_to_resized(boxes, original_hw[split], image_size, resize_policy)` (equal to
             `boxes` under `stretch`). Defaults to empty.
+        split_overlap: dict `"val"` / `"test"` -> number of ids that split shares with
+            train.txt (split leakage; VOC only), present only when non-zero; the shared ids
+            stay in train unless `drop_split_overlap`. Defaults to empty.
     """
 
     train: typing.Optional[tf.data.Dataset]
@@ -132,6 +138,7 @@ class LocalizationData:
     repaired: dict = dataclasses.field(default_factory=dict)
     messages: list = dataclasses.field(default_factory=list)
     targets: dict = dataclasses.field(default_factory=dict)
+    split_overlap: dict = dataclasses.field(default_factory=dict)
 
 
 # Target selection.
@@ -478,6 +485,7 @@ class _Split:
     skipped: dict
     repaired: dict = dataclasses.field(default_factory=dict)
     messages: list = dataclasses.field(default_factory=list)
+    overlap: dict = dataclasses.field(default_factory=dict)
 
 
 def _check_splits(splits):
@@ -566,10 +574,11 @@ def _has_target(features):
     return select_target_tf(features)[2]
 
 
-def _voc_splits(parsed, *, image_size, batch_size, seed, fraction, num, resize, splits):
+def _read_image_sets(parsed, splits):
+    """split -> ids of each requested image set, all checked before any image is loaded, so a
+    missing one fails at once; the others are not looked at (a folder with only test.txt can
+    be evaluated on)."""
     root = parsed.path
-    # Every requested image set is checked before any is loaded, so a missing one fails at
-    # once; the others are not looked at (a folder with only test.txt can be evaluated on).
     listed = {}
     for split in splits:
         try:
@@ -584,42 +593,119 @@ def _voc_splits(parsed, *, image_size, batch_size, seed, fraction, num, resize, 
                 f"source {parsed.spec!r}: {os.path.join(root, 'ImageSets', 'Main', f'{split}.txt')} "
                 "lists no image id; write one image id per line"
             )
+    return listed
+
+
+def split_overlap(listed):
+    """The ids each evaluation split shares with train: split -> sorted list of ids.
+
+    Args:
+        listed: dict split -> list of ids, as in the image sets.
+
+    Returns:
+        dict `"val"` / `"test"` -> sorted ids also in `listed["train"]`, only for splits
+        that share some; empty when train is absent or the sets are disjoint.
+    """
+    train = set(listed.get("train", ()))
+    shared = {
+        split: sorted(train & set(listed[split])) for split in ("val", "test") if split in listed
+    }
+    return {split: ids for split, ids in shared.items() if ids}
+
+
+def _overlap_lines(overlap, drop):
+    """One warning line per evaluation split that shares ids with train."""
+    lines = []
+    for split, ids in overlap.items():
+        examples = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        action = (
+            "dropped from train"
+            if drop
+            else "trained on AND evaluated on, which inflates the metrics; "
+            "remove them from train.txt, or load with drop_split_overlap=True"
+        )
+        lines.append(
+            f"warning: ImageSets/Main/train.txt and {split}.txt share {len(ids)} "
+            f"id{'s' if len(ids) != 1 else ''} ({examples}): {action}"
+        )
+    return lines
+
+
+def _scan_voc_split(parsed, split, exclude=frozenset()):
+    """`(records, _Split)` of one VOC split: the records with a target (less the ids in
+    `exclude`, counted as `OVERLAP_DROPPED`), and what was kept, left out or fixed."""
+    root = parsed.path
+    loaded = voc.load_voc_records(root, split)
+    kept, targets = [], []
+    skipped, messages = dict(loaded.skipped), list(loaded.messages)
+    loaded_records = [r for r in loaded.records if r["image_id"] not in exclude]
+    if len(loaded_records) < len(loaded.records):
+        skipped[OVERLAP_DROPPED] = len(loaded.records) - len(loaded_records)
+    line_of = {line: i for i, line in enumerate(messages)}
+    for record in loaded_records:
+        target = select_target(record["objects"])
+        if target is not None:
+            kept.append(record)
+            targets.append(target)
+            continue
+        if any(reason in voc.DROP_REASONS for reason, _ in record.get("problems", ())):
+            # The file already has its line (the dropped boxes); say what followed there.
+            reason, i = NO_TARGET_LEFT, line_of[record["message"]]
+            messages[i] = f"{messages[i]}; no target left, image skipped"
+        else:
+            reason = NO_TARGET  # All difficult: ordinary VOC data, counted, no line.
+        skipped[reason] = skipped.get(reason, 0) + 1
+    if not kept:
+        left_out = ", ".join(f"{n} {reason}" for reason, n in skipped.items()) or "none"
+        list_file = os.path.join(root, "ImageSets", "Main", f"{split}.txt")
+        raise SourceError(
+            f"source {parsed.spec!r}: image set {split} has no usable image "
+            f"(left out: {left_out}); check {list_file} and the files it lists"
+        )
+    return kept, _Split(
+        ids=[r["image_id"] for r in kept],
+        labels=[label for _, label in targets],
+        boxes=np.asarray([box for box, _ in targets], dtype=np.float32).reshape(-1, 4),
+        original_hw=np.asarray([(r["height"], r["width"]) for r in kept], dtype=np.int64),
+        skipped=skipped,
+        repaired=dict(loaded.repaired),
+        messages=messages,
+    )
+
+
+def _voc_splits(
+    parsed, *, image_size, batch_size, seed, fraction, num, resize, splits, drop_overlap=False
+):
+    listed = _read_image_sets(parsed, splits)
+    overlap = split_overlap(listed)
+    exclude = {i for ids in overlap.values() for i in ids} if drop_overlap else set()
     scanned, records = {}, {}
     for split in splits:
-        loaded = voc.load_voc_records(root, split)
-        kept, targets = [], []
-        skipped, messages = dict(loaded.skipped), list(loaded.messages)
-        line_of = {line: i for i, line in enumerate(messages)}
-        for record in loaded.records:
-            target = select_target(record["objects"])
-            if target is not None:
-                kept.append(record)
-                targets.append(target)
-                continue
-            if any(reason in voc.DROP_REASONS for reason, _ in record.get("problems", ())):
-                # The file already has its line (the dropped boxes); say what followed there.
-                reason, i = NO_TARGET_LEFT, line_of[record["message"]]
-                messages[i] = f"{messages[i]}; no target left, image skipped"
-            else:
-                reason = NO_TARGET  # All difficult: ordinary VOC data, counted, no line.
-            skipped[reason] = skipped.get(reason, 0) + 1
-        if not kept:
-            left_out = ", ".join(f"{n} {reason}" for reason, n in skipped.items()) or "none"
-            list_file = os.path.join(root, "ImageSets", "Main", f"{split}.txt")
-            raise SourceError(
-                f"source {parsed.spec!r}: image set {split} has no usable image "
-                f"(left out: {left_out}); check {list_file} and the files it lists"
-            )
-        records[split] = kept
-        scanned[split] = _Split(
-            ids=[r["image_id"] for r in kept],
-            labels=[label for _, label in targets],
-            boxes=np.asarray([box for box, _ in targets], dtype=np.float32).reshape(-1, 4),
-            original_hw=np.asarray([(r["height"], r["width"]) for r in kept], dtype=np.int64),
-            skipped=skipped,
-            repaired=dict(loaded.repaired),
-            messages=messages,
+        records[split], scanned[split] = _scan_voc_split(
+            parsed, split, exclude if split == "train" else frozenset()
         )
+    if "train" in splits:
+        scanned["train"].overlap = {split: len(ids) for split, ids in overlap.items()}
+        scanned["train"].messages[:0] = _overlap_lines(overlap, drop_overlap)
+    return _voc_datasets(
+        parsed,
+        records,
+        scanned,
+        image_size=image_size,
+        batch_size=batch_size,
+        seed=seed,
+        fraction=fraction,
+        num=num,
+        resize=resize,
+        splits=splits,
+    )
+
+
+def _voc_datasets(
+    parsed, records, scanned, *, image_size, batch_size, seed, fraction, num, resize, splits
+):
+    """The tf.data datasets of the scanned VOC splits, and what `_assemble` takes."""
+    root = parsed.path
     train_ids = []
     if "train" in splits:
         train_ids = _train_subset(scanned["train"], fraction=fraction, num=num, seed=seed)
@@ -837,6 +923,7 @@ def load_localization_data(
     num_labeled=None,
     resize="stretch",
     splits=SPLITS,
+    drop_split_overlap=False,
 ):
     """Opens a localization source: train/val/test, one target box and class per image.
 
@@ -860,6 +947,8 @@ def load_localization_data(
         splits: non-empty tuple of str, a subset of `SPLITS`, the splits to read (order and
             repeats do not matter). The others are neither opened nor checked, and are
             None / absent in the result (see `LocalizationData`). Defaults to `SPLITS`.
+        drop_split_overlap: bool, whether VOC train ids also in val or test are dropped
+            from train (`OVERLAP_DROPPED`); they are counted either way. Defaults to False.
 
     Returns:
         A `LocalizationData`.
@@ -901,6 +990,7 @@ def load_localization_data(
         num=num_labeled,
         resize=resize,
         splits=splits,
+        **({"drop_overlap": drop_split_overlap} if parsed.kind == "voc" else {}),
     )
     return _assemble(*opened, splits=splits, resize=resize, image_size=image_size)
 
@@ -968,4 +1058,5 @@ def _assemble(datasets, scanned, train_ids, class_names, what, *, splits, resize
         # An id listed in two image sets has one line.
         messages=list(dict.fromkeys(m for split in splits for m in scanned[split].messages)),
         targets=targets,
+        split_overlap=dict(scanned["train"].overlap) if "train" in splits else {},
     )

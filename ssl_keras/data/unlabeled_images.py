@@ -136,7 +136,7 @@ def _files_source(paths, spec, *, image_size, batch_size, seed, shuffle, descrip
     )
     stream = functools.partial(
         epoch_stream.epoch_stream,
-        tf.constant(good_paths),
+        image_files.path_tensor(good_paths),
         functools.partial(image_files.read_image, image_size=image_size),
         num_items=len(good_paths),
         batch_size=batch_size,
@@ -164,7 +164,7 @@ def _folder_source(parsed, **kwargs):
     paths = image_files.list_image_files(parsed.path)
     if not paths:
         extensions = ", ".join(image_files.IMAGE_EXTENSIONS)
-        others = sum(len(names) for _, _, names in os.walk(parsed.path))
+        others = sum(len(names) for _, names in image_files.walk_folders(parsed.path))
         found = f"only {others} other file{'s' if others != 1 else ''}" if others else "nothing"
         raise SourceError(
             f"source {parsed.spec!r}: folder {parsed.path} holds no image files ({extensions}; "
@@ -194,6 +194,19 @@ def _voc_source(parsed, **kwargs):
             f"source {parsed.spec!r}: no images listed in {parsed.path}; check the VOC folder"
         )
     return _files_source(paths, parsed.spec, description=description, **kwargs)
+
+
+def _unscanned_source(dataset, num_images, batch_size, description, stream=None):
+    """The `ImageSource` of decoded data (TFDS, synthetic): no file is skipped or converted."""
+    return ImageSource(
+        dataset=dataset,
+        num_images=num_images,
+        steps_per_epoch=num_images // batch_size,
+        skipped={},
+        skipped_files=[],
+        description=description,
+        stream=stream,
+    )
 
 
 def _tfds_source(parsed, *, image_size, batch_size, seed, shuffle):
@@ -250,13 +263,8 @@ def _tfds_source(parsed, *, image_size, batch_size, seed, shuffle):
         buffer = min(num_images, _MAX_SHUFFLE_BUFFER)
         dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-    return ImageSource(
-        dataset=dataset,
-        num_images=num_images,
-        steps_per_epoch=num_images // batch_size,
-        skipped={},
-        skipped_files=[],
-        description=f"TFDS {name} split {split}: {num_images} images",
+    return _unscanned_source(
+        dataset, num_images, batch_size, f"TFDS {name} split {split}: {num_images} images"
     )
 
 
@@ -286,14 +294,8 @@ def _synthetic_source(parsed, *, image_size, batch_size, seed, shuffle):
             shuffle=shuffle,
         )
 
-    return ImageSource(
-        dataset=dataset,
-        num_images=num_images,
-        steps_per_epoch=num_images // batch_size,
-        skipped={},
-        skipped_files=[],
-        description=f"synthetic shapes: {num_images} images",
-        stream=stream,
+    return _unscanned_source(
+        dataset, num_images, batch_size, f"synthetic shapes: {num_images} images", stream
     )
 
 

@@ -73,6 +73,7 @@ NO_ANNOTATION = "image without annotation"
 NO_FILES = "neither image nor annotation"
 MALFORMED = "malformed annotation"
 NO_SIZE = "no image size"  # Only without `image_path`: `load_voc_records` always has one.
+EXIF_FRAME = "annotation in the EXIF-rotated frame"  # See `_check_exif_frame`.
 # Box-level: the box is dropped, the image is kept (its other boxes may still give a target).
 ZERO_AREA = "zero-area box dropped"
 BAD_COORDINATES = "box without numeric coordinates dropped"
@@ -187,15 +188,35 @@ def _xml_size(root):
     return (values["width"], values["height"]), None
 
 
-def _image_size(image_path):
-    """`(width, height)` from the image file's header (no decode), or None if unreadable."""
+def _image_header(image_path):
+    """`((width, height), EXIF orientation)` from the image file's header (no decode), or
+    `(None, 1)` if unreadable."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(image_path) as image:
-                return tuple(image.size)
+                return tuple(image.size), image_files.exif_orientation(image)
     except (OSError, ValueError, Image.DecompressionBombError):
-        return None
+        return None, 1
+
+
+def _check_exif_frame(xml_size, image_size, orientation, name, image_name):
+    """Raises when `<size>` is the EXIF-rotated frame of the image, not its stored frame.
+
+    VOC boxes, like TFDS and the VOC tools, refer to the stored pixels, which is what every
+    stage decodes (EXIF orientation is ignored; see `image_files.EXIF_IGNORED`). An
+    annotation whose `<size>` is the stored size transposed, on an image whose orientation
+    tag rotates it by 90 degrees (5 to 8), was drawn on the rotated view: its boxes would be
+    wrong in the stored frame, so the image is left out (`EXIF_FRAME`) rather than its size
+    being "fixed".
+    """
+    if orientation in (5, 6, 7, 8) and xml_size == image_size[::-1] and xml_size != image_size:
+        raise VOCAnnotationError(
+            f"annotation {name}: <size> {xml_size[0]}x{xml_size[1]} is the EXIF-rotated view "
+            f"of {image_name} (stored {image_size[0]}x{image_size[1]}, orientation "
+            f"{orientation}); VOC boxes refer to the stored pixels",
+            EXIF_FRAME,
+        )
 
 
 def _check_size(root, name, image_path):
@@ -206,7 +227,7 @@ def _check_size(root, name, image_path):
     raises.
     """
     xml_size, text = _xml_size(root)
-    image_size = _image_size(image_path) if image_path is not None else None
+    image_size, orientation = _image_header(image_path) if image_path is not None else (None, 1)
     image_name = os.path.basename(image_path) if image_path is not None else None
     needs = "every VOC annotation needs the image width and height in pixels"
     if text is not None:
@@ -224,6 +245,7 @@ def _check_size(root, name, image_path):
             ),
         )
     if image_size is not None and image_size != xml_size:
+        _check_exif_frame(xml_size, image_size, orientation, name, image_name)
         width, height = image_size
         return (
             width,
@@ -465,7 +487,8 @@ def read_image_set(root, split):
             f"{', '.join(available) if available else 'none (ImageSets/Main is missing or empty)'}; "
             f"create ImageSets/Main/{split}.txt with one image id per line"
         )
-    with open(list_file, encoding="utf-8", errors="replace") as f:
+    # Surrogate escapes keep an id that is not UTF-8 equal to its files' names (`os.listdir`).
+    with open(list_file, encoding="utf-8", errors="surrogateescape") as f:
         ids = [line.split()[0] for line in f if line.strip()]
     return list(dict.fromkeys(ids))
 
@@ -631,8 +654,8 @@ def voc_feature_table(records):
         return tf.RaggedTensor.from_row_lengths(flat, lengths)
 
     table = {
-        "path": tf.constant([os.fspath(record["image_path"]) for record in records]),
-        "image/filename": tf.constant([record["image/filename"] for record in records]),
+        "path": image_files.path_tensor([record["image_path"] for record in records]),
+        "image/filename": image_files.path_tensor([record["image/filename"] for record in records]),
         "objects": {
             "bbox": ragged([obj["bbox"] for obj in objects], np.float32, (4,)),
             "label": ragged([obj["label"] for obj in objects], np.int64),

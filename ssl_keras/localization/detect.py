@@ -85,6 +85,7 @@ def _load_data(options, seeds, data_spec=None, splits=("train", "val", "test")):
             num_labeled=options["num_labeled"],
             resize=options["resize"],
             splits=splits,
+            drop_split_overlap=options.get("drop_split_overlap", False),
         )
     except LabelCountError as error:
         raise ConfigError(
@@ -153,6 +154,7 @@ def data_report(data):
         "repaired": _flat_counts(repaired_by_split),
         "repaired_by_split": repaired_by_split,
         "data_messages": list(getattr(data, "messages", [])),
+        "split_overlap": dict(getattr(data, "split_overlap", {})),
     }
 
 

@@ -424,6 +424,7 @@ class DetectConfig:
     class_weight: float = 1.0
     resize: str = "stretch"
     augment: bool = True
+    drop_split_overlap: bool = False  # Drop train ids also listed in val/test (VOC).
     seed: int = 0
     resume: bool = False
     distribute: str = "auto"

@@ -34,6 +34,8 @@ import zipfile
 import keras
 import numpy as np
 
+from ssl_keras.data.epoch_stream import lost_files_as_error
+from ssl_keras.runs.signal_watchdog import SignalWatchdog
 from ssl_keras.runs.run_directory import (
     RunDirectoryError,
     RunFileError,
@@ -256,7 +258,10 @@ def stop_on_signals(request):
         return
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
+    watchdog = SignalWatchdog()  # Signals still end a main thread blocked in native code.
+
     def handler(signum, frame):
+        watchdog.handled()
         request.signal_name = signal.Signals(signum).name
         for sig, old in previous.items():
             signal.signal(sig, old)
@@ -269,7 +274,8 @@ def stop_on_signals(request):
     for sig in previous:
         signal.signal(sig, handler)
     try:
-        yield request
+        with watchdog:
+            yield request
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
@@ -427,15 +433,16 @@ def fit_resumable(
             runs.append((epoch, epochs, steps_per_epoch, (epoch, 0)))
         for first, last, steps, run_start in runs:
             checkpoint = RunCheckpoint(checkpoints, stop_request=request, start=run_start)
-            fit = model.fit(
-                stream(run_start[0] * steps_per_epoch + run_start[1]),
-                epochs=last,
-                initial_epoch=first,
-                steps_per_epoch=steps,
-                callbacks=[*callbacks, checkpoint],
-                shuffle=False,
-                **fit_kwargs,
-            )
+            with lost_files_as_error():  # files that vanished: one line, not a traceback
+                fit = model.fit(
+                    stream(run_start[0] * steps_per_epoch + run_start[1]),
+                    epochs=last,
+                    initial_epoch=first,
+                    steps_per_epoch=steps,
+                    callbacks=[*callbacks, checkpoint],
+                    shuffle=False,
+                    **fit_kwargs,
+                )
             for key, values in fit.history.items():
                 history.setdefault(key, []).extend(float(v) for v in values)
     return history
