@@ -11,7 +11,8 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e ".[dev]"
+	# jax: the data-parallel tests; onnx: the ONNX export tests; keras-cv: the GIoU cross-check.
+	$(PIP) install -q -e ".[dev,jax,onnx,keras-cv]"
 	# CPU build of PyTorch, for the test that runs SimCLR on the torch backend.
 	$(PIP) install -q "torch==2.13.0"
 	touch $@
