@@ -57,6 +57,7 @@ def test_the_exit_code_of_an_interruption_is_128_plus_its_signal():
         assert interrupted_exit_code(error) == 143
 
 
+@pytest.mark.large
 def test_probe_takes_its_epochs_k_and_temperature_from_options_and_config_file(tmp_path):
     config_file = tmp_path / "probe.yaml"
     config_file.write_text("k: 3\ntemperature: 0.5\nepochs: 2\n")

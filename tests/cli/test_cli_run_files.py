@@ -17,6 +17,8 @@ from click.testing import CliRunner
 from ssl_keras.cli.main import main
 from ssl_keras.runs import run_directory
 
+pytestmark = pytest.mark.large  # end-to-end runs
+
 PRETRAIN = [
     "--backbone",
     "tiny",

@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+pytestmark = pytest.mark.large  # a real pretrain process
+
 DEADLINE_S = 240
 
 

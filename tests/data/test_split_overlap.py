@@ -49,6 +49,7 @@ def test_shared_ids_can_be_dropped_from_train(leaky):
     assert set(shared) <= set(data.image_ids["test"])
 
 
+@pytest.mark.large
 def test_detect_drops_the_overlap_on_request_and_records_it_in_metrics_json(leaky, tmp_path):
     root, _, shared = leaky
     out = tmp_path / "run"

@@ -28,6 +28,7 @@ def test_the_scan_skips_pixel_data_tensorflow_cannot_decode(tmp_path, make):
     assert image_files.scan_images([path], decode=False).good_paths == [path]  # Header only.
 
 
+@pytest.mark.large
 def test_a_voc_test_image_that_cannot_be_decoded_is_skipped_and_named(tmp_path, shared_data):
     root = tmp_path / "VOC2007"
     ids = copy_devkit(shared_data / "voc2007", root, {"train": 8, "val": 4, "test": 4})

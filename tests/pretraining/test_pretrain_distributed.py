@@ -103,6 +103,7 @@ def test_a_killed_mirrored_run_resumes_to_the_uninterrupted_weights(reference, t
     assert gap < 1e-5, gap
 
 
+@pytest.mark.large
 def test_a_batch_that_does_not_split_over_the_replicas_is_refused(tmp_path):
     process = launch("--out", str(tmp_path / "run"), *ARGS, "--batch-size", "7")
     output, _ = process.communicate(timeout=300)

@@ -11,6 +11,8 @@ from ssl_keras.runs import export
 from ssl_keras.runs.config import ConfigError, DetectConfig, PretrainConfig
 from ssl_keras.runs.export import ExportError, export_encoder, export_encoder_onnx
 
+pytestmark = pytest.mark.large  # tf2onnx conversions
+
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("tf2onnx")
 

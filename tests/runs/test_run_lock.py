@@ -85,6 +85,7 @@ def test_a_second_run_is_refused_with_the_pid_that_holds_the_directory(tmp_path)
         holder.wait()
 
 
+@pytest.mark.large
 def test_the_lock_of_a_killed_process_is_taken_over_and_said(tmp_path):
     out = tmp_path / "run"
     holder = hold_lock(out)
@@ -193,6 +194,7 @@ def pretrain_process(photos, out, seed):
     )
 
 
+@pytest.mark.large
 def test_two_pretrain_processes_on_one_out_one_is_refused_and_the_run_is_whole(
     shared_data, tmp_path
 ):
