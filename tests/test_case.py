@@ -17,6 +17,9 @@ import pytest
 
 REPO_ROOT = str(pathlib.Path(__file__).resolve().parents[1])
 
+TINY_ARGS = ["--backbone", "tiny", "--batch-size", "8", "--image-size", "32"]
+"""The options of a seconds-long `ssl-keras pretrain` in tests: the tiny backbone at 32 px."""
+
 
 def run_on_backend(backend, script, *, timeout=300):
     """Runs `script` in a new Python process whose Keras uses `backend`, and checks that it exits with 0.

@@ -19,17 +19,13 @@ from click.testing import CliRunner
 
 import ssl_keras.pretraining.simclr  # noqa: F401 - registers the classes stored in checkpoints
 from ssl_keras.cli.main import main
+from test_case import TINY_ARGS
 
 # Every test here runs training commands end to end (some as real processes), so they are slow.
 pytestmark = pytest.mark.large
 
 PRETRAIN = [
-    "--backbone",
-    "tiny",
-    "--batch-size",
-    "8",
-    "--image-size",
-    "32",
+    *TINY_ARGS,
     "--warmup-epochs",
     "0",
     "--quiet",
@@ -229,12 +225,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_no_bad_checkpoint(photos, tmp_pa
             str(photos),
             "--out",
             str(out),
-            "--backbone",
-            "tiny",
-            "--batch-size",
-            "8",
-            "--image-size",
-            "32",
+            *TINY_ARGS,
             "--epochs",
             "2",
             "--quiet",
@@ -280,12 +271,7 @@ def test_same_pretrain_command_and_seed_give_identical_results(photos, tmp_path)
     args = [
         "--data",
         str(photos),
-        "--backbone",
-        "tiny",
-        "--batch-size",
-        "8",
-        "--image-size",
-        "32",
+        *TINY_ARGS,
         "--epochs",
         "2",
         "--warmup-epochs",

@@ -11,14 +11,10 @@ from click.testing import CliRunner
 
 from ssl_keras.cli.main import main
 from ssl_keras.runs.export import load_serving
+from test_case import TINY_ARGS
 
 TINY = [
-    "--backbone",
-    "tiny",
-    "--batch-size",
-    "8",
-    "--image-size",
-    "32",
+    *TINY_ARGS,
     "--warmup-epochs",
     "0",
     "--quiet",

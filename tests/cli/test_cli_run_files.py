@@ -16,16 +16,12 @@ from click.testing import CliRunner
 
 from ssl_keras.cli.main import main
 from ssl_keras.runs import run_directory
+from test_case import TINY_ARGS
 
 pytestmark = pytest.mark.large  # end-to-end runs
 
 PRETRAIN = [
-    "--backbone",
-    "tiny",
-    "--batch-size",
-    "8",
-    "--image-size",
-    "32",
+    *TINY_ARGS,
     "--warmup-epochs",
     "0",
     "--quiet",

@@ -18,17 +18,13 @@ import numpy as np
 import pytest
 
 import ssl_keras.pretraining.simclr  # noqa: F401 - registers the classes stored in checkpoints
+from test_case import TINY_ARGS
 
 LAUNCHER = str(pathlib.Path(__file__).resolve().parents[1] / "two_cpus.py")
 ARGS = [
     "--data",
     "synthetic:64",
-    "--backbone",
-    "tiny",
-    "--batch-size",
-    "8",
-    "--image-size",
-    "32",
+    *TINY_ARGS,
     "--epochs",
     "2",
     "--steps-per-epoch",

@@ -25,6 +25,7 @@ from ssl_keras.runs.run_directory import (
     open_run_directory,
 )
 from ssl_keras.runs.run_skeleton import start_run
+from test_case import TINY_ARGS
 
 HOLDER = """
 import importlib.util, sys, time
@@ -173,12 +174,7 @@ def pretrain_process(photos, out, seed):
             str(photos),
             "--out",
             str(out),
-            "--backbone",
-            "tiny",
-            "--batch-size",
-            "8",
-            "--image-size",
-            "32",
+            *TINY_ARGS,
             "--epochs",
             "1",
             "--warmup-epochs",
