@@ -4,6 +4,8 @@
   `from m import _x` nor as `m._x`: a name two files need has found its public home.
 - The import graph among ssl_keras modules has no cycle. Function-level imports count too: they
   hide a cycle from Python's import machinery, not from the reader.
+- Every import points down `LAYERS` (data, runs, building blocks, probing, pretraining,
+  localization, gradcam and compare, experiment, cli).
 """
 
 import ast
@@ -144,3 +146,55 @@ def test_imports_among_modules_have_no_cycle():
     cycle = _find_cycle(_import_graph())
     if cycle:
         pytest.fail("import cycle (top-level and function-level imports): " + " -> ".join(cycle))
+
+
+LAYERS = (
+    ("data",),
+    ("runs",),
+    ("backbone", "optimizers", "resampling", "model_config"),
+    ("probing",),
+    ("pretraining",),
+    ("localization",),
+    ("gradcam", "compare"),
+    ("experiment",),
+    ("cli",),
+)
+"""The package's layers, lowest first: a module imports only from its own layer or below.
+
+Probing sits below pretraining because pretraining's probe monitor measures the encoder with
+it; the shared building blocks sit on `runs/` (configs, run files) and `data/`.
+"""
+LAYER_FREE = ("ssl_keras", "ssl_keras.import_hooks", "ssl_keras.quiet_startup")
+"""The package's `__init__` and its import-time hooks, which any layer may use."""
+
+
+def _layer(module):
+    parts = module.split(".")
+    name = parts[1] if len(parts) > 1 else None
+    for rank, layer in enumerate(LAYERS):
+        if name in layer:
+            return rank
+    return None
+
+
+def test_every_module_is_in_a_layer():
+    unplaced = [m for m in MODULES if m not in LAYER_FREE and _layer(m) is None]
+    assert not unplaced, f"add these to LAYERS: {unplaced}"
+
+
+def test_every_import_points_down_the_layers():
+    upward = []
+    for module, tree in _parsed().items():
+        if module in LAYER_FREE:
+            continue
+        for line, imported, _, _ in _imports(tree):
+            if imported in LAYER_FREE:
+                continue
+            if _layer(imported) > _layer(module):
+                upward.append(f"{MODULES[module].relative_to(REPO)}:{line} imports {imported}")
+    assert not upward, "imports that point up the layers: " + "; ".join(upward)
+
+
+def test_the_layer_check_sees_an_upward_import():
+    assert _layer("ssl_keras.data.voc") < _layer("ssl_keras.pretraining.pretrain")
+    assert _layer("ssl_keras.cli.main") == len(LAYERS) - 1
