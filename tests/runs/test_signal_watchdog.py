@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+pytestmark = pytest.mark.large  # real processes
+
 # A tf.data iterator that never yields: the main thread stays inside native code, where
 # Python signal handlers cannot run.
 BLOCKED = """
@@ -14,8 +16,6 @@ import sys
 import tensorflow as tf
 from ssl_keras.runs import signal_watchdog
 from ssl_keras.runs.resumable import StopRequest, stop_on_signals
-
-pytestmark = pytest.mark.large  # real processes
 signal_watchdog.FIRST_SIGNAL_GRACE_S = float(sys.argv[1])
 blocked = tf.data.Dataset.range(1).repeat().filter(lambda x: x < 0)
 iterator = iter(blocked)
