@@ -14,7 +14,12 @@ import sys
 import click
 
 from ssl_keras import quiet_startup
-from ssl_keras.cli.options import config_file_option, options_from
+from ssl_keras.cli.options import (
+    config_command_options,
+    image_inputs_and_out,
+    positive_int_option,
+    run_dir_option,
+)
 from ssl_keras.compare.compare_config import CompareConfig
 from ssl_keras.runs.config import DetectConfig, PretrainConfig, ProbeConfig, build_config, to_dict
 
@@ -211,9 +216,7 @@ def main(verbose):
 
 
 @main.command()
-@options_from(PretrainConfig, PRETRAIN_HELP)
-@config_file_option
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@config_command_options(PretrainConfig, PRETRAIN_HELP, quiet_help="No progress bar.")
 @user_errors_as_click
 def pretrain(config_file, quiet, **options):
     """SimCLR pretraining of a backbone on unlabeled images (or --method supervised on labelled ones).
@@ -253,9 +256,7 @@ def _print_pretrain_result(result):
 
 
 @main.command()
-@options_from(DetectConfig, DETECT_HELP)
-@config_file_option
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@config_command_options(DetectConfig, DETECT_HELP, quiet_help="No progress bar.")
 @user_errors_as_click
 def detect(config_file, quiet, **options):
     """Transfer a backbone to single-object localization and measure it.
@@ -323,13 +324,7 @@ def margin_lines(metrics):
 
 
 @main.command()
-@click.option(
-    "--model",
-    "run_dir",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="A detect run directory.",
-)
+@run_dir_option()
 @click.option("--data", default=None, help="Data source [default: the run's own --data].")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["val", "test"]))
 @click.option(
@@ -358,20 +353,8 @@ def evaluate(run_dir, data, split, out_file):
 
 
 @main.command()
-@click.option(
-    "--model",
-    "run_dir",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="A detect run directory.",
-)
-@click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Folder for the drawn PNGs and predictions.json.",
-)
+@run_dir_option()
+@image_inputs_and_out("Folder for the drawn PNGs and predictions.json.")
 @user_errors_as_click
 def predict(run_dir, images, out):
     """Draw the predicted box, class and score on each IMAGE (a file or a folder of images).
@@ -408,8 +391,7 @@ COMPARE_HELP = dict(
 
 
 @main.command()
-@options_from(CompareConfig, COMPARE_HELP)
-@config_file_option
+@config_command_options(CompareConfig, COMPARE_HELP)
 @click.option(
     "--gradcam-images",
     default=3,
@@ -417,12 +399,10 @@ COMPARE_HELP = dict(
     type=click.IntRange(min=0),
     help="Test images in the report's Grad-CAM grid (0: none).",
 )
-@click.option(
+@positive_int_option(
     "--workers",
+    "Cells trained at once, each in its own process; the results do not depend on it.",
     default=1,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Cells trained at once, each in its own process; the results do not depend on it.",
 )
 @user_errors_as_click
 def compare(config_file, gradcam_images, workers, **options):
@@ -455,11 +435,9 @@ def _gradcam_hook(config, num_images):
 @click.option(
     "--check", is_flag=True, help="Only parse and validate the file, print its grid, and exit."
 )
-@click.option(
+@positive_int_option(
     "--workers",
-    default=None,
-    type=click.IntRange(min=1),
-    help="Stages and cells trained at once, each in its own process [default: the file's workers, or "
+    "Stages and cells trained at once, each in its own process [default: the file's workers, or "
     "1]; the results do not depend on it.",
 )
 @user_errors_as_click
@@ -508,21 +486,12 @@ def experiment(experiment_file, check, workers):
 
 
 @main.command()
-@click.option(
-    "--model",
+@run_dir_option(
     "model_dirs",
     multiple=True,
-    required=True,
-    type=click.Path(file_okay=False),
     help="A detect run directory; repeat for a side-by-side comparison.",
 )
-@click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Folder for the overlays and the grid.",
-)
+@image_inputs_and_out("Folder for the overlays and the grid.")
 @click.option(
     "--target",
     default="class",
@@ -567,9 +536,7 @@ PROBE_HELP = {
 
 
 @main.command()
-@options_from(ProbeConfig, PROBE_HELP)
-@config_file_option
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@config_command_options(ProbeConfig, PROBE_HELP, quiet_help="No progress bars.")
 @user_errors_as_click
 def probe(config_file, quiet, **options):
     """Top-1/Top-3 of a linear (or kNN) classifier on frozen backbone features."""
@@ -587,29 +554,19 @@ def probe(config_file, quiet, **options):
 
 @main.command()
 @click.option("--out", default=None, help="Demo output folder [default: runs/demo-TIMESTAMP].")
-@click.option(
-    "--epochs",
-    default=None,
-    type=click.IntRange(min=1),
-    help="Pretraining epochs [default: the demo's, see ssl_keras.experiment.demo].",
+@positive_int_option(
+    "--epochs", "Pretraining epochs [default: the demo's, see ssl_keras.experiment.demo]."
 )
-@click.option(
-    "--detect-epochs",
-    default=None,
-    type=click.IntRange(min=1),
-    help="Epochs of the fine-tuned cells [default: the demo's].",
-)
+@positive_int_option("--detect-epochs", "Epochs of the fine-tuned cells [default: the demo's].")
 @click.option(
     "--backbone",
     default=None,
     help="Backbone [default: MobileNetV3Small; EfficientNetB1 is the paper's, "
     "and needs far more than the demo's budget to learn on 2 CPU cores].",
 )
-@click.option(
+@positive_int_option(
     "--workers",
-    default=None,
-    type=click.IntRange(min=1),
-    help="Stages and cells trained at once, each in its own process [default: 2]; the results do not "
+    "Stages and cells trained at once, each in its own process [default: 2]; the results do not "
     "depend on it.",
 )
 @user_errors_as_click

@@ -49,3 +49,49 @@ config_file_option = click.option(
     help="JSON or YAML file of option values; options given here override it.",
 )
 """The `--config FILE` option of the commands built from a config dataclass."""
+
+
+def run_dir_option(name="run_dir", *, multiple=False, help="A detect run directory."):
+    """The `--model RUN_DIR` option of the commands that read a finished detect run."""
+    return click.option(
+        "--model",
+        name,
+        multiple=multiple,
+        required=True,
+        type=click.Path(file_okay=False),
+        help=help,
+    )
+
+
+def image_inputs_and_out(out_help):
+    """The IMAGES argument (files or folders) and the required `--out FOLDER` that gets the output."""
+
+    def decorate(command):
+        command = click.option(
+            "--out", required=True, type=click.Path(file_okay=False), help=out_help
+        )(command)
+        return click.argument("images", nargs=-1, required=True, type=click.Path())(command)
+
+    return decorate
+
+
+def positive_int_option(flag, help, *, default=None):
+    """An option that takes a whole number of at least 1; None (not given) unless `default` is set."""
+    return click.option(
+        flag,
+        default=default,
+        show_default=default is not None,
+        type=click.IntRange(min=1),
+        help=help,
+    )
+
+
+def config_command_options(config_cls, helps, *, quiet_help=None):
+    """A command's `--field` options, `--config FILE`, and (with `quiet_help`) `--quiet`."""
+
+    def decorate(command):
+        if quiet_help:
+            command = click.option("--quiet", is_flag=True, help=quiet_help)(command)
+        return options_from(config_cls, helps)(config_file_option(command))
+
+    return decorate

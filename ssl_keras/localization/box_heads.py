@@ -28,17 +28,49 @@ def boxes_from_center_size(raw):
     return ops.clip(boxes, 0.0, 1.0)
 
 
-def _check_head_args(num_classes, hidden_units, dropout):
-    if int(num_classes) < 1:
-        raise ValueError(f"`num_classes` must be >= 1. Received: num_classes={num_classes}")
-    if int(hidden_units) < 0:
-        raise ValueError(f"`hidden_units` must be >= 0. Received: hidden_units={hidden_units}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout}")
+class _ClassBranchHead(keras.layers.Layer):
+    """What both heads share: the checked arguments, the pooled class branch and the config."""
+
+    config_fields = ("num_classes", "hidden_units", "dropout")
+
+    def __init__(self, *, num_classes, hidden_units, dropout, **kwargs):
+        super().__init__(**kwargs)
+        if int(num_classes) < 1:
+            raise ValueError(f"`num_classes` must be >= 1. Received: num_classes={num_classes}")
+        if int(hidden_units) < 0:
+            raise ValueError(f"`hidden_units` must be >= 0. Received: hidden_units={hidden_units}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout}")
+        self.num_classes = int(num_classes)
+        self.hidden_units = int(hidden_units)
+        self.dropout = float(dropout)
+        self.pool = keras.layers.GlobalAveragePooling2D(name="head_pool")
+        self.hidden = (
+            keras.layers.Dense(hidden_units, activation="relu", name="head_hidden")
+            if hidden_units
+            else None
+        )
+        self.dropout_layer = keras.layers.Dropout(dropout, name="head_dropout")
+        self.class_output = keras.layers.Dense(num_classes, name="class_output")
+
+    def build_hidden(self, pooled_shape):
+        """Builds the hidden layer on `[N, C]` features; returns the shape it gives."""
+        if self.hidden is None:
+            return pooled_shape
+        self.hidden.build(pooled_shape)
+        return self.hidden.compute_output_shape(pooled_shape)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 4), (input_shape[0], self.num_classes)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({name: getattr(self, name) for name in self.config_fields})
+        return config
 
 
 @keras.saving.register_keras_serializable(package="ssl_keras")
-class PooledBoxHead(keras.layers.Layer):
+class PooledBoxHead(_ClassBranchHead):
     """Box and class from globally average-pooled features.
 
     The shared hidden layer feeds a box output, read as sigmoid centre and size
@@ -62,28 +94,16 @@ class PooledBoxHead(keras.layers.Layer):
     """
 
     def __init__(self, *, num_classes, hidden_units=256, dropout=0.2, **kwargs):
-        super().__init__(**kwargs)
-        _check_head_args(num_classes, hidden_units, dropout)
-        self.num_classes = int(num_classes)
-        self.hidden_units = int(hidden_units)
-        self.dropout = float(dropout)
-        self.pool = keras.layers.GlobalAveragePooling2D(name="head_pool")
-        self.hidden = (
-            keras.layers.Dense(hidden_units, activation="relu", name="head_hidden")
-            if hidden_units
-            else None
+        super().__init__(
+            num_classes=num_classes, hidden_units=hidden_units, dropout=dropout, **kwargs
         )
-        self.dropout_layer = keras.layers.Dropout(dropout, name="head_dropout")
         self.box_output = keras.layers.Dense(4, name="box_output")
-        self.class_output = keras.layers.Dense(num_classes, name="class_output")
 
     def build(self, input_shape):
         shape = tuple(input_shape)
         if len(shape) == 4:
             shape = (shape[0], shape[-1])
-        if self.hidden is not None:
-            self.hidden.build(shape)
-            shape = self.hidden.compute_output_shape(shape)
+        shape = self.build_hidden(shape)
         self.box_output.build(shape)
         self.class_output.build(shape)
         self.built = True
@@ -108,23 +128,9 @@ class PooledBoxHead(keras.layers.Layer):
             return boxes, logits, box_raw[:, 2] + box_raw[:, 3]
         return boxes, logits
 
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], 4), (input_shape[0], self.num_classes)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "num_classes": self.num_classes,
-                "hidden_units": self.hidden_units,
-                "dropout": self.dropout,
-            }
-        )
-        return config
-
 
 @keras.saving.register_keras_serializable(package="ssl_keras")
-class SpatialBoxHead(keras.layers.Layer):
+class SpatialBoxHead(_ClassBranchHead):
     """Box by a soft argmax over the feature map's cells; class from the pooled map.
 
     For each cell `(i, j)` of an `h x w` map, with centre `(c_y, c_x) = ((i + 0.5) / h,
@@ -157,26 +163,16 @@ class SpatialBoxHead(keras.layers.Layer):
     """
 
     def __init__(self, *, num_classes, channels=128, hidden_units=256, dropout=0.2, **kwargs):
-        super().__init__(**kwargs)
-        _check_head_args(num_classes, hidden_units, dropout)
         if int(channels) < 1:
             raise ValueError(f"`channels` must be >= 1. Received: channels={channels}")
-        self.num_classes = int(num_classes)
+        super().__init__(
+            num_classes=num_classes, hidden_units=hidden_units, dropout=dropout, **kwargs
+        )
         self.channels = int(channels)
-        self.hidden_units = int(hidden_units)
-        self.dropout = float(dropout)
         self.map_dropout = keras.layers.Dropout(dropout, name="head_map_dropout")
         self.reduce = keras.layers.Conv2D(channels, 1, activation="relu", name="head_reduce")
         self.cell_scores = keras.layers.Conv2D(1, 1, name="box_cell_scores")
         self.cell_sides = keras.layers.Conv2D(4, 1, name="box_cell_sides")
-        self.pool = keras.layers.GlobalAveragePooling2D(name="head_pool")
-        self.hidden = (
-            keras.layers.Dense(hidden_units, activation="relu", name="head_hidden")
-            if hidden_units
-            else None
-        )
-        self.dropout_layer = keras.layers.Dropout(dropout, name="head_dropout")
-        self.class_output = keras.layers.Dense(num_classes, name="class_output")
 
     def build(self, input_shape):
         shape = tuple(input_shape)
@@ -189,11 +185,7 @@ class SpatialBoxHead(keras.layers.Layer):
         reduced = self.reduce.compute_output_shape(shape)
         self.cell_scores.build(reduced)
         self.cell_sides.build(reduced)
-        pooled = (shape[0], shape[-1])
-        if self.hidden is not None:
-            self.hidden.build(pooled)
-            pooled = self.hidden.compute_output_shape(pooled)
-        self.class_output.build(pooled)
+        self.class_output.build(self.build_hidden((shape[0], shape[-1])))
         self.built = True
 
     def cell_outputs(self, feature_map, training=None):
@@ -236,20 +228,7 @@ class SpatialBoxHead(keras.layers.Layer):
             return box, logits, (box[:, 2] - box[:, 0]) + (box[:, 3] - box[:, 1])
         return box, logits
 
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], 4), (input_shape[0], self.num_classes)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "num_classes": self.num_classes,
-                "channels": self.channels,
-                "hidden_units": self.hidden_units,
-                "dropout": self.dropout,
-            }
-        )
-        return config
+    config_fields = ("num_classes", "channels", "hidden_units", "dropout")
 
 
 def make_head(head, *, num_classes, hidden_units=256, dropout=0.2, channels=128):
