@@ -26,6 +26,7 @@ import time
 import keras
 import numpy as np
 
+from ssl_keras.data.image_files import scan_progress
 from ssl_keras.backbone import resolve_backbone, set_batch_norm_momentum
 from ssl_keras.localization.box_augmenter import BoxAugmenter
 from ssl_keras.localization.box_baselines import fit_baselines, margins, score_baselines
@@ -423,7 +424,10 @@ def run_detect(config: DetectConfig, *, verbose=1, log=print, resume_hint=None):
         NonFiniteLossError: the loss became NaN or infinite.
     """
     devices = set_up_devices(config, log)  # before any TensorFlow op (multi-worker)
-    with start_run(config, command="detect", resolve_seeds=resolve_seeds, log=log) as run:
+    with (
+        start_run(config, command="detect", resolve_seeds=resolve_seeds, log=log) as run,
+        scan_progress(verbose > 0),
+    ):
         return _detect(run, config, devices, verbose=verbose, log=log, resume_hint=resume_hint)
 
 

@@ -22,6 +22,7 @@ import os
 import keras
 import numpy as np
 
+from ssl_keras.data.image_files import scan_progress
 from ssl_keras.backbone import configure_backbone, make_backbone
 from ssl_keras.runs.callbacks import ImageSummary, LearningRateLogger, Throughput, image_grid
 from ssl_keras.pretraining.collapse import CollapseMonitor
@@ -344,7 +345,10 @@ def run_pretrain(config: PretrainConfig, *, verbose=1, log=print):
         The result dict also written to `result.json`.
     """
     devices = set_up_devices(config, log)  # before any TensorFlow op (multi-worker)
-    with start_run(config, command="pretrain", resolve_seeds=resolve_seeds, log=log) as run:
+    with (
+        start_run(config, command="pretrain", resolve_seeds=resolve_seeds, log=log) as run,
+        scan_progress(verbose > 0),
+    ):
         return _pretrain(run, config, devices, verbose=verbose, log=log)
 
 

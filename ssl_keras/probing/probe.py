@@ -34,6 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ssl_keras.data.image_files import scan_progress
 from ssl_keras.data.labelled_images import (
     cap_per_class,
     keep_readable,
@@ -591,13 +592,14 @@ def run_probe(
     started = time.perf_counter()
     out = prepare_run_directory(out, command="probe")
     keras.utils.set_random_seed(seed)
-    data = probe_data(
-        data_spec,
-        image_size=image_size,
-        batch_size=batch_size,
-        max_per_class=max_per_class,
-        seed=seed,
-    )
+    with scan_progress(verbose > 0):
+        data = probe_data(
+            data_spec,
+            image_size=image_size,
+            batch_size=batch_size,
+            max_per_class=max_per_class,
+            seed=seed,
+        )
     log(data.description)
     backbone, description = _probe_backbone(
         backbone_spec,
