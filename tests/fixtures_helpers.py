@@ -1,6 +1,11 @@
 """Stand-ins shared by several test files."""
 
 import json
+import textwrap
+
+import numpy as np
+
+from test_case import run_on_backend
 
 
 def half_written_save(head, error):
@@ -127,3 +132,50 @@ def write_cell(out, backbone, fraction, seed, *, mean_iou, top1, mode="freeze", 
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     (run_dir / "timing.json").write_text(json.dumps({"wall_seconds": 2.0}))
     return metrics
+
+
+def assert_runs_on_backend(backend, body):
+    """Runs the Python source `body` to its end in a new process whose Keras uses `backend`.
+
+    The script first checks that Keras did pick `backend`, and last prints "ok", so a script
+    that exits early with 0 does not pass. Skips when `backend`'s package is not installed
+    (`test_case.run_on_backend`).
+
+    Args:
+        backend: str, a `KERAS_BACKEND` value, e.g. `"torch"` or `"jax"`.
+        body: str, Python source (indented or not) whose assertions are the check.
+    """
+    script = (
+        f"import keras\nassert keras.backend.backend() == {backend!r}, keras.backend.backend()\n"
+        + textwrap.dedent(body)
+        + '\nprint("ok")\n'
+    )
+    result = run_on_backend(backend, script)
+    assert result.stdout.strip().endswith("ok")
+
+
+# Boxes.
+
+
+def random_boxes(rng, n):
+    """`n` random valid boxes `[ymin, xmin, ymax, xmax]` in [0, 1], float32, drawn from `rng`."""
+    corners = np.sort(rng.uniform(0.0, 1.0, (n, 2, 2)), axis=1)
+    return np.stack(
+        [corners[:, 0, 0], corners[:, 0, 1], corners[:, 1, 0], corners[:, 1, 1]], axis=1
+    ).astype("float32")
+
+
+def assert_keeps_leading_dimensions(pairwise, reference, *, seed, **tolerance):
+    """Asserts that `pairwise(a, b)` of two (2, 3, 4) arrays of boxes is (2, 3), as `reference`.
+
+    `pairwise` is a box function with one value a pair (an IoU, a loss), `reference` another
+    way to compute it; `tolerance` goes to `np.testing.assert_allclose`.
+    """
+    import keras
+
+    rng = np.random.default_rng(seed)
+    a = random_boxes(rng, 6).reshape(2, 3, 4)
+    b = random_boxes(rng, 6).reshape(2, 3, 4)
+    values = keras.ops.convert_to_numpy(pairwise(a, b))
+    assert values.shape == (2, 3)
+    np.testing.assert_allclose(values, reference(a, b), **tolerance)
