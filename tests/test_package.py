@@ -8,6 +8,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from fixtures_helpers import tiny_detect_run
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -68,22 +69,10 @@ def test_import_ssl_keras_registers_every_serializable_without_heavy_imports(tmp
 
 @pytest.mark.large
 def test_a_detect_run_loads_in_a_fresh_process_after_import_ssl_keras(tmp_path):
-    from ssl_keras.localization.detect import load_run, run_detect
-    from ssl_keras.runs.config import DetectConfig
+    from ssl_keras.localization.detect import load_run
 
     run = tmp_path / "run"
-    config = DetectConfig(
-        data="synthetic:80",
-        backbone="scratch",
-        backbone_name="tiny",
-        out=str(run),
-        epochs=1,
-        image_size=32,
-        batch_size=8,
-        export=False,
-        head="spatial",
-    ).validate()
-    run_detect(config, verbose=0, log=lambda line: None)
+    tiny_detect_run(run, head="spatial")
     images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
     np.save(tmp_path / "images.npy", images)
     _fresh_python(

@@ -7,11 +7,11 @@ import shutil
 
 import numpy as np
 import pytest
+from fixtures_helpers import baselines_record, compare_row, write_cell
 from PIL import Image
 
 from ssl_keras.compare import compare
 from ssl_keras.backbone import BackboneWeightsError, tiny_backbone
-from ssl_keras.localization.box_baselines import margins
 from ssl_keras.compare.compare import (
     CompareConfig,
     aggregate,
@@ -42,22 +42,20 @@ TINY = dict(
 
 
 def _row(backbone, mode, fraction, seed, mean_iou, loc=0.5):
-    return {
-        "backbone": backbone,
-        "mode": mode,
-        "label_fraction": fraction,
-        "seed": seed,
-        "num_train_images": 40,
-        "mean_iou": mean_iou,
-        "loc_acc@0.5": loc,
-        "loc_acc@0.7": 0.1,
-        "top1": 0.5,
-        "top3": 0.9,
-        "cls_loc_acc@0.5": 0.3,
-        "num_test_images": 20,
-        "wall_seconds": 1.0,
-        "run_dir": "x",
-    }
+    return compare_row(
+        backbone,
+        mode,
+        fraction,
+        seed,
+        mean_iou,
+        **{
+            "loc_acc@0.5": loc,
+            "loc_acc@0.7": 0.1,
+            "top1": 0.5,
+            "top3": 0.9,
+            "cls_loc_acc@0.5": 0.3,
+        },
+    )
 
 
 KNOWN_ROWS = [
@@ -332,43 +330,22 @@ def test_plot_y_limits_hold_wide_error_bars_and_stay_in_0_1():
 # The baselines, from hand-written cells (no training)
 
 
-def _baselines(prior_iou, majority_top1):
-    return {
-        "prior_box": {
-            "box": [0.2, 0.2, 0.8, 0.8],
-            "mean_iou": prior_iou,
-            "loc_acc@0.5": prior_iou - 0.1,
-            "loc_acc@0.7": 0.05,
-        },
-        "majority_class": {
-            "classes": ["dog", "cat", "car"],
-            "top1": majority_top1,
-            "top3": 0.6,
-            "balanced_top1": 0.25,
-        },
-    }
-
-
 def _write_cell(out, backbone, fraction, seed, *, mean_iou, top1, baselines=None, mode="freeze"):
     """A finished cell's metrics.json as detect writes it; `baselines=None` writes an old one."""
-    metrics = {
-        "mean_iou": mean_iou,
-        "loc_acc@0.5": mean_iou - 0.1,
-        "loc_acc@0.7": 0.1,
-        "top1": top1,
-        "top3": 0.9,
-        "cls_loc_acc@0.5": 0.2,
-        "num_train_images": int(100 * fraction),
-        "num_test_images": 50,
-        "selected_epoch": 1,
-    }
+    new = {}
     if baselines is not None:
-        metrics.update(balanced_top1=top1 - 0.05, classes_predicted=3, baselines=baselines)
-        metrics["margins"] = margins(metrics, baselines)
-    run_dir = out / "cells" / backbone / mode / f"frac{fraction}" / f"seed{seed}"
-    run_dir.mkdir(parents=True)
-    (run_dir / "metrics.json").write_text(json.dumps(metrics))
-    (run_dir / "timing.json").write_text(json.dumps({"wall_seconds": 2.0}))
+        new = dict(balanced_top1=top1 - 0.05, classes_predicted=3, baselines=baselines)
+    write_cell(
+        out,
+        backbone,
+        fraction,
+        seed,
+        mean_iou=mean_iou,
+        top1=top1,
+        mode=mode,
+        selected_epoch=1,
+        **new,
+    )
 
 
 # Per fraction and seed: the prior box's and the model's mean IoU, and top-1s. At 10%, ssl beats
@@ -408,7 +385,7 @@ def written_grid(tmp_path):
             seed,
             mean_iou=mean_iou,
             top1=MODEL_TOP1[backbone],
-            baselines=_baselines(PRIOR[fraction, seed], 0.3),
+            baselines=baselines_record(PRIOR[fraction, seed], 0.3),
         )
     logs = []
     return config, summarize_compare(config, log=logs.append), logs
@@ -610,7 +587,9 @@ def test_a_grid_of_old_and_new_cells_takes_the_baselines_from_the_new_ones(tmp_p
     out = tmp_path / "out"
     config = CompareConfig(**{**TINY, "backbones": "ssl:runs/p1,scratch", "out": str(out)})
     _write_cell(out, "ssl", 0.5, 0, mean_iou=0.6, top1=0.5)
-    _write_cell(out, "scratch", 0.5, 0, mean_iou=0.5, top1=0.5, baselines=_baselines(0.45, 0.2))
+    _write_cell(
+        out, "scratch", 0.5, 0, mean_iou=0.5, top1=0.5, baselines=baselines_record(0.45, 0.2)
+    )
     summary = summarize_compare(config, log=lambda line: None)
     rows = _csv(summary["outputs"]["results_csv"])
     assert [r["backbone"] for r in rows] == ["ssl", "scratch", "prior_box", "majority_class"]
@@ -626,13 +605,13 @@ def test_a_grid_of_old_and_new_cells_takes_the_baselines_from_the_new_ones(tmp_p
 
 def test_disagreeing_baselines_of_one_fraction_and_seed_keep_the_first():
     first = dict(
-        _row("a", "freeze", 0.1, 0, 0.5), run_dir="cells/a", baselines=_baselines(0.40, 0.3)
+        _row("a", "freeze", 0.1, 0, 0.5), run_dir="cells/a", baselines=baselines_record(0.40, 0.3)
     )
     second = dict(
-        _row("b", "freeze", 0.1, 0, 0.5), run_dir="cells/b", baselines=_baselines(0.43, 0.3)
+        _row("b", "freeze", 0.1, 0, 0.5), run_dir="cells/b", baselines=baselines_record(0.43, 0.3)
     )
     other_seed = dict(
-        _row("b", "freeze", 0.1, 1, 0.5), run_dir="cells/c", baselines=_baselines(0.47, 0.3)
+        _row("b", "freeze", 0.1, 1, 0.5), run_dir="cells/c", baselines=baselines_record(0.47, 0.3)
     )
     old = dict(_row("c", "freeze", 0.1, 0, 0.5), run_dir="cells/d", baselines=None)
     logs = []

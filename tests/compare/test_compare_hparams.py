@@ -1,55 +1,27 @@
 """The compare run's TensorBoard HParams view: one session per row of results.csv (issue 14)."""
 
-import json
-
 import pytest
+from fixtures_helpers import baselines_record, write_cell
 from hparams_events import read_hparams_logs
 
 from ssl_keras.compare.compare import CompareConfig, summarize_compare
-from ssl_keras.localization.box_baselines import margins
 
 PRIOR_IOU = {(0.1, 0): 0.40, (0.1, 1): 0.42, (1.0, 0): 0.45, (1.0, 1): 0.44}
 MODEL_IOU = {"ssl": 0.6, "scratch": 0.41}
 
 
-def _baselines(prior_iou):
-    return {
-        "prior_box": {
-            "box": [0.2, 0.2, 0.8, 0.8],
-            "mean_iou": prior_iou,
-            "loc_acc@0.5": prior_iou - 0.1,
-            "loc_acc@0.7": 0.05,
-        },
-        "majority_class": {
-            "classes": ["dog", "cat", "car"],
-            "top1": 0.3,
-            "top3": 0.6,
-            "balanced_top1": 0.25,
-        },
-    }
-
-
 def _write_cell(out, backbone, fraction, seed):
     """A finished cell's metrics.json as detect writes it, its values told apart by the cell."""
-    mean_iou = MODEL_IOU[backbone] + fraction / 10 + seed / 100
-    metrics = {
-        "mean_iou": mean_iou,
-        "loc_acc@0.5": mean_iou - 0.1,
-        "loc_acc@0.7": 0.1,
-        "top1": 0.7,
-        "top3": 0.9,
-        "cls_loc_acc@0.5": 0.2,
-        "balanced_top1": 0.65,
-        "num_train_images": int(100 * fraction),
-        "num_test_images": 50,
-        "baselines": _baselines(PRIOR_IOU[fraction, seed]),
-    }
-    metrics["margins"] = margins(metrics, metrics["baselines"])
-    run_dir = out / "cells" / backbone / "freeze" / f"frac{fraction}" / f"seed{seed}"
-    run_dir.mkdir(parents=True)
-    (run_dir / "metrics.json").write_text(json.dumps(metrics))
-    (run_dir / "timing.json").write_text(json.dumps({"wall_seconds": 2.0}))
-    return metrics
+    return write_cell(
+        out,
+        backbone,
+        fraction,
+        seed,
+        mean_iou=MODEL_IOU[backbone] + fraction / 10 + seed / 100,
+        top1=0.7,
+        balanced_top1=0.65,
+        baselines=baselines_record(PRIOR_IOU[fraction, seed]),
+    )
 
 
 def _config(out):

@@ -42,6 +42,22 @@ def _label(name):
     return voc.VOC_CLASSES.index(name)
 
 
+def _train_image(devkit, index):
+    """`(image_id, (width, height))` of the devkit's `index`-th train image."""
+    root, ids = devkit
+    image_id = ids["train"][index]
+    return image_id, image_size(root, image_id)
+
+
+def _reloaded(devkit, image_id, objects, size):
+    """The train split loaded after `image_id`'s annotation is rewritten to hold `objects`
+    (as `annotation_xml` takes them) and `size`; returns `(loaded, the image's record)`."""
+    root, _ = devkit
+    write_annotation(root, image_id, annotation_xml(objects, size=size))
+    loaded = load_voc_records(root, "train")
+    return loaded, _record(loaded, image_id)
+
+
 def _assert_others_untouched(loaded, ids, broken):
     """The ids that were not broken are all read, with nothing to report."""
     kept = [r["image_id"] for r in loaded.records]
@@ -81,12 +97,8 @@ def test_malformed_annotation_skips_the_image(devkit, text, detail):
     ],
 )
 def test_missing_or_invalid_size_is_read_from_the_image(devkit, size, text):
-    root, ids = devkit
-    image_id = ids["train"][0]
-    width, height = image_size(root, image_id)
-    write_annotation(root, image_id, annotation_xml([("dog", (11, 21, 101, 201))], size=size))
-    loaded = load_voc_records(root, "train")
-    record = _record(loaded, image_id)
+    image_id, (width, height) = _train_image(devkit, 0)
+    loaded, record = _reloaded(devkit, image_id, [("dog", (11, 21, 101, 201))], size)
     assert (record["width"], record["height"]) == (width, height)
     assert record["objects"][0]["bbox"] == (21 / height, 11 / width, 201 / height, 101 / width)
     assert loaded.repaired == {voc.SIZE_FROM_IMAGE: 1} and loaded.skipped == {}
@@ -96,16 +108,11 @@ def test_missing_or_invalid_size_is_read_from_the_image(devkit, size, text):
 
 
 def test_size_disagreeing_with_the_image_is_fixed_from_the_image(devkit):
-    root, ids = devkit
-    image_id = ids["train"][1]
-    width, height = image_size(root, image_id)
+    image_id, (width, height) = _train_image(devkit, 1)
     # Halved, as a tool that saved a thumbnail's size would write; the box fits the real image
     # only, so it must not be clipped either.
     box = (width - 60, height - 50, width - 10, height - 5)
-    xml = annotation_xml([("cat", box)], size=(width // 2, height // 2))
-    write_annotation(root, image_id, xml)
-    loaded = load_voc_records(root, "train")
-    record = _record(loaded, image_id)
+    loaded, record = _reloaded(devkit, image_id, [("cat", box)], (width // 2, height // 2))
     assert (record["width"], record["height"]) == (width, height)
     xmin, ymin, xmax, ymax = box
     assert record["objects"][0]["bbox"] == (
@@ -123,18 +130,14 @@ def test_size_disagreeing_with_the_image_is_fixed_from_the_image(devkit):
 
 def test_inverted_box_is_dropped_and_a_one_pixel_box_kept(devkit):
     """VOC's coordinates are inclusive: xmin == xmax is a one-pixel column, xmin > xmax none."""
-    root, ids = devkit
-    image_id = ids["train"][0]
-    width, height = image_size(root, image_id)
+    image_id, (width, height) = _train_image(devkit, 0)
     objects = [
         ("dog", (10, 10, 50, 60)),
         ("cat", (51, 5, 12, 40)),
         ("horse", (30, 10, 30, 20)),
         ("bird", (5, 40, 9, 39)),
     ]
-    write_annotation(root, image_id, annotation_xml(objects, size=(width, height)))
-    loaded = load_voc_records(root, "train")
-    record = _record(loaded, image_id)
+    loaded, record = _reloaded(devkit, image_id, objects, (width, height))
     assert [o["label"] for o in record["objects"]] == [_label("dog"), _label("horse")]
     assert record["objects"][1]["area_pixels"] == 1 * 11
     assert loaded.skipped == {voc.ZERO_AREA: 2} and loaded.repaired == {}
@@ -163,35 +166,29 @@ def test_inverted_box_is_dropped_and_a_one_pixel_box_kept(devkit):
     ],
 )
 def test_box_with_bad_coordinates_is_dropped(devkit, obj, text):
-    root, ids = devkit
-    image_id = ids["train"][0]
-    size = image_size(root, image_id)
-    write_annotation(root, image_id, annotation_xml([("cat", (1, 2, 3, 4)), obj], size=size))
-    loaded = load_voc_records(root, "train")
-    assert [o["label"] for o in _record(loaded, image_id)["objects"]] == [_label("cat")]
+    image_id, size = _train_image(devkit, 0)
+    loaded, record = _reloaded(devkit, image_id, [("cat", (1, 2, 3, 4)), obj], size)
+    assert [o["label"] for o in record["objects"]] == [_label("cat")]
     assert loaded.skipped == {voc.BAD_COORDINATES: 1}
     assert loaded.messages == [f"annotation {image_id}.xml: {text}, dropped"]
 
 
 def test_box_partly_outside_is_clipped_and_one_outside_dropped(devkit):
-    root, ids = devkit
-    image_id = ids["train"][3]
-    width, height = image_size(root, image_id)
+    image_id, (width, height) = _train_image(devkit, 3)
     objects = [
         ("person", (-5, 10, width + 20, 40)),  # partly outside: clipped
         ("car", (1, 1, width, height)),  # touches every border: inside, as in real VOC
         ("bus", (width + 5, 10, width + 50, 40)),  # entirely right of the image: dropped
         ("cow", (20, 30, 60, height + 1)),  # one pixel below: clipped
     ]
-    write_annotation(root, image_id, annotation_xml(objects, size=(width, height)))
-    loaded = load_voc_records(root, "train")
-    boxes = [o["bbox"] for o in _record(loaded, image_id)["objects"]]
+    loaded, record = _reloaded(devkit, image_id, objects, (width, height))
+    boxes = [o["bbox"] for o in record["objects"]]
     assert boxes == [
         (10 / height, 0.0, 40 / height, 1.0),
         (1 / height, 1 / width, 1.0, 1.0),
         (30 / height, 20 / width, 1.0, 60 / width),
     ]
-    assert _record(loaded, image_id)["objects"][0]["area_pixels"] == (width + 1) * 31
+    assert record["objects"][0]["area_pixels"] == (width + 1) * 31
     assert loaded.repaired == {voc.BOX_CLIPPED: 2} and loaded.skipped == {voc.OUTSIDE: 1}
     assert loaded.messages == [
         f"annotation {image_id}.xml: box 1 (xmin=-5, ymin=10, xmax={width + 20}, ymax=40) lies "
@@ -203,18 +200,14 @@ def test_box_partly_outside_is_clipped_and_one_outside_dropped(devkit):
 
 
 def test_unknown_class_box_is_dropped_and_the_next_largest_is_the_target(devkit):
-    root, ids = devkit
-    image_id = ids["train"][0]
-    width, height = image_size(root, image_id)
+    image_id, (width, height) = _train_image(devkit, 0)
     objects = [
         ("unicorn", (1, 1, width, height)),
         ("dog", (10, 10, 110, 90)),
         ("", (1, 1, 300, 300)),
         ("cat", (10, 10, 20, 20)),
     ]
-    write_annotation(root, image_id, annotation_xml(objects, size=(width, height)))
-    loaded = load_voc_records(root, "train")
-    record = _record(loaded, image_id)
+    loaded, record = _reloaded(devkit, image_id, objects, (width, height))
     assert select_target(record["objects"])[1] == _label("dog")
     np.testing.assert_array_equal(
         select_target(record["objects"])[0],

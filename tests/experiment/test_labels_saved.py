@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from fixtures_helpers import compare_row
 
 from ssl_keras.compare.compare import aggregate
 from ssl_keras.experiment.labels_saved import (
@@ -92,19 +93,18 @@ def test_bad_curves_are_refused_with_the_input(fractions, values, target, messag
 # labels_saved on a table from compare.aggregate
 
 
-def _row(backbone, mode, fraction, seed, mean_iou):
-    return {
-        "backbone": backbone,
-        "mode": mode,
-        "label_fraction": fraction,
-        "seed": seed,
-        "num_train_images": 40,
-        "mean_iou": mean_iou,
-        "loc_acc@0.5": mean_iou - 0.1,
-        "num_test_images": 20,
-        "wall_seconds": 1.0,
-        "run_dir": "x",
-    }
+def _curve_rows(backbone, curve, mode="freeze"):
+    """The rows of one backbone's curve, `{fraction: (mean IoU of seed 0, of seed 1, ...)}`."""
+    return [
+        compare_row(backbone, mode, fraction, seed, value, **{"loc_acc@0.5": value - 0.1})
+        for fraction, values in curve.items()
+        for seed, value in enumerate(values)
+    ]
+
+
+def _assert_fields(record, **expected):
+    """Asserts that `record` holds `expected`'s values under its keys, naming every one that differs."""
+    assert {key: record[key] for key in expected} == expected
 
 
 # freeze, 2 seeds: ssl 0.43 ± 0.014 at 10%; scratch 0.31 / 0.37 / 0.50 at 10 / 25 / 100%, clearly
@@ -129,9 +129,9 @@ CURVES = {
 @pytest.fixture
 def table():
     rows = [
-        _row(backbone, mode, fraction, seed, value)
+        row
         for (backbone, mode, fraction), values in CURVES.items()
-        for seed, value in enumerate(values)
+        for row in _curve_rows(backbone, {fraction: values}, mode)
     ]
     return aggregate(rows)
 
@@ -150,16 +150,20 @@ def test_labels_saved_rows_from_an_aggregated_table(table):
     # scratch reaches 0.43 between 25% (0.37) and 100% (0.50): 6/13 of the way in log(f).
     needed = math.exp(math.log(0.25) + 6 / 13 * (math.log(1.0) - math.log(0.25)))
     assert needed == pytest.approx(0.25 * 4 ** (6 / 13)) == pytest.approx(0.4740, abs=1e-4)
-    assert scratch["reference"] == "ssl" and scratch["metric"] == "mean_iou"
-    assert scratch["reference_mean"] == pytest.approx(0.43) and scratch[
-        "reference_std"
-    ] == pytest.approx(std)
-    assert scratch["reference_n"] == 2 and scratch["other_n"] == 2
-    assert scratch["other_mean"] == pytest.approx(0.31) and scratch["other_std"] == pytest.approx(
-        std
+    _assert_fields(
+        scratch,
+        reference="ssl",
+        metric="mean_iou",
+        reference_mean=pytest.approx(0.43),
+        reference_std=pytest.approx(std),
+        reference_n=2,
+        other_n=2,
+        other_mean=pytest.approx(0.31),
+        other_std=pytest.approx(std),
+        bound="inside",
+        fraction_needed=pytest.approx(needed),
+        ratio=pytest.approx(needed / 0.1),
     )
-    assert scratch["bound"] == "inside" and scratch["fraction_needed"] == pytest.approx(needed)
-    assert scratch["ratio"] == pytest.approx(needed / 0.1)
     assert (
         scratch["other_better"] is False and scratch["within_noise"] is False
     )  # 0.12 apart, spread 0.014
@@ -169,11 +173,7 @@ def test_labels_saved_rows_from_an_aggregated_table(table):
     )
 
     # imagenet is better than ssl at 10% already: ssl saves it no labels, and the gap is within noise.
-    assert (
-        imagenet["bound"] == "below"
-        and imagenet["fraction_needed"] == 0.1
-        and imagenet["ratio"] == 1.0
-    )
+    _assert_fields(imagenet, bound="below", fraction_needed=0.1, ratio=1.0)
     assert imagenet["other_better"] is True and imagenet["within_noise"] is True
     assert imagenet["text"] == (
         "frozen: imagenet is better than ssl at 10% (mean IoU 0.440 vs 0.430), so ssl saves "
@@ -182,16 +182,8 @@ def test_labels_saved_rows_from_an_aggregated_table(table):
     )
 
     # One seed: the noise is not measured; scratch never reaches 0.50 in the measured range.
-    assert (
-        finetune["bound"] == "above"
-        and finetune["fraction_needed"] is None
-        and finetune["ratio"] is None
-    )
-    assert (
-        finetune["reference_n"] == 1
-        and finetune["reference_std"] is None
-        and finetune["other_std"] is None
-    )
+    _assert_fields(finetune, bound="above", fraction_needed=None, ratio=None, reference_n=1)
+    assert finetune["reference_std"] is None and finetune["other_std"] is None
     assert finetune["within_noise"] is None
     assert finetune["text"] == (
         "fine-tuned: scratch would need more than 100% of the labels to match ssl at 10% "
@@ -199,22 +191,21 @@ def test_labels_saved_rows_from_an_aggregated_table(table):
     )
 
 
+def _the_row_against_ssl(curves, *, at):
+    """The one `labels_saved` row of a table of ssl and one other backbone, `{backbone: curve}`."""
+    rows = [row for backbone, curve in curves.items() for row in _curve_rows(backbone, curve)]
+    (row,) = labels_saved(aggregate(rows), reference="ssl", at=at)
+    return row
+
+
 def test_a_backbone_that_matches_at_its_smallest_fraction_but_is_worse_at_f():
     # scratch: 0.45 at 10%, 0.40 at 25% (a dip); ssl 0.42 at 25%. Reached at 10% already, though
     # scratch is worse than ssl at 25% itself.
-    rows = [_row("ssl", "freeze", 0.25, s, v) for s, v in enumerate((0.41, 0.43))]
-    rows += [
-        _row("scratch", "freeze", f, s, v)
-        for f, values in [(0.1, (0.44, 0.46)), (0.25, (0.39, 0.41))]
-        for s, v in enumerate(values)
-    ]
-    (row,) = labels_saved(aggregate(rows), reference="ssl", at=0.25)
-    assert (
-        row["bound"] == "below"
-        and row["ratio"] == pytest.approx(0.4)
-        and row["other_better"] is False
+    row = _the_row_against_ssl(
+        {"ssl": {0.25: (0.41, 0.43)}, "scratch": {0.1: (0.44, 0.46), 0.25: (0.39, 0.41)}}, at=0.25
     )
-    assert row["within_noise"] is False  # 0.02 apart, spread 0.014
+    _assert_fields(row, bound="below", ratio=pytest.approx(0.4))
+    assert row["other_better"] is False and row["within_noise"] is False  # 0.02 apart, spread 0.014
     assert row["text"] == (
         "frozen: scratch already matches ssl at 25% (mean IoU 0.420) with <= 10% of the labels "
         "(the smallest fraction measured)"
@@ -223,13 +214,9 @@ def test_a_backbone_that_matches_at_its_smallest_fraction_but_is_worse_at_f():
 
 def test_within_noise_uses_the_larger_spread_of_the_two():
     # ssl 0.43 ± 0.014, other 0.40 ± 0.042: 0.03 apart, within the other's spread but not ssl's.
-    rows = [_row("ssl", "freeze", 0.1, s, v) for s, v in enumerate((0.42, 0.44))]
-    rows += [
-        _row("noisy", "freeze", f, s, v)
-        for f, values in [(0.1, (0.37, 0.43)), (1.0, (0.6, 0.6))]
-        for s, v in enumerate(values)
-    ]
-    (row,) = labels_saved(aggregate(rows), reference="ssl", at=[0.1])
+    row = _the_row_against_ssl(
+        {"ssl": {0.1: (0.42, 0.44)}, "noisy": {0.1: (0.37, 0.43), 1.0: (0.6, 0.6)}}, at=[0.1]
+    )
     assert row["within_noise"] is True and row["text"].endswith(" — within noise")
     assert row["other_better"] is False and row["bound"] == "inside"
 

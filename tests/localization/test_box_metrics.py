@@ -3,6 +3,7 @@ import json
 import keras
 import numpy as np
 import pytest
+from fixtures_helpers import assert_keeps_leading_dimensions, random_boxes
 
 from ssl_keras.localization.box_iou import box_iou, box_iou_numpy
 from ssl_keras.localization.box_losses import BoxLoss
@@ -24,13 +25,6 @@ def to_numpy(x):
 
 def result(metric):
     return float(to_numpy(metric.result()))
-
-
-def random_boxes(rng, n):
-    corners = np.sort(rng.uniform(0.0, 1.0, (n, 2, 2)), axis=1)
-    return np.stack(
-        [corners[:, 0, 0], corners[:, 0, 1], corners[:, 1, 0], corners[:, 1, 1]], axis=1
-    ).astype("float32")
 
 
 @pytest.mark.parametrize(
@@ -68,12 +62,7 @@ def test_degenerate_boxes_have_iou_zero_without_nan(box_a, box_b):
 
 
 def test_box_iou_keeps_leading_dimensions():
-    rng = np.random.default_rng(0)
-    a = random_boxes(rng, 6).reshape(2, 3, 4)
-    b = random_boxes(rng, 6).reshape(2, 3, 4)
-    iou = to_numpy(box_iou(a, b))
-    assert iou.shape == (2, 3)
-    np.testing.assert_allclose(iou, box_iou_numpy(a, b), atol=1e-6)
+    assert_keeps_leading_dimensions(box_iou, box_iou_numpy, seed=0, atol=1e-6)
 
 
 # Four images with IoUs 1, 1/3, 0.6 and 0.25.
@@ -355,6 +344,25 @@ def test_config_round_trip(metric):
     assert result(revived) == result(metric)
 
 
+# The two compiled-model tests: 5 classes, named a to e, and 6 random features an item.
+CLASS_NAMES = list("abcde")
+
+
+def features_and_task(seed, n):
+    """`(features, y_true)`: `n` items' features, and their targets from `random_task`."""
+    y_true, _ = random_task(seed, n=n, num_classes=len(CLASS_NAMES))
+    return np.random.default_rng(seed).normal(size=(n, 6)).astype("float32"), y_true
+
+
+def predicted_report(model, features, y_true):
+    """`(pred, report)`: `model`'s predictions and their `localization_report` against `y_true`."""
+    pred = model.predict(features, batch_size=8, verbose=0)
+    report = localization_report(
+        y_true["boxes"], pred["boxes"], y_true["labels"], pred["class_logits"], CLASS_NAMES
+    )
+    return pred, report
+
+
 def tiny_two_output_model(num_classes):
     inputs = keras.Input((6,))
     hidden = keras.layers.Dense(8, activation="relu")(inputs)
@@ -367,10 +375,8 @@ def tiny_two_output_model(num_classes):
 
 @pytest.mark.large
 def test_usable_in_compile_with_one_list_per_output():
-    num_classes = 5
-    y_true, _ = random_task(5, n=32, num_classes=num_classes)
-    features = np.random.default_rng(5).normal(size=(32, 6)).astype("float32")
-    model = tiny_two_output_model(num_classes)
+    features, y_true = features_and_task(5, 32)
+    model = tiny_two_output_model(len(CLASS_NAMES))
     model.compile(
         optimizer="adam",
         loss={
@@ -386,10 +392,7 @@ def test_usable_in_compile_with_one_list_per_output():
     history = model.fit(features, y, batch_size=8, epochs=1, verbose=0)
     assert all(np.all(np.isfinite(v)) for v in history.history.values())
     logs = model.evaluate(features, y, batch_size=8, verbose=0, return_dict=True)
-    pred = model.predict(features, batch_size=8, verbose=0)
-    report = localization_report(
-        y_true["boxes"], pred["boxes"], y_true["labels"], pred["class_logits"], list("abcde")
-    )
+    pred, report = predicted_report(model, features, y_true)
     iou = box_iou_numpy(y_true["boxes"], pred["boxes"])
 
     def log(name):
@@ -435,16 +438,11 @@ class DictMetricsModel(keras.Model):
 
 @pytest.mark.large
 def test_usable_from_compute_metrics_with_full_dicts():
-    num_classes = 5
-    y_true, _ = random_task(6, n=24, num_classes=num_classes)
-    features = np.random.default_rng(6).normal(size=(24, 6)).astype("float32")
-    model = DictMetricsModel(num_classes)
+    features, y_true = features_and_task(6, 24)
+    model = DictMetricsModel(len(CLASS_NAMES))
     model.compile(optimizer="adam")
     model.fit(features, y_true, batch_size=8, epochs=1, verbose=0)
     logs = model.evaluate(features, y_true, batch_size=8, verbose=0, return_dict=True)
-    pred = model.predict(features, batch_size=8, verbose=0)
-    report = localization_report(
-        y_true["boxes"], pred["boxes"], y_true["labels"], pred["class_logits"], list("abcde")
-    )
+    _, report = predicted_report(model, features, y_true)
     for name in ["mean_iou", "loc_acc@0.5", "loc_acc@0.7", "top1", "top3", "cls_loc_acc@0.5"]:
         np.testing.assert_allclose(logs[name], report[name], atol=1e-5, err_msg=name)

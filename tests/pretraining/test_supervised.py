@@ -106,20 +106,10 @@ def test_weighted_metrics_are_honoured_and_restored(tmp_path):
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="weighted_accuracy")],
     )
     model.fit(images, labels, batch_size=16, epochs=1, verbose=0)
-    logs = model.evaluate(
-        images,
-        labels,
-        sample_weight=(labels == labels[0]).astype("float32"),
-        verbose=0,
-        return_dict=True,
-    )
+    # Weight 1 for the images of the first image's label, 0 for the others.
+    weights = (labels == labels[0]).astype("float32")
+    logs = model.evaluate(images, labels, sample_weight=weights, verbose=0, return_dict=True)
     assert "weighted_accuracy" in logs
     restored = run_model_saving_test(model, images, tmp_path)
-    again = restored.evaluate(
-        images,
-        labels,
-        sample_weight=(labels == labels[0]).astype("float32"),
-        verbose=0,
-        return_dict=True,
-    )
+    again = restored.evaluate(images, labels, sample_weight=weights, verbose=0, return_dict=True)
     assert again["weighted_accuracy"] == pytest.approx(logs["weighted_accuracy"])

@@ -125,20 +125,18 @@ def test_outside_a_strategy_there_is_one_replica_and_nothing_to_gather():
     np.testing.assert_array_equal(np.asarray(labels), [2, 3, 4, 0, 1, 2])
 
 
-FIT = (
-    TWO_CPUS
-    + """
+# The model both fits below train, once on one device and once on two replicas. No augmentation:
+# the two views are equal, so both runs see the same batches; the BN statistics still depend on
+# which images share a replica.
+TINY_SIMCLR = """
 import numpy as np
 import keras
 from ssl_keras.pretraining.simclr import SimCLR
 from ssl_keras.runs.distribution import resolve_distribution, synchronize_batch_norm
 
 images = np.random.default_rng(2).uniform(0, 255, size=(8, 12, 12, 3)).astype("float32")
-# No augmentation: the two views are equal, so both runs see the same batches; the BN
-# statistics still depend on which images share a replica.
-SYNC = {sync}
 
-def train(distributed, sync):
+def tiny_simclr():
     keras.utils.set_random_seed(0)
     encoder = keras.Sequential([
         keras.Input((12, 12, 3)),
@@ -150,6 +148,17 @@ def train(distributed, sync):
     ])
     model = SimCLR(encoder=encoder, augmenter=None, temperature=0.5)
     model.build((None, 12, 12, 3))
+    return model
+"""
+
+FIT = (
+    TWO_CPUS
+    + TINY_SIMCLR
+    + """
+SYNC = {sync}
+
+def train(distributed, sync):
+    model = tiny_simclr()
     if sync:
         # The encoder's and the projection head's (hidden and output) layers.
         assert synchronize_batch_norm(model) == 3
@@ -181,28 +190,15 @@ def test_a_mirrored_fit_with_synchronized_batch_norm_equals_one_device():
     assert per_replica_gap > 10 * max(gap, 1e-5), (gap, per_replica_gap)
 
 
-JAX_FIT = """
-import numpy as np
+JAX_FIT = (
+    TINY_SIMCLR
+    + """
 import jax
-import keras
-from ssl_keras.pretraining.simclr import SimCLR
-from ssl_keras.runs.distribution import resolve_distribution, synchronize_batch_norm
 
 assert len(jax.devices()) == 2, jax.devices()
-images = np.random.default_rng(2).uniform(0, 255, size=(8, 12, 12, 3)).astype("float32")
 
 def train():
-    keras.utils.set_random_seed(0)
-    encoder = keras.Sequential([
-        keras.Input((12, 12, 3)),
-        keras.layers.Rescaling(1 / 255.0),
-        keras.layers.Conv2D(6, 3),
-        keras.layers.BatchNormalization(),
-        keras.layers.ReLU(),
-        keras.layers.GlobalAveragePooling2D(),
-    ])
-    model = SimCLR(encoder=encoder, augmenter=None, temperature=0.5)
-    model.build((None, 12, 12, 3))
+    model = tiny_simclr()
     assert synchronize_batch_norm(model) == 0  # JAX's statistics are already global
     model.compile(optimizer=keras.optimizers.SGD(0.5))
     history = model.fit(images, batch_size=8, epochs=2, verbose=0, shuffle=False)
@@ -218,6 +214,7 @@ gap = max(float(np.max(np.abs(a - b))) for a, b in zip(one, two))
 assert gap < 1e-5, gap
 print("OK", gap)
 """
+)
 
 
 @pytest.mark.large

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from fixtures_helpers import tiny_detect_run
 
 from ssl_keras.backbone import tiny_backbone
 from ssl_keras.runs import export
@@ -75,21 +76,10 @@ def test_an_exported_savedmodel_is_converted_as_it_is(tmp_path):
 def test_detect_writes_model_onnx_with_the_savedmodel_outputs(tmp_path):
     import keras
 
-    from ssl_keras.localization.detect import detector_serving, load_run, run_detect
+    from ssl_keras.localization.detect import detector_serving, load_run
 
     out = tmp_path / "run"
-    config = DetectConfig(
-        data="synthetic:60",
-        backbone="scratch",
-        backbone_name="tiny",
-        out=str(out),
-        epochs=1,
-        image_size=32,
-        batch_size=8,
-        export=False,
-        export_onnx=True,
-    ).validate()
-    metrics = run_detect(config, verbose=0, log=lambda line: None)
+    _, metrics = tiny_detect_run(out, data="synthetic:60", export_onnx=True)
     assert metrics["outputs"]["onnx"] == str(out / "model.onnx")
     assert not (out / "savedmodel").exists()
     model, _ = load_run(str(out))

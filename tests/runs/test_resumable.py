@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from fixtures_helpers import half_written_save
 
 from ssl_keras.data.epoch_stream import epoch_stream, pass_order, steps_per_pass
 from ssl_keras.optimizers import AdamW
@@ -60,6 +61,21 @@ def toy_model():
     )
     model.compile(optimizer=AdamW(learning_rate=1e-2, weight_decay=0.1), loss="mse")
     return model
+
+
+def fit_toy(model, stream, folder, *, epochs, stop_request=None, **kwargs):
+    """`fit_resumable` as these tests run it: `STEPS` steps an epoch, checkpoints in `folder`,
+    quiet, and a fresh `StopRequest` (no signal handlers) unless one is given."""
+    return fit_resumable(
+        model,
+        stream,
+        epochs=epochs,
+        steps_per_epoch=STEPS,
+        checkpoints=str(folder),
+        stop_request=StopRequest() if stop_request is None else stop_request,
+        verbose=0,
+        **kwargs,
+    )
 
 
 class StopAfter(keras.callbacks.Callback):
@@ -159,28 +175,18 @@ def test_stopped_then_resumed_run_matches_an_uninterrupted_one(tmp_path, stop_af
     x, y = toy_data()
     stream = toy_stream(x, y)
     reference = toy_model()
-    fit_resumable(
-        reference,
-        stream,
-        epochs=3,
-        steps_per_epoch=STEPS,
-        checkpoints=str(tmp_path / "a"),
-        stop_request=StopRequest(),
-        verbose=0,
-    )
+    fit_toy(reference, stream, tmp_path / "a", epochs=3)
 
     model = toy_model()
     request = StopRequest()
     with pytest.raises(TrainingInterrupted) as stopped:
-        fit_resumable(
+        fit_toy(
             model,
             stream,
+            tmp_path / "b",
             epochs=3,
-            steps_per_epoch=STEPS,
-            checkpoints=str(tmp_path / "b"),
             callbacks=[StopAfter(request, stop_after)],
             stop_request=request,
-            verbose=0,
         )
     state = checkpoint_state(str(tmp_path / "b"))
     assert (
@@ -192,15 +198,8 @@ def test_stopped_then_resumed_run_matches_an_uninterrupted_one(tmp_path, stop_af
     assert "stopped by SIGINT" in str(stopped.value)
 
     resumed = load_checkpoint(state)
-    history = fit_resumable(
-        resumed,
-        stream,
-        epochs=3,
-        steps_per_epoch=STEPS,
-        checkpoints=str(tmp_path / "b"),
-        start=(state["epoch"], state["step"]),
-        stop_request=StopRequest(),
-        verbose=0,
+    history = fit_toy(
+        resumed, stream, tmp_path / "b", epochs=3, start=(state["epoch"], state["step"])
     )
     assert len(history["loss"]) == 3 - state["epoch"]
     assert max_difference(resumed, reference) == 0.0
@@ -213,37 +212,12 @@ def test_resuming_without_the_rng_state_would_differ(tmp_path):
     x, y = toy_data()
     stream = toy_stream(x, y)
     reference = toy_model()
-    fit_resumable(
-        reference,
-        stream,
-        epochs=2,
-        steps_per_epoch=STEPS,
-        checkpoints=str(tmp_path / "a"),
-        stop_request=StopRequest(),
-        verbose=0,
-    )
+    fit_toy(reference, stream, tmp_path / "a", epochs=2)
     model = toy_model()
-    fit_resumable(
-        model,
-        stream,
-        epochs=1,
-        steps_per_epoch=STEPS,
-        checkpoints=str(tmp_path / "b"),
-        stop_request=StopRequest(),
-        verbose=0,
-    )
+    fit_toy(model, stream, tmp_path / "b", epochs=1)
     state = checkpoint_state(str(tmp_path / "b"))
     plain = keras.saving.load_model(state["path"])  # no seed-generator state
-    fit_resumable(
-        plain,
-        stream,
-        epochs=2,
-        steps_per_epoch=STEPS,
-        checkpoints=str(tmp_path / "b"),
-        start=(1, 0),
-        stop_request=StopRequest(),
-        verbose=0,
-    )
+    fit_toy(plain, stream, tmp_path / "b", epochs=2, start=(1, 0))
     assert max_difference(plain, reference) > 1e-4
 
 
@@ -252,31 +226,14 @@ def test_non_finite_loss_stops_before_saving_and_names_the_step(tmp_path):
     x, y = toy_data()
     model = toy_model()
     stream = toy_stream(x, y)
-    fit_resumable(
-        model,
-        stream,
-        epochs=1,
-        steps_per_epoch=STEPS,
-        checkpoints=str(tmp_path),
-        stop_request=StopRequest(),
-        verbose=0,
-    )
+    fit_toy(model, stream, tmp_path, epochs=1)
     good = checkpoint_state(str(tmp_path))
     # Poison the targets of epoch 2 from step 3 on (a ReLU would swallow NaN inputs).
     poisoned = y.copy()
     order = pass_order(len(x), 5, 1).numpy()
     poisoned[order[2 * 8 :]] = np.nan
     with pytest.raises(NonFiniteLossError) as error:
-        fit_resumable(
-            load_checkpoint(good),
-            toy_stream(x, poisoned),
-            epochs=3,
-            steps_per_epoch=STEPS,
-            checkpoints=str(tmp_path),
-            start=(1, 0),
-            stop_request=StopRequest(),
-            verbose=0,
-        )
+        fit_toy(load_checkpoint(good), toy_stream(x, poisoned), tmp_path, epochs=3, start=(1, 0))
     message = str(error.value)
     assert "loss became nan at epoch 2, step 3" in message and good["path"] in message
     state = checkpoint_state(str(tmp_path))
@@ -310,13 +267,9 @@ def test_crash_while_saving_a_model_keeps_the_old_one(tmp_path, monkeypatch):
     path = str(tmp_path / "model.keras")
     save_model_atomic(model, path)
     before = open(path, "rb").read()
-
-    def half_then_crash(self, filepath, *args, **kwargs):
-        with open(filepath, "wb") as f:
-            f.write(b"PK\x03\x04 half a zip")
-        raise Boom("disk full")
-
-    monkeypatch.setattr(keras.Model, "save", half_then_crash)
+    monkeypatch.setattr(
+        keras.Model, "save", half_written_save(b"PK\x03\x04 half a zip", Boom("disk full"))
+    )
     with pytest.raises(Boom):
         save_model_atomic(model, path)
     assert open(path, "rb").read() == before
@@ -348,15 +301,7 @@ def two_epochs(folder):
     """Trains 2 epochs of the toy model into `folder`: epoch-0001.keras, epoch-0002.keras."""
     x, y = toy_data()
     model = toy_model()
-    fit_resumable(
-        model,
-        toy_stream(x, y),
-        epochs=2,
-        steps_per_epoch=STEPS,
-        checkpoints=str(folder),
-        stop_request=StopRequest(),
-        verbose=0,
-    )
+    fit_toy(model, toy_stream(x, y), folder, epochs=2)
     return model
 
 
@@ -395,16 +340,7 @@ def test_a_truncated_last_checkpoint_falls_back_to_the_intact_one_and_says_so(tm
     # The fallback loads, and training from it rewrites epoch 2 as an uninterrupted run would.
     x, y = toy_data()
     resumed = load_checkpoint(state)
-    fit_resumable(
-        resumed,
-        toy_stream(x, y),
-        epochs=2,
-        steps_per_epoch=STEPS,
-        checkpoints=str(tmp_path),
-        start=(1, 0),
-        stop_request=StopRequest(),
-        verbose=0,
-    )
+    fit_toy(resumed, toy_stream(x, y), tmp_path, epochs=2, start=(1, 0))
     assert max_difference(resumed, model) == 0.0
     assert checkpoint_state(str(tmp_path))["checkpoint"] == "epoch-0002.keras"
 
@@ -487,15 +423,7 @@ def test_a_full_disk_at_the_state_write_is_one_line_and_keeps_the_checkpoint(tmp
     model = toy_model()
     full_disk_at("state.json", monkeypatch)
     with pytest.raises(RunWriteError) as failed:
-        fit_resumable(
-            model,
-            toy_stream(x, y),
-            epochs=2,
-            steps_per_epoch=STEPS,
-            checkpoints=str(tmp_path),
-            stop_request=StopRequest(),
-            verbose=0,
-        )
+        fit_toy(model, toy_stream(x, y), tmp_path, epochs=2)
     message = str(failed.value)
     assert "\n" not in message and failed.value.errno == errno.ENOSPC
     assert message.startswith(
@@ -511,37 +439,21 @@ def test_a_full_disk_at_the_state_write_is_one_line_and_keeps_the_checkpoint(tmp
 
 def test_a_full_disk_at_the_checkpoint_write_keeps_the_last_good_one(tmp_path, monkeypatch):
     x, y = toy_data()
-    fit_resumable(
-        toy_model(),
-        toy_stream(x, y),
-        epochs=1,
-        steps_per_epoch=STEPS,
-        checkpoints=str(tmp_path),
-        stop_request=StopRequest(),
-        verbose=0,
-    )
+    fit_toy(toy_model(), toy_stream(x, y), tmp_path, epochs=1)
     good = (tmp_path / "epoch-0001.keras").read_bytes()
-
-    def enospc(self, filepath, *args, **kwargs):
-        with open(filepath, "wb") as f:
-            f.write(b"PK\x03\x04 half")
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(keras.Model, "save", enospc)
+    enospc = OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(keras.Model, "save", half_written_save(b"PK\x03\x04 half", enospc))
     with pytest.raises(
         RunWriteError,
         match=r"cannot write .*epoch-0002\.keras: No space left on device .*"
         r"the last good checkpoint is .*epoch-0001\.keras \(epoch 1\)$",
     ):
-        fit_resumable(
+        fit_toy(
             load_checkpoint(checkpoint_state(str(tmp_path))),
             toy_stream(x, y),
+            tmp_path,
             epochs=2,
-            steps_per_epoch=STEPS,
-            checkpoints=str(tmp_path),
             start=(1, 0),
-            stop_request=StopRequest(),
-            verbose=0,
         )
     assert sorted(os.listdir(tmp_path)) == ["epoch-0001.keras", "state.json"]
     assert (tmp_path / "epoch-0001.keras").read_bytes() == good

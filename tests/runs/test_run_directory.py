@@ -7,6 +7,7 @@ import stat
 
 import numpy as np
 import pytest
+from fixtures_helpers import half_written_save
 from PIL import Image
 
 from ssl_keras.runs.run_directory import (
@@ -94,13 +95,7 @@ def test_save_png_atomic_writes_the_array_as_a_png(tmp_path):
 def test_save_png_atomic_keeps_an_older_png_when_saving_fails(tmp_path, monkeypatch):
     path = str(tmp_path / "drawn.png")
     save_png_atomic(np.zeros((4, 4, 3), "uint8"), path)
-
-    def half_then_crash(self, fp, *args, **kwargs):
-        with open(fp, "wb") as f:
-            f.write(b"\x89PNG half")
-        raise Boom("disk full")
-
-    monkeypatch.setattr(Image.Image, "save", half_then_crash)
+    monkeypatch.setattr(Image.Image, "save", half_written_save(b"\x89PNG half", Boom("disk full")))
     with pytest.raises(Boom):
         save_png_atomic(np.full((4, 4, 3), 255, "uint8"), path)
     monkeypatch.undo()
