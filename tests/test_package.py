@@ -8,7 +8,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from fixtures_helpers import tiny_detect_run
+from stand_ins import tiny_detect_run
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from fixtures_helpers import baselines_record, compare_row, write_cell
+from stand_ins import baselines_record, compare_row, write_cell
 from PIL import Image
 
 from ssl_keras.compare import compare

@@ -1,7 +1,7 @@
 """The compare run's TensorBoard HParams view: one session per row of results.csv (issue 14)."""
 
 import pytest
-from fixtures_helpers import baselines_record, write_cell
+from stand_ins import baselines_record, write_cell
 from hparams_events import read_hparams_logs
 
 from ssl_keras.compare.compare import CompareConfig, summarize_compare

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from fixtures_helpers import compare_row
+from stand_ins import compare_row
 
 from ssl_keras.compare.compare import aggregate
 from ssl_keras.experiment.labels_saved import (

@@ -1,7 +1,7 @@
 import keras
 import numpy as np
 import pytest
-from fixtures_helpers import assert_keeps_leading_dimensions, assert_runs_on_backend, random_boxes
+from stand_ins import assert_keeps_leading_dimensions, assert_runs_on_backend, random_boxes
 
 from ssl_keras.localization.box_losses import BoxLoss, box_loss, giou_loss
 from test_case import run_serialization_test

@@ -3,7 +3,7 @@ import json
 import keras
 import numpy as np
 import pytest
-from fixtures_helpers import assert_keeps_leading_dimensions, random_boxes
+from stand_ins import assert_keeps_leading_dimensions, random_boxes
 
 from ssl_keras.localization.box_iou import box_iou, box_iou_numpy
 from ssl_keras.localization.box_losses import BoxLoss

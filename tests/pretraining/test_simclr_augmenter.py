@@ -1,7 +1,7 @@
 import keras
 import numpy as np
 import pytest
-from fixtures_helpers import assert_runs_on_backend
+from stand_ins import assert_runs_on_backend
 
 from ssl_keras.pretraining.simclr_augmenter import SimCLRAugmenter
 from test_case import run_model_saving_test, run_serialization_test

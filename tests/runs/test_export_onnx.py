@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from fixtures_helpers import tiny_detect_run
+from stand_ins import tiny_detect_run
 
 from ssl_keras.backbone import tiny_backbone
 from ssl_keras.runs import export

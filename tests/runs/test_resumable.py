@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from fixtures_helpers import half_written_save
+from stand_ins import half_written_save
 
 from ssl_keras.data.epoch_stream import epoch_stream, pass_order, steps_per_pass
 from ssl_keras.optimizers import AdamW

@@ -7,7 +7,7 @@ import stat
 
 import numpy as np
 import pytest
-from fixtures_helpers import half_written_save
+from stand_ins import half_written_save
 from PIL import Image
 
 from ssl_keras.runs.run_directory import (
