@@ -381,6 +381,31 @@ class RunCheckpoint(keras.callbacks.Callback):
             os.unlink(os.path.join(self.directory, name))
 
 
+def create_variables_before_fit(model, dataset):
+    """Builds the model and its optimizer from `dataset`'s element shapes, before `fit` traces.
+
+    On TensorFlow without a distribution strategy, `fit` leaves building to the trace of the
+    first step. Variables created there (a projection head built on first call, every
+    optimizer slot) make `tf.function` trace the whole step a second time: about a third of a
+    short run's wall time with EfficientNetB1 (see `benchmarks/time_to_first_step.py`).
+    Creating them here first gives one trace. A model whose layers cannot all be built from
+    its input shape is left to `fit`, as before.
+
+    Args:
+        model: a compiled `keras.Model` whose `build(input_shape)` builds its sub-layers.
+        dataset: `tf.data.Dataset` of `x` or `(x, y[, sample_weight])` batches.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None or optimizer.built:
+        return
+    spec = dataset.element_spec
+    x_spec = spec[0] if isinstance(spec, tuple) else spec
+    if not model.built:
+        model.build(keras.tree.map_structure(lambda s: tuple(s.shape), x_spec))
+    if all(layer.built for layer in model._flatten_layers()):
+        optimizer.build(model.trainable_variables)
+
+
 def fit_resumable(
     model,
     stream,
@@ -433,9 +458,11 @@ def fit_resumable(
             runs.append((epoch, epochs, steps_per_epoch, (epoch, 0)))
         for first, last, steps, run_start in runs:
             checkpoint = RunCheckpoint(checkpoints, stop_request=request, start=run_start)
+            batches = stream(run_start[0] * steps_per_epoch + run_start[1])
+            create_variables_before_fit(model, batches)
             with lost_files_as_error():  # files that vanished: one line, not a traceback
                 fit = model.fit(
-                    stream(run_start[0] * steps_per_epoch + run_start[1]),
+                    batches,
                     epochs=last,
                     initial_epoch=first,
                     steps_per_epoch=steps,
