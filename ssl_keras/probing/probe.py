@@ -53,6 +53,9 @@ METHODS = PROBE_METHODS
 SPEC_FORMS = "voc:PATH, manifest:CSV (or a folder holding manifest.csv), folder:PATH (one sub-folder per class) or synthetic[:N]"
 SYNTHETIC_TRAIN_FRACTION = 0.7
 BN_ESTIMATE_IMAGES = 512
+"""Train images used to estimate batch-norm statistics before probing (see `run_probe`)."""
+PROBE_CACHE_BYTES = 512 * 2**20
+"""`ProbeMonitor` keeps decoded images in memory up to this size (1,000 images at 224 px: 600 MB)."""
 PROBE_OPTIONS = (
     "method",
     "image_size",
@@ -67,7 +70,6 @@ PROBE_OPTIONS = (
     "estimate_bn",
 )
 """The arguments of `run_probe` that its `config.json` records as options, in order."""
-"""Train images used to estimate batch-norm statistics before probing (see `run_probe`)."""
 
 
 # Probes.
@@ -287,12 +289,14 @@ def extract_features(backbone, dataset, *, verbose=0):
     """
     features, labels = [], []
     progress = keras.utils.Progbar(_num_batches(dataset), unit_name="batch") if verbose else None
+    batch_size = None
     for images, targets in dataset:
         if progress is not None:
             progress.add(1)
         if isinstance(targets, dict):
             targets = targets["labels"]
-        output = keras.ops.convert_to_numpy(backbone.predict_on_batch(images))
+        batch_size = batch_size or int(images.shape[0])
+        output = _predict_padded(backbone, images, batch_size)
         if output.ndim != 2:
             raise ValueError(
                 f"backbone {backbone.name!r} gives {output.ndim}-D outputs {output.shape}; a probe "
@@ -303,6 +307,20 @@ def extract_features(backbone, dataset, *, verbose=0):
     if not features:
         raise ValueError("the dataset is empty: no features to probe")
     return np.concatenate(features), np.concatenate(labels)
+
+
+def _predict_padded(backbone, images, batch_size):
+    """`backbone.predict_on_batch(images)`, a short last batch padded to `batch_size` first.
+
+    Inference is per image (batch norm uses its moving statistics), so the padding changes no
+    output; it spares a second trace of the predict function for the short batch's shape.
+    """
+    images = np.asarray(images)
+    count = images.shape[0]
+    if count < batch_size:
+        padding = np.zeros((batch_size - count, *images.shape[1:]), images.dtype)
+        images = np.concatenate([images, padding])
+    return keras.ops.convert_to_numpy(backbone.predict_on_batch(images))[:count]
 
 
 def _num_batches(dataset):
@@ -711,6 +729,7 @@ class ProbeMonitor(keras.callbacks.Callback):
         self.temperature = temperature
         self.epochs = epochs
         self.results = []
+        self._batches = {}
 
     def _encoder(self):
         for name in ("encoder", "backbone"):
@@ -722,12 +741,24 @@ class ProbeMonitor(keras.callbacks.Callback):
             f"{type(self.model).__name__} has neither"
         )
 
+    def _split_batches(self, split):
+        """The split's batches, decoded once and kept in memory when they fit in
+        `PROBE_CACHE_BYTES`, so later probes skip reading and resizing the files again."""
+        if split not in self._batches:
+            dataset = getattr(self.data, split)
+            num_images = len(getattr(self.data, f"{split}_labels"))
+            pixels = np.prod(dataset.element_spec[0].shape[1:])
+            if num_images * pixels * 4 <= PROBE_CACHE_BYTES:
+                dataset = [(np.asarray(images), np.asarray(labels)) for images, labels in dataset]
+            self._batches[split] = dataset
+        return self._batches[split]
+
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
             return
         encoder = self._encoder()
-        train = extract_features(encoder, self.data.train)
-        test = extract_features(encoder, self.data.test)
+        train = extract_features(encoder, self._split_batches("train"))
+        test = extract_features(encoder, self._split_batches("test"))
         result = _run_method(
             self.method,
             train,
