@@ -29,7 +29,7 @@ def boxes_from_center_size(raw):
 
 
 class _ClassBranchHead(keras.layers.Layer):
-    """What both heads share: the checked arguments, the pooled class branch and the config."""
+    """What both heads share: the checked arguments, the pooled layers and the config."""
 
     config_fields = ("num_classes", "hidden_units", "dropout")
 
@@ -44,14 +44,23 @@ class _ClassBranchHead(keras.layers.Layer):
         self.num_classes = int(num_classes)
         self.hidden_units = int(hidden_units)
         self.dropout = float(dropout)
+
+    def make_pooled_layers(self, *, box_output=False):
+        """Creates pool, hidden, dropout, (the box output,) class output, in that order.
+
+        The order is the seeds' order: each layer draws its initializer's seed when created,
+        so a different order would change what a seeded run trains.
+        """
         self.pool = keras.layers.GlobalAveragePooling2D(name="head_pool")
         self.hidden = (
-            keras.layers.Dense(hidden_units, activation="relu", name="head_hidden")
-            if hidden_units
+            keras.layers.Dense(self.hidden_units, activation="relu", name="head_hidden")
+            if self.hidden_units
             else None
         )
-        self.dropout_layer = keras.layers.Dropout(dropout, name="head_dropout")
-        self.class_output = keras.layers.Dense(num_classes, name="class_output")
+        self.dropout_layer = keras.layers.Dropout(self.dropout, name="head_dropout")
+        if box_output:
+            self.box_output = keras.layers.Dense(4, name="box_output")
+        self.class_output = keras.layers.Dense(self.num_classes, name="class_output")
 
     def build_hidden(self, pooled_shape):
         """Builds the hidden layer on `[N, C]` features; returns the shape it gives."""
@@ -97,7 +106,7 @@ class PooledBoxHead(_ClassBranchHead):
         super().__init__(
             num_classes=num_classes, hidden_units=hidden_units, dropout=dropout, **kwargs
         )
-        self.box_output = keras.layers.Dense(4, name="box_output")
+        self.make_pooled_layers(box_output=True)
 
     def build(self, input_shape):
         shape = tuple(input_shape)
@@ -173,6 +182,7 @@ class SpatialBoxHead(_ClassBranchHead):
         self.reduce = keras.layers.Conv2D(channels, 1, activation="relu", name="head_reduce")
         self.cell_scores = keras.layers.Conv2D(1, 1, name="box_cell_scores")
         self.cell_sides = keras.layers.Conv2D(4, 1, name="box_cell_sides")
+        self.make_pooled_layers()
 
     def build(self, input_shape):
         shape = tuple(input_shape)
