@@ -5,15 +5,10 @@ import json
 import os
 
 import pytest
-from click.testing import CliRunner
+from cli_helpers import command_args, invoke, invoke_as_user, options
 from PIL import Image
 
 from ssl_keras.backbone import tiny_backbone
-from ssl_keras.cli.main import main
-
-
-def invoke(args):
-    return CliRunner().invoke(main, args, catch_exceptions=False)
 
 
 @pytest.mark.large
@@ -22,31 +17,9 @@ def test_compare_command_writes_the_report_with_a_gradcam_grid(tmp_path):
     encoder_dir.mkdir()
     tiny_backbone(width=8).save(encoder_dir / "encoder.keras")
     out = tmp_path / "cmp"
-    args = [
-        "compare",
-        "--data",
-        "synthetic:120",
-        "--backbones",
-        f"ssl:{encoder_dir},scratch",
-        "--label-fractions",
-        "0.5",
-        "--modes",
-        "freeze",
-        "--seeds",
-        "1",
-        "--epochs",
-        "1",
-        "--image-size",
-        "32",
-        "--batch-size",
-        "16",
-        "--backbone-name",
-        "tiny",
-        "--out",
-        str(out),
-        "--gradcam-images",
-        "2",
-    ]
+    grid = options(backbones=f"ssl:{encoder_dir},scratch", label_fractions=0.5, modes="freeze")
+    cells = options(seeds=1, epochs=1, image_size=32, batch_size=16, backbone_name="tiny")
+    args = command_args("compare", "synthetic:120", out, *grid, *cells, gradcam_images=2)
     result = invoke(args)
     assert result.exit_code == 0, result.output
     table = list(csv.DictReader(open(out / "results.csv")))
@@ -69,65 +42,22 @@ def test_compare_command_writes_the_report_with_a_gradcam_grid(tmp_path):
 def test_gradcam_and_probe_commands_on_real_files(shared_data, tmp_path):
     voc = shared_data / "voc2007"
     run = tmp_path / "detect"
-    result = invoke(
-        [
-            "detect",
-            "--data",
-            f"voc:{voc}",
-            "--backbone-name",
-            "tiny",
-            "--out",
-            str(run),
-            "--epochs",
-            "1",
-            "--image-size",
-            "32",
-            "--batch-size",
-            "32",
-            "--quiet",
-            "--no-export",
-        ]
-    )
+    tiny = options(backbone_name="tiny", epochs=1, image_size=32, batch_size=32)
+    result = invoke(command_args("detect", f"voc:{voc}", run, *tiny, quiet=True, export=False))
     assert result.exit_code == 0, result.output
     images = [str(voc / "JPEGImages" / name) for name in sorted(os.listdir(voc / "JPEGImages"))[:2]]
-    result = invoke(
-        [
-            "gradcam",
-            "--model",
-            str(run),
-            "--model",
-            str(run),
-            *images,
-            "--out",
-            str(tmp_path / "cam"),
-        ]
-    )
+    result = invoke(["gradcam", "--model", run, "--model", run, *images, "--out", tmp_path / "cam"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "cam" / "gradcam_grid.png").is_file()
     assert len(os.listdir(tmp_path / "cam")) == 1 + 2 * 2  # grid + one overlay per image and model
-    rerun = CliRunner().invoke(
-        main, ["gradcam", "--model", str(run), *images, "--out", str(tmp_path / "cam")]
-    )
+    rerun = invoke_as_user(["gradcam", "--model", run, *images, "--out", tmp_path / "cam"])
     assert rerun.exit_code != 0 and "exists" in rerun.output and "Traceback" not in rerun.output
 
+    probe_options = options(
+        backbone="scratch", backbone_name="tiny", method="knn", image_size=32, max_per_class=10
+    )
     result = invoke(
-        [
-            "probe",
-            "--backbone",
-            "scratch",
-            "--backbone-name",
-            "tiny",
-            "--data",
-            str(shared_data / "unlabeled"),
-            "--out",
-            str(tmp_path / "probe"),
-            "--method",
-            "knn",
-            "--image-size",
-            "32",
-            "--max-per-class",
-            "10",
-        ]
+        command_args("probe", shared_data / "unlabeled", tmp_path / "probe", *probe_options)
     )
     assert result.exit_code == 0, result.output
     probe = json.loads((tmp_path / "probe" / "probe.json").read_text())

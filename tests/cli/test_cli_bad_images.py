@@ -1,7 +1,8 @@
 """End to end: `ssl-keras pretrain` and `predict` on folders of bad image files.
 
 Files are built at test time by `tests/bad_files.py`; the runs are tiny (`--backbone tiny`,
-32 px, one epoch).
+32 px, one epoch). Exceptions are caught (`invoke_as_user`) as a user would meet them, so a
+traceback would show in the output.
 """
 
 import csv
@@ -11,27 +12,21 @@ import shutil
 
 import bad_files
 import pytest
-from click.testing import CliRunner
+from cli_helpers import command_args, invoke_as_user, one_error_line, options
 from PIL import Image
 
 from ssl_keras.backbone import tiny_backbone
-from ssl_keras.cli.main import main
 from ssl_keras.data import image_files
 
-TINY_PRETRAIN = [
-    "--backbone",
-    "tiny",
-    "--batch-size",
-    "4",
-    "--image-size",
-    "32",
-    "--epochs",
-    "1",
-    "--warmup-epochs",
-    "0",
-    "--no-export",
-    "--quiet",
-]
+TINY_PRETRAIN = options(
+    backbone="tiny",
+    batch_size=4,
+    image_size=32,
+    epochs=1,
+    warmup_epochs=0,
+    export=False,
+    quiet=True,
+)
 SKIPPED = {"zero.jpg": image_files.EMPTY, "truncated.jpg": image_files.TRUNCATED}
 REPAIRED = {
     "actually_png.jpg": image_files.WRONG_EXTENSION,
@@ -43,21 +38,14 @@ REPAIRED = {
 READ_AS_IS = ["café_日本語_фото.jpg"]
 
 
-def invoke(args):
-    # Exceptions are caught as a user would meet them, so a traceback would show in the output.
-    return CliRunner().invoke(main, [str(arg) for arg in args])
-
-
 def assert_one_line_error(result, *names):
-    assert result.exit_code == 1, result.output
+    """The whole output is one `Error: ...` line, naming each of `names`."""
     # An uncaught exception also exits with 1; a user error leaves only click's SystemExit.
-    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output, (
-        result.exception
-    )
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    line = one_error_line(result)
+    assert result.output.strip().splitlines() == [line], result.output
+    assert line.startswith("Error: "), line
     for name in names:
-        assert name in lines[0], name
+        assert name in line, name
 
 
 @pytest.fixture(scope="module")
@@ -86,25 +74,8 @@ def detect_run(tmp_path_factory):
     encoder = tmp_path_factory.mktemp("encoder")
     tiny_backbone(width=8).save(encoder / "encoder.keras")
     out = tmp_path_factory.mktemp("detect") / "run"
-    result = invoke(
-        [
-            "detect",
-            "--data",
-            "synthetic:64",
-            "--backbone",
-            encoder,
-            "--out",
-            out,
-            "--epochs",
-            "1",
-            "--image-size",
-            "32",
-            "--batch-size",
-            "16",
-            "--no-export",
-            "--quiet",
-        ]
-    )
+    detect = options(backbone=encoder, epochs=1, image_size=32, batch_size=16, export=False)
+    result = invoke_as_user(command_args("detect", "synthetic:64", out, *detect, quiet=True))
     assert result.exit_code == 0, result.output
     return out
 
@@ -112,7 +83,7 @@ def detect_run(tmp_path_factory):
 @pytest.mark.large
 def test_pretrain_on_the_matrix_skips_and_reports_each_file(photos, tmp_path):
     out = tmp_path / "run"
-    result = invoke(["pretrain", "--data", photos, "--out", out, *TINY_PRETRAIN])
+    result = invoke_as_user(command_args("pretrain", photos, out, *TINY_PRETRAIN))
     assert result.exit_code == 0, result.output
     record = json.loads((out / "result.json").read_text())
     assert record["num_images"] == 8 + len(REPAIRED) + len(READ_AS_IS)
@@ -132,7 +103,7 @@ def test_pretrain_on_the_matrix_skips_and_reports_each_file(photos, tmp_path):
 def test_pretrain_on_an_empty_folder_stops_with_one_line(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = invoke(["pretrain", "--data", empty, "--out", tmp_path / "run", *TINY_PRETRAIN])
+    result = invoke_as_user(command_args("pretrain", empty, tmp_path / "run", *TINY_PRETRAIN))
     assert_one_line_error(
         result, str(empty), "no image files", "point --data at a folder of photos"
     )
@@ -144,7 +115,7 @@ def test_pretrain_on_only_bad_files_stops_with_one_line(tmp_path):
     bad.mkdir()
     bad_files.zero_byte(bad)
     bad_files.truncated_jpeg(bad)
-    result = invoke(["pretrain", "--data", bad, "--out", tmp_path / "run", *TINY_PRETRAIN])
+    result = invoke_as_user(command_args("pretrain", bad, tmp_path / "run", *TINY_PRETRAIN))
     assert_one_line_error(
         result,
         str(bad),
@@ -160,7 +131,7 @@ def test_predict_on_the_matrix_draws_the_readable_and_lists_the_rest(detect_run,
     out = tmp_path / "pred"
     empty = tmp_path / "no_images"
     empty.mkdir()
-    result = invoke(
+    result = invoke_as_user(
         ["predict", "--model", detect_run, matrix, empty, tmp_path / "gone.jpg", "--out", out]
     )
     assert result.exit_code == 0, result.output
@@ -195,13 +166,13 @@ def test_predict_on_the_matrix_draws_the_readable_and_lists_the_rest(detect_run,
     assert record["repaired"] == {reason: 1 for reason in REPAIRED.values()}
     assert f"{len(readable)} image(s) drawn, 4 skipped" in result.output
 
-    again = invoke(["predict", "--model", detect_run, matrix, "--out", out])
+    again = invoke_as_user(["predict", "--model", detect_run, matrix, "--out", out])
     assert_one_line_error(again, "predictions.json exists")
 
 
 def test_predict_with_no_usable_input_stops_before_loading_the_model(matrix, tmp_path):
     # The model folder does not even exist: the inputs are checked first.
-    result = invoke(
+    result = invoke_as_user(
         [
             "predict",
             "--model",
@@ -222,7 +193,7 @@ def test_predict_with_no_usable_input_stops_before_loading_the_model(matrix, tmp
 def test_predict_reads_a_huge_jpeg_at_reduced_size(detect_run, tmp_path):
     huge = bad_files.huge_jpeg(tmp_path)
     out = tmp_path / "pred"
-    result = invoke(["predict", "--model", detect_run, huge, "--out", out])
+    result = invoke_as_user(["predict", "--model", detect_run, huge, "--out", out])
     assert result.exit_code == 0, result.output
     assert f"image {huge}: read, {image_files.REDUCED}" in result.output
     with Image.open(out / "huge_pred.png") as drawn:

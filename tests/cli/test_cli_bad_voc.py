@@ -7,39 +7,22 @@ The folder is a few real VOC2007 pairs copied at test time (`tests/voc_devkit.py
 import json
 
 import pytest
-from click.testing import CliRunner
+from cli_helpers import command_args, invoke_as_user, options
 from PIL import Image
 from voc_devkit import annotation_xml
 from voc_devkit import copy_devkit
 from voc_devkit import image_size
 from voc_devkit import write_annotation
 
-from ssl_keras.cli.main import main
 from ssl_keras.data import image_files
 from ssl_keras.data import voc
 
 
 def _detect(root, out):
-    args = [
-        "detect",
-        "--data",
-        f"voc:{root}",
-        "--backbone",
-        "scratch",
-        "--backbone-name",
-        "tiny",
-        "--epochs",
-        "1",
-        "--image-size",
-        "32",
-        "--batch-size",
-        "8",
-        "--no-export",
-        "--out",
-        str(out),
-        "--quiet",
-    ]
-    return CliRunner().invoke(main, args)
+    tiny = options(backbone="scratch", backbone_name="tiny", epochs=1, image_size=32, batch_size=8)
+    return invoke_as_user(
+        command_args("detect", f"voc:{root}", out, *tiny, export=False, quiet=True)
+    )
 
 
 @pytest.fixture

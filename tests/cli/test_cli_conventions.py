@@ -39,22 +39,20 @@ def test_the_exit_code_of_an_interruption_is_128_plus_its_signal():
     assert interrupted_exit_code(interrupted("SIGTERM")) == 128 + signal.SIGTERM == 143
     assert interrupted_exit_code(KeyboardInterrupt("stopped by SIGTERM")) == 143
     assert interrupted_exit_code(KeyboardInterrupt()) == 130
+
+    def worker_sigterm_raised_while_handling(parent_signal_name):
+        try:
+            try:
+                raise KeyboardInterrupt(f"stopped by {parent_signal_name}")
+            except KeyboardInterrupt:
+                raise interrupted("SIGTERM") from None
+        except TrainingInterrupted as error:
+            return error
+
     # A parallel run stopped by SIGINT: the workers report the SIGTERM the parent sent them,
     # raised while the parent handles its own SIGINT.
-    try:
-        try:
-            raise KeyboardInterrupt("stopped by SIGINT")
-        except KeyboardInterrupt:
-            raise interrupted("SIGTERM") from None
-    except TrainingInterrupted as error:
-        assert interrupted_exit_code(error) == 130
-    try:
-        try:
-            raise KeyboardInterrupt("stopped by SIGTERM")
-        except KeyboardInterrupt:
-            raise interrupted("SIGTERM") from None
-    except TrainingInterrupted as error:
-        assert interrupted_exit_code(error) == 143
+    assert interrupted_exit_code(worker_sigterm_raised_while_handling("SIGINT")) == 130
+    assert interrupted_exit_code(worker_sigterm_raised_while_handling("SIGTERM")) == 143
 
 
 @pytest.mark.large

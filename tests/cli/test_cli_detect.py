@@ -6,29 +6,16 @@ import os
 import keras
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from cli_helpers import command_args, invoke, invoke_as_user, options, resume_args
 from PIL import Image
 from voc_devkit import copy_devkit
 
 from ssl_keras.backbone import tiny_backbone
-from ssl_keras.cli.main import main
 from ssl_keras.runs.export import load_serving
 
-METRIC_KEYS = {
-    "mean_iou",
-    "loc_acc@0.5",
-    "loc_acc@0.7",
-    "top1",
-    "top3",
-    "cls_loc_acc@0.5",
-    "num_test_images",
-    "skipped",
-    "per_class",
-}
-
-
-def invoke(args):
-    return CliRunner().invoke(main, args, catch_exceptions=False)
+SCORES = ("mean_iou", "loc_acc@0.5", "loc_acc@0.7", "top1", "top3", "cls_loc_acc@0.5")
+"""The figures of metrics.json that are fractions in [0, 1]."""
+METRIC_KEYS = {*SCORES, "num_test_images", "skipped", "per_class"}
 
 
 @pytest.fixture(scope="module")
@@ -47,26 +34,8 @@ def ssl_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def detect_run(voc, ssl_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("detect") / "run"
-    result = invoke(
-        [
-            "detect",
-            "--data",
-            voc,
-            "--backbone",
-            str(ssl_run),
-            "--out",
-            str(out),
-            "--epochs",
-            "2",
-            "--image-size",
-            "32",
-            "--batch-size",
-            "32",
-            "--label-fraction",
-            "0.5",
-            "--quiet",
-        ]
-    )
+    run_options = options(epochs=2, image_size=32, batch_size=32, label_fraction=0.5, quiet=True)
+    result = invoke(command_args("detect", voc, out, "--backbone", ssl_run, *run_options))
     assert result.exit_code == 0, result.output
     return out, result.output
 
@@ -79,7 +48,7 @@ def test_detect_writes_all_outputs(detect_run, ssl_run):
     assert metrics["num_test_images"] == 297  # every test image has a non-difficult object
     assert metrics["skipped"] == {} and metrics["repaired"] == {}
     assert metrics["skipped_by_split"] == {"train": {}, "val": {}, "test": {}}
-    for key in ("mean_iou", "loc_acc@0.5", "loc_acc@0.7", "top1", "top3", "cls_loc_acc@0.5"):
+    for key in SCORES:
         assert 0.0 <= metrics[key] <= 1.0
     assert metrics["loc_acc@0.7"] <= metrics["loc_acc@0.5"] and metrics["top1"] <= metrics["top3"]
     assert sum(c["num_images"] for c in metrics["per_class"].values()) == 297
@@ -131,19 +100,11 @@ def test_savedmodel_endpoint_equals_inference(detect_run):
 def test_evaluate_reproduces_metrics_json(detect_run, tmp_path):
     out, _ = detect_run
     target = tmp_path / "again.json"
-    result = invoke(["evaluate", "--model", str(out), "--out", str(target)])
+    result = invoke(["evaluate", "--model", out, "--out", target])
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "metrics.json").read_text())
     again = json.loads(target.read_text())
-    for key in (
-        "mean_iou",
-        "loc_acc@0.5",
-        "loc_acc@0.7",
-        "top1",
-        "top3",
-        "cls_loc_acc@0.5",
-        "num_test_images",
-    ):
+    for key in (*SCORES, "num_test_images"):
         assert again[key] == pytest.approx(saved[key], abs=1e-6), key
     assert again["per_class"].keys() == saved["per_class"].keys()
 
@@ -157,9 +118,7 @@ def test_evaluate_on_a_folder_with_only_a_test_set(detect_run, shared_data, tmp_
     )  # only ImageSets/Main/test.txt
     assert len(listed["test"]) == 297 and not (root / "ImageSets" / "Main" / "train.txt").exists()
     target = tmp_path / "test_only.json"
-    result = invoke(
-        ["evaluate", "--model", str(out), "--data", f"voc:{root}", "--out", str(target)]
-    )
+    result = invoke(["evaluate", "--model", out, "--data", f"voc:{root}", "--out", target])
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "metrics.json").read_text())
     again = json.loads(target.read_text())
@@ -171,9 +130,7 @@ def test_evaluate_on_a_folder_with_only_a_test_set(detect_run, shared_data, tmp_
             assert again["baselines"][name][key] == (
                 pytest.approx(value) if isinstance(value, float) else value
             )
-    result = CliRunner().invoke(
-        main, ["evaluate", "--model", str(out), "--data", f"voc:{root}", "--split", "val"]
-    )
+    result = invoke_as_user(["evaluate", "--model", out, "--data", f"voc:{root}", "--split", "val"])
     assert result.exit_code != 0 and "val.txt" in result.output and "Traceback" not in result.output
 
 
@@ -190,9 +147,7 @@ def test_predict_draws_pngs_and_rejects_unreadable_files(detect_run, shared_data
     Image.open(shared_data / "unlabeled" / "imagenette_00001.jpg").convert("L").save(
         png
     )  # grayscale PNG
-    result = invoke(
-        ["predict", "--model", str(out), str(image), str(png), "--out", str(tmp_path / "pred")]
-    )
+    result = invoke(["predict", "--model", out, image, png, "--out", tmp_path / "pred"])
     assert result.exit_code == 0, result.output
     drawn = sorted(os.listdir(tmp_path / "pred"))
     assert drawn == [image.stem + "_pred.png", "photo_pred.png", "predictions.json"]
@@ -202,9 +157,7 @@ def test_predict_draws_pngs_and_rejects_unreadable_files(detect_run, shared_data
         assert picture.size == Image.open(image).size  # drawn on the original image
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not a jpeg")
-    result = CliRunner().invoke(
-        main, ["predict", "--model", str(out), str(bad), "--out", str(tmp_path / "pred2")]
-    )
+    result = invoke_as_user(["predict", "--model", out, bad, "--out", tmp_path / "pred2"])
     assert (
         result.exit_code != 0 and "broken.jpg" in result.output and "Traceback" not in result.output
     )
@@ -227,21 +180,8 @@ def test_predict_draws_pngs_and_rejects_unreadable_files(detect_run, shared_data
     ],
 )
 def test_detect_rejects_bad_options(voc, tmp_path, args, message):
-    result = CliRunner().invoke(
-        main,
-        [
-            "detect",
-            "--data",
-            voc,
-            "--out",
-            str(tmp_path / "r"),
-            "--image-size",
-            "32",
-            "--backbone-name",
-            "tiny",
-            *args,
-        ],
-    )
+    tiny = options(image_size=32, backbone_name="tiny")
+    result = invoke_as_user(command_args("detect", voc, tmp_path / "r", *tiny, *args))
     assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
 
 
@@ -249,20 +189,8 @@ def test_tfds_voc_offline_fails_fast_naming_the_alternative(tmp_path):
     import time
 
     start = time.time()
-    result = CliRunner().invoke(
-        main,
-        [
-            "detect",
-            "--data",
-            "tfds:voc/2007",
-            "--out",
-            str(tmp_path / "r"),
-            "--backbone-name",
-            "tiny",
-            "--image-size",
-            "32",
-        ],
-    )
+    tiny = options(backbone_name="tiny", image_size=32)
+    result = invoke_as_user(command_args("detect", "tfds:voc/2007", tmp_path / "r", *tiny))
     assert result.exit_code != 0 and "voc:" in result.output
     assert time.time() - start < 30
 
@@ -270,24 +198,10 @@ def test_tfds_voc_offline_fails_fast_naming_the_alternative(tmp_path):
 @pytest.mark.large
 def test_resume_continues_from_the_checkpoint_into_fine_tuning(tmp_path):
     out = tmp_path / "run"
-    base = [
-        "detect",
-        "--data",
-        "synthetic:120",
-        "--backbone-name",
-        "tiny",
-        "--out",
-        str(out),
-        "--image-size",
-        "32",
-        "--batch-size",
-        "16",
-        "--quiet",
-        "--no-export",
-    ]
-    assert invoke(base + ["--epochs", "1"]).exit_code == 0
+    tiny = options(backbone_name="tiny", image_size=32, batch_size=16, quiet=True, export=False)
+    assert invoke(command_args("detect", "synthetic:120", out, *tiny, epochs=1)).exit_code == 0
     first = json.loads((out / "metrics.json").read_text())
-    result = invoke(["detect", "--out", str(out), "--resume", "--epochs", "2", "--quiet"])
+    result = invoke(resume_args("detect", out, epochs=2, quiet=True))
     assert result.exit_code == 0, result.output
     assert "resuming from" in result.output and "fine-tuning: epochs 2-2" in result.output
     second = json.loads((out / "metrics.json").read_text())

@@ -2,57 +2,42 @@
 
 import json
 import os
-import shutil
 
 import keras
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from cli_helpers import command_args, copy_photos, invoke, invoke_as_user, options, resume_args
 
-from ssl_keras.cli.main import main
 from ssl_keras.runs.export import load_serving
 from test_case import TINY_ARGS
 
-TINY = [
-    *TINY_ARGS,
-    "--warmup-epochs",
-    "0",
-    "--quiet",
-]
+TINY = [*TINY_ARGS, *options(warmup_epochs=0, quiet=True)]
 
 
 @pytest.fixture(scope="module")
 def photos(shared_data, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("photos")
-    names = sorted(os.listdir(shared_data / "unlabeled"))
-    names = [n for n in names if n.endswith(".jpg")][:32]
-    for name in names:
-        shutil.copy(shared_data / "unlabeled" / name, folder / name)
-    return folder
+    return copy_photos(shared_data, tmp_path_factory.mktemp("photos"), 32)
 
 
-def run_cli(args):
-    result = CliRunner().invoke(main, args, catch_exceptions=False)
-    return result
+def pretrain(photos, out, *more, **values):
+    """`ssl-keras pretrain` on `photos` into `out`, run in this process."""
+    return invoke(command_args("pretrain", photos, out, *more, **values))
+
+
+def assert_served_like_the_encoder(out, images, *, tolerance):
+    """The exported SavedModel of run `out` gives the `encoder.keras` features of `images`."""
+    encoder = keras.saving.load_model(out / "encoder.keras")
+    served = np.asarray(load_serving(out / "encoder_savedmodel")(images))
+    np.testing.assert_allclose(
+        served, np.asarray(encoder(images, training=False)), rtol=tolerance, atol=tolerance
+    )
+    return encoder
 
 
 @pytest.mark.large
 def test_pretrain_writes_the_whole_run_directory(photos, tmp_path):
     out = tmp_path / "run"
-    result = run_cli(
-        [
-            "pretrain",
-            "--data",
-            str(photos),
-            "--out",
-            str(out),
-            "--epochs",
-            "2",
-            "--seed",
-            "7",
-            *TINY,
-        ]
-    )
+    result = pretrain(photos, out, *TINY, epochs=2, seed=7)
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert config["options"]["epochs"] == 2 and config["options"]["seed"] == 7
@@ -72,12 +57,8 @@ def test_pretrain_writes_the_whole_run_directory(photos, tmp_path):
     ]
     events = [f for _, _, files in os.walk(out / "logs") for f in files if "tfevents" in f]
     assert len(events) >= 2  # scalars (train) and the view-pair images
-    encoder = keras.saving.load_model(out / "encoder.keras")
     images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
-    served = np.asarray(load_serving(out / "encoder_savedmodel")(images))
-    np.testing.assert_allclose(
-        served, np.asarray(encoder(images, training=False)), rtol=1e-5, atol=1e-5
-    )
+    assert_served_like_the_encoder(out, images, tolerance=1e-5)
     assert "pretrain done: 2 epoch(s)" in result.output
 
 
@@ -85,9 +66,7 @@ def test_existing_output_directory_is_refused_and_left_alone(photos, tmp_path):
     out = tmp_path / "busy"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    result = CliRunner().invoke(
-        main, ["pretrain", "--data", str(photos), "--out", str(out), "--epochs", "1", *TINY]
-    )
+    result = invoke_as_user(command_args("pretrain", photos, out, "--epochs", "1", *TINY))
     assert result.exit_code != 0
     assert "exists and is not empty" in result.output and "--resume" in result.output
     assert "Traceback" not in result.output
@@ -109,8 +88,7 @@ def test_existing_output_directory_is_refused_and_left_alone(photos, tmp_path):
     ],
 )
 def test_bad_options_are_one_line_errors(photos, tmp_path, args, message):
-    base = ["pretrain", "--data", str(photos), "--out", str(tmp_path / "x"), *TINY]
-    result = CliRunner().invoke(main, base + args)
+    result = invoke_as_user(command_args("pretrain", photos, tmp_path / "x", *TINY, *args))
     assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
 
 
@@ -119,20 +97,7 @@ def test_config_file_sets_defaults_and_options_override_it(photos, tmp_path):
     config_file = tmp_path / "pretrain.yaml"
     config_file.write_text("epochs: 1\ntemperature: 0.3\nprojection_dim: 16\n")
     out = tmp_path / "run"
-    result = run_cli(
-        [
-            "pretrain",
-            "--config",
-            str(config_file),
-            "--data",
-            str(photos),
-            "--out",
-            str(out),
-            "--temperature",
-            "0.5",
-            *TINY,
-        ]
-    )
+    result = pretrain(photos, out, "--config", config_file, "--temperature", "0.5", *TINY)
     assert result.exit_code == 0, result.output
     options = json.loads((out / "config.json").read_text())["options"]
     assert (
@@ -141,62 +106,28 @@ def test_config_file_sets_defaults_and_options_override_it(photos, tmp_path):
 
 
 def test_resume_without_a_run_is_refused(tmp_path):
-    result = CliRunner().invoke(main, ["pretrain", "--out", str(tmp_path / "none"), "--resume"])
+    result = invoke_as_user(resume_args("pretrain", tmp_path / "none"))
     assert result.exit_code != 0 and "no config.json" in result.output
 
 
 @pytest.mark.large
 def test_efficientnetb1_pretrain_and_export_on_real_photos(photos, tmp_path):
     out = tmp_path / "b1"
-    result = run_cli(
-        [
-            "pretrain",
-            "--data",
-            str(photos),
-            "--out",
-            str(out),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "16",
-            "--image-size",
-            "64",
-            "--warmup-epochs",
-            "0",
-            "--quiet",
-        ]
+    result = pretrain(
+        photos, out, epochs=1, batch_size=16, image_size=64, warmup_epochs=0, quiet=True
     )
     assert result.exit_code == 0, result.output
     record = json.loads((out / "result.json").read_text())
     assert record["epochs"] == 1 and record["steps"] == 2 and np.isfinite(record["loss"])
-    encoder = keras.saving.load_model(out / "encoder.keras")
-    assert encoder.name == "efficientnetb1" and encoder.output_shape == (None, 1280)
     images = np.random.default_rng(1).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
-    served = np.asarray(load_serving(out / "encoder_savedmodel")(images))
-    np.testing.assert_allclose(
-        served, np.asarray(encoder(images, training=False)), rtol=1e-4, atol=1e-4
-    )
+    encoder = assert_served_like_the_encoder(out, images, tolerance=1e-4)
+    assert encoder.name == "efficientnetb1" and encoder.output_shape == (None, 1280)
 
 
 @pytest.mark.large
 def test_probe_monitor_is_logged_during_pretraining(photos, tmp_path):
     out = tmp_path / "probed"
-    result = run_cli(
-        [
-            "pretrain",
-            "--data",
-            str(photos),
-            "--out",
-            str(out),
-            "--epochs",
-            "2",
-            "--probe-data",
-            "synthetic:60",
-            "--probe-every",
-            "1",
-            *TINY,
-        ]
-    )
+    result = pretrain(photos, out, *TINY, epochs=2, probe_data="synthetic:60", probe_every=1)
     assert result.exit_code == 0, result.output
     history = json.loads((out / "result.json").read_text())["history"]
     assert len(history["probe_top1"]) == 2
@@ -206,18 +137,7 @@ def test_probe_monitor_is_logged_during_pretraining(photos, tmp_path):
 @pytest.mark.large
 def test_resume_with_more_epochs_keeps_training(photos, tmp_path):
     out = tmp_path / "run"
-    args = [
-        "pretrain",
-        "--data",
-        str(photos),
-        "--out",
-        str(out),
-        "--epochs",
-        "1",
-        "--no-export",
-        *TINY,
-    ]
-    assert run_cli(args).exit_code == 0
+    assert pretrain(photos, out, "--epochs", "1", "--no-export", *TINY).exit_code == 0
 
     def trainable():
         return [
@@ -225,7 +145,7 @@ def test_resume_with_more_epochs_keeps_training(photos, tmp_path):
         ]
 
     before = trainable()
-    result = run_cli(["pretrain", "--out", str(out), "--resume", "--epochs", "2", "--quiet"])
+    result = invoke(resume_args("pretrain", out, epochs=2, quiet=True))
     assert result.exit_code == 0, result.output
     assert "schedule stretched from 4 to 8 steps" in result.output
     # The old schedule ends at learning rate 0: without stretching, epoch 2 would change nothing.

@@ -3,7 +3,6 @@ run's length, learning above chance, and every `ssl-keras pretrain` command of t
 
 import csv
 import json
-import os
 import pathlib
 import re
 import shlex
@@ -11,21 +10,18 @@ import shutil
 
 import keras
 import pytest
-from click.testing import CliRunner
+from cli_helpers import command_args, copy_photos, invoke, invoke_as_user, options, resume_args
 
 from ssl_keras.backbone import tiny_backbone
-from ssl_keras.cli.main import main
 from ssl_keras.data.unlabeled_images import load_image_source
 from ssl_keras.pretraining.projection_head import ProjectionHead
 from ssl_keras.pretraining.simclr import SimCLR
 from ssl_keras.pretraining.simclr_augmenter import SimCLRAugmenter
 
 TINY = ["--backbone", "tiny", "--image-size", "32", "--quiet"]
+DETECT_ONE_EPOCH = options(epochs=1, image_size=32, batch_size=32, label_fraction=0.25, quiet=True)
+"""`ssl-keras detect` options of the check that detect accepts a supervised run."""
 README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
-
-
-def invoke(args):
-    return CliRunner().invoke(main, args, catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +48,7 @@ def labelled_photos(shared_data, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def photos(shared_data, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("photos")
-    names = sorted(n for n in os.listdir(shared_data / "unlabeled") if n.endswith(".jpg"))[:64]
-    for name in names:
-        shutil.copy(shared_data / "unlabeled" / name, folder / name)
-    return folder
+    return copy_photos(shared_data, tmp_path_factory.mktemp("photos"), 64)
 
 
 @pytest.mark.large
@@ -65,24 +57,17 @@ def test_supervised_pretraining_learns_and_writes_a_run_that_detect_accepts(
 ):
     out = tmp_path / "supervised"
     result = invoke(
-        [
+        command_args(
             "pretrain",
-            "--method",
-            "supervised",
-            "--data",
-            str(labelled_photos),
-            "--out",
-            str(out),
-            "--epochs",
-            "6",
-            "--batch-size",
-            "16",
-            "--learning-rate",
-            "3e-3",
-            "--label-smoothing",
-            "0",
+            labelled_photos,
+            out,
             *TINY,
-        ]
+            method="supervised",
+            epochs=6,
+            batch_size=16,
+            learning_rate="3e-3",
+            label_smoothing=0,
+        )
     )
     assert result.exit_code == 0, result.output
     record = json.loads((out / "result.json").read_text())
@@ -110,25 +95,9 @@ def test_supervised_pretraining_learns_and_writes_a_run_that_detect_accepts(
     assert (
         encoder.output_shape[-1] == 64
     )  # the tiny backbone's features, not the 3-class classifier
+    voc = f"voc:{shared_data / 'voc2007'}"
     detect = invoke(
-        [
-            "detect",
-            "--data",
-            f"voc:{shared_data / 'voc2007'}",
-            "--backbone",
-            str(out),
-            "--out",
-            str(tmp_path / "detect"),
-            "--epochs",
-            "1",
-            "--image-size",
-            "32",
-            "--batch-size",
-            "32",
-            "--label-fraction",
-            "0.25",
-            "--quiet",
-        ]
+        command_args("detect", voc, tmp_path / "detect", "--backbone", out, *DETECT_ONE_EPOCH)
     )
     assert detect.exit_code == 0, detect.output
     assert json.loads((tmp_path / "detect" / "metrics.json").read_text())["num_test_images"] > 0
@@ -137,18 +106,8 @@ def test_supervised_pretraining_learns_and_writes_a_run_that_detect_accepts(
 
 
 def test_supervised_pretraining_needs_labels(photos, tmp_path):
-    result = CliRunner().invoke(
-        main,
-        [
-            "pretrain",
-            "--method",
-            "supervised",
-            "--data",
-            str(photos),
-            "--out",
-            str(tmp_path / "r"),
-            *TINY,
-        ],
+    result = invoke_as_user(
+        command_args("pretrain", photos, tmp_path / "r", "--method", "supervised", *TINY)
     )
     assert result.exit_code == 1
     assert (
@@ -162,37 +121,14 @@ def test_warmup_default_follows_the_number_of_epochs(photos, tmp_path):
     # The old default (10 warm-up epochs) refused every run shorter than 10 epochs.
     out = tmp_path / "one"
     result = invoke(
-        [
-            "pretrain",
-            "--data",
-            str(photos),
-            "--out",
-            str(out),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "16",
-            *TINY,
-        ]
+        command_args("pretrain", photos, out, "--epochs", "1", "--batch-size", "16", *TINY)
     )
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert config["options"]["warmup_epochs"] is None
     assert config["resolved"]["warmup_epochs"] == pytest.approx(0.1)
-    bad = CliRunner().invoke(
-        main,
-        [
-            "pretrain",
-            "--data",
-            str(photos),
-            "--out",
-            str(tmp_path / "two"),
-            "--epochs",
-            "2",
-            "--warmup-epochs",
-            "3",
-            *TINY,
-        ],
+    bad = invoke_as_user(
+        command_args("pretrain", photos, tmp_path / "two", *TINY, epochs=2, warmup_epochs=3)
     )
     assert bad.exit_code == 1 and "--warmup-epochs must be in [0, epochs=2]" in bad.output
 
@@ -242,11 +178,7 @@ def test_every_readme_pretrain_command_runs_as_written(shared_data, tmp_path):
         args = shlex.split(command)[1:]
         args = [a.replace("../shared/data", str(shared_data)) for a in args]
         args = [str(tmp_path / a) if a.startswith("runs/") else a for a in args]
-        result = CliRunner().invoke(
-            main,
-            [*args, "--steps-per-epoch", "1", "--quiet", "--no-export"],
-            catch_exceptions=False,
-        )
+        result = invoke([*args, "--steps-per-epoch", "1", "--quiet", "--no-export"])
         assert result.exit_code == 0, (command, result.output)
         assert "pretrain done" in result.output, (command, result.output)
 
@@ -254,20 +186,9 @@ def test_every_readme_pretrain_command_runs_as_written(shared_data, tmp_path):
 @pytest.mark.large
 def test_supervised_pretraining_resumes_with_more_epochs(labelled_photos, tmp_path):
     out = tmp_path / "supervised"
-    args = [
-        "pretrain",
-        "--method",
-        "supervised",
-        "--data",
-        str(labelled_photos),
-        "--out",
-        str(out),
-        "--batch-size",
-        "16",
-        *TINY,
-    ]
+    args = command_args("pretrain", labelled_photos, out, *TINY, method="supervised", batch_size=16)
     assert invoke([*args, "--epochs", "1"]).exit_code == 0
-    result = invoke(["pretrain", "--out", str(out), "--resume", "--epochs", "2", "--quiet"])
+    result = invoke(resume_args("pretrain", out, epochs=2, quiet=True))
     assert result.exit_code == 0, result.output
     assert "resuming from" in result.output
     record = json.loads((out / "result.json").read_text())

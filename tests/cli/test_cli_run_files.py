@@ -7,51 +7,40 @@ resume after state.json is gone, a truncated config.json, read-only folders, fil
 import errno
 import json
 import os
-import shutil
 import stat
 import subprocess
 
 import pytest
-from click.testing import CliRunner
+from cli_helpers import (
+    command_args,
+    copy_photos,
+    invoke_as_user,
+    one_error_line,
+    options,
+    resume_args,
+)
 
-from ssl_keras.cli.main import main
 from ssl_keras.runs import run_directory
 from test_case import TINY_ARGS
 
 pytestmark = pytest.mark.large  # end-to-end runs
 
-PRETRAIN = [
-    *TINY_ARGS,
-    "--warmup-epochs",
-    "0",
-    "--quiet",
-    "--no-export",
-    "--seed",
-    "3",
-]
+PRETRAIN = [*TINY_ARGS, *options(warmup_epochs=0, quiet=True, export=False, seed=3)]
 
 
 @pytest.fixture(scope="module")
 def photos(shared_data, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("photos")
-    names = sorted(n for n in os.listdir(shared_data / "unlabeled") if n.endswith(".jpg"))[:16]
-    for name in names:
-        shutil.copy(shared_data / "unlabeled" / name, folder / name)
-    return folder
+    return copy_photos(shared_data, tmp_path_factory.mktemp("photos"), 16)
 
 
-def invoke(args):
-    return CliRunner().invoke(main, args)
+def pretrain(photos, out, epochs):
+    """`ssl-keras pretrain` of `epochs` on `photos` into `out`, exceptions caught as a user meets them."""
+    return invoke_as_user(command_args("pretrain", photos, out, "--epochs", epochs, *PRETRAIN))
 
 
-def one_error_line(result):
-    """The `Error: ...` line of a failed command, checking it is the only sign of failure."""
-    assert result.exit_code == 1, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)  # not a crash
-    assert "Traceback" not in result.output, result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.output
-    return errors[0]
+def resume(out, *more):
+    """`ssl-keras pretrain --out OUT --resume MORE... --quiet`, exceptions caught."""
+    return invoke_as_user(resume_args("pretrain", out, *more, quiet=True))
 
 
 @pytest.fixture
@@ -87,9 +76,7 @@ def test_full_disk_at_the_state_write_then_resume_continues_from_that_checkpoint
 ):
     out = tmp_path / "run"
     full_disk_at_second("state.json", monkeypatch)
-    failed = invoke(
-        ["pretrain", "--data", str(photos), "--out", str(out), "--epochs", "3", *PRETRAIN]
-    )
+    failed = pretrain(photos, out, 3)
     line = one_error_line(failed)
     state_path = out / "checkpoints" / "state.json"
     assert line.startswith(f"Error: cannot write {state_path}: No space left on device")
@@ -101,7 +88,7 @@ def test_full_disk_at_the_state_write_then_resume_continues_from_that_checkpoint
     assert json.loads(state_path.read_text())["checkpoint"] == "epoch-0001.keras"
     monkeypatch.undo()
     os.unlink(state_path)  # and even with state.json gone, resume does not start over
-    resumed = invoke(["pretrain", "--out", str(out), "--resume", "--quiet"])
+    resumed = resume(out)
     assert resumed.exit_code == 0, resumed.output
     assert (
         f"note: {state_path} is missing; the state stored in epoch-0002.keras is used"
@@ -122,26 +109,17 @@ def test_full_disk_at_the_state_write_then_resume_continues_from_that_checkpoint
 
 def test_a_truncated_config_json_or_checkpoint_on_resume_is_one_line(photos, tmp_path):
     out = tmp_path / "run"
-    assert (
-        invoke(
-            ["pretrain", "--data", str(photos), "--out", str(out), "--epochs", "2", *PRETRAIN]
-        ).exit_code
-        == 0
-    )
+    assert pretrain(photos, out, 2).exit_code == 0
     config = out / "config.json"
     text = config.read_text()
     config.write_text(text[: len(text) // 2])
-    line = one_error_line(
-        invoke(["pretrain", "--out", str(out), "--resume", "--epochs", "3", "--quiet"])
-    )
+    line = one_error_line(resume(out, "--epochs", "3"))
     assert line.startswith(f"Error: {config}: not valid JSON (") and "truncated" in line
     config.write_text(text)
     for name in ("epoch-0001.keras", "epoch-0002.keras"):
         path = out / "checkpoints" / name
         path.write_bytes(path.read_bytes()[:100])
-    line = one_error_line(
-        invoke(["pretrain", "--out", str(out), "--resume", "--epochs", "3", "--quiet"])
-    )
+    line = one_error_line(resume(out, "--epochs", "3"))
     assert line.startswith(f"Error: no intact checkpoint to resume from in {out / 'checkpoints'}: ")
     assert "epoch-0002.keras: truncated" in line and "Nothing was changed" in line
 
@@ -176,23 +154,14 @@ def test_read_only_folders_are_one_line_naming_the_path(photos, tmp_path, read_o
     parent.mkdir()
     read_only(parent)
     out = parent / "run"
-    line = one_error_line(
-        invoke(["pretrain", "--data", str(photos), "--out", str(out), "--epochs", "1", *PRETRAIN])
-    )
+    line = one_error_line(pretrain(photos, out, 1))
     assert line.startswith(f"Error: cannot create --out {out}: ") and "not writable" in line
     assert not out.exists()
 
     run = tmp_path / "finished"
-    assert (
-        invoke(
-            ["pretrain", "--data", str(photos), "--out", str(run), "--epochs", "1", *PRETRAIN]
-        ).exit_code
-        == 0
-    )
+    assert pretrain(photos, run, 1).exit_code == 0
     before = sorted(os.listdir(run))
     read_only(run)
-    line = one_error_line(
-        invoke(["pretrain", "--out", str(run), "--resume", "--epochs", "2", "--quiet"])
-    )
+    line = one_error_line(resume(run, "--epochs", "2"))
     assert line.startswith(f"Error: cannot create the run's lock file {run / '.run.lock'}: ")
     assert "not writable" in line and sorted(os.listdir(run)) == before

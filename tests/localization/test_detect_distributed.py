@@ -4,50 +4,41 @@ Real processes (`tests/two_cpus.py` splits the CPU before TensorFlow starts).
 """
 
 import json
-import pathlib
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
+from cli_helpers import TWO_CPUS, options, run_cli_process
 
 import ssl_keras.localization.box_regressor  # noqa: F401 - registers the saved classes
 
-LAUNCHER = str(pathlib.Path(__file__).resolve().parents[1] / "two_cpus.py")
-ARGS = [
-    "--data",
-    "synthetic:64",
-    "--backbone",
-    "scratch",
-    "--backbone-name",
-    "tiny",
-    "--image-size",
-    "32",
-    "--batch-size",
-    "8",
-    "--epochs",
-    "2",
-    "--mode",
-    "finetune",
-    "--no-augment",
-    "--model-selection",
-    "last",
-    "--seed",
-    "1",
-    "--quiet",
-    "--no-export",
-]
+ARGS = {
+    "data": "synthetic:64",
+    "backbone": "scratch",
+    "backbone_name": "tiny",
+    "image_size": 32,
+    "batch_size": 8,
+    "epochs": 2,
+    "mode": "finetune",
+    "augment": False,
+    "model_selection": "last",
+    "seed": 1,
+    "quiet": True,
+    "export": False,
+}
+"""The options of a tiny `ssl-keras detect` run, as `cli_helpers.options` keywords."""
+
+
+def detect_on_two_cpus(out, distribute, **changes):
+    """`ssl-keras detect --out OUT --distribute DISTRIBUTE` with `ARGS`, `changes` replacing some,
+    as a process on 2 logical CPU devices; returns its exit code and output."""
+    args = ["detect", "--out", str(out), "--distribute", distribute]
+    return run_cli_process([*args, *options(**{**ARGS, **changes})], launcher=TWO_CPUS)
 
 
 def detect(out, distribute):
-    result = subprocess.run(
-        [sys.executable, LAUNCHER, "detect", "--out", str(out), "--distribute", distribute, *ARGS],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    code, output = detect_on_two_cpus(out, distribute)
+    assert code == 0, output[-4000:]
     return json.loads((out / "metrics.json").read_text())
 
 
@@ -69,26 +60,10 @@ def test_mirrored_detect_trains_and_records_its_replicas(tmp_path):
 @pytest.mark.large
 def test_a_val_split_that_cannot_be_shared_out_is_refused_in_one_line(tmp_path):
     # synthetic:48 has 7 val images: fewer than the batch of 8, and odd, for 2 replicas.
-    args = [a if a != "synthetic:64" else "synthetic:48" for a in ARGS]
-    result = subprocess.run(
-        [
-            sys.executable,
-            LAUNCHER,
-            "detect",
-            "--out",
-            str(tmp_path / "run"),
-            "--distribute",
-            "mirrored",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        input="",
-    )
-    assert result.returncode != 0
+    code, output = detect_on_two_cpus(tmp_path / "run", "mirrored", data="synthetic:48")
+    assert code != 0
     assert (
         "the val split has 7 images, fewer than --batch-size 8, and they do not split evenly "
         "over the 2 replicas of --distribute mirrored; use a --batch-size of at most 6"
-    ) in result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
+    ) in output
+    assert "Traceback" not in output

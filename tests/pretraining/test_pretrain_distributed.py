@@ -7,62 +7,45 @@ ends with the weights of an uninterrupted one.
 
 import json
 import os
-import pathlib
 import signal
-import subprocess
-import sys
-import time
 
-import keras
-import numpy as np
 import pytest
+from cli_helpers import TWO_CPUS, finish, max_difference, model_weights, options, start_cli
+from cli_helpers import wait_while_running
 
 import ssl_keras.pretraining.simclr  # noqa: F401 - registers the classes stored in checkpoints
 from test_case import TINY_ARGS
 
-LAUNCHER = str(pathlib.Path(__file__).resolve().parents[1] / "two_cpus.py")
 ARGS = [
     "--data",
     "synthetic:64",
     *TINY_ARGS,
-    "--epochs",
-    "2",
-    "--steps-per-epoch",
-    "6",
-    "--warmup-epochs",
-    "0",
-    "--seed",
-    "4",
-    "--distribute",
-    "mirrored",
-    "--quiet",
-    "--no-export",
+    *options(
+        epochs=2,
+        steps_per_epoch=6,
+        warmup_epochs=0,
+        seed=4,
+        distribute="mirrored",
+        quiet=True,
+        export=False,
+    ),
 ]
 
 
 def launch(*args):
-    return subprocess.Popen(
-        [sys.executable, LAUNCHER, "pretrain", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return start_cli(["pretrain", *args], launcher=TWO_CPUS)
 
 
-def finish(process):
-    output, _ = process.communicate(timeout=600)
-    assert process.returncode == 0, output[-3000:]
+def output_of_success(process):
+    code, output = finish(process)
+    assert code == 0, output[-3000:]
     return output
-
-
-def weights(out):
-    return keras.saving.load_model(out / "encoder.keras").get_weights()
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     out = tmp_path_factory.mktemp("mirrored") / "run"
-    output = finish(launch("--out", str(out), *ARGS))
+    output = output_of_success(launch("--out", str(out), *ARGS))
     return out, output
 
 
@@ -87,23 +70,22 @@ def test_a_killed_mirrored_run_resumes_to_the_uninterrupted_weights(reference, t
     out = tmp_path / "run"
     process = launch("--out", str(out), *ARGS)
     state = out / "checkpoints" / "state.json"
-    deadline = time.time() + 300
-    while not state.exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.02)
-    assert process.poll() is None, "the run ended before it could be killed"
+    assert wait_while_running(process, state.exists), "the run ended before it could be killed"
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=60)
-    output = finish(launch("--out", str(out), "--resume", "--quiet", "--distribute", "mirrored"))
+    output = output_of_success(
+        launch("--out", str(out), "--resume", "--quiet", "--distribute", "mirrored")
+    )
     assert "resum" in output.lower(), output[-2000:]
-    gap = max(float(np.max(np.abs(a - b))) for a, b in zip(weights(reference[0]), weights(out)))
+    gap = max_difference(*(model_weights(run / "encoder.keras") for run in (reference[0], out)))
     assert gap < 1e-5, gap
 
 
 @pytest.mark.large
 def test_a_batch_that_does_not_split_over_the_replicas_is_refused(tmp_path):
     process = launch("--out", str(tmp_path / "run"), *ARGS, "--batch-size", "7")
-    output, _ = process.communicate(timeout=300)
-    assert process.returncode != 0
+    code, output = finish(process, timeout=300)
+    assert code != 0
     assert "--batch-size 7 is the global batch and must be a multiple of the 2 replicas" in output
     assert "Traceback" not in output
     assert not os.path.exists(tmp_path / "run")

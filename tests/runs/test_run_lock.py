@@ -6,7 +6,6 @@ fraction of a second), and in `test_two_pretrain_processes_on_one_out...`, two `
 pretrain` processes started at once.
 """
 
-import dataclasses
 import json
 import os
 import re
@@ -15,6 +14,7 @@ import subprocess
 import sys
 
 import pytest
+from cli_helpers import TinyConfig, command_args, copy_photos, options, start_cli
 
 from ssl_keras.runs import run_directory
 from ssl_keras.runs.run_directory import (
@@ -36,13 +36,6 @@ lock = module.RunLock(sys.argv[2], command="pretrain")
 print("locked", flush=True)
 time.sleep(600)
 """
-
-
-@dataclasses.dataclass
-class TinyConfig:
-    out: str
-    resume: bool = False
-    seed: int = 7
 
 
 def seeds_of(seed):
@@ -164,40 +157,15 @@ def test_a_new_run_in_a_used_directory_is_refused_before_any_lock(tmp_path):
 
 
 def pretrain_process(photos, out, seed):
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ssl_keras.cli.main",
-            "pretrain",
-            "--data",
-            str(photos),
-            "--out",
-            str(out),
-            *TINY_ARGS,
-            "--epochs",
-            "1",
-            "--warmup-epochs",
-            "0",
-            "--quiet",
-            "--no-export",
-            "--seed",
-            str(seed),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    one_epoch = options(epochs=1, warmup_epochs=0, quiet=True, export=False, seed=seed)
+    return start_cli(command_args("pretrain", photos, out, *TINY_ARGS, *one_epoch))
 
 
 @pytest.mark.large
 def test_two_pretrain_processes_on_one_out_one_is_refused_and_the_run_is_whole(
     shared_data, tmp_path
 ):
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for name in sorted(n for n in os.listdir(shared_data / "unlabeled") if n.endswith(".jpg"))[:16]:
-        os.symlink(shared_data / "unlabeled" / name, photos / name)
+    photos = copy_photos(shared_data, tmp_path / "photos", 16, link=True)
     out = tmp_path / "run"
     processes = {seed: pretrain_process(photos, out, seed) for seed in (1, 2)}
     outputs = {seed: p.communicate(timeout=600) for seed, p in processes.items()}

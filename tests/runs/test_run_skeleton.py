@@ -1,21 +1,14 @@
 """The steps every run shares (`runs/run_skeleton.py`), without training anything."""
 
-import dataclasses
 import json
 
 import keras
 import pytest
+from cli_helpers import TinyConfig
 
 from ssl_keras.runs.resumable import NonFiniteLossError, RunCheckpoint, TrainingInterrupted
 from ssl_keras.runs.run_directory import RunDirectoryError
 from ssl_keras.runs.run_skeleton import start_run
-
-
-@dataclasses.dataclass
-class TinyConfig:
-    out: str
-    resume: bool = False
-    seed: int = 7
 
 
 def seeds_of(seed):
