@@ -5,7 +5,7 @@ import json
 import os
 
 import pytest
-from cli_helpers import command_args, invoke, invoke_as_user, options
+from cli_runs import command_args, invoke, invoke_as_user, options
 from PIL import Image
 
 from ssl_keras.backbone import tiny_backbone

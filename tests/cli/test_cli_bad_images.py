@@ -12,7 +12,7 @@ import shutil
 
 import bad_files
 import pytest
-from cli_helpers import command_args, invoke_as_user, one_error_line, options
+from cli_runs import command_args, invoke_as_user, one_error_line, options
 from PIL import Image
 
 from ssl_keras.backbone import tiny_backbone

@@ -7,7 +7,7 @@ The folder is a few real VOC2007 pairs copied at test time (`tests/voc_devkit.py
 import json
 
 import pytest
-from cli_helpers import command_args, invoke_as_user, options
+from cli_runs import command_args, invoke_as_user, options
 from PIL import Image
 from voc_devkit import annotation_xml
 from voc_devkit import copy_devkit

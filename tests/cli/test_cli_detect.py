@@ -6,7 +6,7 @@ import os
 import keras
 import numpy as np
 import pytest
-from cli_helpers import command_args, invoke, invoke_as_user, options, resume_args
+from cli_runs import command_args, invoke, invoke_as_user, options, resume_args
 from PIL import Image
 from voc_devkit import copy_devkit
 

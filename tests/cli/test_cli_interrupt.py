@@ -12,7 +12,7 @@ import time
 
 import keras
 import pytest
-from cli_helpers import (
+from cli_runs import (
     command_args,
     copy_photos,
     finish,

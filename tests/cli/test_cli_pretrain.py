@@ -6,7 +6,7 @@ import os
 import keras
 import numpy as np
 import pytest
-from cli_helpers import command_args, copy_photos, invoke, invoke_as_user, options, resume_args
+from cli_runs import command_args, copy_photos, invoke, invoke_as_user, options, resume_args
 
 from ssl_keras.runs.export import load_serving
 from test_case import TINY_ARGS

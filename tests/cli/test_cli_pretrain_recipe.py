@@ -10,7 +10,7 @@ import shutil
 
 import keras
 import pytest
-from cli_helpers import command_args, copy_photos, invoke, invoke_as_user, options, resume_args
+from cli_runs import command_args, copy_photos, invoke, invoke_as_user, options, resume_args
 
 from ssl_keras.backbone import tiny_backbone
 from ssl_keras.data.unlabeled_images import load_image_source

@@ -11,7 +11,7 @@ import stat
 import subprocess
 
 import pytest
-from cli_helpers import (
+from cli_runs import (
     command_args,
     copy_photos,
     invoke_as_user,

@@ -8,7 +8,7 @@ import json
 import keras
 import numpy as np
 import pytest
-from cli_helpers import TWO_CPUS, options, run_cli_process
+from cli_runs import TWO_CPUS, options, run_cli_process
 
 import ssl_keras.localization.box_regressor  # noqa: F401 - registers the saved classes
 
@@ -26,7 +26,7 @@ ARGS = {
     "quiet": True,
     "export": False,
 }
-"""The options of a tiny `ssl-keras detect` run, as `cli_helpers.options` keywords."""
+"""The options of a tiny `ssl-keras detect` run, as `cli_runs.options` keywords."""
 
 
 def detect_on_two_cpus(out, distribute, **changes):

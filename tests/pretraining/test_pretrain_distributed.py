@@ -10,8 +10,8 @@ import os
 import signal
 
 import pytest
-from cli_helpers import TWO_CPUS, finish, max_difference, model_weights, options, start_cli
-from cli_helpers import wait_while_running
+from cli_runs import TWO_CPUS, finish, max_difference, model_weights, options, start_cli
+from cli_runs import wait_while_running
 
 import ssl_keras.pretraining.simclr  # noqa: F401 - registers the classes stored in checkpoints
 from test_case import TINY_ARGS

@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from cli_helpers import TinyConfig, command_args, copy_photos, options, start_cli
+from cli_runs import TinyConfig, command_args, copy_photos, options, start_cli
 
 from ssl_keras.runs import run_directory
 from ssl_keras.runs.run_directory import (

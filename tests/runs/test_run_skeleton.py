@@ -4,7 +4,7 @@ import json
 
 import keras
 import pytest
-from cli_helpers import TinyConfig
+from cli_runs import TinyConfig
 
 from ssl_keras.runs.resumable import NonFiniteLossError, RunCheckpoint, TrainingInterrupted
 from ssl_keras.runs.run_directory import RunDirectoryError

@@ -2,7 +2,7 @@
 
 Folders of real photos, argument lists built from keywords, a command run in this process (click's
 `CliRunner`) or as a real process, the checks its results get, and the smallest stand-in for a
-command's config. Import it as `from cli_helpers import ...`: pytest puts `tests/` on the path
+command's config. Import it as `from cli_runs import ...`: pytest puts `tests/` on the path
 (see conftest.py).
 """
 
