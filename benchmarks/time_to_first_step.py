@@ -54,7 +54,8 @@ def one_run(args, out):
         (pretrain, "_resume_or_build"): "build model",
         (pretrain, "_save_encoder"): "save encoder",
     }
-    originals[(resumable, "create_variables_before_fit")] = "create variables before fit"
+    if hasattr(resumable, "create_variables_before_fit"):  # absent before issue 14 item 17
+        originals[(resumable, "create_variables_before_fit")] = "create variables before fit"
     saved = {key: getattr(*key) for key in originals}
     for (module, name), label in originals.items():
         setattr(module, name, _timed(table, label, getattr(module, name)))
