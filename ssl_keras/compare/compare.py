@@ -61,6 +61,7 @@ from ssl_keras.localization.detect import run_detect
 from ssl_keras.runs.run_directory import (
     RunDirectoryError,
     environment_info,
+    make_directory,
     read_json,
     write_file_atomic,
     write_json_atomic,
@@ -365,7 +366,7 @@ def prepare_compare_directory(config, *, log=print):
             )
         log(f"[compare] continuing the comparison in {out}")
         return out
-    os.makedirs(out, exist_ok=True)
+    make_directory(out)
     cells = grid_cells(config)
     write_json_atomic(
         record_path,

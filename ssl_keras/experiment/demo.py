@@ -34,6 +34,7 @@ def write_demo_photos(folder, *, num_images, image_size=64):
     from PIL import Image
 
     from ssl_keras.data.synthetic import SYNTHETIC_CLASSES, make_synthetic_scene
+    from ssl_keras.runs.run_directory import make_directory
 
     written = 0
     for i in range(num_images):
@@ -43,7 +44,7 @@ def write_demo_photos(folder, *, num_images, image_size=64):
         path = os.path.join(folder, label, f"scene_{index}.png")
         if os.path.exists(path):
             continue
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        make_directory(os.path.dirname(path), what="the demo's photo folder")
         Image.fromarray(np.asarray(image, dtype=np.uint8)).save(path)
         written += 1
     return written
@@ -183,7 +184,7 @@ def run_demo(
     import time
 
     from ssl_keras.experiment.experiment import load_experiment, run_experiment
-    from ssl_keras.runs.run_directory import RunDirectoryError, write_text_atomic
+    from ssl_keras.runs.run_directory import RunDirectoryError, make_directory, write_text_atomic
 
     started = time.perf_counter()
     settings = dict(DEFAULTS)
@@ -210,7 +211,7 @@ def run_demo(
         raise RunDirectoryError(
             f"--out {out} exists and is not empty; choose another --out (nothing there was changed)"
         )
-    os.makedirs(out, exist_ok=True)
+    make_directory(out)
     written = write_demo_photos(os.path.join(out, "photos"), num_images=settings["photos"])
     log(
         f"[demo] {settings['photos']} synthetic photos in {os.path.join(out, 'photos')} ({written} written now)"

@@ -50,7 +50,12 @@ from ssl_keras.runs.config import (
     read_config_file,
     to_dict,
 )
-from ssl_keras.runs.run_directory import RunDirectoryError, read_json, write_json_atomic
+from ssl_keras.runs.run_directory import (
+    RunDirectoryError,
+    make_directory,
+    read_json,
+    write_json_atomic,
+)
 
 EXPERIMENT_KEYS = ("name", "description", "out", "pretrain", "compare", "analysis", "workers")
 PRETRAIN_REFERENCE = "pretrain:"
@@ -286,7 +291,7 @@ def prepare_experiment_directory(experiment, *, log=print):
             )
         log(f"[experiment] continuing {experiment.name} in {out}")
         return out, stored
-    os.makedirs(out, exist_ok=True)
+    make_directory(out, what="the experiment's out")
     from ssl_keras.runs.run_directory import environment_info
 
     stored = {

@@ -40,7 +40,7 @@ import numpy as np
 from PIL import Image
 
 from ssl_keras.resampling import interpolation_matrix
-from ssl_keras.runs.run_directory import save_png_atomic, write_json_atomic
+from ssl_keras.runs.run_directory import make_directory, save_png_atomic, write_json_atomic
 
 TARGETS = ("class", "box")
 """`"class"`: the logit of the predicted (or given) class. `"box"`: the evidence that makes the
@@ -832,7 +832,7 @@ def run_gradcam(
         model_dirs, image_paths, out, target
     )
     images = [read_rgb(p) for p in image_paths]  # every input is checked before any work
-    os.makedirs(out, exist_ok=True)
+    make_directory(out)
 
     rows = [[image] for image in images]
     titles = [[stem] for stem in stems]
@@ -928,7 +928,7 @@ def _report_images(data, out_dir, num_images):
         from ssl_keras.data.synthetic import make_synthetic_scene
 
         folder = os.path.join(out_dir, "gradcam_inputs")
-        os.makedirs(folder, exist_ok=True)
+        make_directory(folder, what="the Grad-CAM input folder")
         paths = []
         for i in range(num_images):
             # Indices past any synthetic split: scenes no cell was trained or selected on.
@@ -1271,7 +1271,7 @@ def _gradcam_across(
         explained_class=explained_class,
     )
     out_dir = os.path.abspath(os.fspath(out_dir))
-    os.makedirs(out_dir, exist_ok=True)
+    make_directory(out_dir, what="the Grad-CAM folder")
     runs = _explain_runs(
         titles,
         run_dirs,

@@ -15,7 +15,7 @@ import numpy as np
 from ssl_keras.localization.box_drawing import draw_boxes
 from ssl_keras.data import image_files
 from ssl_keras.localization.detect import load_run
-from ssl_keras.runs.run_directory import save_png_atomic, write_json_atomic
+from ssl_keras.runs.run_directory import make_directory, save_png_atomic, write_json_atomic
 
 PREDICTIONS_FILE = "predictions.json"
 """The file `predict_images` writes in its output folder."""
@@ -193,7 +193,7 @@ def predict_images(run_dir, paths, out, *, log=None, verbose=0):
         log(f"image {path}: skipped, {reason}")
     for path, repair in repaired_files:
         log(f"image {path}: read, {repair}")
-    os.makedirs(out, exist_ok=True)
+    make_directory(out)
     rows = []
     progress = keras.utils.Progbar(len(usable), unit_name="image") if verbose else None
     for path, target in zip(usable, targets):

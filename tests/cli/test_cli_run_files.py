@@ -8,7 +8,6 @@ import errno
 import json
 import os
 import stat
-import subprocess
 
 import pytest
 from cli_runs import (
@@ -122,31 +121,6 @@ def test_a_truncated_config_json_or_checkpoint_on_resume_is_one_line(photos, tmp
     line = one_error_line(resume(out, "--epochs", "3"))
     assert line.startswith(f"Error: no intact checkpoint to resume from in {out / 'checkpoints'}: ")
     assert "epoch-0002.keras: truncated" in line and "Nothing was changed" in line
-
-
-@pytest.fixture
-def read_only():
-    """Makes a folder read-only for this process: chmod 0o555, or, as root (who ignores modes),
-    the immutable attribute."""
-    made = []
-
-    def make(folder):
-        if os.geteuid() == 0:
-            if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
-                pytest.skip(
-                    "running as root, and chattr +i is not available to make a folder read-only"
-                )
-        else:
-            os.chmod(folder, 0o555)
-        made.append(folder)
-        return folder
-
-    yield make
-    for folder in made:
-        if os.geteuid() == 0:
-            subprocess.run(["chattr", "-i", str(folder)], check=True)
-        else:
-            os.chmod(folder, 0o755)
 
 
 def test_read_only_folders_are_one_line_naming_the_path(photos, tmp_path, read_only):
