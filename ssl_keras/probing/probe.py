@@ -597,8 +597,7 @@ def run_probe(
             EfficientNetB1 as built probes *higher* without it (Imagenette at 64 px: kNN top-1
             0.234 as built, 0.156 estimated; RESULTS.md 1.4), so the default leaves the backbone
             as `detect` uses it. Defaults to False.
-        verbose: int, 1 shows progress bars for the feature extraction and the linear probe;
-            0 none. Defaults to 1.
+        verbose: int, 1 shows progress bars (scan, features, linear probe). Defaults to 1.
         log: function of one str. Defaults to `print`.
 
     Returns:
@@ -610,15 +609,15 @@ def run_probe(
     started = time.perf_counter()
     out = prepare_run_directory(out, command="probe")
     keras.utils.set_random_seed(seed)
-    with scan_progress(verbose > 0):
-        data = probe_data(
-            data_spec,
-            image_size=image_size,
-            batch_size=batch_size,
-            max_per_class=max_per_class,
-            seed=seed,
-        )
-    log(data.description)
+    data = _open_probe_data(
+        data_spec,
+        verbose=verbose,
+        log=log,
+        image_size=image_size,
+        batch_size=batch_size,
+        max_per_class=max_per_class,
+        seed=seed,
+    )
     backbone, description = _probe_backbone(
         backbone_spec,
         backbone_name=backbone_name,
@@ -633,6 +632,14 @@ def run_probe(
     report.update(backbone=description, wall_seconds=time.perf_counter() - started)
     write_json_atomic(os.path.join(out, "probe.json"), report)
     return report
+
+
+def _open_probe_data(spec, *, verbose, log, **options):
+    """`probe_data`, with the scan's progress bar when `verbose`; logs its description."""
+    with scan_progress(verbose > 0):
+        data = probe_data(spec, **options)
+    log(data.description)
+    return data
 
 
 def _probe(backbone, data, method, *, log, verbose, **hyper):
