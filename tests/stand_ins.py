@@ -1,6 +1,9 @@
 """Stand-ins shared by several test files."""
 
 import json
+import os
+import subprocess
+import sys
 import textwrap
 
 import numpy as np
@@ -179,3 +182,28 @@ def assert_keeps_leading_dimensions(pairwise, reference, *, seed, **tolerance):
     values = keras.ops.convert_to_numpy(pairwise(a, b))
     assert values.shape == (2, 3)
     np.testing.assert_allclose(values, reference(a, b), **tolerance)
+
+
+HOLDER = """  # loads run_directory.py alone: no TensorFlow, it starts in a fraction of a second
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location("run_directory", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+lock = module.RunLock(sys.argv[2], command="pretrain")
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def hold_lock(directory):
+    """A live process holding `directory`'s lock (until killed)."""
+    from ssl_keras.runs import run_directory
+
+    os.makedirs(directory, exist_ok=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, run_directory.__file__, str(directory)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout.readline().strip() == "locked"
+    return process

@@ -60,6 +60,7 @@ from ssl_keras.runs.config import to_dict
 from ssl_keras.localization.detect import run_detect
 from ssl_keras.runs.run_directory import (
     RunDirectoryError,
+    RunLock,
     environment_info,
     make_directory,
     read_json,
@@ -293,46 +294,47 @@ def run_compare(
     started = time.perf_counter()
     config.validate()
     out = prepare_compare_directory(config, log=log)
-    cells = grid_cells(config)
-    finished = lambda cell: os.path.isfile(os.path.join(out, cell.run_dir, "metrics.json"))
-    skipped = _skipped_backbones(config, out, cells, finished, log)
+    with RunLock(out, command="compare"):  # a second compare on this --out is refused
+        cells = grid_cells(config)
+        finished = lambda cell: os.path.isfile(os.path.join(out, cell.run_dir, "metrics.json"))
+        skipped = _skipped_backbones(config, out, cells, finished, log)
 
-    hint = resume_hint or "the same ssl-keras compare command again (finished cells are kept)"
-    names = {
-        cell.key: f"[compare] {index}/{len(cells)} {cell.run_dir[len('cells/') :]}"
-        for index, cell in enumerate(cells, start=1)
-    }
-    statuses, todo = _cells_to_run(cells, finished, skipped, names, log)
+        hint = resume_hint or "the same ssl-keras compare command again (finished cells are kept)"
+        names = {
+            cell.key: f"[compare] {index}/{len(cells)} {cell.run_dir[len('cells/') :]}"
+            for index, cell in enumerate(cells, start=1)
+        }
+        statuses, todo = _cells_to_run(cells, finished, skipped, names, log)
 
-    start, done, unavailable = _cell_callbacks(config, out, skipped, statuses, names, log)
+        start, done, unavailable = _cell_callbacks(config, out, skipped, statuses, names, log)
 
-    if workers > 1 and len(todo) > 1:
-        _run_cells_in_workers(
-            todo,
-            workers,
-            start=start,
-            done=done,
-            unavailable=unavailable,
-            names=names,
-            verbose=verbose,
-            hint=hint,
-            log=log,
-        )
-    else:
-        _run_cells_here(
-            todo,
-            start=start,
-            done=done,
-            unavailable=unavailable,
-            verbose=verbose,
-            hint=hint,
-            log=log,
-        )
+        if workers > 1 and len(todo) > 1:
+            _run_cells_in_workers(
+                todo,
+                workers,
+                start=start,
+                done=done,
+                unavailable=unavailable,
+                names=names,
+                verbose=verbose,
+                hint=hint,
+                log=log,
+            )
+        else:
+            _run_cells_here(
+                todo,
+                start=start,
+                done=done,
+                unavailable=unavailable,
+                verbose=verbose,
+                hint=hint,
+                log=log,
+            )
 
-    summary = summarize_compare(config, skipped=skipped, gradcam=gradcam, log=log)
-    summary["cells"] = _cell_summaries(cells, out, statuses)
-    summary["wall_seconds"] = time.perf_counter() - started
-    return summary
+        summary = summarize_compare(config, skipped=skipped, gradcam=gradcam, log=log)
+        summary["cells"] = _cell_summaries(cells, out, statuses)
+        summary["wall_seconds"] = time.perf_counter() - started
+        return summary
 
 
 def prepare_compare_directory(config, *, log=print):

@@ -52,6 +52,7 @@ from ssl_keras.runs.config import (
 )
 from ssl_keras.runs.run_directory import (
     RunDirectoryError,
+    RunLock,
     make_directory,
     read_json,
     write_json_atomic,
@@ -349,57 +350,58 @@ def run_experiment(experiment, *, log=print, verbose=0, workers=None):
     workers = experiment.workers if workers is None else workers
     started = time.perf_counter()
     out, record = prepare_experiment_directory(experiment, log=log)
-    invocation = {
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "workers": workers,
-        "stages": {},
-        "finished": False,
-    }
-    record.setdefault("invocations", []).append(invocation)
-    record_path = os.path.join(out, "experiment.json")
+    with RunLock(out, command="experiment"):  # a second run on this out is refused
+        invocation = {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "workers": workers,
+            "stages": {},
+            "finished": False,
+        }
+        record.setdefault("invocations", []).append(invocation)
+        record_path = os.path.join(out, "experiment.json")
 
-    def save(stage=None, stage_started=None):
-        if stage:
-            invocation["stages"][stage] = round(time.perf_counter() - stage_started, 1)
-        invocation["wall_seconds"] = round(time.perf_counter() - started, 1)
-        write_json_atomic(record_path, record)
+        def save(stage=None, stage_started=None):
+            if stage:
+                invocation["stages"][stage] = round(time.perf_counter() - stage_started, 1)
+            invocation["wall_seconds"] = round(time.perf_counter() - started, 1)
+            write_json_atomic(record_path, record)
 
-    save()
-    try:
-        statuses = _run_pretrain_stages(
-            experiment, workers=workers, verbose=verbose, save=save, log=log
-        )
-    finally:
         save()
+        try:
+            statuses = _run_pretrain_stages(
+                experiment, workers=workers, verbose=verbose, save=save, log=log
+            )
+        finally:
+            save()
 
-    log(f"[experiment] comparison -> {os.path.abspath(experiment.compare.out)}")
-    stage_started = time.perf_counter()
-    try:
-        summary = run_compare(
-            experiment.compare,
-            log=log,
-            verbose=verbose,
-            workers=workers,
-            resume_hint="the same ssl-keras experiment command again (finished stages and cells "
-            "are kept)",
-        )
-    finally:
-        save("compare", stage_started)
+        log(f"[experiment] comparison -> {os.path.abspath(experiment.compare.out)}")
+        stage_started = time.perf_counter()
+        try:
+            summary = run_compare(
+                experiment.compare,
+                log=log,
+                verbose=verbose,
+                workers=workers,
+                resume_hint="the same ssl-keras experiment command again (finished stages and cells "
+                "are kept)",
+            )
+        finally:
+            save("compare", stage_started)
 
-    stage_started = time.perf_counter()
-    analysis = analyze_experiment(experiment, summary, log=log)
-    invocation["finished"] = True
-    save("analysis", stage_started)
-    total = sum(item.get("wall_seconds", 0) for item in record["invocations"])
-    return {
-        "out": out,
-        "pretrain": statuses,
-        "compare": summary,
-        "analysis": analysis,
-        "wall_seconds": time.perf_counter() - started,
-        "total_wall_seconds": total,
-        "invocations": len(record["invocations"]),
-    }
+        stage_started = time.perf_counter()
+        analysis = analyze_experiment(experiment, summary, log=log)
+        invocation["finished"] = True
+        save("analysis", stage_started)
+        total = sum(item.get("wall_seconds", 0) for item in record["invocations"])
+        return {
+            "out": out,
+            "pretrain": statuses,
+            "compare": summary,
+            "analysis": analysis,
+            "wall_seconds": time.perf_counter() - started,
+            "total_wall_seconds": total,
+            "invocations": len(record["invocations"]),
+        }
 
 
 def _run_pretrain_stages(experiment, *, workers, verbose, save, log):

@@ -15,6 +15,7 @@ import sys
 
 import pytest
 from cli_runs import TinyConfig, command_args, copy_photos, options, start_cli
+from stand_ins import hold_lock
 
 from ssl_keras.runs import run_directory
 from ssl_keras.runs.run_directory import (
@@ -27,31 +28,9 @@ from ssl_keras.runs.run_directory import (
 from ssl_keras.runs.run_skeleton import start_run
 from test_case import TINY_ARGS
 
-HOLDER = """
-import importlib.util, sys, time
-spec = importlib.util.spec_from_file_location("run_directory", sys.argv[1])
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-lock = module.RunLock(sys.argv[2], command="pretrain")
-print("locked", flush=True)
-time.sleep(600)
-"""
-
 
 def seeds_of(seed):
     return {"global": seed}
-
-
-def hold_lock(directory):
-    """A live process holding `directory`'s lock (until killed)."""
-    os.makedirs(directory, exist_ok=True)
-    process = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, run_directory.__file__, str(directory)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout.readline().strip() == "locked"
-    return process
 
 
 def dead_pid():
